@@ -1,0 +1,423 @@
+"""The ``sigops`` command: JSON on stdout, logs on stderr.
+
+Exit codes: 0 success (all valid), 1 something invalid or rejected, 2 usage or configuration.
+Imports stay light here (argparse, json) so that ``sigops verify`` starts fast; each verb loads
+what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags, unreadable files, unusable configuration: exit 2 with a message."""
+
+
+def _out(obj: Any, stream: IO[str] | None = None) -> None:
+    (stream or sys.stdout).write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"sigops: {msg}\n")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+def _records(inputs: Sequence[str]) -> Iterator[bytes | Any]:
+    """Raw records from every input in order: JSONL lines (bytes) or the elements of a
+    ``.json`` document. Blank lines are not records. A ``.json`` file that does not parse is
+    one (malformed) record."""
+    for name in inputs:
+        if name == "-":
+            yield from _lines(sys.stdin.buffer)
+            continue
+        p = Path(name)
+        if p.suffix == ".json":
+            try:
+                data = p.read_bytes()
+            except OSError as e:
+                raise UsageError(f"cannot read {name}: {e.strerror}") from None
+            stripped = data.lstrip()
+            if stripped.startswith(b"[") and stripped.rstrip().endswith(b"]"):
+                from .core.strictjson import loads
+                from .core.errors import MalformedInput
+
+                try:
+                    doc = loads(data, max(len(data), 1))
+                except MalformedInput:
+                    yield data
+                    continue
+                yield from (_Decoded(x) for x in doc)
+            else:
+                yield data
+            continue
+        try:
+            f = p.open("rb")
+        except OSError as e:
+            raise UsageError(f"cannot read {name}: {e.strerror}") from None
+        with f:
+            yield from _lines(f)
+
+
+class _Decoded:
+    """An already-decoded record (an element of a JSON array input)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+
+def _lines(f: IO[bytes]) -> Iterator[bytes]:
+    for line in f:
+        if line.strip():
+            yield line
+
+
+def _check_inputs(inputs: Sequence[str]) -> None:
+    if not inputs:
+        raise UsageError("no INPUT given (a .json file, a .jsonl file, or - for stdin)")
+    for name in inputs:
+        if name != "-" and not Path(name).is_file():
+            raise UsageError(f"input {name} does not exist or is not a file")
+
+
+class _Progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, what: str, every: int = 5000) -> None:
+        self.on = sys.stderr.isatty()
+        self.what, self.every, self.t0, self.n = what, every, time.monotonic(), 0
+
+    def tick(self) -> None:
+        self.n += 1
+        if self.on and self.n % self.every == 0:
+            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
+            sys.stderr.write(f"\r{self.what}: {self.n} records ({rate:,.0f}/s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on and self.n >= self.every:
+            sys.stderr.write("\n")
+
+
+def _diagnoser(args: argparse.Namespace, max_skew: float | None = None) -> Any:
+    from .core.diagnose import Diagnoser
+    from .core.errors import KeyringError
+    from .core.keys import load_keyring
+
+    try:
+        ring = load_keyring(args.keyring, args.profile)
+        return Diagnoser(ring, max_skew_seconds=max_skew, max_bytes=args.max_bytes)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+
+
+def _classify_all(d: Any, inputs: Sequence[str], what: str) -> Iterator[Any]:
+    prog = _Progress(what)
+    for i, rec in enumerate(_records(inputs)):
+        v = d.classify_obj(rec.obj, i) if isinstance(rec, _Decoded) else d.classify_line(rec, i)
+        prog.tick()
+        yield v
+    prog.done()
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _check_inputs(args.inputs)
+    d = _diagnoser(args)
+    total = valid = 0
+    by_reason: dict[str, int] = {}
+    write = sys.stdout.write
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    for v in _classify_all(d, args.inputs, "verified"):
+        total += 1
+        if v.cause == "valid":
+            valid += 1
+        else:
+            by_reason[v.cause] = by_reason.get(v.cause, 0) + 1
+        if not args.summary:
+            line = {"index": v.index, "pcs_id": v.pcs_id, "valid": v.cause == "valid",
+                    "kid": v.kid, "profile": v.profile,
+                    "reason": None if v.cause == "valid" else v.cause}
+            if v.detail and v.cause != "valid":
+                line["detail"] = v.detail
+            write(dumps(line) + "\n")
+    if args.summary:
+        _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
+    if total == 0:
+        _err("no records in the input")
+        return EXIT_INVALID
+    return EXIT_OK if valid == total else EXIT_INVALID
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .core.diagnose import aggregate
+
+    _check_inputs(args.inputs)
+    d = _diagnoser(args, args.max_skew)
+    verdicts = list(_classify_all(d, args.inputs, "diagnosed"))
+    report = aggregate(verdicts, max_skew_seconds=d.max_skew_seconds,
+                       recent_config_change=args.recent_config_change)
+    if args.per_sample:
+        report["samples"] = [{"index": v.index, "cause": v.cause, "kid": v.kid,
+                              "profile": v.profile} for v in verdicts]
+    _out(report)
+    return EXIT_OK
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    from .core.errors import KeyringError
+    from .core.golden import run_golden
+    from .core.keys import load_keyring
+
+    try:
+        ring = load_keyring(args.keyring) if args.keyring else None
+        results = run_golden(args.dir, ring, args.profile)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    if not results:
+        raise UsageError(f"no golden vectors (*.json) in {args.dir}")
+    failed = [r for r in results if not r.ok]
+    _out({"total": len(results), "passed": len(results) - len(failed), "failed": len(failed),
+          "vectors": [r.to_dict() for r in results]})
+    for r in failed:
+        _err(f"golden mismatch: {r.file}: {r.detail}")
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _read_json_file(path: str, what: str) -> Any:
+    from .core.errors import MalformedInput
+    from .core.strictjson import loads
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return loads(data)
+    except MalformedInput as e:
+        raise UsageError(f"{what} {path}: {e.reason}") from None
+
+
+def cmd_signal_sign(args: argparse.Namespace) -> int:
+    from .core.errors import KeyringError
+    from .core.keys import key_from_entry
+    from .core.signals import sign_signal
+
+    entry = _read_json_file(args.key, "key file")
+    payload = _read_json_file(args.payload, "payload")
+    if not isinstance(payload, dict):
+        raise UsageError("payload must be a JSON object")
+    try:
+        key = key_from_entry(entry)
+        _out(sign_signal(payload, key))
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    return EXIT_OK
+
+
+def cmd_signal_verify(args: argparse.Namespace) -> int:
+    from .core.errors import KeyringError, SignalRejected
+    from .core.signals import load_pubkeys, rejection_record, signal_hash, verify_signal
+
+    try:
+        pubkeys = load_pubkeys(_read_json_file(args.pubkeys, "pubkeys file"))
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    from .core.errors import MalformedInput
+    from .core.strictjson import loads
+
+    try:
+        raw = sys.stdin.buffer.read() if args.signal == "-" else Path(args.signal).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read signal {args.signal}: {e.strerror}") from None
+    try:
+        signal = loads(raw)
+        payload = verify_signal(signal, pubkeys)
+    except (MalformedInput, SignalRejected) as e:
+        reason = e.reason if isinstance(e, SignalRejected) else "malformed"
+        detail = e.detail if isinstance(e, SignalRejected) else e.reason
+        _out({"valid": False, "reason": reason, "detail": detail})
+        sys.stderr.write(json.dumps(rejection_record(reason, args.signal)) + "\n")
+        return EXIT_INVALID
+    _out({"valid": True, "reason": None, "key_id": signal["key_id"],
+          "hash": signal_hash(signal), "payload": payload})
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .core.keys import generate_key
+
+    key = generate_key(args.alg, args.kid, args.state)
+    entry = key.to_entry()
+    entry["fingerprint"] = key.fingerprint
+    _out(entry)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .operator_main import main as run_main
+
+    return run_main(args)
+
+
+def cmd_testbed(args: argparse.Namespace) -> int:
+    from .testbed.cli import main as testbed_main
+
+    return testbed_main(args.testbed_args)
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with a one-line message, no traceback
+        self.print_usage(sys.stderr)
+        _err(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _non_negative(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number >= 0")
+    return v
+
+
+PROFILES = ("python", "go", "fixed9")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="sigops",
+        description="Verify and diagnose FLK PCS signatures; rotate keys and answer "
+                    "signature-failure spikes on Kubernetes.",
+        epilog="Output is JSON on stdout; logs go to stderr. Exit 0 = ok/all valid, "
+               "1 = something invalid or rejected, 2 = usage or configuration error.",
+    )
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--keyring", required=True, metavar="K.json",
+                        help="keyring file: {\"keys\": [...], \"profile\": ..., "
+                             "\"max_skew_seconds\": ...}")
+        sp.add_argument("--profile", choices=PROFILES,
+                        help="canonical profile (default: the keyring's, else python)")
+        sp.add_argument("--max-bytes", type=_positive_int, default=1 << 20, metavar="N",
+                        help="size limit of one record in bytes (default 1048576)")
+
+    v = sub.add_parser("verify", help="verify PCS records, one JSON line each",
+                       description="Verify PCS records. INPUT is a .json PCS (or a JSON array "
+                                   "of them), a .jsonl file, or - for JSONL on stdin. Records "
+                                   "are PCS objects or envelopes {pcs, received_at, source}.")
+    common(v)
+    v.add_argument("--summary", action="store_true",
+                   help="print one {total, valid, invalid, by_reason} object instead")
+    v.add_argument("inputs", nargs="*", metavar="INPUT")
+    v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("diagnose", help="why do signatures fail? one JSON report",
+                       description="Classify each record (malformed, valid, clock_skew, "
+                                   "stale_key, pending_key, canonicalization_drift, tampered, "
+                                   "unverifiable) and report the incident cause and scenario.")
+    common(d)
+    d.add_argument("--max-skew", type=_non_negative, metavar="S",
+                   help="freshness limit in seconds (default: the keyring's max_skew_seconds)")
+    d.add_argument("--per-sample", action="store_true", help="include one line per sample")
+    d.add_argument("--recent-config-change", action="store_true",
+                   help="the signing config changed just before the spike (favours E)")
+    d.add_argument("inputs", nargs="*", metavar="INPUT")
+    d.set_defaults(func=cmd_diagnose)
+
+    g = sub.add_parser("golden", help="check golden vectors in a directory",
+                       description="Check golden vectors (canonical, pcs and verdict vectors); "
+                                   "exit 1 on any mismatch.")
+    g.add_argument("--keyring", metavar="K.json", help="keys for pcs vectors")
+    g.add_argument("--profile", choices=PROFILES,
+                   help="require this profile (default: any profile may match)")
+    g.add_argument("dir", metavar="DIR")
+    g.set_defaults(func=cmd_golden)
+
+    s = sub.add_parser("signal", help="sign or verify sigops signals")
+    ssub = s.add_subparsers(dest="signal_verb", metavar="sign|verify", parser_class=_Parser)
+    ss = ssub.add_parser("sign", help="sign a payload with an Ed25519 key entry")
+    ss.add_argument("--key", required=True, metavar="PRIVATE.json",
+                    help="an ed25519 key entry with private_b64 (see sigops keygen)")
+    ss.add_argument("payload", metavar="PAYLOAD.json")
+    ss.set_defaults(func=cmd_signal_sign)
+    sv = ssub.add_parser("verify", help="verify a signal (exit 0 valid, 1 rejected)")
+    sv.add_argument("--pubkeys", required=True, metavar="P.json",
+                    help="{\"keys\": {\"<kid>\": \"<base64 32 bytes>\"}}")
+    sv.add_argument("signal", metavar="SIGNAL.json")
+    sv.set_defaults(func=cmd_signal_verify)
+    s.set_defaults(func=lambda a: (s.print_help(sys.stderr), EXIT_USAGE)[1])
+
+    k = sub.add_parser("keygen", help="print a new key entry for a keyring")
+    k.add_argument("--alg", required=True, choices=("hmac-sha256", "ed25519"))
+    k.add_argument("--kid", help="key id (default: derived from alg, time and fingerprint)")
+    k.add_argument("--state", default="pending",
+                   choices=("pending", "active", "retiring", "retired"))
+    k.set_defaults(func=cmd_keygen)
+
+    r = sub.add_parser("run", help="run the operator (kopf) with its alert receiver",
+                       description="Run the operator. Every flag is also an environment "
+                                   "variable (shown in brackets).")
+    from .config import add_run_flags
+
+    add_run_flags(r)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("testbed", help="reference backend and agent simulator for drills",
+                       add_help=False)
+    t.add_argument("testbed_args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_testbed)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        rc: int = args.func(args)
+        return rc
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

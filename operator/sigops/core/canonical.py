@@ -1,0 +1,189 @@
+"""Canonical bytes of a PCS signature subset, under named profiles.
+
+The FLK stack carries three incompatible canonical forms in the wild. Each is a row of
+:data:`PROFILES`: a rounding rule, a float format and a string escaping, so adding a form is
+adding a row. All profiles sort keys, use no whitespace and emit UTF-8.
+
+>>> subset = {"pcs_id": "p", "merkle_root": "m", "epoch": 1, "shard_id": "s",
+...           "D_hat": 1.0, "coh_star": 0.2, "r": 1e-7, "budget": 0.5}
+>>> canonical_bytes(subset, "python")
+b'{"D_hat":1.0,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m","pcs_id":"p","r":1e-07,"shard_id":"s"}'
+>>> canonical_bytes(subset, "go")
+b'{"D_hat":1,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m","pcs_id":"p","r":1e-7,"shard_id":"s"}'
+>>> canonical_bytes(subset, "fixed9")[:40]
+b'{"D_hat":1.000000000,"budget":0.50000000'
+"""
+
+from __future__ import annotations
+
+import json.encoder
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any
+
+__all__ = [
+    "Profile",
+    "PROFILES",
+    "PROFILE_NAMES",
+    "SIGNED_FIELDS",
+    "FLOAT_FIELDS",
+    "canonical_bytes",
+    "round_half_up_9",
+    "round_go_9",
+    "format_python_float",
+    "format_go_float",
+    "format_fixed9_float",
+    "escape_python",
+    "escape_go",
+]
+
+FLOAT_FIELDS = ("D_hat", "coh_star", "r", "budget")
+"""The four signed float fields, rounded to 9 decimals before encoding."""
+
+SIGNED_FIELDS = ("pcs_id", "merkle_root", "epoch", "shard_id", *FLOAT_FIELDS)
+"""The signed subset; every other PCS field is unsigned."""
+
+# Key order of the canonical object: sorted by code point, as both json.dumps(sort_keys=True)
+# and Go's encoding/json (map keys) sort them.
+_ORDER = tuple(sorted(SIGNED_FIELDS))
+
+# Enough precision for any finite double's shortest repr quantized to 9 decimals
+# (309 integer digits + 9 decimals), so rounding is exact and never raises.
+_DEC = Context(prec=400, rounding=ROUND_HALF_UP)
+_Q9 = Decimal("1E-9")
+
+
+def round_half_up_9(x: float) -> float:
+    """The Python agent's rounding: half-up at 9 decimals on the float's shortest repr.
+
+    >>> round_half_up_9(0.1234567895), round_half_up_9(2.5e-10), round_half_up_9(1.0)
+    (0.12345679, 0.0, 1.0)
+    """
+    r = repr(x)
+    # Fast path: a repr with at most 9 decimals and no exponent is already rounded.
+    dot = r.find(".")
+    if dot >= 0 and "e" not in r and len(r) - dot - 1 <= 9:
+        return x
+    return float(Decimal(r).quantize(_Q9, context=_DEC))
+
+
+def _go_math_round(v: float) -> float:
+    """Go's math.Round: nearest integer, halves away from zero, sign of zero kept."""
+    if not math.isfinite(v) or abs(v) >= 4503599627370496.0:  # 2**52: already integral
+        return v
+    t = float(math.trunc(v))
+    if abs(v - t) >= 0.5:
+        t += math.copysign(1.0, v)
+    return t if t != 0.0 else math.copysign(0.0, v)
+
+
+def round_go_9(x: float) -> float:
+    """The Go backend's rounding: ``math.Round(x*1e9)/1e9`` in float64 arithmetic.
+
+    >>> round_go_9(0.1234567895), round_go_9(-2.5e-10)
+    (0.12345679, -0.0)
+    """
+    return _go_math_round(x * 1e9) / 1e9
+
+
+def format_python_float(x: float) -> str:
+    """Python ``repr``: ``1.0``, ``0.2``, ``1e-07``, ``1e+21``."""
+    return repr(x)
+
+
+def format_go_float(x: float) -> str:
+    """Go ``encoding/json`` float64: shortest digits, no ``.0``, exponent below 1e-6 or from 1e21.
+
+    >>> [format_go_float(v) for v in (1.0, 0.2, 1e-7, 1.5e-7, 1e21, 1e20, 1e-5, -0.0)]
+    ['1', '0.2', '1e-7', '1.5e-7', '1e+21', '100000000000000000000', '0.00001', '-0']
+    """
+    r = repr(x)
+    a = abs(x)
+    if a != 0.0 and (a < 1e-6 or a >= 1e21):
+        # Go's 'e' format has the same shortest digits as Python's repr; encoding/json then
+        # drops the leading zero of a negative one-digit exponent (e-07 -> e-7).
+        if "e" not in r:  # pragma: no cover - repr always uses an exponent in this range
+            r = f"{x:e}"
+        if len(r) >= 4 and r[-4] == "e" and r[-3] == "-" and r[-2] == "0":
+            r = r[:-2] + r[-1]
+        return r
+    if "e" in r:  # Python chose an exponent Go does not use: write the digits out.
+        r = format(Decimal(r), "f")
+    if r.endswith(".0"):
+        r = r[:-2]
+    return r
+
+
+def format_fixed9_float(x: float) -> str:
+    """Exactly nine decimals: ``1.000000000``."""
+    return f"{x:.9f}"
+
+
+escape_python: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""Python ``json.dumps`` string form (ASCII only, ``\\uXXXX`` escapes)."""
+
+_GO_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+             "\f": "\\f", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+             "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESC = {chr(c): f"\\u{c:04x}" for c in range(0x20)} | _GO_SHORT
+_GO_TABLE = str.maketrans(_GO_ESC)
+
+
+def escape_go(s: str) -> str:
+    """Go ``encoding/json`` string form: HTML-escaped, U+2028/9 escaped, other UTF-8 raw.
+
+    >>> escape_go('a<b>&\\u2028é')
+    '"a\\\\u003cb\\\\u003e\\\\u0026\\\\u2028é"'
+    """
+    # Go replaces invalid UTF-8 (here: lone surrogates) with U+FFFD.
+    if not s.isascii():
+        s = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+    return '"' + s.translate(_GO_TABLE) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One canonical form: how floats are rounded and written, how strings are escaped."""
+
+    name: str
+    round: Callable[[float], float]
+    format_float: Callable[[float], str]
+    escape: Callable[[str], str]
+    description: str
+
+
+PROFILES: Mapping[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("python", round_half_up_9, format_python_float, escape_python,
+                "upstream Python agent: Decimal half-up, json.dumps(sort_keys=True)"),
+        Profile("go", round_go_9, format_go_float, escape_go,
+                "upstream Go backend: math.Round(x*1e9)/1e9, encoding/json"),
+        Profile("fixed9", round_half_up_9, format_fixed9_float, escape_python,
+                "nine fixed decimals, as in the upstream signature test vector"),
+    )
+}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python") -> bytes:
+    """Canonical UTF-8 bytes of the signed subset under ``profile``.
+
+    ``subset`` must already be type-checked (see :func:`sigops.core.pcs.parse_pcs`): strings
+    for ``pcs_id``/``merkle_root``/``shard_id``, an int ``epoch``, numbers for the floats.
+    """
+    p = profile if isinstance(profile, Profile) else PROFILES[profile]
+    rnd, ff, esc = p.round, p.format_float, p.escape
+    parts = []
+    for k in _ORDER:
+        v = subset[k]
+        if k in ("D_hat", "budget", "coh_star", "r"):
+            s = ff(rnd(float(v)))
+        elif k == "epoch":
+            s = str(v)
+        else:
+            s = esc(v)
+        parts.append(f'"{k}":{s}')
+    return ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")

@@ -1,0 +1,351 @@
+"""Why does a signature fail? One cause per sample, first match wins, and an aggregate report.
+
+The causes and what they mean for an incident are a table (:data:`CAUSES`), not if-chains.
+Diagnosis stays cheap: each sample tries the (key, profile) pairs that matched recently first,
+canonical bytes are computed at most once per profile per sample, and repeated records (a replay
+flood) reuse the earlier outcome.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .canonical import PROFILES, canonical_bytes
+from .errors import MalformedInput
+from .keys import Key, KeyRing
+from .pcs import PCS, Sample, parse_record, signing_message
+from .strictjson import DEFAULT_MAX_BYTES, loads
+
+__all__ = [
+    "Cause",
+    "CAUSES",
+    "CAUSE_NAMES",
+    "Verdict",
+    "Diagnoser",
+    "aggregate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """A row of the cause table: what a per-sample cause means for an incident."""
+
+    name: str
+    incident_cause: str | None
+    scenario: str | None
+    meaning: str
+
+
+CAUSES: Mapping[str, Cause] = {
+    c.name: c
+    for c in (
+        Cause("malformed", "MaliciousActivity", "D",
+              "not a well-formed PCS (parse, type, duplicate key, base64, size)"),
+        Cause("valid", None, None, "verifies with an accepted key under the ring's profile"),
+        Cause("clock_skew", "ClockSkew", "B",
+              "signature valid but sent_at is too far from received_at"),
+        Cause("stale_key", "KeyRotationInProgress", "A", "verifies only with a retired key"),
+        Cause("pending_key", "KeyRotationInProgress", "A",
+              "verifies only with a pending key or one the backend does not accept"),
+        Cause("canonicalization_drift", "CanonicalizationDrift", "C",
+              "verifies with a known key only under another profile"),
+        Cause("tampered", "MaliciousActivity", "D",
+              "pcs_id rule broken, or one pcs_id with two signed contents"),
+        Cause("unverifiable", "ConfigurationError", "E",
+              "well-formed, but no known key and profile verifies it"),
+    )
+}
+CAUSE_NAMES = tuple(CAUSES)
+_ORDER = {name: i for i, name in enumerate(CAUSE_NAMES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judgement of one sample."""
+
+    index: int
+    cause: str
+    pcs_id: str | None = None
+    kid: str | None = None
+    profile: str | None = None
+    detail: str | None = None
+    source: str | None = None
+    version: str | None = None
+    skew_seconds: float | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.cause == "valid"
+
+
+@dataclass
+class _Match:
+    key: Key
+    profile: str
+
+
+@dataclass
+class Diagnoser:
+    """Judges samples against one key ring; keeps a small cache of what matched.
+
+    >>> from sigops.core.keys import Key
+    >>> ring = KeyRing((Key("k1", "hmac-sha256", secret=b"testsecret"),))
+    >>> d = Diagnoser(ring)
+    >>> d.classify_obj({"pcs_id": "x"}, 0).cause
+    'malformed'
+    """
+
+    ring: KeyRing
+    profile: str | None = None
+    max_skew_seconds: float | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    content_memory: int = 65536
+    _seen: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    _replay: dict[tuple[bytes, tuple[Any, ...]], _Match | None] = field(
+        default_factory=dict, repr=False)
+    _mru: dict[str, list[_Match]] = field(default_factory=dict, repr=False)
+    tried: int = 0
+
+    def __post_init__(self) -> None:
+        prof = self.profile or self.ring.profile
+        if prof not in PROFILES:
+            from .errors import KeyringError
+
+            raise KeyringError(f"unknown profile {prof!r}; known: {', '.join(PROFILES)}")
+        self.profile = prof
+        if self.max_skew_seconds is None:
+            self.max_skew_seconds = self.ring.max_skew_seconds
+        # Candidate (key, profile) pairs per alg: the ring's profile first, then the others.
+        for alg in ("hmac-sha256", "ed25519"):
+            keys = [k for k in self.ring.keys if k.alg == alg]
+            pairs = [_Match(k, prof) for k in keys]
+            pairs += [_Match(k, p) for p in PROFILES if p != prof for k in keys]
+            self._mru[alg] = pairs
+
+    # -- per sample ---------------------------------------------------------------------
+
+    def classify_line(self, line: bytes | str, index: int) -> Verdict:
+        """Judge one raw JSONL line (or JSON document)."""
+        try:
+            obj = loads(line, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason)
+        return self.classify_obj(obj, index)
+
+    def classify_obj(self, obj: Any, index: int) -> Verdict:
+        """Judge one decoded record (a PCS or an envelope)."""
+        try:
+            sample = parse_record(obj)
+        except MalformedInput as e:
+            pid = obj.get("pcs_id") if isinstance(obj, dict) else None
+            if pid is None and isinstance(obj, dict) and isinstance(obj.get("pcs"), dict):
+                pid = obj["pcs"].get("pcs_id")
+            return Verdict(index, "malformed", pid if isinstance(pid, str) else None,
+                           detail=e.reason)
+        return self.classify(sample, index)
+
+    def classify(self, sample: Sample, index: int) -> Verdict:
+        pcs = sample.pcs
+        when = sample.received_at or pcs.sent_at
+        base = dict(index=index, pcs_id=pcs.pcs_id, source=sample.source,
+                    version=pcs.agent_version or pcs.version)
+        kind, key, prof = self._match(pcs, when)
+        if kind == "accepted":
+            skew = self._skew(sample)
+            limit = self.max_skew_seconds
+            if skew is not None and limit is not None and abs(skew) > limit:
+                return Verdict(cause="clock_skew", kid=key, profile=prof, skew_seconds=skew,
+                               detail=f"sent_at is {skew:+.1f}s from received_at "
+                                      f"(limit {limit:g}s)", **base)
+            self._remember(pcs)
+            return Verdict(cause="valid", kid=key, profile=prof, skew_seconds=skew, **base)
+        if kind in ("stale_key", "pending_key"):
+            self._remember(pcs)
+            return Verdict(cause=kind, kid=key, profile=prof, **base)
+        if kind == "drift":
+            self._remember(pcs)
+            return Verdict(cause="canonicalization_drift", kid=key, profile=prof,
+                           detail=f"verifies only under profile {prof!r}, "
+                                  f"not {self.profile!r}", **base)
+        if not pcs.pcs_id_ok():
+            return Verdict(cause="tampered", detail="pcs_id is not sha256(merkle_root|epoch|"
+                                                    "shard_id)", **base)
+        prev = self._seen.get(pcs.pcs_id)
+        if prev is not None and prev != pcs.content_key():
+            return Verdict(cause="tampered", detail="pcs_id seen before with other signed "
+                                                    "content", **base)
+        return Verdict(cause="unverifiable", detail="no known key and profile verifies it",
+                       **base)
+
+    @staticmethod
+    def _skew(sample: Sample) -> float | None:
+        if sample.received_at is None or sample.pcs.sent_at is None:
+            return None
+        return (sample.received_at - sample.pcs.sent_at).total_seconds()
+
+    def _remember(self, pcs: PCS) -> None:
+        seen = self._seen
+        if pcs.pcs_id not in seen:
+            if len(seen) >= self.content_memory:
+                del seen[next(iter(seen))]
+            seen[pcs.pcs_id] = pcs.content_key()
+
+    def _find(self, pcs: PCS) -> _Match | None:
+        """The first (key, profile) that verifies, trying the ring's profile first and, within
+        it, the pairs that matched most recently; a replayed record reuses the last answer."""
+        memo = (pcs.sig, pcs.content_key())
+        if memo in self._replay:
+            return self._replay[memo]
+        own, alg = self.profile, pcs.alg
+        pairs = self._mru[alg]
+        canon: dict[str, bytes] = {}
+        found: _Match | None = None
+        for want_own in (True, False):
+            for i, m in enumerate(pairs):
+                if (m.profile == own) is not want_own:
+                    continue
+                msg = canon.get(m.profile)
+                if msg is None:
+                    msg = signing_message(canonical_bytes(pcs.subset, m.profile), alg)
+                    canon[m.profile] = msg
+                self.tried += 1
+                if m.key.verify(msg, pcs.sig):
+                    found = m
+                    if i:  # move to front: the next sample from the same agents tries it first
+                        pairs.insert(0, pairs.pop(i))
+                    break
+            if found is not None:
+                break
+        if len(self._replay) >= 4096:
+            self._replay.clear()
+        self._replay[memo] = found
+        return found
+
+    def _match(self, pcs: PCS, when: datetime | None) -> tuple[str, str | None, str | None]:
+        """(kind, kid, profile): kind is accepted, stale_key, pending_key, drift or none."""
+        m = self._find(pcs)
+        if m is None:
+            return "none", None, None
+        k = m.key
+        if m.profile != self.profile:
+            return "drift", k.kid, m.profile
+        window = k.valid_at(when)
+        if window == 0 and self.ring.accepts(k):
+            return "accepted", k.kid, m.profile
+        if window > 0 or k.state in ("retired", "retiring"):
+            return "stale_key", k.kid, m.profile
+        return "pending_key", k.kid, m.profile
+
+    def run(self, records: Iterable[bytes | str], start: int = 0) -> list[Verdict]:
+        return [self.classify_line(r, i) for i, r in enumerate(records, start)]
+
+
+# -- aggregate -------------------------------------------------------------------------------
+
+
+def _confidence(dominant: int, failing: int) -> float:
+    # Share of the dominant cause among failures, discounted when there are few samples.
+    if failing == 0:
+        return 0.0
+    return round(dominant / failing * failing / (failing + 1), 3)
+
+
+def _skew_report(verdicts: Sequence[Verdict], limit: float | None) -> dict[str, Any] | None:
+    skewed = [v for v in verdicts if v.cause == "clock_skew" and v.skew_seconds is not None]
+    if not skewed:
+        return None
+    timed = [v for v in verdicts if v.skew_seconds is not None]
+    by_src: dict[str, list[float]] = {}
+    for v in skewed:
+        by_src.setdefault(v.source or "unknown", []).append(v.skew_seconds or 0.0)
+    all_sources = {v.source or "unknown" for v in timed}
+    affected = sorted(by_src)
+    if len(all_sources) <= 1:
+        scope = "single_source" if len(skewed) < len(timed) else "all_sources"
+        if len(all_sources) == 1 and len(skewed) == len(timed):
+            scope = "all_sources" if affected == ["unknown"] else "single_source"
+    elif len(affected) == len(all_sources):
+        scope = "all_sources"
+    elif len(affected) == 1:
+        scope = "single_source"
+    else:
+        scope = "some_sources"
+    # Every source off by the same amount points at the one clock they share: the backend's.
+    suspect = "backend_clock" if scope == "all_sources" and len(all_sources) > 1 else "agent_clock"
+    offsets = [v.skew_seconds or 0.0 for v in skewed]
+    return {
+        "offset_seconds": round(statistics.median(offsets), 3),
+        "max_abs_seconds": round(max(abs(o) for o in offsets), 3),
+        "limit_seconds": limit,
+        "scope": scope,
+        "suspect": suspect,
+        "affected_sources": len(affected),
+        "total_sources": len(all_sources),
+        "sources": {s: round(statistics.median(o), 3) for s, o in sorted(by_src.items())},
+    }
+
+
+def _drift_follows_version(verdicts: Sequence[Verdict]) -> list[str] | None:
+    """Versions that explain the drift, when drifting samples carry versions others do not."""
+    drift = {v.version for v in verdicts if v.cause == "canonicalization_drift"}
+    ok = {v.version for v in verdicts if v.cause in ("valid", "clock_skew", "stale_key",
+                                                      "pending_key")}
+    if None in drift or not drift or not ok or drift & ok:
+        return None
+    return sorted(d for d in drift if d is not None)
+
+
+def aggregate(verdicts: Sequence[Verdict], *, max_skew_seconds: float | None = None,
+              recent_config_change: bool = False) -> dict[str, Any]:
+    """The aggregate report of the ``diagnose`` contract (without per-sample lines)."""
+    counts = Counter(v.cause for v in verdicts)
+    by_cause = {c: counts[c] for c in CAUSE_NAMES if counts[c]}
+    failing = {c: n for c, n in by_cause.items() if c != "valid"}
+    n_fail = sum(failing.values())
+    report: dict[str, Any] = {"total": len(verdicts), "by_cause": by_cause}
+    if not verdicts:
+        dominant: str | None = None
+    elif not failing:
+        dominant = "valid"
+    else:
+        dominant = max(failing, key=lambda c: (failing[c], -_ORDER[c]))
+    report["dominant_cause"] = dominant
+    incident, scenario = "Unknown", None
+    drift_versions = None
+    if dominant and dominant != "valid":
+        row = CAUSES[dominant]
+        incident, scenario = row.incident_cause or "Unknown", row.scenario
+        if dominant == "canonicalization_drift":
+            drift_versions = _drift_follows_version(verdicts)
+            if drift_versions:
+                incident = "LibraryVersionMismatch"
+        elif dominant == "unverifiable" and not recent_config_change and counts["valid"]:
+            # Some records verify, so the backend's key is right: the ones that do not are
+            # forgeries or tampering (D). Nothing verifying points at the configuration (E).
+            incident, scenario = "MaliciousActivity", "D"
+    report["incident_cause"] = incident
+    report["confidence"] = _confidence(failing.get(dominant or "", 0), n_fail)
+    report["scenario"] = scenario
+    report["skew"] = _skew_report(verdicts, max_skew_seconds)
+    drift = [v for v in verdicts if v.cause == "canonicalization_drift"]
+    if drift:
+        report["drift"] = {
+            "profiles": dict(Counter(v.profile or "" for v in drift)),
+            "versions": drift_versions or sorted({v.version for v in drift if v.version}),
+        }
+    sources = Counter(v.source for v in verdicts if not v.valid and v.source)
+    if sources:
+        report["top_failing_sources"] = [{"source": s, "failures": n}
+                                         for s, n in sources.most_common(10)]
+    return report
+
+
+def verdict_line(v: Verdict) -> dict[str, Any]:
+    """A per-sample line of the diagnose report."""
+    return {"index": v.index, "cause": v.cause, "kid": v.kid, "profile": v.profile}
+
