@@ -56,9 +56,15 @@ build_module() {
   # Pin each package to the helper's version: a bare `go get` would upgrade to latest.
   local p pinned=()
   for p in "$@"; do pinned+=("$p@$version"); done
-  (cd "$work" && go get "${pinned[@]}" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\|downgraded\)' >&2 || true)
+  if ! (cd "$work" && go get "${pinned[@]}" >"$work/go-get.log" 2>&1); then
+    cat "$work/go-get.log" >&2
+    die "$name $version: go get failed (see above)"
+  fi
   log "$name $version: building $bins (cold: several minutes on 2 cores)"
   local ldflags="-s -w"
+  if [ "$name" = helm ]; then
+    ldflags="$ldflags -X helm.sh/helm/v3/internal/version.version=$version"
+  fi
   if [ "$name" = kubernetes ]; then
     local minor=${version#v1.}; minor=${minor%%.*}
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do

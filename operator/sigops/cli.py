@@ -49,8 +49,8 @@ def _records(inputs: Sequence[str]) -> Iterator[bytes | Any]:
                 raise UsageError(f"cannot read {name}: {e.strerror}") from None
             stripped = data.lstrip()
             if stripped.startswith(b"[") and stripped.rstrip().endswith(b"]"):
-                from .core.strictjson import loads
                 from .core.errors import MalformedInput
+                from .core.strictjson import loads
 
                 try:
                     doc = loads(data, max(len(data), 1))
@@ -376,7 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="{\"keys\": {\"<kid>\": \"<base64 32 bytes>\"}}")
     sv.add_argument("signal", metavar="SIGNAL.json")
     sv.set_defaults(func=cmd_signal_verify)
-    s.set_defaults(func=lambda a: (s.print_help(sys.stderr), EXIT_USAGE)[1])
+    def signal_help(_: argparse.Namespace) -> int:
+        s.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    s.set_defaults(func=signal_help)
 
     k = sub.add_parser("keygen", help="print a new key entry for a keyring")
     k.add_argument("--alg", required=True, choices=("hmac-sha256", "ed25519"))

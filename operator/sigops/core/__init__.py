@@ -7,7 +7,7 @@ rate limiter (:mod:`.ratelimit`) and golden vectors (:mod:`.golden`).
 
 from .canonical import PROFILE_NAMES, PROFILES, SIGNED_FIELDS, canonical_bytes
 from .diagnose import CAUSE_NAMES, CAUSES, Diagnoser, Verdict, aggregate
-from .errors import KeyringError, MalformedInput, SigopsError, SignalRejected, VerificationError
+from .errors import KeyringError, MalformedInput, SignalRejected, SigopsError, VerificationError
 from .keys import ED25519, HMAC, Key, KeyRing, generate_key, keyring_from_dict, load_keyring
 from .pcs import PCS, Sample, expected_pcs_id, parse_pcs, parse_record, sign_pcs
 from .ratelimit import Decision, SlidingWindowLimiter

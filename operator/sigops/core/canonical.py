@@ -121,7 +121,7 @@ def format_fixed9_float(x: float) -> str:
     return f"{x:.9f}"
 
 
-escape_python: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+escape_python: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """Python ``json.dumps`` string form (ASCII only, ``\\uXXXX`` escapes)."""
 
 _GO_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",

@@ -152,35 +152,35 @@ class Diagnoser:
     def classify(self, sample: Sample, index: int) -> Verdict:
         pcs = sample.pcs
         when = sample.received_at or pcs.sent_at
-        base = dict(index=index, pcs_id=pcs.pcs_id, source=sample.source,
-                    version=pcs.agent_version or pcs.version)
-        kind, key, prof = self._match(pcs, when)
+        version = pcs.agent_version or pcs.version
+
+        def verdict(cause: str, kid: str | None = None, profile: str | None = None,
+                    detail: str | None = None, skew: float | None = None) -> Verdict:
+            return Verdict(index, cause, pcs.pcs_id, kid, profile, detail, sample.source,
+                           version, skew)
+
+        kind, kid, prof = self._match(pcs, when)
         if kind == "accepted":
             skew = self._skew(sample)
             limit = self.max_skew_seconds
             if skew is not None and limit is not None and abs(skew) > limit:
-                return Verdict(cause="clock_skew", kid=key, profile=prof, skew_seconds=skew,
-                               detail=f"sent_at is {skew:+.1f}s from received_at "
-                                      f"(limit {limit:g}s)", **base)
+                return verdict("clock_skew", kid, prof, f"sent_at is {skew:+.1f}s from "
+                               f"received_at (limit {limit:g}s)", skew)
             self._remember(pcs)
-            return Verdict(cause="valid", kid=key, profile=prof, skew_seconds=skew, **base)
+            return verdict("valid", kid, prof, skew=skew)
         if kind in ("stale_key", "pending_key"):
             self._remember(pcs)
-            return Verdict(cause=kind, kid=key, profile=prof, **base)
+            return verdict(kind, kid, prof)
         if kind == "drift":
             self._remember(pcs)
-            return Verdict(cause="canonicalization_drift", kid=key, profile=prof,
-                           detail=f"verifies only under profile {prof!r}, "
-                                  f"not {self.profile!r}", **base)
+            return verdict("canonicalization_drift", kid, prof,
+                           f"verifies only under profile {prof!r}, not {self.profile!r}")
         if not pcs.pcs_id_ok():
-            return Verdict(cause="tampered", detail="pcs_id is not sha256(merkle_root|epoch|"
-                                                    "shard_id)", **base)
+            return verdict("tampered", detail="pcs_id is not sha256(merkle_root|epoch|shard_id)")
         prev = self._seen.get(pcs.pcs_id)
         if prev is not None and prev != pcs.content_key():
-            return Verdict(cause="tampered", detail="pcs_id seen before with other signed "
-                                                    "content", **base)
-        return Verdict(cause="unverifiable", detail="no known key and profile verifies it",
-                       **base)
+            return verdict("tampered", detail="pcs_id seen before with other signed content")
+        return verdict("unverifiable", detail="no known key and profile verifies it")
 
     @staticmethod
     def _skew(sample: Sample) -> float | None:

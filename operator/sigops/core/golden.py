@@ -66,7 +66,8 @@ def _check_canonical(name: str, doc: Mapping[str, Any], want: str | None) -> Vec
     return VectorResult(name, "canonical", ok, matches, detail)
 
 
-def _check_pcs(name: str, doc: Mapping[str, Any], keys: list[Key], want: str | None) -> VectorResult:
+def _check_pcs(name: str, doc: Mapping[str, Any], keys: list[Key],
+               want: str | None) -> VectorResult:
     pcs = parse_pcs(doc)
     if not keys:
         return VectorResult(name, "pcs", False, (), "no key to verify with (give --keyring)")

@@ -108,7 +108,7 @@ class Key:
         return self.secret is not None or self._signer is not None
 
     def verify(self, message: bytes, sig: bytes) -> bool:
-        """True if ``sig`` is this key's signature of ``message`` (already prehashed for Ed25519)."""
+        """True if ``sig`` is this key's signature of ``message`` (prehashed for Ed25519)."""
         if self.alg == HMAC:
             assert self.secret is not None
             return hmac.compare_digest(hmac.digest(self.secret, message, "sha256"), sig)

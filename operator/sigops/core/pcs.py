@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 from .canonical import FLOAT_FIELDS, SIGNED_FIELDS, canonical_bytes
 from .errors import MalformedInput
 from .keys import ED25519, HMAC, SIG_LEN, Key, b64decode_strict
-from .strictjson import safe_repr
+from .strictjson import MAX_SAFE_INTEGER, safe_repr
 from .timeparse import parse_time
 
 __all__ = [
@@ -76,6 +77,23 @@ class Sample:
     source: str | None = None
 
 
+def _utf8_ok(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in_range(v: float) -> bool:
+    # Every profile scales by 1e9 to round (the Go backend literally computes x*1e9); a value
+    # whose scaled form overflows has no canonical form there, so it is rejected, not signed.
+    try:
+        return math.isfinite(v * 1e9)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
     subset: dict[str, Any] = {}
     for k in _STR_FIELDS:
@@ -84,16 +102,25 @@ def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
             raise MalformedInput(f"{k} must be a string" if k in obj else f"missing field {k}")
         if len(v) > _MAX_STR:
             raise MalformedInput(f"{k} longer than {_MAX_STR} characters")
+        if not v.isascii() and not _utf8_ok(v):
+            raise MalformedInput(f"{k} holds a lone surrogate (not valid Unicode)")
         subset[k] = v
     e = obj.get("epoch")
     if type(e) is not int:
-        raise MalformedInput("epoch must be an integer" if "epoch" in obj else "missing field epoch")
+        raise MalformedInput(
+            "epoch must be an integer" if "epoch" in obj else "missing field epoch")
+    if abs(e) > MAX_SAFE_INTEGER:  # strictjson refuses these already; decoded objects too
+        raise MalformedInput("epoch beyond 2^53 is not allowed")
     subset["epoch"] = e
     for k in FLOAT_FIELDS:
         v = obj.get(k)
         t = type(v)
         if t is not float and t is not int:
             raise MalformedInput(f"{k} must be a number" if k in obj else f"missing field {k}")
+        if t is int and abs(v) > MAX_SAFE_INTEGER:
+            raise MalformedInput(f"{k}: integer beyond 2^53 is not allowed")
+        if not _in_range(v):
+            raise MalformedInput(f"{k} is out of range: |{k}| * 1e9 must be a finite float64")
         subset[k] = v
     return subset
 

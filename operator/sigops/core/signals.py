@@ -65,7 +65,7 @@ def build_payload(kind: str, *, target: str, service_id: str, prev_hash: str | N
                   **fields: Any) -> dict[str, Any]:
     """A signal payload holding every field that matters, collections sorted.
 
-    ``evidence`` is summarized by its SHA-256 digest (of its canonical form), so the payload
+    Fields that are None are left out. ``evidence`` is summarized by its SHA-256 digest (of its canonical form), so the payload
     stays small while still binding the evidence.
     """
     payload: dict[str, Any] = {
@@ -80,7 +80,17 @@ def build_payload(kind: str, *, target: str, service_id: str, prev_hash: str | N
         "prev_hash": prev_hash,
     }
     payload.update({k: _sorted(v) for k, v in fields.items()})
-    return payload
+    # Absent rather than null: Kubernetes drops nulls from stored objects, which would break
+    # the signature of a signal kept in a status.
+    return _drop_nulls(payload)
+
+
+def _drop_nulls(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _drop_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_nulls(x) for x in v]
+    return v
 
 
 def sign_signal(payload: Mapping[str, Any], key: Key) -> dict[str, Any]:
@@ -107,7 +117,7 @@ def verify_signal(signal: Any, pubkeys: Mapping[str, bytes]) -> dict[str, Any]:
     if sig_b64 is None or sig_b64 == "":
         raise SignalRejected("unsigned", "no signature")
     version = signal.get("sig_alg_version")
-    if version != SIG_ALG_VERSION:
+    if type(version) is not int or version != SIG_ALG_VERSION:  # true == 1 in Python
         raise SignalRejected("unsupported_version", f"sig_alg_version {safe_repr(str(version))}")
     kid = signal.get("key_id")
     if not isinstance(kid, str) or not kid:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import MalformedInput
@@ -70,6 +71,28 @@ def _int(s: str) -> int:
     return i
 
 
+# A surrogate escape (\uD800-\uDFFF) or a raw surrogate: only then is the decoded value walked.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89abcdefABCDEF]|[\ud800-\udfff]")
+
+
+def _reject_lone_surrogates(obj: Any) -> None:
+    # A lone surrogate is not UTF-8: Go reads it as U+FFFD, Python keeps it, so the two sides
+    # would sign different bytes (and it cannot be written back out as UTF-8).
+    stack: list[Any] = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedInput("string holds a lone surrogate (not valid Unicode)") from None
+
+
 _decoder = json.JSONDecoder(
     object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float, parse_int=_int
 )
@@ -87,7 +110,10 @@ def loads(data: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     else:
         text = data
     try:
-        return _decoder.decode(text)
+        obj = _decoder.decode(text)
+        if _SURROGATE_HINT.search(text):
+            _reject_lone_surrogates(obj)
+        return obj
     except MalformedInput:
         raise
     except json.JSONDecodeError as e:

@@ -1,0 +1,1 @@
+"""Kubernetes access: client construction, Secrets, Deployments, Events, the signing key."""

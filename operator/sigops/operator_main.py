@@ -1,0 +1,107 @@
+"""``sigops run``: the kopf operator, its alert receiver and its metrics endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import kopf
+
+from .httpd import MetricsHandler, serve
+from .k8s.api import GROUP, VERSION, Kube
+from .k8s.signing import ensure_signing_key
+from .metrics import ROTATION_STEPS, UP
+from .prometheus.client import Prom
+from .records import Signer
+from .settings import Settings, load_settings
+
+__all__ = ["main", "Operator", "register"]
+
+log = logging.getLogger("sigops")
+
+
+class Operator:
+    """Everything the handlers share: API access, Prometheus, settings, the signing key."""
+
+    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+                 operator_namespace: str) -> None:
+        from .handlers.keyrotation import RotationReconciler
+
+        self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
+        self.operator_namespace = operator_namespace
+        self.rotations = RotationReconciler(kube, prom, settings, signer)
+        self.ready = threading.Event()
+
+
+def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Attach the handlers to a kopf registry (one place, so tests can build their own)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kw: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as the kubernetes client: KUBECONFIG or in-cluster.
+        return kopf.login_via_client(**kw)
+
+    @kopf.on.startup(registry=registry)
+    def startup(**kw: Any) -> None:
+        settings: kopf.OperatorSettings = kw["settings"]
+        # Timeouts: a dead API server must not hang a watch or a request forever.
+        settings.watching.server_timeout = 120
+        settings.watching.client_timeout = 150
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 30
+        settings.posting.level = logging.WARNING
+        settings.persistence.finalizer = "sigops.fractal-lba.io/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="sigops.fractal-lba.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="sigops.fractal-lba.io", key="last-handled-spec")
+        op.ready.set()
+
+    @kopf.timer(GROUP, VERSION, "keyrotations", interval=op.settings.reconcile_interval,
+                sharp=False, registry=registry, id="reconcile")
+    def keyrotation_tick(**kw: Any) -> None:
+        name, namespace = kw["name"], kw["namespace"]
+        # Read the object fresh: kopf's body may predate our own status patches.
+        obj = op.kube.get_cr(namespace, "keyrotations", name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        before = (obj.get("status") or {}).get("phase")
+        after = op.rotations.tick(obj)
+        if after != before and after:
+            ROTATION_STEPS.labels(after).inc()
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        settings = load_settings(args.config)
+    except ValueError as e:
+        log.error("invalid configuration: %s", e)
+        return 2
+    try:
+        kube = Kube.connect()
+    except Exception as e:  # noqa: BLE001 - no kubeconfig and not in a cluster
+        log.error("no Kubernetes credentials (KUBECONFIG or in-cluster): %s", e)
+        return 2
+    key = ensure_signing_key(kube, args.operator_namespace)
+    signer = Signer(key, settings.service_id)
+    prom = Prom(args.prometheus_url)
+    if not prom.configured:
+        log.warning("no --prometheus-url: KeyRotations run unguarded, no ALERTS poll")
+    op = Operator(kube, prom, settings, signer, args.operator_namespace)
+    registry = kopf.OperatorRegistry()
+    register(registry, op)
+    MetricsHandler.healthy = staticmethod(op.ready.is_set)
+    metrics = serve(args.metrics_listen, MetricsHandler)
+    log.info("metrics and healthz on %s:%d", *metrics.server_address[:2])
+    UP.set(1)
+    namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
+    kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
+             namespaces=namespaces)
+    return 0

@@ -1,0 +1,1 @@
+"""Prometheus access: the error-rate guard and the ALERTS poll."""

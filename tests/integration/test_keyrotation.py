@@ -1,0 +1,278 @@
+"""KeyRotation on the real API server, driven by a real `sigops run` process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sigops.backend_config import EnvNames, backend_config, find_container, resolve_env
+from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
+from sigops.core.signals import load_pubkeys, verify_chain
+from tests.conftest import kubectl, wait_for
+
+GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
+
+
+def make_backend(api: Any, ns: str, alg: str) -> Key:
+    """A backend Deployment (replicas 0: no kubelet here) whose key comes from a Secret, and
+    the agents' Secret with the same key. Returns the key."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    key = generate_key(alg, kid="original", state="active")
+    entry = key.to_entry()
+    if alg == HMAC:
+        backend_data = {"PCS_HMAC_KEY": entry["secret"]}
+        agent_data = {"PCS_HMAC_KEY": entry["secret"]}
+        env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
+               client.V1EnvVar(name="PCS_HMAC_KEY", value_from=client.V1EnvVarSource(
+                   secret_key_ref=client.V1SecretKeySelector(name="backend-key",
+                                                              key="PCS_HMAC_KEY")))]
+    else:
+        backend_data = {"PCS_ED25519_PUB_B64": entry["public_b64"]}
+        agent_data = {"PCS_ED25519_PRIV_B64": entry["private_b64"]}
+        env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="ed25519"),
+               client.V1EnvVar(name="PCS_ED25519_PUB_B64", value_from=client.V1EnvVarSource(
+                   secret_key_ref=client.V1SecretKeySelector(name="backend-key",
+                                                              key="PCS_ED25519_PUB_B64")))]
+    env.append(client.V1EnvVar(name="TOKEN_RATE", value="100"))
+    for name, data in (("backend-key", backend_data), ("agent-key", agent_data)):
+        core.create_namespaced_secret(ns, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    apps.create_namespaced_deployment(ns, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
+        spec=client.V1DeploymentSpec(
+            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+    return key
+
+
+def keyrotation(name: str, alg: str, overlap: str = "3s", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "KeyRotation",
+            "metadata": {"name": name},
+            "spec": {"target": {"deployment": "fractal-lba-backend",
+                                "agentSecret": {"name": "agent-key"}},
+                     "algorithm": alg, "overlap": overlap, **spec}}
+
+
+def get_kr(api: Any, ns: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "keyrotations", name)
+
+
+def phase(api: Any, ns: str, name: str) -> str | None:
+    return (get_kr(api, ns, name).get("status") or {}).get("phase")
+
+
+def secret(api: Any, ns: str, name: str) -> dict[str, str]:
+    s = client.CoreV1Api(api).read_namespaced_secret(name, ns)
+    return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+
+
+def agent_key_fingerprint(api: Any, ns: str, alg: str) -> str:
+    data = secret(api, ns, "agent-key")
+    if alg == HMAC:
+        return Key("a", HMAC, secret=data["PCS_HMAC_KEY"].encode()).fingerprint
+    return Key("a", ED25519, private_seed=base64.b64decode(data["PCS_ED25519_PRIV_B64"])
+               ).fingerprint
+
+
+def backend_fingerprints(api: Any, ns: str) -> list[str]:
+    dep = client.ApiClient().sanitize_for_serialization(
+        client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", ns))
+
+    def read(name: str, key: str) -> str | None:
+        try:
+            return secret(api, ns, name).get(key)
+        except client.ApiException:
+            return None
+
+    return backend_config(resolve_env(find_container(dep, None), read), EnvNames()).fingerprints
+
+
+class AcceptanceWatch:
+    """Checks, over and over while a rotation runs, that the backend accepts the agents' key."""
+
+    def __init__(self, api: Any, ns: str, alg: str) -> None:
+        self.api, self.ns, self.alg = api, ns, alg
+        self.checks, self.violations = 0, []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AcceptanceWatch:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                agent = agent_key_fingerprint(self.api, self.ns, self.alg)
+                backend = backend_fingerprints(self.api, self.ns)
+            except Exception:  # noqa: BLE001 - a read racing a write; try again
+                time.sleep(0.05)
+                continue
+            self.checks += 1
+            if agent not in backend:
+                self.violations.append((agent, backend))
+            time.sleep(0.05)
+
+
+def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], logs: str) -> None:
+    kr = get_kr(api, ns, name)
+    events = client.CoreV1Api(api).list_namespaced_event(ns)
+    blob = json.dumps(kr) + json.dumps([e.message for e in events.items]) + logs
+    for m in material:
+        assert m not in blob, "key material leaked into status, events, annotations or logs"
+
+
+def verify_history(api: Any, operator_ns: str, kr: dict[str, Any]) -> None:
+    cm = client.CoreV1Api(api).read_namespaced_config_map("sigops-signal-pubkeys", operator_ns)
+    pubkeys = load_pubkeys(json.loads(cm.data["pubkeys.json"]))
+    history = kr["status"]["history"]
+    assert len(history) >= 5
+    verify_chain(history, pubkeys)
+
+
+@pytest.mark.parametrize("alg", [HMAC, ED25519])
+def test_full_rotation(api, namespace, operator_factory, alg):
+    old = make_backend(api, namespace, alg)
+    op = operator_factory()
+    with AcceptanceWatch(api, namespace, alg) as watch:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "keyrotations", keyrotation("rot", alg))
+        wait_for(lambda: phase(api, namespace, "rot") in ("Completed", "Aborted", "Failed"),
+                 timeout=60, what="rotation to finish")
+    kr = get_kr(api, namespace, "rot")
+    st = kr["status"]
+    assert st["phase"] == "Completed", st
+    assert watch.checks > 20 and watch.violations == []
+    ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")["keyring.json"])
+    states = {k["kid"]: k["state"] for k in ring["keys"]}
+    assert states[st["newKeyId"]] == "active"
+    assert states[st["previousKeyId"]] == "retired"
+    assert ring["backend_accepts"] == [st["newKeyId"]] and ring["lock"] is None
+    new = key_from_entry(next(k for k in ring["keys"] if k["kid"] == st["newKeyId"]))
+    # The backend accepts only the new key now, and the agents sign with it.
+    assert backend_fingerprints(api, namespace) == [new.fingerprint]
+    assert agent_key_fingerprint(api, namespace, alg) == new.fingerprint
+    assert st["newKeyFingerprint"] == new.fingerprint
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True" and conds["Guarded"]["reason"] == "NoPrometheus"
+    # The pod template was bumped so pods roll; Deployment revisions record it.
+    dep = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", namespace)
+    assert "sigops.fractal-lba.io/keyring-revision" in dep.spec.template.metadata.annotations
+    verify_history(api, op.operator_ns, kr)
+    phases = [h["payload"]["phase"] for h in st["history"]]
+    assert phases == ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]
+    material = [v for e in (old.to_entry(), new.to_entry())
+                for k, v in e.items() if k in ("secret", "private_b64")]
+    assert_no_key_material(api, namespace, "rot", material, op.logs())
+    # The undo snapshot is gone once the rotation is complete.
+    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
+    assert not any(n.startswith("sigops-undo-") for n in names)
+
+
+def test_dry_run_changes_nothing(api, namespace, operator_factory):
+    make_backend(api, namespace, HMAC)
+    dep_before = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend",
+                                                                    namespace)
+    agent_before = secret(api, namespace, "agent-key")
+    operator_factory()
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "keyrotations", keyrotation("plan", HMAC, dryRun=True))
+    wait_for(lambda: phase(api, namespace, "plan") == "Planned", timeout=30, what="a plan")
+    st = get_kr(api, namespace, "plan")["status"]
+    assert len(st["plan"]) >= 6 and "Staged" in st["plan"][0]
+    dep_after = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", namespace)
+    assert dep_after.metadata.generation == dep_before.metadata.generation
+    assert dep_after.spec.template == dep_before.spec.template
+    assert secret(api, namespace, "agent-key") == agent_before
+    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
+    assert "sigops-keyring-fractal-lba-backend" not in names
+
+
+def test_bad_specs_are_refused_without_changes(cluster, api, namespace, operator_factory):
+    make_backend(api, namespace, HMAC)
+    operator_factory(settings={"min_overlap": "1h"})
+    co = client.CustomObjectsApi(api)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                       keyrotation("short", HMAC, overlap="5m"))
+    missing = keyrotation("missing", HMAC, overlap="2h")
+    missing["spec"]["target"]["deployment"] = "no-such-backend"
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations", missing)
+    for name, reason in (("short", "InvalidSpec"), ("missing", "DeploymentNotFound")):
+        wait_for(lambda n=name: phase(api, namespace, n) == "Failed", timeout=30,
+                 what=f"{name} to fail")
+        st = get_kr(api, namespace, name)["status"]
+        ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == reason and ready["status"] == "False"
+    assert "floor" in get_kr(api, namespace, "short")["status"]["message"]
+    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
+    assert "sigops-keyring-fractal-lba-backend" not in names
+    out = kubectl(cluster, "get", "kr", "-n", namespace).stdout
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["Failed", "Failed"]
+
+
+def test_second_rotation_on_same_target_is_refused(api, namespace, operator_factory):
+    make_backend(api, namespace, HMAC)
+    co = client.CustomObjectsApi(api)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                       keyrotation("first", HMAC, overlap="30s"))
+    time.sleep(1.1)  # creationTimestamp has one-second resolution
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                       keyrotation("second", HMAC, overlap="30s"))
+    operator_factory()
+    wait_for(lambda: phase(api, namespace, "second") == "Failed", timeout=30,
+             what="the second rotation to be refused")
+    st = get_kr(api, namespace, "second")["status"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "TargetBusy" and "first" in ready["message"]
+    wait_for(lambda: phase(api, namespace, "first") == "Retiring", timeout=30,
+             what="the first rotation to proceed")
+
+
+def test_operator_killed_at_every_step_completes_once(api, namespace, operator_factory):
+    old = make_backend(api, namespace, HMAC)
+    op = operator_factory()
+    rng = random.Random(7)
+    kills: list[str] = []
+    with AcceptanceWatch(api, namespace, HMAC) as watch:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "keyrotations", keyrotation("crash", HMAC, overlap="4s"))
+        seen: set[str | None] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            p = phase(api, namespace, "crash")
+            if p in ("Completed", "Aborted", "Failed"):
+                break
+            if p not in seen:
+                seen.add(p)
+                time.sleep(rng.uniform(0.0, 0.4))  # land inside the next step now and then
+                op.kill()
+                kills.append(str(p))
+                op.start()
+            time.sleep(0.05)
+    st = get_kr(api, namespace, "crash")["status"]
+    assert st["phase"] == "Completed", (st.get("phase"), st.get("message"))
+    assert len(kills) >= 4, kills
+    assert watch.violations == []
+    ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")["keyring.json"])
+    # Exactly one new key was generated however often the operator died: nothing lost or doubled.
+    assert sorted(k["state"] for k in ring["keys"]) == ["active", "retired"]
+    assert any(k.get("secret") == old.to_entry()["secret"] for k in ring["keys"])
+    phases = [h["payload"]["phase"] for h in st["history"]]
+    for ph in ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"):
+        assert phases.count(ph) == 1, phases
+    verify_history(api, op.operator_ns, get_kr(api, namespace, "crash"))

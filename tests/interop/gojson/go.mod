@@ -1,0 +1,3 @@
+module sigops.test/gojson
+
+go 1.22
