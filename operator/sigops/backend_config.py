@@ -14,7 +14,9 @@ from typing import Any
 from .core.errors import KeyringError, MalformedInput
 from .core.keys import ED25519, HMAC, Key, KeyRing, b64decode_strict, fingerprint
 
-__all__ = ["EnvNames", "DEFAULT_ENV", "BackendConfig", "find_container", "resolve_env", "backend_config"]
+__all__ = [
+    "EnvNames", "DEFAULT_ENV", "BackendConfig", "find_container", "resolve_env", "backend_config",
+]
 
 SecretReader = Callable[[str, str], str | None]
 """(secret name, key) -> value, or None when the Secret or key is missing."""

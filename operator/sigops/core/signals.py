@@ -82,7 +82,8 @@ def build_payload(kind: str, *, target: str, service_id: str, prev_hash: str | N
     payload.update({k: _sorted(v) for k, v in fields.items()})
     # Absent rather than null: Kubernetes drops nulls from stored objects, which would break
     # the signature of a signal kept in a status.
-    return _drop_nulls(payload)
+    out: dict[str, Any] = _drop_nulls(payload)
+    return out
 
 
 def _drop_nulls(v: Any) -> Any:

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..backend_config import EnvNames, backend_config, find_container, resolve_env
+from ..backend_config import EnvNames, find_container
 from ..conditions import now_iso, parse_duration, set_condition
 from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError
 from ..core.keys import HMAC, Key, generate_key
 from ..core.pcs import expected_pcs_id, sign_pcs
-from ..k8s.api import ApiException, Kube
+from ..k8s.api import Kube
+from ..k8s.backend import MANAGED, Backend, Conflict
 from ..prometheus.client import Prom
 from ..records import Signer
 from ..rotation import (
@@ -38,7 +39,6 @@ from ..rotation import (
     agent_secret_key,
     agent_secret_value,
     alg_of,
-    desired_env,
     keyring_secret_name,
     plan,
     revision_of,
@@ -50,7 +50,6 @@ __all__ = ["RotationReconciler", "StepError"]
 
 log = logging.getLogger("sigops.keyrotation")
 PLURAL = "keyrotations"
-MANAGED = {"app.kubernetes.io/managed-by": "sigops"}
 
 
 class StepError(Exception):
@@ -103,7 +102,7 @@ class RotationReconciler:
             return phase
         ctx = self._ctx(obj, status)
         try:
-            if ctx.spec.get("abort") and phase != "Pending":
+            if ctx.spec.get("abort"):
                 self._abort(ctx, "AbortRequested", "spec.abort set by a person")
                 return "Aborted"
             if phase != "Pending":
@@ -203,33 +202,20 @@ class RotationReconciler:
                             f"deployment {ctx.target} not found", permanent=True)
         return d
 
-    def _read_ring(self, ctx: _Ctx) -> tuple[ManagedRing | None, Any]:
-        sec = self.kube.read_secret(ctx.target_ns, ctx.ring_secret)
-        if sec is None or not sec.data or "keyring.json" not in sec.data:
-            return None, sec
-        import base64
+    def _backend(self, ctx: _Ctx) -> Backend:
+        return Backend(self.kube, ctx.target_ns, ctx.deployment, ctx.container, ctx.names)
 
-        return ManagedRing.from_json(base64.b64decode(sec.data["keyring.json"]).decode()), sec
+    def _read_ring(self, ctx: _Ctx) -> tuple[ManagedRing | None, Any]:
+        return self._backend(ctx).read_ring()
 
     def _write_ring(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
         try:
-            self.kube.write_secret(ctx.target_ns, ctx.ring_secret,
-                                   ring.secret_data(ctx.alg, ctx.names), existing,
-                                   labels={**MANAGED, "sigops.fractal-lba.io/target":
-                                           ctx.deployment})
-        except ApiException as e:
-            if e.status == 409:
-                raise StepError("Conflict", "keyring Secret changed concurrently; retrying",
-                                permanent=False) from None
-            raise
+            self._backend(ctx).write_ring(ring, ctx.alg, existing)
+        except Conflict as e:
+            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
 
     def _effective(self, ctx: _Ctx, deployment: dict[str, Any]) -> Any:
-        container = find_container(deployment, ctx.container)
-
-        def read(name: str, key: str) -> str | None:
-            return self.kube.secret_value(ctx.target_ns, name, key)
-
-        return backend_config(resolve_env(container, read), ctx.names)
+        return self._backend(ctx).effective(deployment)
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -270,19 +256,9 @@ class RotationReconciler:
     def _import_ring(self, ctx: _Ctx, deployment: dict[str, Any]) -> ManagedRing:
         """First rotation of a target: adopt the keys the backend uses today."""
         try:
-            eff = self._effective(ctx, deployment)
+            return self._backend(ctx).import_ring(ctx.alg, deployment)
         except KeyringError as e:
             raise StepError("BackendConfigInvalid", str(e)) from None
-        ring = ManagedRing()
-        for k in eff.keys:
-            if k.alg != ctx.alg:
-                continue
-            kid = f"imported-{k.fingerprint}"
-            ring.entries.append({**Key(kid, k.alg, "active", k.secret, k.public).to_entry(),
-                                 "created_at": now_iso(self.clock()), "imported": True})
-            ring.accepts.append(kid)
-        ring.primary = ring.accepts[0] if ring.accepts else None
-        return ring
 
     def _pending(self, ctx: _Ctx) -> str:
         self._validate(ctx)
@@ -351,26 +327,11 @@ class RotationReconciler:
 
     def _apply_backend(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
         """Write the ring, then point the Deployment at it and roll pods if needed."""
-        self._write_ring(ctx, ring, existing)
-        dep = self._deployment(ctx)
-        container = find_container(dep, ctx.container)
-        env = desired_env(container.get("env"), ctx.alg, ctx.ring_secret, ctx.names)
-        tmeta = dep["spec"]["template"].setdefault("metadata", {})
-        annotations = tmeta.get("annotations") or {}
-        rev = revision_of(ring)
-        if container.get("env") == env and annotations.get(REVISION_ANNOTATION) == rev:
-            return
-        for c in dep["spec"]["template"]["spec"]["containers"]:
-            if c.get("name") == container.get("name"):
-                c["env"] = env
-        tmeta["annotations"] = {**annotations, REVISION_ANNOTATION: rev}
+        self._deployment(ctx)  # a clear DeploymentNotFound rather than a conflict
         try:
-            self.kube.replace_deployment(ctx.target_ns, dep)
-        except ApiException as e:
-            if e.status == 409:
-                raise StepError("Conflict", "deployment changed concurrently; retrying",
-                                permanent=False) from None
-            raise
+            self._backend(ctx).apply(ring, ctx.alg, existing)
+        except Conflict as e:
+            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
 
     def _locked_ring(self, ctx: _Ctx) -> tuple[ManagedRing, Any]:
         ring, existing = self._read_ring(ctx)
@@ -524,7 +485,7 @@ class RotationReconciler:
             ann = dict(tmeta.get("annotations") or {})
             ann[REVISION_ANNOTATION] = revision_of(restored) + "-undo"
             tmeta["annotations"] = ann
-            self.kube.replace_deployment(ctx.target_ns, dep)
+            self._backend(ctx).replace(dep)
             agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
             if agent.get("name"):
                 key = agent_secret_key(ctx.spec["target"], ctx.alg)

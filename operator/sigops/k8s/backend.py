@@ -1,0 +1,142 @@
+"""The backend's signing configuration on the API server: the managed keyring Secret, the
+Deployment env that consumes it, and what the backend effectively accepts.
+
+Shared by KeyRotation and the incident scenarios, so a key is added, promoted or dropped the
+same way whoever does it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from ..backend_config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
+from ..conditions import now_iso
+from ..core.keys import Key
+from ..rotation import (
+    REVISION_ANNOTATION,
+    ManagedRing,
+    desired_env,
+    keyring_secret_name,
+    revision_of,
+)
+from .api import ApiException, Kube
+
+__all__ = ["Backend", "Conflict", "MANAGED"]
+
+MANAGED = {"app.kubernetes.io/managed-by": "sigops"}
+
+
+class Conflict(Exception):
+    """Someone else wrote the object between our read and our write; try again."""
+
+
+class Backend:
+    """One backend Deployment and its keyring Secret."""
+
+    def __init__(self, kube: Kube, namespace: str, deployment: str, container: str | None = None,
+                 names: EnvNames | None = None) -> None:
+        self.kube, self.ns, self.name, self.container = kube, namespace, deployment, container
+        self.names = names or EnvNames()
+
+    @property
+    def ring_secret(self) -> str:
+        return keyring_secret_name(self.name)
+
+    def deployment(self) -> dict[str, Any] | None:
+        return self.kube.read_deployment(self.ns, self.name)
+
+    def read_ring(self) -> tuple[ManagedRing | None, Any]:
+        sec = self.kube.read_secret(self.ns, self.ring_secret)
+        if sec is None or not sec.data or "keyring.json" not in sec.data:
+            return None, sec
+        return ManagedRing.from_json(base64.b64decode(sec.data["keyring.json"]).decode()), sec
+
+    def write_ring(self, ring: ManagedRing, alg: str, existing: Any) -> None:
+        try:
+            self.kube.write_secret(self.ns, self.ring_secret, ring.secret_data(alg, self.names),
+                                   existing, labels={**MANAGED,
+                                                     "sigops.fractal-lba.io/target": self.name})
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"keyring Secret {self.ring_secret} changed concurrently") from None
+            raise
+
+    def effective(self, deployment: dict[str, Any] | None = None) -> BackendConfig:
+        """What the backend accepts, read back from its Deployment and Secrets."""
+        dep = deployment or self.deployment()
+        if dep is None:
+            from ..core.errors import KeyringError
+
+            raise KeyringError(f"deployment {self.ns}/{self.name} not found")
+        return self.effective_of_template(dep["spec"]["template"])
+
+    def effective_of_template(self, template: dict[str, Any]) -> BackendConfig:
+        container = find_container({"spec": {"template": template}}, self.container)
+
+        def read(name: str, key: str) -> str | None:
+            return self.kube.secret_value(self.ns, name, key)
+
+        return backend_config(resolve_env(container, read), self.names)
+
+    def import_ring(self, alg: str, deployment: dict[str, Any]) -> ManagedRing:
+        """A managed ring holding the keys the backend uses today (first adoption)."""
+        eff = self.effective(deployment)
+        ring = ManagedRing()
+        for k in eff.keys:
+            if k.alg != alg:
+                continue
+            kid = f"imported-{k.fingerprint}"
+            ring.entries.append({**Key(kid, k.alg, "active", k.secret, k.public).to_entry(),
+                                 "created_at": now_iso(), "imported": True})
+            ring.accepts.append(kid)
+        ring.primary = ring.accepts[0] if ring.accepts else None
+        return ring
+
+    def apply(self, ring: ManagedRing, alg: str, existing: Any) -> bool:
+        """Write the ring, point the Deployment's env at it and bump the pod-template
+        annotation so pods roll. Returns True if the Deployment changed."""
+        self.write_ring(ring, alg, existing)
+        dep = self.deployment()
+        if dep is None:
+            raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
+        container = find_container(dep, self.container)
+        env = desired_env(container.get("env"), alg, self.ring_secret, self.names)
+        tmeta = dep["spec"]["template"].setdefault("metadata", {})
+        annotations = tmeta.get("annotations") or {}
+        rev = revision_of(ring)
+        if container.get("env") == env and annotations.get(REVISION_ANNOTATION) == rev:
+            return False
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c.get("name") == container.get("name"):
+                c["env"] = env
+        tmeta["annotations"] = {**annotations, REVISION_ANNOTATION: rev}
+        self.replace(dep)
+        return True
+
+    def replace(self, dep: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.kube.replace_deployment(self.ns, dep)
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"deployment {self.ns}/{self.name} changed concurrently") from None
+            raise
+
+    def set_env(self, name: str, value: str | None) -> str | None:
+        """Set (or remove, with None) one literal env var; returns the previous literal value."""
+        dep = self.deployment()
+        if dep is None:
+            raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
+        container = find_container(dep, self.container)
+        env = list(container.get("env") or [])
+        old = next((e.get("value") for e in env if e.get("name") == name), None)
+        if old == value:
+            return old
+        env = [e for e in env if e.get("name") != name]
+        if value is not None:
+            env.append({"name": name, "value": value})
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c.get("name") == container.get("name"):
+                c["env"] = env
+        self.replace(dep)
+        return old
