@@ -73,13 +73,16 @@ def test_signed_bytes_are_jcs_of_the_payload_without_prehash() -> None:
 
 
 def test_payload_holds_every_field_with_collections_sorted() -> None:
-    p = payload(actions=["b", "a"], extra={"z": [2, 1]})
+    p = payload(actions=["b", "a"], extra={"z": [2, 1]}, prev_hash="ab" * 32)
     assert p["type"] == "detection" and p["detected_at"] == "2025-03-01T08:30:00Z"
     for f in ("target", "cause", "scenario", "evidence_digest", "service_id", "prev_hash"):
         assert f in p
     assert p["actions"] == ["a", "b"] and p["extra"] == {"z": [1, 2]}
     # Evidence is bound by digest, independent of collection order.
     assert payload(evidence={"samples": [1, 2, 3]})["evidence_digest"] == p["evidence_digest"]
+    # Unset fields are absent, not null (Kubernetes drops nulls from stored objects).
+    bare = build_payload("action", target="t", service_id="s", prev_hash=None)
+    assert "prev_hash" not in bare and "cause" not in bare and "evidence_digest" not in bare
     assert payload(evidence={"samples": [1, 2]})["evidence_digest"] != p["evidence_digest"]
 
 
@@ -102,7 +105,8 @@ def test_payload_that_is_not_canonicalizable() -> None:
     lambda p: p.__setitem__("cause", "clock_skew"),
     lambda p: p.__setitem__("scenario", "B"),
     lambda p: p.__setitem__("new_field", 1),
-    lambda p: p.pop("prev_hash"),
+    lambda p: p.pop("cause"),
+    lambda p: p.__setitem__("prev_hash", None),
     lambda p: p.__setitem__("detected_at", "2025-03-01T08:30:01Z"),
 ])
 def test_tampered_payload_is_rejected(change: Any) -> None:

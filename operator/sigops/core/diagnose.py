@@ -196,30 +196,35 @@ class Diagnoser:
             seen[pcs.pcs_id] = pcs.content_key()
 
     def _find(self, pcs: PCS) -> _Match | None:
-        """The first (key, profile) that verifies, trying the ring's profile first and, within
-        it, the pairs that matched most recently; a replayed record reuses the last answer."""
+        """The (key, profile) that verifies, trying the pairs that matched most recently first
+        (one move-to-front list over every key and profile); a replayed record reuses the last
+        answer.
+
+        A signature verifies for one (key, message) pair only, so the first hit is the answer;
+        a hit under another profile whose bytes equal the ring profile's counts as the ring's.
+        """
         memo = (pcs.sig, pcs.content_key())
         if memo in self._replay:
             return self._replay[memo]
         own, alg = self.profile, pcs.alg
         pairs = self._mru[alg]
         canon: dict[str, bytes] = {}
+
+        def message(profile: str) -> bytes:
+            msg = canon.get(profile)
+            if msg is None:
+                msg = canon[profile] = signing_message(canonical_bytes(pcs.subset, profile), alg)
+            return msg
+
         found: _Match | None = None
-        for want_own in (True, False):
-            for i, m in enumerate(pairs):
-                if (m.profile == own) is not want_own:
-                    continue
-                msg = canon.get(m.profile)
-                if msg is None:
-                    msg = signing_message(canonical_bytes(pcs.subset, m.profile), alg)
-                    canon[m.profile] = msg
-                self.tried += 1
-                if m.key.verify(msg, pcs.sig):
-                    found = m
-                    if i:  # move to front: the next sample from the same agents tries it first
-                        pairs.insert(0, pairs.pop(i))
-                    break
-            if found is not None:
+        for i, m in enumerate(pairs):
+            self.tried += 1
+            if m.key.verify(message(m.profile), pcs.sig):
+                if i:  # move to front: the next sample from the same agents tries it first
+                    pairs.insert(0, pairs.pop(i))
+                found = m
+                if m.profile != own and message(own) == message(m.profile):
+                    found = _Match(m.key, own)
                 break
         if len(self._replay) >= 4096:
             self._replay.clear()

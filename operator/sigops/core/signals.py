@@ -65,8 +65,8 @@ def build_payload(kind: str, *, target: str, service_id: str, prev_hash: str | N
                   **fields: Any) -> dict[str, Any]:
     """A signal payload holding every field that matters, collections sorted.
 
-    Fields that are None are left out. ``evidence`` is summarized by its SHA-256 digest (of its canonical form), so the payload
-    stays small while still binding the evidence.
+    Fields that are None are left out. ``evidence`` is summarized by the SHA-256 digest of
+    its canonical form, so the payload stays small while still binding the evidence.
     """
     payload: dict[str, Any] = {
         "type": kind,

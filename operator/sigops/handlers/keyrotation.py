@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +23,10 @@ from ..backend_config import EnvNames, find_container
 from ..conditions import now_iso, parse_duration, set_condition
 from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError
-from ..core.keys import HMAC, Key, generate_key
-from ..core.pcs import expected_pcs_id, sign_pcs
+from ..core.keys import HMAC, generate_key
 from ..k8s.api import Kube
 from ..k8s.backend import MANAGED, Backend, Conflict
+from ..probe import probe_pcs, submit
 from ..prometheus.client import Prom
 from ..records import Signer
 from ..rotation import (
@@ -135,6 +132,11 @@ class RotationReconciler:
                     t.get("namespace") or meta["namespace"],
                     t.get("deployment") or "fractal-lba-backend", t.get("container"),
                     alg_of(spec.get("algorithm", HMAC)), EnvNames.from_spec(t.get("env")))
+
+    def profile_of(self, ctx: _Ctx) -> str:
+        """The canonical profile agents sign with (the managed ring's, python by default)."""
+        ring, _ = self._read_ring(ctx)
+        return ring.profile if ring else "python"
 
     # -- status -----------------------------------------------------------------------------
 
@@ -378,7 +380,7 @@ class RotationReconciler:
         except KeyringError as e:
             raise StepError("ProbeFailed", f"backend config unusable: {e}") from None
         d = Diagnoser(backend_ring)
-        verdict = d.classify_obj(_probe_pcs(new), 0)
+        verdict = d.classify_obj(probe_pcs(new, self.profile_of(ctx)), 0)
         if not verdict.valid:
             raise StepError("ProbeFailed", "a probe PCS signed with the new key does not verify "
                                            f"under the backend's effective config "
@@ -388,24 +390,13 @@ class RotationReconciler:
             raise StepError("ProbeFailed", "the backend no longer accepts the key agents use")
         url = (ctx.spec.get("target") or {}).get("probeURL")
         if url:
-            code = self._submit(url, _probe_pcs(new))
+            code = submit(url, self.settings.probe_timeout, probe_pcs(new, self.profile_of(ctx)))
             if code not in (200, 202):
                 raise StepError("ProbeFailed", f"probe submit to the backend answered {code}")
         self._set(ctx, "Verified", progressing=("True", "Verified", "new key verified"),
                   step="probe PCS signed with the new key verified under the backend's "
                        "effective config" + (" and accepted by the backend" if url else ""))
         return "Verified"
-
-    def _submit(self, url: str, pcs: dict[str, Any]) -> int:
-        req = urllib.request.Request(url, data=json.dumps(pcs).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.settings.probe_timeout) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
-        except (urllib.error.URLError, OSError):
-            return 0
 
     def _promote(self, ctx: _Ctx) -> str:
         ring, existing = self._locked_ring(ctx)
@@ -519,12 +510,3 @@ def _unb64(v: str) -> str:
 
     return base64.b64decode(v).decode()
 
-
-def _probe_pcs(key: Key) -> dict[str, Any]:
-    """A fresh, well-formed PCS signed with ``key`` (python profile, the agents' form)."""
-    root = secrets.token_hex(32)
-    pcs = {"pcs_id": expected_pcs_id(root, 0, "sigops-probe"), "merkle_root": root,
-           "epoch": 0, "shard_id": "sigops-probe", "D_hat": 1.5, "coh_star": 0.5, "r": 0.25,
-           "budget": 0.125, "schema": "fractal-lba-kakeya", "version": "0.1",
-           "sent_at": now_iso()}
-    return sign_pcs(pcs, key, "python")

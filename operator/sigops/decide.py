@@ -1,0 +1,114 @@
+"""From evidence to a plan: which runbook scenarios to try, in which order, and whether a
+person must approve first. Pure: tables and small functions, unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SCENARIOS", "Scenario", "candidates", "needs_approval", "communication",
+           "INCIDENT_CAUSE_OF"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    letter: str
+    title: str
+    changes_something: bool
+    mitigation: str
+
+
+SCENARIOS: Mapping[str, Scenario] = {s.letter: s for s in (
+    Scenario("A", "key overlap", True,
+             "Enabled key overlap: the backend accepts the key the agents use"),
+    Scenario("B", "clock skew", True, "Nodes labelled for NTP sync; clock offsets reported"),
+    Scenario("C", "canonicalization drift", False,
+             "None automatic: canonicalization is never changed; coordinated upgrade needed"),
+    Scenario("D", "rate tightening", True, "Tightened TOKEN_RATE; top failing sources listed"),
+    Scenario("E", "rollback", True, "Rolled back to the last known good configuration"),
+)}
+
+INCIDENT_CAUSE_OF = {"A": "KeyRotationInProgress", "B": "ClockSkew",
+                     "C": "CanonicalizationDrift", "D": "MaliciousActivity",
+                     "E": "ConfigurationError"}
+
+
+def candidates(report: Mapping[str, Any] | None, *, rotation_in_progress: bool,
+               recent_signing_change: bool, skew_metric_seconds: float | None = None,
+               max_skew_seconds: float = 1.0) -> list[str]:
+    """Scenarios to try, most likely first.
+
+    The sample report decides when there are samples; the context (a recent change to the
+    signing config, a KeyRotation in flight, the skew metric) breaks ties and fills in when
+    there are none.
+    """
+    scen = (report or {}).get("scenario")
+    dominant = (report or {}).get("dominant_cause")
+    out: list[str] = []
+    if scen == "A":
+        # Agents sign with a key the backend stopped accepting. Right after a signing-config
+        # rollout that is a bad rollout (E first); otherwise restore the overlap (A).
+        out = ["E", "A"] if recent_signing_change and not rotation_in_progress else ["A"]
+    elif scen == "E" or (dominant == "unverifiable" and recent_signing_change):
+        out = ["E", "A"] if rotation_in_progress else ["E"]
+    elif scen in ("B", "C", "D"):
+        out = [scen]
+    elif not report or not report.get("total"):
+        if recent_signing_change:
+            out.append("E")
+        if rotation_in_progress:
+            out.append("A")
+        if skew_metric_seconds is not None and abs(skew_metric_seconds) > max_skew_seconds:
+            out.append("B")
+    return out
+
+
+def needs_approval(scenario: str, mode: str, approved: Sequence[str], *,
+                   recent_signing_change: bool) -> bool:
+    """Whether a person must approve ``scenario`` before it runs.
+
+    E runs without approval only when the spike began shortly after a signing-config change.
+    """
+    if scenario in approved:
+        return False
+    if mode == "dryRun":
+        return True
+    if scenario == "E" and recent_signing_change and mode == "approval":
+        return False
+    return mode == "approval"
+
+
+def communication(*, phase: str, cause: str | None, scenario: str | None,
+                  actions: Sequence[Mapping[str, Any]], error_rate: float | None,
+                  next_update: str, target: str) -> str:
+    """The runbook's status message, filled in and ready to paste."""
+    resolved = phase == "Resolved"
+    status = "Resolved" if resolved else ("Escalated" if phase == "Escalated" else "In Progress")
+    title = "Resolved" if resolved else "Investigating"
+    rate = "unknown" if error_rate is None else f"{error_rate:.1f}/s"
+    lines = [
+        f"Subject: [P2] Signature Verification Failures - {title}",
+        "",
+        "We are investigating elevated signature verification failures affecting PCS "
+        f"submissions to {target}." if not resolved else
+        f"Signature verification failures affecting PCS submissions to {target} are resolved.",
+        "",
+        f"Status: {status}",
+        "Impact: Users may see 401 errors when submitting PCS"
+        + ("" if not resolved else " (no longer occurring)"),
+        f"Cause: {cause or 'under diagnosis'}"
+        + (f" (scenario {scenario}: {SCENARIOS[scenario].title})"
+           if scenario is not None and scenario in SCENARIOS else ""),
+        f"Signature error rate: {rate}",
+        f"Next Update: {next_update}",
+        "",
+        "Actions Taken:",
+    ]
+    done = [a for a in actions if a.get("result") != "planned"]
+    lines += [f"- {a.get('summary', a.get('action', ''))}" for a in done] or ["- none yet"]
+    lines += ["", "Mitigation:"]
+    lines.append(f"- {SCENARIOS[scenario].mitigation}"
+                 if scenario is not None and scenario in SCENARIOS and done else "- none yet")
+    return "\n".join(lines)
