@@ -4,7 +4,8 @@ Alertmanager's alert fingerprint is a 64-bit FNV-1a hash over the sorted label n
 values, each followed by the byte 0xff; computing it the same way lets the Prometheus ``ALERTS``
 poll and the webhook dedupe into one incident.
 
->>> alert_fingerprint({"alertname": "A", "job": "x"}) == alert_fingerprint({"job": "x", "alertname": "A"})
+>>> alert_fingerprint({"alertname": "A", "job": "x"}) == alert_fingerprint({"job": "x",
+...                                                                          "alertname": "A"})
 True
 """
 

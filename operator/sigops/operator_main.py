@@ -29,12 +29,40 @@ class Operator:
 
     def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
                  operator_namespace: str) -> None:
+        from .handlers.incident import IncidentReconciler
         from .handlers.keyrotation import RotationReconciler
 
         self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
         self.operator_namespace = operator_namespace
         self.rotations = RotationReconciler(kube, prom, settings, signer)
+        self.incidents = IncidentReconciler(kube, prom, settings, signer)
         self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def keep_last_known_good(self) -> None:
+        """Snapshot each configured target's template while it is healthy (for scenario E)."""
+        from .handlers.incident import OPEN
+        from .lkg import take_snapshot
+
+        while not self.stop.wait(max(self.settings.reconcile_interval, 1.0) * 4):
+            for t in self.settings.targets:
+                try:
+                    open_incidents = [
+                        i for i in self.kube.list_cr(t.namespace, "signatureincidents")
+                        if ((i.get("status") or {}).get("phase") or "Detected") in OPEN
+                        and ((i.get("spec") or {}).get("target") or {}).get("deployment")
+                        == t.deployment]
+                    if open_incidents:
+                        continue
+                    if self.prom.configured:
+                        rate = self.prom.scalar(self.settings.error_query(t.namespace,
+                                                                          t.deployment))
+                        if rate is None or rate >= self.settings.error_rate_threshold:
+                            continue
+                    take_snapshot(self.kube, t.namespace, t.deployment)
+                except Exception:  # noqa: BLE001 - keep snapshotting other targets
+                    log.exception("last-known-good snapshot of %s/%s failed", t.namespace,
+                                  t.deployment)
 
 
 def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
@@ -74,6 +102,14 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if after != before and after:
             ROTATION_STEPS.labels(after).inc()
 
+    @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
+                sharp=False, registry=registry, id="reconcile")
+    def incident_tick(**kw: Any) -> None:
+        obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        op.incidents.tick(obj)
+
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
@@ -97,11 +133,32 @@ def main(args: argparse.Namespace) -> int:
     op = Operator(kube, prom, settings, signer, args.operator_namespace)
     registry = kopf.OperatorRegistry()
     register(registry, op)
+    from .handlers.alerts import AlertIntake, make_handler, read_token
+
+    try:
+        token = read_token(args.alerts_token_file)
+    except (OSError, ValueError) as e:
+        log.error("cannot read the alerts token: %s", e)
+        return 2
+    intake = AlertIntake(kube, prom, settings, signer, args.operator_namespace, token)
+    if token is None:
+        log.warning("no --alerts-token-file: every alert post is refused (401)")
+    alerts = serve(args.alerts_listen, make_handler(intake))
+    log.info("alert receiver on %s:%d (POST /v1/alerts)", *alerts.server_address[:2])
+    if prom.configured:
+        threading.Thread(target=intake.poll_forever, args=(op.stop,), daemon=True,
+                         name="alerts-poll").start()
+    threading.Thread(target=op.keep_last_known_good, daemon=True, name="lkg").start()
     MetricsHandler.healthy = staticmethod(op.ready.is_set)
     metrics = serve(args.metrics_listen, MetricsHandler)
     log.info("metrics and healthz on %s:%d", *metrics.server_address[:2])
     UP.set(1)
     namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
-    kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
-             namespaces=namespaces)
+    try:
+        kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
+                 namespaces=namespaces)
+    finally:
+        op.stop.set()
+        alerts.shutdown()
+        metrics.shutdown()
     return 0

@@ -206,7 +206,7 @@ class Diagnoser:
         memo = (pcs.sig, pcs.content_key())
         if memo in self._replay:
             return self._replay[memo]
-        own, alg = self.profile, pcs.alg
+        own, alg = self.profile or self.ring.profile, pcs.alg
         pairs = self._mru[alg]
         canon: dict[str, bytes] = {}
 

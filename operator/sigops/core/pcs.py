@@ -113,15 +113,15 @@ def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
         raise MalformedInput("epoch beyond 2^53 is not allowed")
     subset["epoch"] = e
     for k in FLOAT_FIELDS:
-        v = obj.get(k)
-        t = type(v)
+        num: Any = obj.get(k)
+        t = type(num)
         if t is not float and t is not int:
             raise MalformedInput(f"{k} must be a number" if k in obj else f"missing field {k}")
-        if t is int and abs(v) > MAX_SAFE_INTEGER:
+        if t is int and abs(num) > MAX_SAFE_INTEGER:
             raise MalformedInput(f"{k}: integer beyond 2^53 is not allowed")
-        if not _in_range(v):
+        if not _in_range(num):
             raise MalformedInput(f"{k} is out of range: |{k}| * 1e9 must be a finite float64")
-        subset[k] = v
+        subset[k] = num
     return subset
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 __all__ = ["BackendMetrics", "render", "CONTENT_TYPE"]
 
@@ -110,6 +109,14 @@ class BackendMetrics(Collector):
         return render(self.registry)
 
 
+def _value(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
 def _escape(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
@@ -119,9 +126,10 @@ def render(registry: CollectorRegistry) -> bytes:
     out: list[str] = []
     for m in registry.collect():
         kind = "untyped" if m.type == "unknown" else m.type
-        out.append(f"# HELP {m.name} {m.documentation}\n# TYPE {m.name} {kind}\n")
+        doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {m.name} {doc}\n# TYPE {m.name} {kind}\n")
         for s in m.samples:
             labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
             out.append(f"{s.name}{{{labels}}} " if labels else f"{s.name} ")
-            out.append(f"{floatToGoString(s.value)}\n")
+            out.append(f"{_value(s.value)}\n")
     return "".join(out).encode("utf-8")
