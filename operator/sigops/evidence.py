@@ -112,7 +112,7 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
 
 
 def _diagnosis_ring(backend: Backend, ring_doc: Any, effective: Any,
-                    revisions: list[dict[str, Any]]) -> KeyRing | None:
+                    revisions: list[dict[str, Any]], target: Target) -> KeyRing | None:
     """Every key sigops knows for this target, with the backend's effective set as
     ``backend_accepts`` so a key the backend dropped shows up as stale or pending."""
     keys: dict[str, Key] = {}
@@ -138,7 +138,8 @@ def _diagnosis_ring(backend: Backend, ring_doc: Any, effective: Any,
     if not keys:
         return None
     accepted = set(effective.fingerprints)
-    return KeyRing(tuple(keys.values()), profile=(ring_doc.profile if ring_doc else "python"),
+    return KeyRing(tuple(keys.values()), profile=target.profile,
+                   max_skew_seconds=target.max_skew_seconds,
                    backend_accepts=frozenset(k.kid for fp, k in keys.items() if fp in accepted))
 
 
@@ -187,7 +188,7 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         effective = None
     ring_doc, _ = backend.read_ring()
     if effective is not None:
-        ev.ring = _diagnosis_ring(backend, ring_doc, effective, revs)
+        ev.ring = _diagnosis_ring(backend, ring_doc, effective, revs, target)
         # Live golden probe: does the backend accept each key sigops knows?
         if ev.ring is not None:
             accepted = Diagnoser(effective.keyring()) if effective.keys else None
@@ -212,7 +213,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         d = Diagnoser(ev.ring)
         ev.verdicts = [d.classify_line(r, i) if isinstance(r, bytes) else d.classify_obj(r, i)
                        for i, r in enumerate(raw)]
-        ev.report = aggregate(ev.verdicts, recent_config_change=ev.recent_signing_change)
+        ev.report = aggregate(ev.verdicts, max_skew_seconds=ev.ring.max_skew_seconds,
+                              recent_config_change=ev.recent_signing_change)
     # Prometheus.
     if prom.configured:
         ev.error_rate = prom.scalar(settings.error_query(target.namespace, target.deployment))

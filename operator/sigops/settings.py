@@ -33,6 +33,10 @@ class Target(_Model):
     default: bool = False
     backend_url: str | None = Field(default=None, alias="backendURL")
     """Base URL of the backend (probe submits, failed-sample endpoint, Date header)."""
+    max_skew_seconds: float | None = Field(default=None, alias="maxSkewSeconds")
+    """The backend's freshness tolerance, if it checks sent_at (diagnoses clock skew)."""
+    profile: str = "python"
+    """The canonical profile agents sign with."""
 
 
 def _dur(v: str) -> str:

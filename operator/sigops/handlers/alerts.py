@@ -34,7 +34,7 @@ from ..metrics import ALERTS_RECEIVED, SIGNALS_RATE_LIMITED, SIGNALS_REJECTED
 from ..prometheus.client import Prom
 from ..records import Signer
 from ..settings import Settings, Target
-from .incident import OPEN
+from .incident import OPEN, RATE_LIMITED_LABEL
 
 __all__ = ["AlertIntake", "make_handler"]
 
@@ -164,7 +164,8 @@ class AlertIntake:
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
             "metadata": {"generateName": "flk-sig-", "namespace": target.namespace,
                          "labels": {FP_LABEL: alert.fingerprint[:63],
-                                    "app.kubernetes.io/managed-by": "sigops"}},
+                                    "app.kubernetes.io/managed-by": "sigops",
+                                    **({RATE_LIMITED_LABEL: "true"} if rate_limited else {})}},
             "spec": {"target": {"namespace": target.namespace,
                                 "deployment": target.deployment},
                      "source": path,

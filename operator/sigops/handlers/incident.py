@@ -32,6 +32,7 @@ __all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of"]
 log = logging.getLogger("sigops.incident")
 PLURAL = "signatureincidents"
 TERMINAL_INCIDENT = frozenset({"Escalated", "RateLimited"})
+RATE_LIMITED_LABEL = "sigops.fractal-lba.io/rate-limited"
 OPEN = frozenset({"Detected", "Diagnosing", "Remediating", "Verifying", "AwaitingApproval"})
 
 
@@ -103,6 +104,8 @@ class IncidentReconciler:
         phase = st.get("phase") or "Detected"
         if phase in TERMINAL_INCIDENT:
             return phase
+        if (obj["metadata"].get("labels") or {}).get(RATE_LIMITED_LABEL) == "true":
+            return "RateLimited"  # a record of a rate-limited signal: never remediated
         if phase == "Resolved":
             self._after_resolution(obj)
             return phase

@@ -48,6 +48,10 @@ def _fault(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 # -- backend -----------------------------------------------------------------------------------
 
 
@@ -89,6 +93,7 @@ def _backend(a: argparse.Namespace) -> int:
     except ConfigError as e:
         raise _Usage(str(e)) from None
     server.start()
+    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM like on Ctrl-C
     print(json.dumps({"url": server.url, "config": backend.current_config()}), flush=True)
     try:
         server.serve_forever()

@@ -1,0 +1,437 @@
+"""SignatureIncident on the real API server: alert intake, diagnosis, scenarios A-E, approval,
+dry run, rate limiting and restarts, driven by a real `sigops run` process and synthetic
+Alertmanager posts. (The closed loop through real Prometheus and Alertmanager is in tests/e2e.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sigops.core.keys import HMAC, Key, generate_key
+from sigops.core.pcs import expected_pcs_id, sign_pcs
+from sigops.core.signals import load_pubkeys, verify_chain, verify_signal
+from tests.conftest import kubectl, wait_for
+from tests.integration.test_keyrotation import backend_fingerprints
+
+GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
+TOKEN = "s3cret-alert-token-for-tests"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def pcs(key: Key, i: int, profile: str = "python", sent_at: str = "2026-11-22T00:00:00Z"
+        ) -> dict[str, Any]:
+    root = f"{i:064x}"
+    doc = {"pcs_id": expected_pcs_id(root, 1, "shard-1"), "merkle_root": root, "epoch": 1,
+           "shard_id": "shard-1", "D_hat": 1.0, "coh_star": 0.5, "r": 0.3, "budget": 0.2,
+           "version": "0.1", "sent_at": sent_at}
+    return sign_pcs(doc, key, profile)
+
+
+def envelope(p: dict[str, Any], source: str = "agent-1", received: str | None = None
+             ) -> dict[str, Any]:
+    return {"pcs": p, "received_at": received or p["sent_at"], "source": source}
+
+
+class SampleServer:
+    """Stands in for the backend's failed-sample endpoint (and its Date header)."""
+
+    def __init__(self) -> None:
+        self.samples: list[dict[str, Any]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = json.dumps({"samples": outer.samples}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                return
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+
+    def close(self) -> None:
+        self.srv.shutdown()
+
+
+@pytest.fixture
+def samples():
+    s = SampleServer()
+    yield s
+    s.close()
+
+
+def backend(api: Any, ns: str, key: Key, token_rate: str = "100") -> None:
+    """A backend Deployment with a literal HMAC key (replicas 0: no kubelet here)."""
+    apps = client.AppsV1Api(api)
+    env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
+           client.V1EnvVar(name="PCS_HMAC_KEY", value=key.secret.decode()),
+           client.V1EnvVar(name="TOKEN_RATE", value=token_rate)]
+    apps.create_namespaced_deployment(ns, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
+        spec=client.V1DeploymentSpec(
+            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+
+
+def set_backend_key(api: Any, ns: str, key: Key) -> None:
+    apps = client.AppsV1Api(api)
+    dep = apps.read_namespaced_deployment("fractal-lba-backend", ns)
+    for e in dep.spec.template.spec.containers[0].env:
+        if e.name == "PCS_HMAC_KEY":
+            e.value = key.secret.decode()
+    apps.replace_namespaced_deployment("fractal-lba-backend", ns, dep)
+
+
+def token_rate(api: Any, ns: str) -> str | None:
+    dep = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", ns)
+    return next((e.value for e in dep.spec.template.spec.containers[0].env
+                 if e.name == "TOKEN_RATE"), None)
+
+
+def alert_post(op: Any, ns: str, status: str = "firing", fp: str = "a1b2c3d4e5f60718",
+               token: str | None = TOKEN, group: str = "g1", body: bytes | None = None
+               ) -> tuple[int, dict[str, Any]]:
+    doc = {"version": "4", "groupKey": group, "status": status, "receiver": "sigops",
+           "alerts": [{"status": status, "fingerprint": fp,
+                       "labels": {"alertname": "FLKSignatureFailuresSpike",
+                                  "severity": "warning", "component": "backend",
+                                  "namespace": ns, "deployment": "fractal-lba-backend"},
+                       "annotations": {"value": "42"},
+                       "startsAt": "2026-11-22T00:00:00Z"}]}
+    req = urllib.request.Request(f"http://127.0.0.1:{op.alerts_port}/v1/alerts",
+                                 data=body if body is not None else json.dumps(doc).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def incidents(api: Any, ns: str) -> list[dict[str, Any]]:
+    return client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "signatureincidents")["items"]
+
+
+def only_incident(api: Any, ns: str) -> dict[str, Any]:
+    items = incidents(api, ns)
+    assert len(items) == 1, [i["metadata"]["name"] for i in items]
+    return items[0]
+
+
+def phase_is(api: Any, ns: str, *phases: str):  # type: ignore[no-untyped-def]
+    def check() -> dict[str, Any] | None:
+        items = incidents(api, ns)
+        if items and (items[0].get("status") or {}).get("phase") in phases:
+            return items[0]
+        return None
+    return check
+
+
+def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
+          **settings: Any) -> Any:
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN)
+    target = {"namespace": ns, "deployment": "fractal-lba-backend"}
+    if sample_url:
+        target["backendURL"] = sample_url
+    target.update(settings.pop("target_extra", {}))
+    base = {"targets": [target], "verify_timeout": "20s", "cooldown": "2s"}
+    op = operator_factory({**base, **settings}, start=False,
+                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok)})
+    return op.start()
+
+
+def verify_records(api: Any, op: Any, inc: dict[str, Any]) -> None:
+    cm = client.CoreV1Api(api).read_namespaced_config_map("sigops-signal-pubkeys",
+                                                           op.operator_ns)
+    pubkeys = load_pubkeys(json.loads(cm.data["pubkeys.json"]))
+    payload = verify_signal(inc["status"]["signal"], pubkeys)
+    assert payload["type"] == "detection" and payload["cause"] == inc["status"]["cause"]
+    if inc["status"].get("actions"):
+        verify_chain(inc["status"]["actions"], pubkeys)
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+def test_scenario_a_key_overlap(api, namespace, operator_factory, samples, tmp_path):
+    old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
+    new = Key("new", HMAC, secret=b"new-backend-key-987654321")
+    backend(api, namespace, new)
+    # A rotation finished too early: sigops' keyring knows the old key as retired.
+    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
+                                                              "state": "active"}],
+            "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
+    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
+        string_data={"keyring.json": json.dumps(ring)}))
+    samples.samples = [envelope(pcs(old, i)) for i in range(20)]
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    assert alert_post(op, namespace)[0] == 200
+    inc = wait_for(phase_is(api, namespace, "Verifying", "Resolved", "Escalated"), 30,
+                   what="scenario A to be applied")
+    st = inc["status"]
+    assert (st["cause"], st["scenario"]) == ("KeyRotationInProgress", "A"), st.get("conditions")
+    assert st["evidence"]["samples"]["report"]["by_cause"] == {"stale_key": 20}
+    assert old.fingerprint in backend_fingerprints(api, namespace)
+    assert new.fingerprint in backend_fingerprints(api, namespace)
+    alert_post(op, namespace, status="resolved")
+    inc = wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
+    verify_records(api, op, inc)
+    assert "Enabled key overlap" in inc["status"]["communication"]
+    blob = json.dumps(inc)
+    assert old.secret.decode() not in blob and new.secret.decode() not in blob
+
+
+def test_scenario_b_clock_skew_labels_nodes(api, namespace, operator_factory, samples,
+                                            tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-clock-test")
+    backend(api, namespace, key)
+    core = client.CoreV1Api(api)
+    node = f"node-{namespace}"
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=node)))
+    try:
+        sent = "2026-11-22T00:00:00Z"
+        late = "2026-11-22T00:10:00Z"  # agent clock 600 s behind
+        samples.samples = [envelope(pcs(key, i, sent_at=sent), "agent-7", late)
+                           for i in range(10)]
+        op = start(operator_factory, tmp_path, namespace, samples.url,
+                   target_extra={"maxSkewSeconds": 30})
+        alert_post(op, namespace)
+        inc = wait_for(phase_is(api, namespace, "Verifying", "Resolved", "Escalated"), 30,
+                       what="scenario B")
+        st = inc["status"]
+        assert (st["cause"], st["scenario"]) == ("ClockSkew", "B")
+        skew = st["evidence"]["samples"]["report"]["skew"]
+        assert skew["offset_seconds"] == 600.0 and skew["scope"] == "single_source"
+        assert core.read_node(node).metadata.labels.get("ntp") == "enabled"
+        measured = st["actions"][0]["payload"]
+        assert measured["action"] == "measure-skew"
+        # Tolerances are never widened: the backend's env is untouched.
+        assert token_rate(api, namespace) == "100"
+        alert_post(op, namespace, status="resolved")
+        wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
+    finally:
+        core.delete_node(node)
+
+
+def test_scenario_c_drift_escalates_and_changes_nothing(api, namespace, operator_factory,
+                                                       samples, tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-drift-test")
+    backend(api, namespace, key)
+    gen = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend",
+                                                           namespace).metadata.generation
+    samples.samples = [envelope(pcs(key, i, profile="go")) for i in range(10)]
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    alert_post(op, namespace)
+    inc = wait_for(phase_is(api, namespace, "Escalated"), 30, what="C to escalate")
+    st = inc["status"]
+    assert (st["cause"], st["scenario"]) == ("CanonicalizationDrift", "C")
+    action = st["actions"][0]["payload"]
+    assert action["driftingProfiles"] == {"go": 10}
+    assert all(action["golden"].values())
+    assert "NOT changed" in action["summary"]
+    assert client.AppsV1Api(api).read_namespaced_deployment(
+        "fractal-lba-backend", namespace).metadata.generation == gen
+    verify_records(api, op, inc)
+
+
+def test_scenario_d_rate_tightening_then_restore(api, namespace, operator_factory, samples,
+                                                 tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-tamper-test")
+    backend(api, namespace, key, token_rate="100")
+    good = [envelope(pcs(key, i), "agent-1") for i in range(5)]
+    bad = []
+    for i in range(30):
+        p = pcs(key, 100 + i)
+        p["merkle_root"] = "f" * 64  # changed after signing
+        bad.append(envelope(p, "10.9.9.9"))
+    samples.samples = good + bad
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    alert_post(op, namespace)
+    inc = wait_for(phase_is(api, namespace, "Verifying", "Resolved", "Escalated"), 30,
+                   what="scenario D")
+    st = inc["status"]
+    assert (st["cause"], st["scenario"]) == ("MaliciousActivity", "D")
+    assert token_rate(api, namespace) == "50"
+    tighten = st["actions"][0]["payload"]
+    assert tighten["previous"] == "100" and tighten["value"] == "50"
+    sources = st["actions"][1]["payload"]["sources"]
+    assert sources[0] == {"source": "10.9.9.9", "failures": 30}
+    alert_post(op, namespace, status="resolved")
+    wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
+    wait_for(lambda: token_rate(api, namespace) == "100", 20,
+             what="TOKEN_RATE restored after the cool-down")
+    inc = only_incident(api, namespace)
+    assert inc["status"]["actions"][-1]["payload"]["action"] == "restore-token-rate"
+    verify_records(api, op, inc)
+
+
+def test_scenario_e_rollback_after_bad_signing_change(api, namespace, operator_factory,
+                                                      samples, tmp_path):
+    good, bad = generate_key(HMAC, kid="good"), generate_key(HMAC, kid="bad")
+    backend(api, namespace, good)
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    wait_for(lambda: _has_secret(api, namespace, "sigops-lkg-fractal-lba-backend"), 30,
+             what="a last-known-good snapshot while healthy")
+    set_backend_key(api, namespace, bad)  # a bad signing config rolls out
+    wait_for(lambda: len(client.AppsV1Api(api).list_namespaced_replica_set(namespace).items)
+             >= 2, 20, what="revision 2")
+    samples.samples = [envelope(pcs(good, i)) for i in range(10)]
+    alert_post(op, namespace)
+    inc = wait_for(phase_is(api, namespace, "Verifying", "Resolved", "Escalated"), 30,
+                   what="scenario E")
+    st = inc["status"]
+    assert st["scenario"] == "E", (st.get("candidates"), st.get("conditions"))
+    assert st["evidence"]["recentSigningChange"] is True
+    assert backend_fingerprints(api, namespace) == [good.fingerprint]
+    alert_post(op, namespace, status="resolved")
+    wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
+    verify_records(api, op, only_incident(api, namespace))
+
+
+def _has_secret(api: Any, ns: str, name: str) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_secret(name, ns)
+        return True
+    except client.ApiException:
+        return False
+
+
+# -- modes -----------------------------------------------------------------------------------
+
+
+def test_approval_flow_and_dry_run(api, namespace, operator_factory, samples, tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-approval")
+    backend(api, namespace, key, token_rate="100")
+    bad = []
+    for i in range(10):
+        p = pcs(key, i)
+        p["D_hat"] = 9.5
+        p["merkle_root"] = "e" * 64
+        bad.append(envelope(p, "10.1.1.1"))
+    samples.samples = bad
+    op = start(operator_factory, tmp_path, namespace, samples.url,
+               modes={"A": "auto", "B": "auto", "C": "auto", "D": "approval", "E": "approval"})
+    co = client.CustomObjectsApi(api)
+    # A person's dry-run incident: plan only, nothing changes.
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "signatureincidents", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
+        "metadata": {"name": "drill"}, "spec": {"source": "person", "mode": "dryRun",
+                                                "target": {"deployment": "fractal-lba-backend"}}})
+    inc = wait_for(phase_is(api, namespace, "AwaitingApproval"), 30, what="dry-run plan")
+    ready = next(c for c in inc["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "DryRun"
+    assert inc["status"]["pendingActions"]["steps"][0]["action"] == "tighten-token-rate"
+    time.sleep(2)
+    assert token_rate(api, namespace) == "100"
+    co.delete_namespaced_custom_object(GROUP, VERSION, namespace, "signatureincidents", "drill")
+    wait_for(lambda: not incidents(api, namespace), 20, what="drill deleted")
+    # The alert path with D in approval mode waits for a person.
+    alert_post(op, namespace)
+    inc = wait_for(phase_is(api, namespace, "AwaitingApproval"), 30, what="approval wait")
+    assert token_rate(api, namespace) == "100"
+    name = inc["metadata"]["name"]
+    out = kubectl(op.cluster, "patch", "si", name, "-n", namespace, "--type", "merge",
+                  "-p", '{"spec":{"approve":["D"]}}')
+    assert out.returncode == 0
+    wait_for(phase_is(api, namespace, "Verifying", "Resolved"), 30, what="approved run")
+    assert token_rate(api, namespace) == "50"
+
+
+# -- intake ------------------------------------------------------------------------------------
+
+
+def test_intake_auth_dedupe_flood_and_rate_limit(api, namespace, operator_factory, tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-intake")
+    backend(api, namespace, key)
+    op = start(operator_factory, tmp_path, namespace, None)
+    # Wrong, missing and partial tokens: 401, nothing created.
+    assert alert_post(op, namespace, token="wrong")[0] == 401
+    assert alert_post(op, namespace, token=None)[0] == 401
+    assert alert_post(op, namespace, token=TOKEN[:-1])[0] == 401
+    assert alert_post(op, namespace, body=b"{not json")[0] == 400
+    assert alert_post(op, namespace, body=b'{"version": "3", "alerts": []}')[0] == 400
+    assert incidents(api, namespace) == []
+    # A flood of 1,000 identical posts (and a replay) makes one incident.
+    codes = set()
+
+    def flood(n: int) -> None:
+        for _ in range(n):
+            codes.add(alert_post(op, namespace)[0])
+
+    threads = [threading.Thread(target=flood, args=(250,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == {200}
+    assert len(incidents(api, namespace)) == 1
+    # Four distinct alerts in an hour from one source: the 4th is rate-limited, recorded once.
+    for fp in ("0000000000000002", "0000000000000003", "0000000000000004", "0000000000000005"):
+        alert_post(op, namespace, fp=fp, group=f"g-{fp}")
+    items = incidents(api, namespace)
+    phases = sorted((i.get("status") or {}).get("phase", "Detected") for i in items)
+    assert len(items) == 4 and phases.count("RateLimited") == 1, phases
+    limited = next(i for i in items if (i.get("status") or {}).get("phase") == "RateLimited")
+    rec = limited["status"]["rateLimited"]["payload"]
+    assert rec["source"] == f"{namespace}/fractal-lba-backend" and rec["signal_count"] == 4
+    assert rec["window_seconds"] == 3600
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    assert sum(e.reason == "SignalRateLimited" for e in events) == 1
+    # The window survives a restart: a fifth alert after a restart is still limited.
+    op.kill()
+    op.start()
+    alert_post(op, namespace, fp="0000000000000006", group="g6")
+    assert len(incidents(api, namespace)) == 4
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics").read()
+    assert b"sigops_signals_rate_limited_total 1.0" in metrics
+    logs = op.logs()
+    assert '"potential_attack": true' in logs and TOKEN not in logs and "wrong" not in logs
+
+
+def test_killed_mid_remediation_finishes_once(api, namespace, operator_factory, samples,
+                                              tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-crash")
+    backend(api, namespace, key, token_rate="100")
+    bad = []
+    for i in range(10):
+        p = pcs(key, i)
+        p["merkle_root"] = "d" * 64
+        bad.append(envelope(p, "10.2.2.2"))
+    samples.samples = bad
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    alert_post(op, namespace)
+    for _ in range(3):  # die as soon as it is diagnosing/remediating, several times
+        wait_for(phase_is(api, namespace, "Diagnosing", "Remediating", "Verifying"), 30,
+                 what="work in progress", interval=0.02)
+        op.kill()
+        op.start()
+    inc = wait_for(phase_is(api, namespace, "Verifying", "Resolved"), 30, what="verifying")
+    actions = [a["payload"]["action"] for a in inc["status"]["actions"]]
+    assert actions.count("tighten-token-rate") == 1, actions
+    assert inc["status"]["actions"][0]["payload"]["previous"] == "100"
+    assert token_rate(api, namespace) == "50"
+
