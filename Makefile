@@ -31,7 +31,7 @@ tools:
 	bash scripts/tools.sh
 
 lint: venv
-	ruff check operator tests benchmarks
+	ruff check operator tests $(wildcard benchmarks)
 	mypy
 	lint-imports
 	bash scripts/check-crds.sh
