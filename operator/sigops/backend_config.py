@@ -39,7 +39,7 @@ class EnvNames:
         d = cls()
         return cls(env.get("signAlg", d.sign_alg), env.get("hmacKey", d.hmac_key),
                    env.get("hmacKeys", d.hmac_keys), env.get("ed25519Pub", d.ed25519_pub),
-                   env.get("ed25519Pubs", d.ed25519_pubs))
+                   env.get("ed25519Pubs", d.ed25519_pubs), env.get("tokenRate", d.token_rate))
 
 
 DEFAULT_ENV = EnvNames()

@@ -405,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["testbed"]:  # its own parser, including `sigops testbed --help`
+        from .testbed.cli import main as testbed_main
+
+        return testbed_main(args_in[1:])
+    argv = args_in
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -225,6 +225,15 @@ class Backend:
             self._samples.append({"pcs": obj, "received_at": received, "source": source})
         return Reply(401, {"error": "signature verification failed", "pcs_id": pcs.pcs_id})
 
+    def oversize(self, length: int) -> Reply:
+        """The answer to a body larger than ``max_body_bytes`` (not read, so not parsed)."""
+        m = self.metrics
+        m.inc("ingest")
+        m.inc("malformed")
+        m.inc("verdicts", "malformed")
+        return Reply(400, {"error": "malformed", "reason": f"body of {length} bytes exceeds "
+                           f"the limit of {self.settings.max_body_bytes}"})
+
     def samples(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` signature failures, oldest first, as diagnosis envelopes."""
         with self._samples_lock:
@@ -288,10 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(length)
         if n > backend.settings.max_body_bytes:
             self.close_connection = True  # the body is not read: the connection cannot go on
-            backend.metrics.inc("ingest")
-            backend.metrics.inc("malformed")
-            self._json(Reply(400, {"error": "malformed", "reason":
-                                   f"body of {n} bytes exceeds {backend.settings.max_body_bytes}"}))
+            self._json(backend.oversize(n))
             return
         body = self.rfile.read(n)
         source = _clean_source(self.headers.get("X-Agent-Id"), self.client_address[0])

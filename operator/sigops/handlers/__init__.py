@@ -1,0 +1,1 @@
+"""kopf-facing reconcilers: KeyRotation, SignatureIncident and the alert intake."""

@@ -1,0 +1,118 @@
+"""The alert path with the real binaries: agents -> testbed backend -> Prometheus rule ->
+Alertmanager -> a webhook with a bearer token; the alert fires, then resolves when faults stop.
+
+The rule is the upstream one shrunk to seconds: rate(flk_signature_err[10s]) > 1 for 5s.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sigops.core.keys import HMAC, generate_key
+from sigops.dev.promstack import PromStack, ScrapeTarget
+from sigops.testbed.agents import AgentPlan, AgentSimulator
+from sigops.testbed.backend import Backend, BackendServer
+from sigops.testbed.faults import parse_fault
+from sigops.testbed.keysource import StaticKey
+from sigops.testbed.reload import config_from_env
+from sigops.testbed.rules import ALERT_NAME, write_rule_file
+from tests.conftest import BIN, wait_for
+
+pytestmark = pytest.mark.skipif(not (BIN / "prometheus").exists()
+                                or not (BIN / "alertmanager").exists(),
+                                reason="prometheus/alertmanager not installed (make tools)")
+
+
+class Receiver:
+    """A tiny Alertmanager webhook receiver that records every post."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str | None, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with outer.lock:
+                    outer.posts.append((self.headers.get("Authorization"), json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1/alerts"
+
+    def find(self, status: str) -> list[tuple[str | None, dict[str, Any]]]:
+        with self.lock:
+            return [(auth, p) for auth, p in self.posts if p.get("status") == status
+                    and any(a["labels"].get("alertname") == ALERT_NAME for a in p["alerts"])]
+
+    def stop(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def test_alert_fires_posts_with_the_token_and_resolves(tmp_path: Path,
+                                                       receiver: Receiver) -> None:
+    key = generate_key(HMAC, "current", "active")
+    cfg = config_from_env({"PCS_HMAC_KEY": (key.secret or b"").decode()})
+    token = secrets.token_urlsafe(24)
+    rules = write_rule_file(tmp_path / "rules.yml", window="10s", for_="5s", threshold=1)
+    with BackendServer(Backend(config=cfg)) as backend:
+        target = ScrapeTarget(backend.url.removeprefix("http://"),
+                              {"namespace": "fractal-lba", "deployment": "fractal-lba-backend"})
+        with PromStack(targets=[target], rule_files=[rules], webhook_url=receiver.url,
+                       webhook_token=token, workdir=tmp_path / "promstack") as stack:
+            wait_for(stack.targets_up, 15, what="the backend scraped")
+            sim = AgentSimulator(AgentPlan(backend.url, rate=20, agents=3,
+                                           faults=(parse_fault("wrong-key"),)),
+                                 StaticKey(key, "test"))
+            agents = threading.Thread(target=sim.run, daemon=True)
+            agents.start()
+            try:
+                wait_for(lambda: [a for a in stack.alerts(ALERT_NAME) if a["state"] == "firing"],
+                         40, 0.5, what="FLKSignatureFailuresSpike firing in Prometheus")
+                auth, post = wait_for(lambda: (receiver.find("firing") or [None])[0], 20, 0.2,
+                                      what="a firing webhook post")
+            finally:
+                sim.stop()
+                agents.join(timeout=10)
+            assert auth == f"Bearer {token}"
+            alert = next(a for a in post["alerts"] if a["labels"]["alertname"] == ALERT_NAME)
+            assert alert["labels"]["severity"] == "warning"
+            assert alert["labels"]["component"] == "backend"
+            assert alert["labels"]["namespace"] == "fractal-lba"
+            assert alert["labels"]["deployment"] == "fractal-lba-backend"
+            assert alert["annotations"]["runbook_url"]
+            assert backend.backend.stats()["signature_err"] > 20
+
+            # Faults stop: the rate falls under the threshold and the alert resolves.
+            t_stop = time.monotonic()
+            auth, post = wait_for(lambda: (receiver.find("resolved") or [None])[0], 45, 0.2,
+                                  what="a resolved webhook post")
+            assert auth == f"Bearer {token}"
+            assert all(a["status"] == "resolved" for a in post["alerts"])
+            assert not [a for a in stack.alerts(ALERT_NAME) if a["state"] == "firing"]
+            assert time.monotonic() - t_stop < 45
