@@ -16,10 +16,14 @@ __all__ = ["probe_pcs", "submit"]
 
 
 def probe_pcs(key: Key, profile: str = "python") -> dict[str, Any]:
-    """A unique PCS (random merkle root) in the agents' form, signed with ``key``."""
+    """A unique PCS (random merkle root) in the agents' form, signed with ``key``.
+
+    Its values (an integral float, a 1e-7) are written differently by every canonical
+    profile, so a probe accepted under one profile is never accepted under another.
+    """
     root = secrets.token_hex(32)
     pcs = {"pcs_id": expected_pcs_id(root, 0, "sigops-probe"), "merkle_root": root,
-           "epoch": 0, "shard_id": "sigops-probe", "D_hat": 1.5, "coh_star": 0.5, "r": 0.25,
+           "epoch": 0, "shard_id": "sigops-probe", "D_hat": 1.0, "coh_star": 0.2, "r": 1e-7,
            "budget": 0.125, "schema": "fractal-lba-kakeya", "version": "0.1",
            "sent_at": now_iso()}
     return sign_pcs(pcs, key, profile)
