@@ -35,6 +35,7 @@ lint: venv
 	mypy
 	lint-imports
 	bash scripts/check-crds.sh
+	helm lint --strict charts/sigops
 
 test: venv tools lint
 	pytest tests $(PYTEST_ARGS)

@@ -278,6 +278,12 @@ def make_handler(intake: AlertIntake) -> type[BaseHTTPRequestHandler]:
                     r = intake.handle(a, "alertmanager")
                     results[r] = results.get(r, 0) + 1
             except ApiException as e:
+                if e.status in (403, 404):
+                    # Not a transient failure: a retry would fail the same way.
+                    log.error("cannot open an incident (API %s): is the alert's namespace "
+                              "one sigops has permissions in (a configured target)?", e.status)
+                    self._send(422, {"error": "target namespace not managed by sigops"})
+                    return
                 log.error("API server error while opening an incident: %s", e.status)
                 self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
                 return

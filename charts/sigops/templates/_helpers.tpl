@@ -1,0 +1,129 @@
+{{/* Names, labels and the derived lists every template shares. */}}
+
+{{- define "sigops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sigops.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sigops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sigops.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sigops.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}
+{{ include "sigops.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: sigops
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "sigops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sigops.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sigops.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sigops.tokenSecretName" -}}
+{{- default (printf "%s-alerts-token" (include "sigops.fullname" .)) .Values.alerts.token.existingSecret -}}
+{{- end -}}
+
+{{/*
+The namespaces sigops watches and acts in: the targets' plus extraNamespaces, sorted and unique,
+as a JSON list (use with fromJsonArray).
+*/}}
+{{- define "sigops.namespaces" -}}
+{{- $ns := list -}}
+{{- range .Values.targets -}}
+{{- $ns = append $ns (default "fractal-lba" .namespace) -}}
+{{- end -}}
+{{- range .Values.extraNamespaces -}}
+{{- $ns = append $ns . -}}
+{{- end -}}
+{{- if not $ns -}}
+{{- fail "at least one target (targets) or extraNamespaces entry is required" -}}
+{{- end -}}
+{{- $ns | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* The effective mode of scenario $s ("A".."E"): the global override or the per-scenario one. */}}
+{{- define "sigops.mode" -}}
+{{- $v := index .root.Values (printf "scenario%s" .s) -}}
+{{- default $v.mode .root.Values.mode -}}
+{{- end -}}
+
+{{/*
+The operator config (SIGOPS_CONFIG), validated by sigops.settings.Settings at start-up. Only
+Settings fields may appear here: unknown keys make the operator refuse to start.
+*/}}
+{{- define "sigops.config" -}}
+{{- $v := .Values -}}
+{{- $targets := list -}}
+{{- range $v.targets -}}
+{{- $t := dict "namespace" (default "fractal-lba" .namespace) "deployment" (default "fractal-lba-backend" .deployment) -}}
+{{- if .container }}{{ $_ := set $t "container" .container }}{{ end -}}
+{{- if .backendURL }}{{ $_ := set $t "backendURL" .backendURL }}{{ end -}}
+{{- if .default }}{{ $_ := set $t "default" true }}{{ end -}}
+{{- if .profile }}{{ $_ := set $t "profile" .profile }}{{ end -}}
+{{- if not (kindIs "invalid" .maxSkewSeconds) }}{{ $_ := set $t "maxSkewSeconds" .maxSkewSeconds }}{{ end -}}
+{{- $targets = append $targets $t -}}
+{{- end -}}
+{{- $modes := dict -}}
+{{- range $s := list "A" "B" "C" "D" "E" -}}
+{{- $_ := set $modes $s (include "sigops.mode" (dict "root" $ "s" $s)) -}}
+{{- end -}}
+{{- $cfg := dict
+  "targets" $targets
+  "modes" $modes
+  "alert_name" $v.detection.alertName
+  "signature_error_metric" $v.detection.signatureErrorMetric
+  "error_rate_query" $v.detection.errorRateQuery
+  "error_rate_threshold" $v.detection.errorRateThreshold
+  "alert_poll_interval" $v.detection.alertPollInterval
+  "namespace_label" $v.detection.namespaceLabel
+  "deployment_label" $v.detection.deploymentLabel
+  "label_nodes" $v.scenarioB.labelNodes
+  "ntp_label" $v.scenarioB.ntpLabel
+  "skew_metric" $v.scenarioB.skewMetric
+  "token_rate" ($v.scenarioD.tokenRate | toString)
+  "cooldown" $v.scenarioD.cooldown
+  "e_auto_window" $v.scenarioE.autoWindow
+  "verify_timeout" $v.remediation.verifyTimeout
+  "escalate_after" $v.remediation.escalateAfter
+  "wait_for_rollout" $v.remediation.waitForRollout
+  "rollout_timeout" $v.remediation.rolloutTimeout
+  "probe_timeout" $v.remediation.probeTimeout
+  "min_overlap" $v.keyRotation.minOverlap
+  "reconcile_interval" $v.keyRotation.reconcileInterval
+  "signal_rate_limit" $v.signals.rateLimit
+  "signal_rate_window" $v.signals.rateWindow
+  "service_id" $v.signals.serviceId
+-}}
+{{- if $v.remediation.notificationURL -}}
+{{- $_ := set $cfg "notification_url" $v.remediation.notificationURL -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $cfg (deepCopy $v.extraConfig)) -}}
+{{- end -}}

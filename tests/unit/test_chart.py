@@ -1,0 +1,548 @@
+"""The Helm chart, rendered offline: `helm lint`, `helm template` with several value sets, and
+assertions on the objects (security context, RBAC, config, CRDs, PrometheusRule, NOTES).
+
+Needs the helm binary of `make tools` (.dev/bin/helm); promtool and amtool (Debian's prometheus
+packages) are used when present to check the alert rule and the Alertmanager snippet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sigops.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "sigops"
+HELM = REPO / ".dev" / "bin" / "helm"
+RELEASE_NS = "sigops-system"
+
+pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm missing: run `make tools`")
+
+Doc = dict[str, Any]
+
+
+def helm(*args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HELM), *args, str(chart)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def render(values: Doc | None = None, *, chart: Path = CHART, tmp: Path | None = None,
+           namespace: str = RELEASE_NS) -> list[Doc]:
+    """`helm template` with ``values`` (a values file), parsed into objects."""
+    args = ["template", "rel", "--namespace", namespace]
+    if values:
+        tmp = tmp or Path(tempfile.mkdtemp(prefix="sigops-chart-"))
+        vf = tmp / f"values-{abs(hash(json.dumps(values, sort_keys=True)))}.yaml"
+        vf.write_text(yaml.safe_dump(values))
+        args += ["--values", str(vf)]
+    p = helm(*args, chart=chart)
+    assert p.returncode == 0, p.stderr
+    return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+
+def kinds(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    found = kinds(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def env_of(docs: list[Doc]) -> dict[str, Any]:
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def config_of(docs: list[Doc]) -> Doc:
+    cm = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config"))
+    cfg: Doc = yaml.safe_load(cm["data"]["config.yaml"])
+    return cfg
+
+
+def all_rules(docs: list[Doc]) -> list[tuple[Doc, Doc]]:
+    return [(d, r) for d in docs if d["kind"] in ("ClusterRole", "Role")
+            for r in d.get("rules", [])]
+
+
+def grants(docs: list[Doc], resource: str, verb: str, *, kind: str | None = None,
+           namespace: str | None = None) -> bool:
+    for d, r in all_rules(docs):
+        if kind and d["kind"] != kind:
+            continue
+        if namespace and d["metadata"].get("namespace") != namespace:
+            continue
+        if resource in r.get("resources", []) and verb in r.get("verbs", []):
+            return True
+    return False
+
+
+def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
+    """What every rendering must satisfy, whatever the values."""
+    dep = one(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == (0 if paused else 1)
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    env = env_of(docs)
+    assert env["SIGOPS_METRICS_LISTEN"] == f"0.0.0.0:{ports['metrics']}"
+    assert env["SIGOPS_ALERTS_LISTEN"] == f"0.0.0.0:{ports['alerts']}"
+    assert env["SIGOPS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The token and the config arrive as files, from the Secret and the ConfigMap.
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    token = vols["alerts-token"]["secret"]
+    assert env["SIGOPS_ALERTS_TOKEN_FILE"] == (
+        f"{mounts['alerts-token']['mountPath']}/{token['items'][0]['path']}")
+    assert env["SIGOPS_CONFIG"] == f"{mounts['config']['mountPath']}/config.yaml"
+    assert vols["config"]["configMap"]["name"].endswith("-config")
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in vols["tmp"]
+    assert all(m.get("readOnly") for n, m in mounts.items() if n != "tmp")
+    svc = one(docs, "Service")
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"alerts", "metrics"}
+    assert not kinds(docs, "PodDisruptionBudget")
+    # The config only uses fields of Settings (extra="forbid" would refuse anything else).
+    Settings.model_validate(config_of(docs))
+    # RBAC: no wildcards, no Secrets beyond what the code reads, nothing cluster-wide on them.
+    for d, r in all_rules(docs):
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert "*" not in r.get(field, []), (d["metadata"]["name"], r)
+        assert "nonResourceURLs" not in r
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(r["verbs"])
+        # sigops only suggests a NetworkPolicy for a source; it never creates one.
+        assert "networkpolicies" not in r["resources"]
+        if r.get("resourceNames"):
+            # Kubernetes ignores resourceNames for create/list/watch: such a rule would lie.
+            assert not {"create", "list", "watch", "deletecollection"} & set(r["verbs"]), r
+        if "secrets" in r["resources"]:
+            assert d["kind"] == "Role", "Secrets must never be granted cluster-wide"
+            assert not {"list", "watch"} & set(r["verbs"]), r
+    for crb in kinds(docs, "ClusterRoleBinding") + kinds(docs, "RoleBinding"):
+        assert crb["subjects"] == [{"kind": "ServiceAccount",
+                                     "name": one(docs, "ServiceAccount")["metadata"]["name"],
+                                     "namespace": RELEASE_NS}]
+    for d in docs:
+        assert d["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel", d["kind"]
+
+
+# -- lint and the value sets ---------------------------------------------------------------------
+
+def test_helm_lint_strict() -> None:
+    p = helm("lint", "--strict")
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = helm("lint", "--strict", "--set", "prometheusRule.enabled=true,clusterWide=true,"
+             "crds.enabled=false,networkPolicy.enabled=false")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+CASES: dict[str, Doc] = {
+    "defaults": {},
+    "crds-disabled": {"crds": {"enabled": False}},
+    "crds-not-kept": {"crds": {"keep": False}},
+    "prometheus-rule": {"prometheusRule": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
+    "multi-namespace": {
+        "targets": [{"namespace": "flk-a", "deployment": "backend-a", "default": True},
+                    {"namespace": "flk-b", "deployment": "backend-b", "profile": "go",
+                     "maxSkewSeconds": 30, "backendURL": "http://backend-b.flk-b:8080"},
+                    {"namespace": "flk-a", "deployment": "backend-a2", "container": "api"}],
+        "extraNamespaces": ["rotations"]},
+    "no-node-labelling": {"scenarioB": {"mode": "auto", "labelNodes": False}},
+    "cluster-wide": {"clusterWide": True},
+    "dry-run": {"mode": "dryRun", "prometheus": {"url": "http://prometheus.monitoring:9090"}},
+    "paused": {"paused": True},
+    "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
+    tmp = tmp_path_factory.mktemp("chart")
+    return {name: render(values, tmp=tmp) for name, values in CASES.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invariants_hold_for_every_value_set(rendered: dict[str, list[Doc]], case: str) -> None:
+    check_invariants(rendered[case], paused=case == "paused")
+
+
+def test_defaults(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["defaults"]
+    env = env_of(docs)
+    assert env["SIGOPS_NAMESPACES"] == "fractal-lba"
+    assert "SIGOPS_PROMETHEUS_URL" not in env
+    # Defaults of the chart are the defaults of the code (except the target it names).
+    cfg = Settings.model_validate(config_of(docs))
+    assert cfg.model_dump(exclude={"targets"}) == Settings().model_dump(exclude={"targets"})
+    (target,) = cfg.targets
+    assert (target.namespace, target.deployment, target.default) == (
+        "fractal-lba", "fractal-lba-backend", True)
+    assert target.model_dump(exclude={"namespace", "deployment", "default"}) == type(
+        target)(namespace="x", deployment="y").model_dump(
+        exclude={"namespace", "deployment", "default"})
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds(docs, "Role")}
+    assert roles == {(RELEASE_NS, "rel-sigops-self"), ("fractal-lba", "rel-sigops-target")}
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["name"])
+                for b in kinds(docs, "RoleBinding")}
+    assert bindings == roles
+    assert not kinds(docs, "PrometheusRule")
+    assert grants(docs, "nodes", "patch", kind="ClusterRole")
+    # Secret, ConfigMap and the token the Deployment mounts belong together.
+    secret = one(docs, "Secret")
+    assert secret["metadata"]["name"] == "rel-sigops-alerts-token"
+    assert len(secret["data"]["token"]) >= 48
+
+
+def test_operator_namespace_role_is_pinned_to_its_own_objects(
+        rendered: dict[str, list[Doc]]) -> None:
+    role = next(r for r in kinds(rendered["defaults"], "Role")
+                if r["metadata"]["name"] == "rel-sigops-self")
+    rules = {(r["resources"][0], tuple(r["verbs"])): r.get("resourceNames") for r in role["rules"]}
+    assert rules == {
+        ("secrets", ("get",)): ["sigops-signing-key"],
+        ("secrets", ("create",)): None,
+        ("configmaps", ("get", "update")): ["sigops-signal-pubkeys", "sigops-ratelimit"],
+        ("configmaps", ("create",)): None,
+    }
+
+
+def test_target_role_has_exactly_the_calls_of_the_handlers(
+        rendered: dict[str, list[Doc]]) -> None:
+    role = next(r for r in kinds(rendered["defaults"], "Role")
+                if r["metadata"]["name"] == "rel-sigops-target")
+    got = {(g, res, v) for r in role["rules"] for g in r["apiGroups"]
+           for res in r["resources"] for v in r["verbs"]}
+    crs = "sigops.fractal-lba.io"
+    want = {(crs, "keyrotations", v) for v in ("get", "list", "watch", "patch")}
+    want |= {(crs, "signatureincidents", v) for v in ("create", "get", "list", "watch", "patch")}
+    want |= {(crs, "keyrotations/status", "patch"), (crs, "signatureincidents/status", "patch")}
+    want |= {("", "secrets", v) for v in ("get", "create", "update", "delete")}
+    want |= {("", "configmaps", "get")}  # spec.samples.configMapRef
+    want |= {("apps", "deployments", v) for v in ("get", "update")}  # replace, never patch
+    want |= {("apps", "replicasets", "list")}
+    want |= {("", "events", "create")}
+    assert got == want
+
+
+def test_cluster_role_defaults(rendered: dict[str, list[Doc]]) -> None:
+    cr = one(rendered["defaults"], "ClusterRole")
+    got = {(g, res, v, tuple(r.get("resourceNames", ()))) for r in cr["rules"]
+           for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    assert got == {
+        ("", "namespaces", "get", (RELEASE_NS,)),
+        ("", "namespaces", "list", ()), ("", "namespaces", "watch", ()),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list", ()),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ()),
+        ("", "nodes", "list", ()), ("", "nodes", "patch", ()),
+    }
+
+
+def test_crds_are_templated_from_identical_copies(rendered: dict[str, list[Doc]]) -> None:
+    sources = sorted((REPO / "crds").glob("*.yaml"))
+    copies = sorted((CHART / "files" / "crds").glob("*.yaml"))
+    assert [p.name for p in sources] == [p.name for p in copies]
+    for s, c in zip(sources, copies, strict=True):
+        assert s.read_bytes() == c.read_bytes(), f"{c} differs: run scripts/chart-sync-crds.sh"
+    p = subprocess.run(["bash", str(REPO / "scripts" / "chart-sync-crds.sh"), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    # Not in the chart's crds/ too: Helm would install them from there a second time.
+    assert not (CHART / "crds").exists()
+    crds = {d["metadata"]["name"]: d
+            for d in kinds(rendered["defaults"], "CustomResourceDefinition")}
+    for s in sources:
+        want = yaml.safe_load(s.read_text())
+        got = crds[want["metadata"]["name"]]
+        assert got["spec"] == want["spec"]
+        assert got["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert not kinds(rendered["crds-disabled"], "CustomResourceDefinition")
+    for d in kinds(rendered["crds-not-kept"], "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in (d["metadata"].get("annotations") or {})
+
+
+def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    rule = one(rendered["prometheus-rule"], "PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    (alert,) = group["rules"]
+    assert alert["alert"] == "FLKSignatureFailuresSpike"
+    assert alert["expr"] == "rate(flk_signature_err[5m]) > 10"
+    assert alert["for"] == "5m"
+    assert alert["labels"] == {"severity": "warning", "component": "backend"}
+    assert alert["annotations"]["runbook_url"].endswith("runbooks/signature-failures-spike.md")
+    assert (REPO / "runbooks" / "signature-failures-spike.md").exists()
+    promtool = shutil.which("promtool")
+    if promtool:
+        f = tmp_path / "rules.yaml"
+        f.write_text(yaml.safe_dump(rule["spec"]))
+        p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
+    np = one(rendered["defaults"], "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["podSelector"]["matchLabels"] == one(
+        rendered["defaults"], "Deployment")["spec"]["selector"]["matchLabels"]
+    by_port = {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
+    assert set(by_port) == {"alerts", "metrics"}
+    (am,) = by_port["alerts"]
+    assert am["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert am["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}
+    (scraper,) = by_port["metrics"]
+    assert "namespaceSelector" in scraper
+    assert not kinds(rendered["no-network-policy"], "NetworkPolicy")
+
+
+def test_multiple_target_namespaces(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["multi-namespace"]
+    want = ["flk-a", "flk-b", "rotations"]
+    assert env_of(docs)["SIGOPS_NAMESPACES"] == ",".join(want)
+    targets = {r["metadata"]["namespace"] for r in kinds(docs, "Role")
+               if r["metadata"]["name"] == "rel-sigops-target"}
+    assert sorted(targets) == want
+    bound = {b["metadata"]["namespace"] for b in kinds(docs, "RoleBinding")
+             if b["roleRef"]["name"] == "rel-sigops-target"}
+    assert sorted(bound) == want
+    cfg = Settings.model_validate(config_of(docs))
+    assert [(t.namespace, t.deployment, t.container, t.backend_url, t.default, t.profile,
+             t.max_skew_seconds) for t in cfg.targets] == [
+        ("flk-a", "backend-a", None, None, True, "python", None),
+        ("flk-b", "backend-b", None, "http://backend-b.flk-b:8080", False, "go", 30.0),
+        ("flk-a", "backend-a2", "api", None, False, "python", None)]
+    assert cfg.default_target() is not None and cfg.default_target().deployment == "backend-a"
+
+
+def test_node_labelling_off_grants_no_node_access(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["no-node-labelling"]
+    assert not any("nodes" in r["resources"] for _, r in all_rules(docs))
+    assert config_of(docs)["label_nodes"] is False
+
+
+def test_cluster_wide(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["cluster-wide"]
+    assert "SIGOPS_NAMESPACES" not in env_of(docs)
+    for res, verb in (("keyrotations", "watch"), ("signatureincidents", "create"),
+                      ("keyrotations/status", "patch"), ("events", "create")):
+        assert grants(docs, res, verb, kind="ClusterRole"), (res, verb)
+    # kopf does not list namespaces when cluster-wide; Secrets stay per namespace.
+    assert not grants(docs, "namespaces", "list")
+    assert not grants(docs, "secrets", "get", kind="ClusterRole")
+    assert grants(docs, "secrets", "get", kind="Role", namespace="fractal-lba")
+
+
+def test_global_mode_and_prometheus(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["dry-run"]
+    assert config_of(docs)["modes"] == dict.fromkeys("ABCDE", "dryRun")
+    assert env_of(docs)["SIGOPS_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
+
+
+def test_existing_token_secret(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["existing-token"]
+    assert not kinds(docs, "Secret")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "alerts-token")
+    assert vol["secret"]["secretName"] == "my-token"
+    assert env_of(docs)["SIGOPS_ALERTS_TOKEN_FILE"].endswith("/bearer")
+
+
+def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
+    """Each value that maps to a Settings field changes exactly that field."""
+    values: Doc = {
+        "scenarioA": {"mode": "approval"}, "scenarioB": {"mode": "dryRun", "labelNodes": False,
+                                                         "ntpLabel": "chrony=on",
+                                                         "skewMetric": "node_skew"},
+        "scenarioC": {"mode": "approval"},
+        "scenarioD": {"mode": "dryRun", "tokenRate": 20, "cooldown": "1h"},
+        "scenarioE": {"mode": "auto", "autoWindow": "10m"},
+        "detection": {"alertName": "Spike", "signatureErrorMetric": "flk_signature_errors",
+                      "errorRateQuery": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
+                      "errorRateThreshold": 2.5, "alertPollInterval": 7,
+                      "namespaceLabel": "ns", "deploymentLabel": "app"},
+        "remediation": {"verifyTimeout": "2m", "escalateAfter": "45m",
+                        "notificationURL": "https://hooks.example/x", "waitForRollout": False,
+                        "rolloutTimeout": "3m", "probeTimeout": 1.5},
+        "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2},
+        "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
+    }
+    cfg = Settings.model_validate(config_of(render(values, tmp=tmp_path)))
+    default = Settings()
+    want = {
+        "modes": {"A": "approval", "B": "dryRun", "C": "approval", "D": "dryRun", "E": "auto"},
+        "label_nodes": False, "ntp_label": "chrony=on", "skew_metric": "node_skew",
+        "token_rate": "20", "cooldown": "1h", "e_auto_window": "10m", "alert_name": "Spike",
+        "signature_error_metric": "flk_signature_errors",
+        "error_rate_query": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
+        "error_rate_threshold": 2.5, "alert_poll_interval": 7.0, "namespace_label": "ns",
+        "deployment_label": "app", "verify_timeout": "2m", "escalate_after": "45m",
+        "notification_url": "https://hooks.example/x", "wait_for_rollout": False,
+        "rollout_timeout": "3m", "probe_timeout": 1.5, "min_overlap": "24h",
+        "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
+        "service_id": "sigops-eu",
+    }
+    got = cfg.model_dump()
+    for field, value in want.items():
+        assert got[field] == value, field
+        assert getattr(default, field) != value, f"{field}: pick a non-default test value"
+    assert set(want) | {"targets"} == set(Settings.model_fields), "a Settings field has no value"
+
+
+def test_extra_config_is_merged_and_validated(tmp_path: Path) -> None:
+    docs = render({"extraConfig": {"signal_rate_limit": 9}}, tmp=tmp_path)
+    assert Settings.model_validate(config_of(docs)).signal_rate_limit == 9
+    from pydantic import ValidationError
+
+    bad = render({"extraConfig": {"no_such_field": 1}}, tmp=tmp_path)
+    with pytest.raises(ValidationError):
+        Settings.model_validate(config_of(bad))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"scenarioA": {"mode": "yolo"}}, "scenarioA/mode"),
+    ({"replicaCount": 2}, "replicaCount"),
+    ({"keyRotation": {"minOverlap": "one hour"}}, "minOverlap"),
+    ({"targets": [], "extraNamespaces": []}, "minItems"),
+])
+def test_schema_rejects_bad_values(tmp_path: Path, values: Doc, message: str) -> None:
+    vf = tmp_path / "bad.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    p = helm("template", "rel", "--values", str(vf))
+    assert p.returncode != 0 and message in p.stderr, p.stderr
+
+
+# -- documentation ---------------------------------------------------------------------------------
+
+def _documented_keys(lines: list[str]) -> list[str]:
+    """Keys of values.yaml with no comment on them, on an ancestor, or on all their children."""
+    key_re = re.compile(r"^(\s*)(- )?([A-Za-z][\w./-]*):")
+    nodes: list[tuple[int, str, bool, int | None]] = []  # (indent, key, commented, parent)
+    stack: list[int] = []
+    prev = ""
+    for line in lines:
+        m = key_re.match(line)
+        if m:
+            indent = len(m.group(1)) + (2 if m.group(2) else 0)
+            while stack and nodes[stack[-1]][0] >= indent:
+                stack.pop()
+            nodes.append((indent, m.group(3), prev.lstrip().startswith("#"),
+                          stack[-1] if stack else None))
+            stack.append(len(nodes) - 1)
+        if line.strip():
+            prev = line
+
+    def ancestor_doc(i: int) -> bool:
+        p = nodes[i][3]
+        return p is not None and (nodes[p][2] or ancestor_doc(p))
+
+    def doc(i: int) -> bool:
+        kids = [j for j, n in enumerate(nodes) if n[3] == i]
+        return nodes[i][2] or ancestor_doc(i) or (bool(kids) and all(doc(j) for j in kids))
+
+    return [nodes[i][1] for i in range(len(nodes)) if not doc(i)]
+
+
+def test_every_value_is_documented_inline() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    assert _documented_keys(lines) == []
+    # The checker itself catches a bare key.
+    assert _documented_keys(["# -- doc", "a: 1", "b:", "  c: 2"]) == ["b", "c"]
+
+
+def test_schema_covers_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(v: Any, s: Doc, path: str) -> None:
+        if not isinstance(v, dict) or s.get("additionalProperties") is not False:
+            return
+        for k, sub in v.items():
+            assert k in s["properties"], f"{path}{k} is not in values.schema.json"
+            walk(sub, s["properties"][k], f"{path}{k}.")
+
+    walk(values, schema, "")
+
+
+def _notes(tmp_path: Path, values: Doc | None = None) -> str:
+    """NOTES.txt rendered (helm template skips it): the chart copied with a template that
+    renders the notes into a ConfigMap."""
+    chart = tmp_path / "sigops"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: notes
+          labels: {app.kubernetes.io/instance: rel}
+        data:
+          notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}
+        """))
+    docs = render(values, chart=chart, tmp=tmp_path)
+    cm = next(d for d in docs if d["metadata"]["name"] == "notes")
+    text: str = cm["data"]["notes"]
+    return text
+
+
+def test_notes_show_a_working_alertmanager_receiver(tmp_path: Path) -> None:
+    notes = _notes(tmp_path)
+    assert "credentials_file" in notes and "type: Bearer" in notes
+    assert "http://rel-sigops.sigops-system.svc:8080/v1/alerts" in notes
+    assert "WARNING: prometheus.url is empty" in notes
+    # The snippet after "alertmanager.yml:" is valid Alertmanager config.
+    start = notes.index("alertmanager.yml:") + len("alertmanager.yml:")
+    block: list[str] = []
+    for line in notes[start:].splitlines()[1:]:
+        if line.strip() and not line.startswith("     "):
+            break
+        block.append(line)
+    snippet = yaml.safe_load(textwrap.dedent("\n".join(block)))
+    rx = snippet["receivers"][0]["webhook_configs"][0]
+    assert rx["http_config"]["authorization"]["type"] == "Bearer"
+    assert rx["send_resolved"] is True
+    amtool = shutil.which("amtool")
+    if amtool:
+        tokenfile = tmp_path / "token"
+        tokenfile.write_text("x")
+        rx["http_config"]["authorization"]["credentials_file"] = str(tokenfile)
+        cfg = {"route": {"receiver": "default", **snippet["route"]},
+               "receivers": [{"name": "default"}, *snippet["receivers"]]}
+        f = tmp_path / "alertmanager.yml"
+        f.write_text(yaml.safe_dump(cfg))
+        p = subprocess.run([amtool, "check-config", str(f)], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_runbooks_exist_and_name_real_commands() -> None:
+    spike = (REPO / "runbooks" / "signature-failures-spike.md").read_text()
+    rotation = (REPO / "runbooks" / "key-rotation.md").read_text()
+    assert "sigops signal verify --pubkeys" in spike and "sigops-signal-pubkeys" in spike
+    assert """'{"spec":{"approve":["E"]}}'""" in spike
+    for phase in ("Pending", "Staged", "Overlapping", "Verified", "Promoted", "Retiring",
+                  "Completed", "Aborted", "Failed", "Planned"):
+        assert f"`{phase}`" in rotation, phase
+    assert "abort: true" in rotation or '"abort":true' in rotation
+
