@@ -102,6 +102,12 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if after != before and after:
             ROTATION_STEPS.labels(after).inc()
 
+    @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo")
+    def keyrotation_delete(**kw: Any) -> None:
+        obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
+        if obj is not None:
+            op.rotations.delete(obj)
+
     @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
                 sharp=False, registry=registry, id="reconcile")
     def incident_tick(**kw: Any) -> None:

@@ -276,3 +276,42 @@ def test_operator_killed_at_every_step_completes_once(api, namespace, operator_f
     for ph in ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"):
         assert phases.count(ph) == 1, phases
     verify_history(api, op.operator_ns, get_kr(api, namespace, "crash"))
+
+
+def test_abort_and_delete_undo_every_change(api, namespace, operator_factory):
+    original = make_backend(api, namespace, HMAC)
+    fp0 = backend_fingerprints(api, namespace)
+    agent0 = secret(api, namespace, "agent-key")
+    operator_factory()
+    co = client.CustomObjectsApi(api)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                       keyrotation("stop-me", HMAC, overlap="1h"))
+    wait_for(lambda: phase(api, namespace, "stop-me") == "Retiring", 30, what="Retiring")
+    assert secret(api, namespace, "agent-key") != agent0  # agents were switched
+    co.patch_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations", "stop-me",
+                                      {"spec": {"abort": True}})
+    wait_for(lambda: phase(api, namespace, "stop-me") == "Aborted", 30, what="Aborted")
+    st = get_kr(api, namespace, "stop-me")["status"]
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["reason"] == \
+        "AbortRequested"
+    assert secret(api, namespace, "agent-key") == agent0
+    assert backend_fingerprints(api, namespace) == fp0 == [original.fingerprint]
+    ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")["keyring.json"])
+    assert ring["lock"] is None
+    assert {k["state"] for k in ring["keys"] if k["kid"] == st["newKeyId"]} == {"retired"}
+    # Deleting a rotation mid-way undoes it too (a new one, then deleted while Retiring).
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                       keyrotation("delete-me", HMAC, overlap="1h"))
+    wait_for(lambda: phase(api, namespace, "delete-me") == "Retiring", 30, what="Retiring")
+    co.delete_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations", "delete-me")
+
+    def gone() -> bool:
+        try:
+            get_kr(api, namespace, "delete-me")
+            return False
+        except client.ApiException as e:
+            return e.status == 404
+
+    wait_for(gone, 30, what="the rotation deleted after its undo")
+    assert secret(api, namespace, "agent-key") == agent0
+    assert backend_fingerprints(api, namespace) == [original.fingerprint]

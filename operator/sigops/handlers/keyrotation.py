@@ -335,6 +335,30 @@ class RotationReconciler:
         except Conflict as e:
             raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
 
+    def _with_overlaps(self, ring: ManagedRing, kids: list[str | None]) -> list[str]:
+        """``kids``, plus keys an incident's key overlap (scenario A) added whose window is still
+        open: a rotation must never drop a key agents were found signing with."""
+        now = now_iso(self.clock())
+        out = [k for k in kids if k]
+        for kid in ring.accepts:
+            e = ring.entry(kid) or {}
+            if (kid not in out and e.get("added_by") == "scenario-A"
+                    and str(e.get("overlap_until", "")) > now):
+                out.append(kid)
+        return out
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        """A KeyRotation deleted mid-rotation is undone first, never left half-applied."""
+        status = dict(obj.get("status") or {})
+        phase = status.get("phase") or "Pending"
+        if phase in TERMINAL or phase == "Pending":
+            return
+        try:
+            self._abort(self._ctx(obj, status), "Deleted", "KeyRotation deleted mid-rotation")
+        except StepError as e:  # e.g. the Deployment is gone too: nothing left to restore
+            log.warning("keyrotation %s deleted; undo skipped: %s",
+                        obj["metadata"]["name"], e)
+
     def _locked_ring(self, ctx: _Ctx) -> tuple[ManagedRing, Any]:
         ring, existing = self._read_ring(ctx)
         if ring is None or (ring.lock or {}).get("uid") != ctx.uid:
@@ -345,7 +369,7 @@ class RotationReconciler:
     def _overlap(self, ctx: _Ctx) -> str:
         ring, existing = self._locked_ring(ctx)
         new, old = ctx.status["newKeyId"], ring.primary
-        ring.accepts = [k for k in (old, new) if k]
+        ring.accepts = self._with_overlaps(ring, [old, new])
         self._apply_backend(ctx, ring, existing)
         self._set(ctx, "Overlapping", progressing=("True", "Overlapping",
                                                    "backend accepts old and new keys"),
@@ -417,7 +441,7 @@ class RotationReconciler:
         if old_kid:
             ring.set_state(old_kid, "retiring")
         ring.primary = new_kid
-        ring.accepts = [k for k in (new_kid, old_kid) if k]
+        ring.accepts = self._with_overlaps(ring, [new_kid, old_kid])
         self._apply_backend(ctx, ring, existing)
         until = self.clock() + timedelta(seconds=parse_duration(ctx.spec.get("overlap", "336h")))
         self._set(ctx, "Promoted", progressing=("True", "Promoted", "agents use the new key"),
@@ -440,7 +464,7 @@ class RotationReconciler:
         old_kid = ctx.status.get("previousKeyId") or None
         if old_kid:
             ring.set_state(old_kid, "retired")
-        ring.accepts = [ctx.status["newKeyId"]]
+        ring.accepts = self._with_overlaps(ring, [ctx.status["newKeyId"]])
         ring.lock = None
         entry = ring.entry(ctx.status["newKeyId"])
         if entry is not None:
