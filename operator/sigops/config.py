@@ -9,7 +9,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-__all__ = ["RUN_FLAGS", "add_run_flags"]
+__all__ = ["RUN_FLAGS", "add_run_flags", "overrides"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,41 @@ RUN_FLAGS: tuple[Flag, ...] = (
          "YAML config: targets, modes per scenario, thresholds, metric names, windows"),
     Flag("--operator-namespace", "SIGOPS_OPERATOR_NAMESPACE", "sigops-system",
          "namespace of the operator's signing key Secret and public-key ConfigMap"),
+    Flag("--kubeconfig", "KUBECONFIG", None,
+         "kubeconfig file (default: in-cluster service account)"),
+    # Overrides of the config file's values, for a quick change without editing it.
+    Flag("--signature-error-metric", "SIGOPS_SIGNATURE_ERROR_METRIC", None,
+         "signature error counter (config: signature_error_metric; default flk_signature_err)"),
+    Flag("--error-rate-threshold", "SIGOPS_ERROR_RATE_THRESHOLD", None,
+         "errors/s under which a spike is over (config: error_rate_threshold; default 10)"),
+    Flag("--modes", "SIGOPS_MODES", None,
+         "scenario modes, e.g. A=auto,E=approval (config: modes)"),
+    Flag("--notification-url", "SIGOPS_NOTIFICATION_URL", None,
+         "webhook notified on escalation (config: notification_url)"),
 )
+
+
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Config-file values given on the command line or in the environment."""
+    out: dict[str, object] = {}
+    if args.signature_error_metric:
+        out["signature_error_metric"] = args.signature_error_metric
+    if args.error_rate_threshold:
+        try:
+            out["error_rate_threshold"] = float(args.error_rate_threshold)
+        except ValueError:
+            raise ValueError("--error-rate-threshold must be a number") from None
+    if args.modes:
+        modes: dict[str, str] = {}
+        for part in args.modes.split(","):
+            letter, sep, mode = part.strip().partition("=")
+            if not sep:
+                raise ValueError(f"--modes: {part!r} is not SCENARIO=MODE")
+            modes[letter.strip()] = mode.strip()
+        out["modes"] = modes
+    if args.notification_url:
+        out["notification_url"] = args.notification_url
+    return out
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -121,13 +121,20 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from pydantic import ValidationError
+
+    from .config import overrides
+
     try:
         settings = load_settings(args.config)
-    except ValueError as e:
+        extra = overrides(args)
+        if extra:
+            settings = Settings.model_validate({**settings.model_dump(by_alias=True), **extra})
+    except (ValueError, ValidationError) as e:
         log.error("invalid configuration: %s", e)
         return 2
     try:
-        kube = Kube.connect()
+        kube = Kube.connect(args.kubeconfig)
     except Exception as e:  # noqa: BLE001 - no kubeconfig and not in a cluster
         log.error("no Kubernetes credentials (KUBECONFIG or in-cluster): %s", e)
         return 2
