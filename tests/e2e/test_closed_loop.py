@@ -24,6 +24,7 @@ from sigops.dev.promstack import PromStack, ScrapeTarget
 from sigops.testbed.agents import AgentPlan, AgentSimulator
 from sigops.testbed.faults import parse_fault
 from sigops.testbed.keysource import StaticKey
+from sigops.testbed.manifests import backend_deployment, literal_env
 from sigops.testbed.rules import ALERT_NAME, write_rule_file
 from tests.conftest import BIN, REPO, wait_for
 
@@ -35,19 +36,10 @@ THRESHOLD = 2.0  # errors/s: the rule's and sigops' threshold
 QUERY = "sum(rate(flk_signature_err[10s]))"
 
 
-def make_backend(api: Any, ns: str, key: Key, token_rate: str = "1000",
-                 extra_env: list[client.V1EnvVar] | None = None) -> None:
-    env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
-           client.V1EnvVar(name="PCS_HMAC_KEY", value=(key.secret or b"").decode()),
-           client.V1EnvVar(name="TOKEN_RATE", value=token_rate), *(extra_env or [])]
-    client.AppsV1Api(api).create_namespaced_deployment(ns, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
-        spec=client.V1DeploymentSpec(
-            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+def make_backend(api: Any, ns: str, key: Key, token_rate: str = "1000") -> None:
+    env = literal_env(PCS_SIGN_ALG="hmac", PCS_HMAC_KEY=(key.secret or b"").decode(),
+                      TOKEN_RATE=token_rate)
+    client.AppsV1Api(api).create_namespaced_deployment(ns, backend_deployment(env))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from kubernetes import client, config
 from sigops.core.keys import HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
 from tests.conftest import BIN, REPO, kubectl, wait_for
+from tests.integration.test_incidents import backend, set_backend_key
 from tests.integration.test_keyrotation import (
     backend_fingerprints,
     get_kr,
@@ -341,26 +342,10 @@ def test_keyrotation_completes_under_chart_rbac_and_nothing_more_is_allowed(
 
 def literal_backend(api: Any, ns: str, key: Key) -> None:
     """A backend Deployment with a literal HMAC key (replicas 0: no kubelet here)."""
-    env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
-           client.V1EnvVar(name="PCS_HMAC_KEY", value=key.secret.decode()),
-           client.V1EnvVar(name="TOKEN_RATE", value="100")]
-    client.AppsV1Api(api).create_namespaced_deployment(ns, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
-        spec=client.V1DeploymentSpec(
-            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+    backend(api, ns, key)
 
 
-def set_literal_key(api: Any, ns: str, key: Key) -> None:
-    apps = client.AppsV1Api(api)
-    dep = apps.read_namespaced_deployment("fractal-lba-backend", ns)
-    for e in dep.spec.template.spec.containers[0].env:
-        if e.name == "PCS_HMAC_KEY":
-            e.value = key.secret.decode()
-    apps.replace_namespaced_deployment("fractal-lba-backend", ns, dep)
+set_literal_key = set_backend_key
 
 
 def signed_sample(key: Key, i: int) -> Doc:

@@ -19,6 +19,7 @@ from kubernetes import client
 from sigops.core.keys import HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
 from sigops.core.signals import load_pubkeys, verify_chain, verify_signal
+from sigops.testbed.manifests import backend_deployment, literal_env
 from tests.conftest import kubectl, wait_for
 from tests.integration.test_keyrotation import backend_fingerprints
 
@@ -78,18 +79,9 @@ def samples():
 
 def backend(api: Any, ns: str, key: Key, token_rate: str = "100") -> None:
     """A backend Deployment with a literal HMAC key (replicas 0: no kubelet here)."""
-    apps = client.AppsV1Api(api)
-    env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
-           client.V1EnvVar(name="PCS_HMAC_KEY", value=key.secret.decode()),
-           client.V1EnvVar(name="TOKEN_RATE", value=token_rate)]
-    apps.create_namespaced_deployment(ns, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
-        spec=client.V1DeploymentSpec(
-            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+    env = literal_env(PCS_SIGN_ALG="hmac", PCS_HMAC_KEY=key.secret.decode(),
+                      TOKEN_RATE=token_rate)
+    client.AppsV1Api(api).create_namespaced_deployment(ns, backend_deployment(env))
 
 
 def set_backend_key(api: Any, ns: str, key: Key) -> None:

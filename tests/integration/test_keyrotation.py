@@ -15,6 +15,7 @@ from kubernetes import client
 from sigops.backend_config import EnvNames, backend_config, find_container, resolve_env
 from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys, verify_chain
+from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
 from tests.conftest import kubectl, wait_for
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
@@ -29,29 +30,17 @@ def make_backend(api: Any, ns: str, alg: str) -> Key:
     if alg == HMAC:
         backend_data = {"PCS_HMAC_KEY": entry["secret"]}
         agent_data = {"PCS_HMAC_KEY": entry["secret"]}
-        env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
-               client.V1EnvVar(name="PCS_HMAC_KEY", value_from=client.V1EnvVarSource(
-                   secret_key_ref=client.V1SecretKeySelector(name="backend-key",
-                                                              key="PCS_HMAC_KEY")))]
+        env = [*literal_env(PCS_SIGN_ALG="hmac"), secret_env("PCS_HMAC_KEY", "backend-key")]
     else:
         backend_data = {"PCS_ED25519_PUB_B64": entry["public_b64"]}
         agent_data = {"PCS_ED25519_PRIV_B64": entry["private_b64"]}
-        env = [client.V1EnvVar(name="PCS_SIGN_ALG", value="ed25519"),
-               client.V1EnvVar(name="PCS_ED25519_PUB_B64", value_from=client.V1EnvVarSource(
-                   secret_key_ref=client.V1SecretKeySelector(name="backend-key",
-                                                              key="PCS_ED25519_PUB_B64")))]
-    env.append(client.V1EnvVar(name="TOKEN_RATE", value="100"))
+        env = [*literal_env(PCS_SIGN_ALG="ed25519"),
+               secret_env("PCS_ED25519_PUB_B64", "backend-key")]
+    env += literal_env(TOKEN_RATE="100")
     for name, data in (("backend-key", backend_data), ("agent-key", agent_data)):
         core.create_namespaced_secret(ns, client.V1Secret(
             metadata=client.V1ObjectMeta(name=name), string_data=data))
-    apps.create_namespaced_deployment(ns, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
-        spec=client.V1DeploymentSpec(
-            replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels={"app": "backend"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="backend", image="fractal-lba/backend:test", env=env)])))))
+    apps.create_namespaced_deployment(ns, backend_deployment(env))
     return key
 
 

@@ -86,19 +86,11 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         for name in ("backend-key", "agent-key"):
             core.create_namespaced_secret(NS, client.V1Secret(
                 metadata=client.V1ObjectMeta(name=name), string_data={"PCS_HMAC_KEY": secret}))
-        apps.create_namespaced_deployment(NS, client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="fractal-lba-backend"),
-            spec=client.V1DeploymentSpec(
-                replicas=0, selector=client.V1LabelSelector(match_labels={"app": "backend"}),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels={"app": "backend"}),
-                    spec=client.V1PodSpec(containers=[client.V1Container(
-                        name="backend", image="fractal-lba/backend:demo", env=[
-                            client.V1EnvVar(name="PCS_SIGN_ALG", value="hmac"),
-                            client.V1EnvVar(name="TOKEN_RATE", value="1000"),
-                            client.V1EnvVar(name="PCS_HMAC_KEY", value_from=client.V1EnvVarSource(
-                                secret_key_ref=client.V1SecretKeySelector(
-                                    name="backend-key", key="PCS_HMAC_KEY")))])])))))
+        from ..testbed.manifests import backend_deployment, literal_env, secret_env
+
+        apps.create_namespaced_deployment(NS, backend_deployment(
+            [*literal_env(PCS_SIGN_ALG="hmac", TOKEN_RATE="1000"),
+             secret_env("PCS_HMAC_KEY", "backend-key")], image="fractal-lba/backend:demo"))
         say(f"backend Deployment {NS}/fractal-lba-backend created (key {old.fingerprint})")
         log = open(WORK / "backend.log", "wb")  # noqa: SIM115 - owned by the child
         p = subprocess.Popen(
