@@ -100,8 +100,8 @@ gen_k8s_replaces() {
 
 debian_tools() {
   local need=()
-  command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
-  command -v prometheus-alertmanager >/dev/null 2>&1 || [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+  [ -x /usr/bin/prometheus ] || need+=(prometheus)
+  [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]} (not started as services)"
     local sudo=""
@@ -119,8 +119,12 @@ debian_tools() {
       $sudo pkill -x "$s" 2>/dev/null || true
     done
   fi
-  ln -sfn "$(command -v prometheus || echo /usr/bin/prometheus)" "$bindir/prometheus"
-  ln -sfn "$(command -v prometheus-alertmanager || echo /usr/bin/prometheus-alertmanager)" "$bindir/alertmanager"
+  # Resolve the system binaries with .dev/bin off PATH, or a link would point at itself.
+  local syspath
+  syspath=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$bindir" | paste -sd: -)
+  ln -sfn "$(PATH=$syspath command -v prometheus || echo /usr/bin/prometheus)" "$bindir/prometheus"
+  ln -sfn "$(PATH=$syspath command -v prometheus-alertmanager || echo /usr/bin/prometheus-alertmanager)" \
+    "$bindir/alertmanager"
   log "prometheus, alertmanager: $("$bindir/prometheus" --version 2>&1 | head -1 | awk '{print $3}') / $("$bindir/alertmanager" --version 2>&1 | head -1 | awk '{print $3}')"
 }
 

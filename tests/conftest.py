@@ -184,3 +184,13 @@ def operator_factory(cluster: object, tmp_path: Path) -> Iterator[object]:
     yield make
     for op in started:
         op.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """In CI a skipped test is a failure: a missing tool must not pass silently."""
+    outcome = yield
+    rep = outcome.get_result()
+    if os.environ.get("CI") == "true" and rep.skipped and not hasattr(rep, "wasxfail"):
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped in CI, which is not allowed: {rep.longrepr}"
