@@ -427,3 +427,46 @@ def test_killed_mid_remediation_finishes_once(api, namespace, operator_factory, 
     assert inc["status"]["actions"][0]["payload"]["previous"] == "100"
     assert token_rate(api, namespace) == "50"
 
+
+
+def test_unresolved_incident_escalates_and_notifies(api, namespace, operator_factory, samples,
+                                                   tmp_path):
+    key = Key("k", HMAC, secret=b"backend-key-for-escalation")
+    backend(api, namespace, key)
+    bad = []
+    for i in range(5):
+        p = pcs(key, i)
+        p["merkle_root"] = "c" * 64
+        bad.append(envelope(p, "10.3.3.3"))
+    samples.samples = bad
+    posts: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            return
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        op = start(operator_factory, tmp_path, namespace, samples.url, escalate_after="4s",
+                   modes={"A": "auto", "B": "auto", "C": "auto", "D": "approval",
+                          "E": "approval"},
+                   notification_url=f"http://127.0.0.1:{hook.server_address[1]}/page")
+        alert_post(op, namespace)
+        inc = wait_for(phase_is(api, namespace, "Escalated"), 30, what="escalation")
+        ready = next(c for c in inc["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "Unresolved" and "4s" in ready["message"]
+        wait_for(lambda: posts, 10, what="the notification webhook")
+        assert posts[0]["incident"] == inc["metadata"]["name"]
+        assert posts[0]["scenario"] == "D" and posts[0]["reason"] == "Unresolved"
+        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+        assert any(e.reason == "Escalated" and e.type == "Warning" for e in events)
+        assert "Status: Escalated" in inc["status"]["communication"]
+        assert token_rate(api, namespace) == "100"  # never approved: nothing changed
+    finally:
+        hook.shutdown()
