@@ -11,12 +11,14 @@ from typing import Any
 
 import kopf
 
+from .handlers.incident import TERMINAL_INCIDENT
 from .httpd import MetricsHandler, serve
 from .k8s.api import GROUP, VERSION, Kube
 from .k8s.signing import ensure_signing_key
 from .metrics import ROTATION_STEPS, UP
 from .prometheus.client import Prom
 from .records import Signer
+from .rotation import TERMINAL as KR_TERMINAL
 from .settings import Settings, load_settings
 
 __all__ = ["main", "Operator", "register"]
@@ -93,6 +95,8 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
                 sharp=False, registry=registry, id="reconcile")
     def keyrotation_tick(**kw: Any) -> None:
         name, namespace = kw["name"], kw["namespace"]
+        if (kw["status"] or {}).get("phase") in KR_TERMINAL:
+            return  # final: no API call at all (idle cost with many finished rotations)
         # Read the object fresh: kopf's body may predate our own status patches.
         obj = op.kube.get_cr(namespace, "keyrotations", name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
@@ -111,6 +115,10 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
                 sharp=False, registry=registry, id="reconcile")
     def incident_tick(**kw: Any) -> None:
+        st = kw["status"] or {}
+        if st.get("phase") in TERMINAL_INCIDENT or (st.get("phase") == "Resolved"
+                                                    and not st.get("restore")):
+            return  # nothing left to do: no API call
         obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
