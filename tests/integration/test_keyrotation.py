@@ -304,3 +304,64 @@ def test_abort_and_delete_undo_every_change(api, namespace, operator_factory):
     wait_for(gone, 30, what="the rotation deleted after its undo")
     assert secret(api, namespace, "agent-key") == agent0
     assert backend_fingerprints(api, namespace) == [original.fingerprint]
+
+
+class SpikyExporter:
+    """A tiny exporter of flk_signature_err that the test can make spike."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.errors = 0.0
+        self.spiking = False
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if outer.spiking:
+                    outer.errors += 500  # about 500 errors per 1 s scrape
+                body = (f"# TYPE flk_signature_err counter\n"
+                        f"flk_signature_err {outer.errors}\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                return
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.srv.server_address[1]}"
+
+
+def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_path):
+    from sigops.dev.promstack import PromStack
+
+    original = make_backend(api, namespace, HMAC)
+    agent0 = secret(api, namespace, "agent-key")
+    exporter = SpikyExporter()
+    with PromStack(targets=[exporter.address], workdir=tmp_path / "prom") as stack:
+        wait_for(stack.targets_up, 20, what="the exporter scraped")
+        operator_factory(prometheus_url=stack.prometheus_url)
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "keyrotations",
+            keyrotation("guarded", HMAC, overlap="1h", abortOnErrorRate=5,
+                        errorRateQuery="sum(rate(flk_signature_err[5s]))"))
+        wait_for(lambda: phase(api, namespace, "guarded") == "Retiring", 30, what="Retiring")
+        st = get_kr(api, namespace, "guarded")["status"]
+        guarded = next(c for c in st["conditions"] if c["type"] == "Guarded")
+        assert guarded["status"] == "True" and guarded["reason"] == "Watching"
+        assert secret(api, namespace, "agent-key") != agent0
+        exporter.spiking = True
+        wait_for(lambda: phase(api, namespace, "guarded") == "Aborted", 40,
+                 what="the spike to abort the rotation")
+        exporter.spiking = False
+    exporter.srv.shutdown()
+    st = get_kr(api, namespace, "guarded")["status"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ErrorRateAboveThreshold" and "abortOnErrorRate" in ready["message"]
+    assert secret(api, namespace, "agent-key") == agent0
+    assert backend_fingerprints(api, namespace) == [original.fingerprint]
+    assert st["history"][-1]["payload"]["phase"] == "Aborted"
