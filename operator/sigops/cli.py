@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,13 +33,15 @@ def _err(msg: str) -> None:
 # -- inputs ----------------------------------------------------------------------------------
 
 
-def _records(inputs: Sequence[str]) -> Iterator[bytes | Any]:
+def _records(inputs: Sequence[str], lines: Callable[[IO[bytes]], Iterator[Any]] | None = None
+             ) -> Iterator[bytes | Any]:
     """Raw records from every input in order: JSONL lines (bytes) or the elements of a
     ``.json`` document. Blank lines are not records. A ``.json`` file that does not parse is
-    one (malformed) record."""
+    one (malformed) record. ``lines`` reads a JSONL stream (default: line by line)."""
+    lines = lines or _lines
     for name in inputs:
         if name == "-":
-            yield from _lines(sys.stdin.buffer)
+            yield from lines(sys.stdin.buffer)
             continue
         p = Path(name)
         if p.suffix == ".json":
@@ -57,7 +59,11 @@ def _records(inputs: Sequence[str]) -> Iterator[bytes | Any]:
                 except MalformedInput:
                     yield data
                     continue
-                yield from (_Decoded(x) for x in doc)
+                # Each element as its own record text, so the per-record size limit and the
+                # strict parse apply to it exactly as to a JSONL line.
+                for x in doc:
+                    yield json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode(
+                        "utf-8", "surrogatepass")
             else:
                 yield data
             continue
@@ -66,7 +72,7 @@ def _records(inputs: Sequence[str]) -> Iterator[bytes | Any]:
         except OSError as e:
             raise UsageError(f"cannot read {name}: {e.strerror}") from None
         with f:
-            yield from _lines(f)
+            yield from lines(f)
 
 
 class _Decoded:
@@ -80,7 +86,7 @@ class _Decoded:
 
 def _lines(f: IO[bytes]) -> Iterator[bytes]:
     for line in f:
-        if line.strip():
+        if not line.isspace():  # never empty here; same test as line.strip(), without a copy
             yield line
 
 
@@ -99,9 +105,9 @@ class _Progress:
         self.on = sys.stderr.isatty()
         self.what, self.every, self.t0, self.n = what, every, time.monotonic(), 0
 
-    def tick(self) -> None:
-        self.n += 1
-        if self.on and self.n % self.every == 0:
+    def tick(self, n: int = 1) -> None:
+        self.n += n
+        if self.on and self.n // self.every != (self.n - n) // self.every:
             rate = self.n / max(time.monotonic() - self.t0, 1e-9)
             sys.stderr.write(f"\r{self.what}: {self.n} records ({rate:,.0f}/s)")
             sys.stderr.flush()
@@ -123,13 +129,226 @@ def _diagnoser(args: argparse.Namespace, max_skew: float | None = None) -> Any:
         raise UsageError(str(e)) from None
 
 
-def _classify_all(d: Any, inputs: Sequence[str], what: str) -> Iterator[Any]:
+def _classify_all(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace | None = None
+                  ) -> Iterator[Any]:
+    if args is not None and getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
+        yield from _parallel(d, inputs, what, args, summary=False)
+        return
     prog = _Progress(what)
     for i, rec in enumerate(_records(inputs)):
         v = d.classify_obj(rec.obj, i) if isinstance(rec, _Decoded) else d.classify_line(rec, i)
         prog.tick()
         yield v
     prog.done()
+
+
+# -- --jobs N: judge records in N worker processes, settle them here in input order ------------
+#
+# Diagnoser.judge_* looks at one record alone; Diagnoser.settle applies what earlier records
+# taught (one pcs_id with two contents) and must see records in input order. Workers judge
+# blocks of input; this process settles the results block by block, in order, so verdicts,
+# output, its order and exit codes are those of one process. A JSONL file goes to the workers
+# as byte ranges they read themselves, stdin as raw blocks of lines (no per-line pickling).
+# multiprocessing is imported only here, keeping `import sigops.cli` light.
+
+_BLOCK = 1 << 19  # bytes of JSONL per task (about 700 upstream PCS)
+_CHUNK = 1024  # decoded records (.json arrays) per task
+_worker: Any = None
+
+
+class _Block:
+    """Many JSONL lines read at once (``--jobs``); the worker splits them into records."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def records(self) -> Iterator[bytes]:
+        """The records :func:`_lines` gives for the same bytes: lines ending in ``\\n``
+        (the last one maybe not), blank ones dropped."""
+        parts = self.data.split(b"\n")
+        last = parts.pop()
+        for part in parts:
+            line = part + b"\n"
+            if not line.isspace():
+                yield line
+        if last and not last.isspace():
+            yield last
+
+
+class _Range:
+    """Lines ``[start, end)`` of a regular file (``--jobs``; ``end`` None: to the end of the
+    file); the worker reads them itself, so they never pass through a pipe."""
+
+    __slots__ = ("path", "start", "end")
+
+    def __init__(self, path: str, start: int, end: int | None) -> None:
+        self.path, self.start, self.end = path, start, end
+
+    def records(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read() if self.end is None else f.read(self.end - self.start)
+        return _Block(data).records()
+
+
+def _blocks(f: IO[bytes]) -> Iterator[_Block | _Range]:
+    """A JSONL stream in pieces that end at line ends: ranges of a regular file, else
+    blocks of its bytes."""
+    if f is not sys.stdin.buffer and f.seekable():
+        import os
+
+        size, start = os.fstat(f.fileno()).st_size, 0
+        while start + _BLOCK < size:
+            f.seek(start + _BLOCK)
+            tail = f.readline()  # to the end of the line the cut falls in
+            if not tail.endswith(b"\n"):
+                break
+            end = start + _BLOCK + len(tail)
+            yield _Range(f.name, start, end)
+            start = end
+        yield _Range(f.name, start, None)
+        return
+    rest = b""
+    while data := f.read(_BLOCK):
+        if rest:
+            data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield _Block(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield _Block(rest)
+
+
+def _parallel_safe(d: Any) -> bool:
+    """Two kids with the same key material verify the same signatures; which kid a record
+    gets then depends on the records before it (move-to-front), so one process judges."""
+    material = [(k.alg, k.secret or k.public) for k in d.ring.keys]
+    return len(set(material)) == len(material)
+
+
+def _worker_init(keyring: str, profile: str | None, max_skew: float | None,
+                 max_bytes: int) -> None:
+    global _worker
+    from .core.diagnose import Diagnoser
+    from .core.keys import load_keyring
+
+    _worker = Diagnoser(load_keyring(keyring, profile), max_skew_seconds=max_skew,
+                        max_bytes=max_bytes)
+
+
+def _worker_judge(task: tuple[bool, list[Any]]) -> tuple[Any, ...]:
+    """Judge one task's records. Every verdict (positions are task-relative), or with
+    ``summary`` only counts per final cause (with their first position) and what the parent
+    must settle in order: the signed contents (their pcs_id first) of the records to
+    remember or to check, and which of them are unverifiable ({content index: position})."""
+    summary, items = task
+    d, n = _worker, 0
+    verdicts: list[tuple[Any, ...]] = []
+    counts: dict[str, list[int]] = {}
+    contents: list[tuple[Any, ...]] = []
+    unverifiable: dict[int, int] = {}
+    for item in items:
+        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
+            v, content = (d.judge_obj(rec.obj, n) if isinstance(rec, _Decoded)
+                          else d.judge_line(rec, n))
+            if not summary:
+                verdicts.append((v.cause, v.pcs_id, v.kid, v.profile, v.detail, v.source,
+                                 v.version, v.skew_seconds, content))
+            else:
+                if content is not None:
+                    if v.cause == "unverifiable":  # or tampered: the parent decides
+                        unverifiable[len(contents)] = n
+                        contents.append(content)
+                        n += 1
+                        continue
+                    contents.append(content)
+                c = counts.get(v.cause)
+                if c is None:
+                    counts[v.cause] = [1, n]
+                else:
+                    c[0] += 1
+            n += 1
+    return (n, verdicts) if not summary else (n, counts, contents, unverifiable)
+
+
+def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace,
+              summary: bool) -> Iterator[Any]:
+    """Verdicts in input order or, with ``summary``, one ``(total, counts by cause in order of
+    first occurrence)`` at the end."""
+    import multiprocessing
+    from collections import deque
+
+    from .core.diagnose import Verdict
+
+    prog = _Progress(what)
+    pending: deque[Any] = deque()
+    base = 0
+    totals: dict[str, int] = {}
+
+    def settle(result: Any) -> Iterator[Any]:
+        nonlocal base
+        n = result[0]
+        if not summary:
+            for i, (*fields, content) in enumerate(result[1], base):
+                yield d.settle(Verdict(i, *fields), content)
+        else:
+            counts: dict[str, list[int]] = result[1]
+            unverifiable: dict[int, int] = result[3]
+            remember = d.remember
+            for k, content in enumerate(result[2]):
+                pos = unverifiable.get(k) if unverifiable else None
+                if pos is None:
+                    remember(content[0], content)  # content[0] is the pcs_id
+                    continue
+                cause = d.settle(Verdict(pos, "unverifiable", content[0]), content).cause
+                c = counts.get(cause)
+                if c is None:
+                    counts[cause] = [1, pos]
+                else:
+                    c[0] += 1
+                    c[1] = min(c[1], pos)
+            for cause, (count, _) in sorted(counts.items(), key=lambda kv: kv[1][1]):
+                totals[cause] = totals.get(cause, 0) + count
+        base += n
+        prog.tick(n)
+
+    pool = multiprocessing.get_context().Pool(
+        args.jobs, _worker_init,
+        (args.keyring, args.profile, d.max_skew_seconds, args.max_bytes))
+    try:
+        items, weight, failure = [], 0, None
+        records = _records(inputs, _blocks)
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the records before it
+                failure = e
+                break
+            items.append(item)
+            weight += _CHUNK if isinstance(item, _Block | _Range) else 1
+            if weight >= _CHUNK:
+                pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
+                items, weight = [], 0
+                while len(pending) > 2 * args.jobs:  # bounded: memory stays flat on any input
+                    yield from settle(pending.popleft().get())
+        if items:
+            pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
+        while pending:
+            yield from settle(pending.popleft().get())
+        if failure is not None:
+            raise failure
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+    prog.done()
+    if summary:
+        yield base, totals
 
 
 # -- verbs -----------------------------------------------------------------------------------
@@ -140,9 +359,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     d = _diagnoser(args)
     total = valid = 0
     by_reason: dict[str, int] = {}
+    if args.summary and getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
+        # Counts only: the workers count, this process settles what needs the input order.
+        [(total, by_reason)] = list(_parallel(d, args.inputs, "verified", args, summary=True))
+        valid = by_reason.pop("valid", 0)
+        _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
+        if total == 0:
+            _err("no records in the input")
+            return EXIT_INVALID
+        return EXIT_OK if valid == total else EXIT_INVALID
     write = sys.stdout.write
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    for v in _classify_all(d, args.inputs, "verified"):
+    for v in _classify_all(d, args.inputs, "verified", args):
         total += 1
         if v.cause == "valid":
             valid += 1
@@ -168,7 +396,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     _check_inputs(args.inputs)
     d = _diagnoser(args, args.max_skew)
-    verdicts = list(_classify_all(d, args.inputs, "diagnosed"))
+    verdicts = list(_classify_all(d, args.inputs, "diagnosed", args))
     report = aggregate(verdicts, max_skew_seconds=d.max_skew_seconds,
                        recent_config_change=args.recent_config_change)
     if args.per_sample:
@@ -331,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="canonical profile (default: the keyring's, else python)")
         sp.add_argument("--max-bytes", type=_positive_int, default=1 << 20, metavar="N",
                         help="size limit of one record in bytes (default 1048576)")
+        sp.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                        help="worker processes judging records (default 1); output and its "
+                             "order are the same for any N")
 
     v = sub.add_parser("verify", help="verify PCS records, one JSON line each",
                        description="Verify PCS records. INPUT is a .json PCS (or a JSON array "

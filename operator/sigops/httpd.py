@@ -43,9 +43,14 @@ class MetricsHandler(BaseHTTPRequestHandler):
         return
 
 
+class _Server(ThreadingHTTPServer):
+    # Alertmanager delivers bursts; socketserver's default backlog of 5 resets them.
+    request_queue_size = 128
+
+
 def serve(addr: str, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """Start a daemon-thread server on ``addr``; returns it (``.server_address`` has the port)."""
-    srv = ThreadingHTTPServer(parse_listen(addr), handler)
+    srv = _Server(parse_listen(addr), handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, name=f"http-{addr}", daemon=True).start()
     return srv

@@ -92,7 +92,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         op.ready.set()
 
     @kopf.timer(GROUP, VERSION, "keyrotations", interval=op.settings.reconcile_interval,
-                sharp=False, registry=registry, id="reconcile")
+                sharp=False, backoff=5, registry=registry, id="reconcile")
     def keyrotation_tick(**kw: Any) -> None:
         name, namespace = kw["name"], kw["namespace"]
         if (kw["status"] or {}).get("phase") in KR_TERMINAL:
@@ -113,7 +113,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             op.rotations.delete(obj)
 
     @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
-                sharp=False, registry=registry, id="reconcile")
+                sharp=False, backoff=5, registry=registry, id="reconcile")
     def incident_tick(**kw: Any) -> None:
         st = kw["status"] or {}
         if st.get("phase") in TERMINAL_INCIDENT or (st.get("phase") == "Resolved"

@@ -168,6 +168,21 @@ PROFILES: Mapping[str, Profile] = {
 PROFILE_NAMES = tuple(PROFILES)
 
 
+# The canonical object as one format string: keys in _ORDER, one ``%s`` per value.
+_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in _ORDER) + "}"
+assert _ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r",
+                  "shard_id"), "canonical_bytes lists its values in this order"
+
+
+def _python_float_text(x: float) -> str:
+    """``format_python_float(round_half_up_9(x))`` with one ``repr`` on the fast path."""
+    r = repr(x)
+    dot = r.find(".")
+    if dot >= 0 and "e" not in r and len(r) - dot - 1 <= 9:
+        return r
+    return repr(round_half_up_9(x))
+
+
 def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python") -> bytes:
     """Canonical UTF-8 bytes of the signed subset under ``profile``.
 
@@ -176,14 +191,15 @@ def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python"
     """
     p = profile if isinstance(profile, Profile) else PROFILES[profile]
     rnd, ff, esc = p.round, p.format_float, p.escape
-    parts = []
-    for k in _ORDER:
-        v = subset[k]
-        if k in ("D_hat", "budget", "coh_star", "r"):
-            s = ff(rnd(float(v)))
-        elif k == "epoch":
-            s = str(v)
-        else:
-            s = esc(v)
-        parts.append(f'"{k}":{s}')
-    return ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")
+    s = subset
+    # Values in _ORDER (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
+    if rnd is round_half_up_9 and ff is format_python_float:  # the default profile, fused
+        fl = _python_float_text
+        values = (fl(float(s["D_hat"])), fl(float(s["budget"])), fl(float(s["coh_star"])),
+                  str(s["epoch"]), esc(s["merkle_root"]), esc(s["pcs_id"]), fl(float(s["r"])),
+                  esc(s["shard_id"]))
+    else:
+        values = (ff(rnd(float(s["D_hat"]))), ff(rnd(float(s["budget"]))),
+                  ff(rnd(float(s["coh_star"]))), str(s["epoch"]), esc(s["merkle_root"]),
+                  esc(s["pcs_id"]), ff(rnd(float(s["r"]))), esc(s["shard_id"]))
+    return (_TEMPLATE % values).encode("utf-8", "surrogatepass")

@@ -9,7 +9,7 @@ flood) reuse the earlier outcome.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,7 +105,10 @@ class Diagnoser:
     max_skew_seconds: float | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     content_memory: int = 65536
-    _seen: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    # First content per pcs_id, oldest first. An OrderedDict: dropping the oldest with
+    # del d[next(iter(d))] rescans the deleted slots of a plain dict on every call.
+    _seen: OrderedDict[str, tuple[Any, ...]] = field(default_factory=OrderedDict,
+                                                     repr=False)
     _replay: dict[tuple[bytes, tuple[Any, ...]], _Match | None] = field(
         default_factory=dict, repr=False)
     _mru: dict[str, list[_Match]] = field(default_factory=dict, repr=False)
@@ -131,14 +134,29 @@ class Diagnoser:
 
     def classify_line(self, line: bytes | str, index: int) -> Verdict:
         """Judge one raw JSONL line (or JSON document)."""
-        try:
-            obj = loads(line, self.max_bytes)
-        except MalformedInput as e:
-            return Verdict(index, "malformed", detail=e.reason)
-        return self.classify_obj(obj, index)
+        return self.settle(*self.judge_line(line, index))
 
     def classify_obj(self, obj: Any, index: int) -> Verdict:
         """Judge one decoded record (a PCS or an envelope)."""
+        return self.settle(*self.judge_obj(obj, index))
+
+    def classify(self, sample: Sample, index: int) -> Verdict:
+        return self.settle(*self.judge(sample, index))
+
+    # The two halves of classify: judge() looks at one sample alone, settle() applies what
+    # earlier samples taught (one pcs_id, two contents). Records can be judged in any order
+    # or process, as long as settle() sees them in input order (``sigops verify --jobs``).
+
+    def judge_line(self, line: bytes | str, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
+        """:meth:`judge` of a raw JSONL line (or JSON document)."""
+        try:
+            obj = loads(line, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason), None
+        return self.judge_obj(obj, index)
+
+    def judge_obj(self, obj: Any, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
+        """:meth:`judge` of a decoded record (a PCS or an envelope)."""
         try:
             sample = parse_record(obj)
         except MalformedInput as e:
@@ -146,41 +164,57 @@ class Diagnoser:
             if pid is None and isinstance(obj, dict) and isinstance(obj.get("pcs"), dict):
                 pid = obj["pcs"].get("pcs_id")
             return Verdict(index, "malformed", pid if isinstance(pid, str) else None,
-                           detail=e.reason)
-        return self.classify(sample, index)
+                           detail=e.reason), None
+        return self.judge(sample, index)
 
-    def classify(self, sample: Sample, index: int) -> Verdict:
+    def judge(self, sample: Sample, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
+        """The verdict as far as this sample alone decides it, and the signed content that
+        :meth:`settle` needs (None when the verdict is final)."""
         pcs = sample.pcs
         when = sample.received_at or pcs.sent_at
         version = pcs.agent_version or pcs.version
+        content = pcs.content_key()  # once per sample: the replay memo and _seen both use it
 
         def verdict(cause: str, kid: str | None = None, profile: str | None = None,
                     detail: str | None = None, skew: float | None = None) -> Verdict:
             return Verdict(index, cause, pcs.pcs_id, kid, profile, detail, sample.source,
                            version, skew)
 
-        kind, kid, prof = self._match(pcs, when)
+        kind, kid, prof = self._match(pcs, when, content)
         if kind == "accepted":
             skew = self._skew(sample)
             limit = self.max_skew_seconds
             if skew is not None and limit is not None and abs(skew) > limit:
                 return verdict("clock_skew", kid, prof, f"sent_at is {skew:+.1f}s from "
-                               f"received_at (limit {limit:g}s)", skew)
-            self._remember(pcs)
-            return verdict("valid", kid, prof, skew=skew)
+                               f"received_at (limit {limit:g}s)", skew), None
+            return verdict("valid", kid, prof, skew=skew), content
         if kind in ("stale_key", "pending_key"):
-            self._remember(pcs)
-            return verdict(kind, kid, prof)
+            return verdict(kind, kid, prof), content
         if kind == "drift":
-            self._remember(pcs)
             return verdict("canonicalization_drift", kid, prof,
-                           f"verifies only under profile {prof!r}, not {self.profile!r}")
+                           f"verifies only under profile {prof!r}, not {self.profile!r}"
+                           ), content
         if not pcs.pcs_id_ok():
-            return verdict("tampered", detail="pcs_id is not sha256(merkle_root|epoch|shard_id)")
-        prev = self._seen.get(pcs.pcs_id)
-        if prev is not None and prev != pcs.content_key():
-            return verdict("tampered", detail="pcs_id seen before with other signed content")
-        return verdict("unverifiable", detail="no known key and profile verifies it")
+            return verdict("tampered",
+                           detail="pcs_id is not sha256(merkle_root|epoch|shard_id)"), None
+        return verdict("unverifiable", detail="no known key and profile verifies it"), content
+
+    def settle(self, verdict: Verdict, content: tuple[Any, ...] | None) -> Verdict:
+        """Finish a :meth:`judge` verdict with the memory of earlier samples (call in input
+        order): a sample that verified is remembered; an unverifiable one whose pcs_id was
+        seen with other signed content is tampered."""
+        pid = verdict.pcs_id
+        if content is None or pid is None:
+            return verdict
+        if verdict.cause != "unverifiable":
+            self.remember(pid, content)
+            return verdict
+        prev = self._seen.get(pid)
+        if prev is not None and prev != content:
+            return Verdict(verdict.index, "tampered", pid,
+                           detail="pcs_id seen before with other signed content",
+                           source=verdict.source, version=verdict.version)
+        return verdict
 
     @staticmethod
     def _skew(sample: Sample) -> float | None:
@@ -188,14 +222,15 @@ class Diagnoser:
             return None
         return (sample.received_at - sample.pcs.sent_at).total_seconds()
 
-    def _remember(self, pcs: PCS) -> None:
+    def remember(self, pcs_id: str, content: tuple[Any, ...]) -> None:
+        """Note the signed content of a verified pcs_id (what :meth:`settle` does for one)."""
         seen = self._seen
-        if pcs.pcs_id not in seen:
+        if pcs_id not in seen:
             if len(seen) >= self.content_memory:
-                del seen[next(iter(seen))]
-            seen[pcs.pcs_id] = pcs.content_key()
+                seen.popitem(last=False)
+            seen[pcs_id] = content
 
-    def _find(self, pcs: PCS) -> _Match | None:
+    def _find(self, pcs: PCS, content: tuple[Any, ...]) -> _Match | None:
         """The (key, profile) that verifies, trying the pairs that matched most recently first
         (one move-to-front list over every key and profile); a replayed record reuses the last
         answer.
@@ -203,37 +238,41 @@ class Diagnoser:
         A signature verifies for one (key, message) pair only, so the first hit is the answer;
         a hit under another profile whose bytes equal the ring profile's counts as the ring's.
         """
-        memo = (pcs.sig, pcs.content_key())
-        if memo in self._replay:
-            return self._replay[memo]
+        sig = pcs.sig
+        memo = (sig, content)
+        replay = self._replay
+        if memo in replay:
+            return replay[memo]
         own, alg = self.profile or self.ring.profile, pcs.alg
         pairs = self._mru[alg]
+        subset = pcs.subset
         canon: dict[str, bytes] = {}
 
         def message(profile: str) -> bytes:
             msg = canon.get(profile)
             if msg is None:
-                msg = canon[profile] = signing_message(canonical_bytes(pcs.subset, profile), alg)
+                msg = canon[profile] = signing_message(canonical_bytes(subset, profile), alg)
             return msg
 
         found: _Match | None = None
         for i, m in enumerate(pairs):
             self.tried += 1
-            if m.key.verify(message(m.profile), pcs.sig):
+            if m.key.verify(message(m.profile), sig):
                 if i:  # move to front: the next sample from the same agents tries it first
                     pairs.insert(0, pairs.pop(i))
                 found = m
                 if m.profile != own and message(own) == message(m.profile):
                     found = _Match(m.key, own)
                 break
-        if len(self._replay) >= 4096:
-            self._replay.clear()
-        self._replay[memo] = found
+        if len(replay) >= 4096:
+            replay.clear()
+        replay[memo] = found
         return found
 
-    def _match(self, pcs: PCS, when: datetime | None) -> tuple[str, str | None, str | None]:
+    def _match(self, pcs: PCS, when: datetime | None, content: tuple[Any, ...]
+               ) -> tuple[str, str | None, str | None]:
         """(kind, kid, profile): kind is accepted, stale_key, pending_key, drift or none."""
-        m = self._find(pcs)
+        m = self._find(pcs, content)
         if m is None:
             return "none", None, None
         k = m.key

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from .canonical import FLOAT_FIELDS, SIGNED_FIELDS, canonical_bytes
@@ -33,6 +34,7 @@ __all__ = [
 
 _STR_FIELDS = ("pcs_id", "merkle_root", "shard_id")
 _MAX_STR = 1024
+_CONTENT = itemgetter(*SIGNED_FIELDS)
 
 
 def expected_pcs_id(merkle_root: str, epoch: int, shard_id: str) -> str:
@@ -64,8 +66,14 @@ class PCS:
         return bool(s["pcs_id"] == expected_pcs_id(s["merkle_root"], s["epoch"], s["shard_id"]))
 
     def content_key(self) -> tuple[Any, ...]:
-        """Identity of the signed content, to spot one pcs_id carrying two contents."""
-        return tuple(self.subset[k] for k in SIGNED_FIELDS)
+        """Identity of the signed content, to spot one pcs_id carrying two contents.
+
+        Floats are also keyed by ``repr``: ``0``, ``0.0`` and ``-0.0`` are equal in Python but
+        canonicalize to different bytes, so they are different contents."""
+        s = self.subset
+        key: tuple[Any, ...] = _CONTENT(s) + (repr(s["D_hat"]), repr(s["coh_star"]),
+                                              repr(s["r"]), repr(s["budget"]))
+        return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,21 @@ def _in_range(v: float) -> bool:
 
 
 def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # Fast path: the common, well-typed record in one expression; anything else (including
+    # every record with a problem) takes the field-by-field checks below, which give reasons.
+    get = obj.get
+    pid, root, shard, e = get("pcs_id"), get("merkle_root"), get("shard_id"), get("epoch")
+    d, c, r, b = get("D_hat"), get("coh_star"), get("r"), get("budget")
+    isfinite = math.isfinite
+    if (type(pid) is str and type(root) is str and type(shard) is str
+            and len(pid) <= _MAX_STR and len(root) <= _MAX_STR and len(shard) <= _MAX_STR
+            and pid.isascii() and root.isascii() and shard.isascii()
+            and type(e) is int and -MAX_SAFE_INTEGER <= e <= MAX_SAFE_INTEGER
+            and type(d) is float and type(c) is float and type(r) is float and type(b) is float
+            and isfinite(d * 1e9) and isfinite(c * 1e9) and isfinite(r * 1e9)
+            and isfinite(b * 1e9)):
+        return {"pcs_id": pid, "merkle_root": root, "shard_id": shard, "epoch": e,
+                "D_hat": d, "coh_star": c, "r": r, "budget": b}
     subset: dict[str, Any] = {}
     for k in _STR_FIELDS:
         v = obj.get(k)

@@ -97,6 +97,48 @@ _decoder = json.JSONDecoder(
     object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float, parse_int=_int
 )
 
+# The fast path: the C scanner with no per-value Python hooks (the hooks above cost about as
+# much as the scan itself). Its result is checked afterwards and used only when the strict
+# decoder is certain to return the same value; anything else goes through ``_decoder``, so
+# errors and their reasons are exactly the strict decoder's.
+_plain = json.JSONDecoder()
+_FAST_MAX_DEPTH = 64  # deeper documents take the strict path, far from any recursion limit
+
+
+def _plain_is_strict(obj: Any, colons: int) -> bool:
+    """Would the strict decoder have accepted this plainly decoded value unchanged?
+
+    ``colons`` is the number of ``:`` in the text, which holds no backslash (so no escape).
+    Each member of an object has one structural colon; the others sit inside strings. A
+    duplicate key drops a member (and whatever its value held), so the colons found in the
+    decoded value fall short of the text's exactly when a key was duplicated. Numbers must
+    be finite (``x - x`` is NaN otherwise) and integers within 2^53, as the hooks demand.
+    """
+    stack: list[tuple[Any, int]] = [([obj], 0)]
+    pop, push = stack.pop, stack.append
+    lo, hi = -MAX_SAFE_INTEGER, MAX_SAFE_INTEGER
+    while stack:
+        c, depth = pop()
+        if depth > _FAST_MAX_DEPTH:
+            return False
+        if type(c) is dict:
+            colons -= len(c) + "".join(c).count(":")
+            c = c.values()
+        for v in c:
+            t = type(v)
+            if t is str:
+                if ":" in v:
+                    colons -= v.count(":")
+            elif t is int:
+                if v > hi or v < lo:
+                    return False
+            elif t is float:
+                if v - v:  # NaN for inf and NaN, 0.0 otherwise
+                    return False
+            elif t is dict or t is list:
+                push((v, depth + 1))
+    return colons == 0
+
 
 def loads(data: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Parse one JSON document strictly; raise :class:`MalformedInput` with a reason."""
@@ -109,9 +151,21 @@ def loads(data: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             raise MalformedInput(f"invalid UTF-8 at byte {e.start}") from None
     else:
         text = data
+    ascii_only = text.isascii()
+    if "\\" not in text:  # no escapes: every colon and quote in the text is what it seems
+        try:
+            obj = _plain.decode(text)
+        except (ValueError, RecursionError):
+            pass  # the strict decoder below gives the reason
+        else:
+            if _plain_is_strict(obj, text.count(":")):
+                if not ascii_only and _SURROGATE_HINT.search(text):
+                    _reject_lone_surrogates(obj)
+                return obj
     try:
         obj = _decoder.decode(text)
-        if _SURROGATE_HINT.search(text):
+        # The hint needs a \u escape or a non-ASCII character: skip the regex when neither.
+        if (not ascii_only or "\\u" in text) and _SURROGATE_HINT.search(text):
             _reject_lone_surrogates(obj)
         return obj
     except MalformedInput:

@@ -287,6 +287,11 @@ def make_handler(intake: AlertIntake) -> type[BaseHTTPRequestHandler]:
                 log.error("API server error while opening an incident: %s", e.status)
                 self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
                 return
+            except Exception as e:  # noqa: BLE001 - API server unreachable (urllib3) and such
+                log.error("cannot reach the API server to open an incident: %s",
+                          type(e).__name__)
+                self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
+                return
             self._send(200, {"results": results})
 
         def do_GET(self) -> None:  # noqa: N802

@@ -460,7 +460,14 @@ class RotationReconciler:
         until = datetime.fromisoformat(str(ctx.status["overlapUntil"]).replace("Z", "+00:00"))
         if self.clock() < until:
             return "Retiring"
-        ring, existing = self._locked_ring(ctx)
+        ring, existing = self._read_ring(ctx)
+        # An interrupted earlier attempt may already have released the lock: the ring then has
+        # this rotation's key as its primary, and finishing again changes nothing more.
+        finished = (ring is not None and ring.lock is None
+                    and ring.primary == ctx.status["newKeyId"])
+        if not finished:
+            ring, existing = self._locked_ring(ctx)
+        assert ring is not None
         old_kid = ctx.status.get("previousKeyId") or None
         if old_kid:
             ring.set_state(old_kid, "retired")
@@ -484,6 +491,20 @@ class RotationReconciler:
         snap_sec = self.kube.read_secret(ctx.ns, name)
         if snap_sec is not None:
             snap = json.loads(_unb64(snap_sec.data["undo.json"]))
+            # Agents first: the backend still accepts the old key until the ring is restored,
+            # so no moment leaves agents on a key the backend rejects.
+            agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+            if agent.get("name"):
+                key = agent_secret_key(ctx.spec["target"], ctx.alg)
+                sec = self.kube.read_secret(ctx.target_ns, agent["name"])
+                data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
+                if snap["agent_existed"]:
+                    data[key] = snap["agent"]
+                else:
+                    data.pop(key, None)
+                if sec is not None:
+                    self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
+                                           labels=sec.metadata.labels)
             restored = ManagedRing.from_json(snap["ring"])
             # Keep the new key on record (retired) so diagnosis can name it.
             current, existing = self._read_ring(ctx)
@@ -501,18 +522,6 @@ class RotationReconciler:
             ann[REVISION_ANNOTATION] = revision_of(restored) + "-undo"
             tmeta["annotations"] = ann
             self._backend(ctx).replace(dep)
-            agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
-            if agent.get("name"):
-                key = agent_secret_key(ctx.spec["target"], ctx.alg)
-                sec = self.kube.read_secret(ctx.target_ns, agent["name"])
-                data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
-                if snap["agent_existed"]:
-                    data[key] = snap["agent"]
-                else:
-                    data.pop(key, None)
-                if sec is not None:
-                    self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
-                                           labels=sec.metadata.labels)
             self.kube.delete_secret(ctx.ns, name)
         msg = f"{message}; all changes undone"
         self._set(ctx, "Aborted", ready=("False", reason, msg),

@@ -1,0 +1,562 @@
+"""BENCHMARKS.md from one run's results: method, machine, numbers, ratios, goals and, for
+every goal not met, the measured figure and what limits it. Only measured numbers appear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GOAL_LATENCY_P99_MS = 300.0
+GOAL_RSS_MIB = 150.0
+GOAL_FLAT = 1.25  # matching samples: 64-key cost within 25% of the 1-key cost
+
+
+def _get(d: Any, *path: Any, default: Any = None) -> Any:
+    for p in path:
+        if not isinstance(d, dict | list):
+            return default
+        try:
+            d = d[p]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return d
+
+
+def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal of the brief that this run measured: name, target, measured, met, and the
+    topic whose limits explain it when it is not met (see :func:`limits`)."""
+    out: list[dict[str, Any]] = []
+
+    def add(topic: str, name: str, target: str, measured: str, met: bool) -> None:
+        out.append({"topic": topic, "name": name, "target": target, "measured": measured,
+                    "met": bool(met)})
+
+    ratios = _get(r, "verify", "hmac_ratios")
+    if ratios:
+        for key, label in (("sigops_j1", "sigops verify"),
+                           ("sigops_j2", "sigops verify --jobs 2")):
+            ru, rf = ratios[f"{key}_vs_upstream"], ratios[f"{key}_vs_floor"]
+            add("hmac", f"HMAC: {label} >= 1x upstream (must)", ">= 1.00x", f"{ru:.2f}x",
+                ru >= 1.0)
+            add("hmac", f"HMAC: {label} >= 2x upstream (goal)", ">= 2.00x", f"{ru:.2f}x",
+                ru >= 2.0)
+            add("hmac", f"HMAC: {label} >= 0.8x the floor", ">= 0.80x", f"{rf:.2f}x",
+                rf >= 0.8)
+    ed = _get(r, "verify", "ed25519_ratios")
+    if ed:
+        for key, label in (("sigops_j1", "sigops verify"),
+                           ("sigops_j2", "sigops verify --jobs 2")):
+            x = ed[f"{key}_per_core_vs_raw"]
+            add("ed25519", f"Ed25519: {label} within 10% of the raw loop, per core "
+                "(records per CPU-second)", ">= 0.90x", f"{x:.2f}x (records/s: "
+                f"{ed[f'{key}_vs_raw']:.2f}x)", x >= 0.9)
+    dg = r.get("diagnose") or {}
+    if "growth" in dg:
+        g = dg["growth"]
+        ratio = dg["growth_matching_ratio_64_vs_1"]
+        add("growth", "diagnosis: matching samples nearly flat from 1 to 64 keys",
+            f"64-key cost <= {GOAL_FLAT:.2f}x the 1-key cost",
+            f"{ratio:.2f}x ({g[0]['matching_us']:.1f} -> {g[-1]['matching_us']:.1f} us)",
+            ratio <= GOAL_FLAT)
+    lat = _get(r, "operator", "latency", "latency_ms")
+    if lat:
+        add("latency", "alert-to-incident p99 < 300 ms", f"< {GOAL_LATENCY_P99_MS:.0f} ms",
+            f"{lat['p99']:.0f} ms (p50 {lat['p50']:.0f} ms)", lat["p99"] < GOAL_LATENCY_P99_MS)
+    s = _get(r, "operator", "storm")
+    if s and "posts" in s:
+        exp = s["expected_incidents"] + s["expected_rate_limited_records"]
+        add("storm-count", "storm: incidents = distinct groups minus rate-limited",
+            f"{s['expected_incidents']} incidents + {s['expected_rate_limited_records']} "
+            "RateLimited record", f"{s['incidents_remediating']} incidents + "
+            f"{s['incidents_rate_limited_records']} RateLimited record(s)",
+            s["incidents_total"] == exp
+            and s["incidents_remediating"] == s["expected_incidents"])
+        add("storm-rate", f"storm: {s['posts']:,} posts within {s['target_duration_s']:.0f} s",
+            f"elapsed <= {s['target_duration_s'] + 0.5:.1f} s",
+            f"{s['elapsed_s']:.1f} s ({s['posts_per_s']:.0f} posts/s), p99 "
+            f"{s['response_ms']['p99']:.0f} ms", s["elapsed_s"] <= s["target_duration_s"] + 0.5)
+        peak = max(s["rss_mib"]["after"], s["rss_mib"]["peak_after"])
+        add("storm-rss", "storm: operator RSS < 150 MB", f"< {GOAL_RSS_MIB:.0f} MiB",
+            f"peak {s['rss_mib']['peak_after']:.0f} MiB, after {s['rss_mib']['after']:.0f} MiB",
+            peak < GOAL_RSS_MIB)
+        before, settled = s["rss_mib"]["before"], s["rss_mib"]["settled_15s"]
+        add("storm-rss", "storm: no RSS growth after the storm",
+            "RSS 15 s after <= 1.10x RSS before", f"{before:.0f} -> {settled:.0f} MiB",
+            settled <= before * 1.10)
+    return out
+
+
+def limits(r: dict[str, Any]) -> dict[str, str]:
+    """What limits each topic, in this run's own numbers."""
+    out: dict[str, str] = {}
+    v = r.get("verify") or {}
+    if "hmac" in v:
+        st = v.get("stages_us_per_record") or {}
+        h = v["hmac"]
+        cpu = {k: 1e6 / x["records_per_cpu_s"]["median"] for k, x in h.items()}
+        su = v.get("startup_s") or {}
+        out["hmac"] = (
+            f"CPU per record, whole process: sigops {cpu['sigops_j1']:.1f} us, upstream "
+            f"{cpu['upstream']:.1f} us, floor {cpu['floor']:.1f} us. In process (table "
+            "'Where sigops spends a record'): the hardened parse "
+            f"{st.get('strictjson.loads (hardened parse)', float('nan')):.1f} us against "
+            f"{st.get('json.loads (stdlib, no checks)', float('nan')):.1f} us for a bare "
+            "json.loads (the extra is the walk that proves no duplicate key, no non-finite "
+            "number and no integer beyond 2^53), parse_record "
+            f"{st.get('parse_record (types, base64, times)', float('nan')):.1f} us (types, "
+            "base64, sent_at), judge "
+            f"{st.get('judge (canonical + HMAC + verdict)', float('nan')):.1f} us (canonical "
+            "bytes, HMAC, replay memo, verdict). The floor does only json.loads and one HMAC, "
+            "and upstream adds one json.dumps of 8 fields; sigops checks what they do not. "
+            f"Start-up: {su.get('sigops_verify_1_record', float('nan')) * 1000:.0f} ms for "
+            f"sigops, {su.get('upstream_1_record', float('nan')) * 1000:.0f} ms for upstream. "
+            "With --jobs 2 the two workers and the parent (which cuts the file into ranges "
+            "and settles the verdicts in input order) used "
+            f"{h['sigops_j2']['cpu_s']['median']:.2f} CPU-s against "
+            f"{h['sigops_j1']['cpu_s']['median']:.2f} for one process, on the "
+            "2 cores that the machine's other work also uses (load average "
+            f"{(r.get('machine') or {}).get('loadavg_start')} at the start).")
+    if "ed25519" in v:
+        e = v["ed25519"]
+        j1cpu = e["sigops_j1"]["cpu_s"]["median"] / e["records"] * 1e6
+        raw_cpu = e["raw_loop_verifies_per_cpu_s"]["median"]
+        out["ed25519"] = (
+            f"one Ed25519 verify costs {1e6 / raw_cpu:.1f} us of CPU in the raw loop; sigops "
+            f"spends {j1cpu:.1f} us of CPU per record: the verify plus the same per-record "
+            "reading, checking and canonicalisation as in the HMAC rows (and a SHA-256 of the "
+            "canonical bytes). --jobs 2 adds the parent's share. Records/s also depend on "
+            "the cores the machine's other work took meanwhile (column 'other load').")
+    dg = r.get("diagnose") or {}
+    if "growth" in dg:
+        g = dg["growth"]
+        out["growth"] = (
+            f"matching samples tried {g[0]['matching_tried_per_sample']:.3f} pairs each with "
+            f"{g[0]['keys']} key(s) and {g[-1]['matching_tried_per_sample']:.3f} with "
+            f"{g[-1]['keys']} (only the first sample of the stream walks the ring), so the "
+            "difference in time is not spent trying keys: it is run-to-run noise on a shared "
+            "machine (load average at the start of the run "
+            f"{(r.get('machine') or {}).get('loadavg_start')}).")
+    o = r.get("operator") or {}
+    lat = o.get("latency") or {}
+    if "latency_ms" in lat:
+        out["latency"] = (
+            "each new alert is handled under one lock with three sequential API calls (list "
+            "the open incidents of the fingerprint, write the rate-limit ConfigMap, create "
+            f"the incident); POST response p50 {lat['response_ms']['p50']:.0f} ms.")
+    s = o.get("storm") or {}
+    if "posts" in s:
+        br = s.get("response_ms_by_result") or {}
+        n_new = sum(br[k]["n"] for k in ("created", "rate_limited") if k in br)
+        dup = br.get("duplicate", {})
+        per_new = _get(o, "latency", "response_ms", "p50")
+        rl = br.get("rate_limited", {})
+        out["storm-rate"] = (
+            "the alert receiver handles each post under one lock, and the first post of a "
+            "new group holds it for its API calls (list the open incidents of the fingerprint, "
+            "write the rate-limit ConfigMap, create the incident or record)"
+            + (f": {per_new:.0f} ms (p50) for a new alert in the latency part" if per_new
+               else "")
+            + f". The {n_new} new groups therefore serialise the storm: their posts answered "
+            f"in p50 {rl.get('p50', float('nan')):.0f} ms, p99 {rl.get('p99', float('nan')):.0f}"
+            f" ms (waiting for the lock included), and duplicates queued behind them took "
+            f"p99 {dup.get('p99', float('nan')):.0f} ms against p50 "
+            f"{dup.get('p50', float('nan')):.1f} ms. The {s['client_threads']} client threads "
+            "wait for each answer, so the offered rate falls while the lock is held. It is not "
+            f"CPU: the operator used {s.get('operator_cpu_share', 0) * 100:.0f}% of a core and "
+            f"the client {s.get('client_cpu_share', 0) * 100:.0f}% during the storm.")
+        out["storm-rss"] = "CPython keeps memory it freed (arenas, thread stacks) for reuse."
+    return out
+
+
+def _counts(d: dict[str, Any]) -> str:
+    """{"a": 1, "b": 2} as "a: 1, b: 2"."""
+    return ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in d.items())
+
+
+def _fmt(x: Any, spec: str = ",.0f") -> str:
+    if x is None:
+        return "n/a"
+    try:
+        return format(x, spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    L: list[str] = []
+    a = L.append
+    a("# sigops benchmarks")
+    a("")
+    a("Generated by `make bench` (`python benchmarks/run.py`) from the run that started "
+      f"{r['started']} and took {r['total_seconds']:.0f} s. Machine-readable results: "
+      "`benchmarks/results/latest.json` (not in git). Every number below was measured in "
+      "that run; every ratio compares two numbers of that run.")
+    if r.get("quick"):
+        a("")
+        a("**This is a `--quick` smoke run: sizes are far below the real ones.**")
+    a("")
+    a("## Machine")
+    a("")
+    a(f"- CPU: {m['cpu_model']} ({m.get('cpu_mhz') or '?'} MHz, cache {m.get('cache') or '?'}), "
+      f"`nproc` = {m['nproc']}")
+    a(f"- Memory: {_fmt(m.get('mem_total_mib'))} MiB (`free -m`); kernel {m['kernel']}; "
+      f"Python {m['python']}")
+    a(f"- Load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')}. "
+      "The machine is shared with other work, so every comparison interleaves its variants "
+      "(the order rotates each round) and quotes medians.")
+    a("")
+    a("```")
+    a(m.get("free_m", ""))
+    a("```")
+    a("")
+    a("## Goals")
+    a("")
+    a("| goal | target | measured | met |")
+    a("| --- | --- | --- | --- |")
+    for g in r.get("goals", []):
+        a(f"| {g['name']} | {g['target']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |")
+    unmet = [g for g in r.get("goals", []) if not g["met"]]
+    if unmet:
+        a("")
+        a("### Goals not met: the measured figure and what limits it")
+        lim = limits(r)
+        for topic in dict.fromkeys(g["topic"] for g in unmet):
+            a("")
+            for g in (g for g in unmet if g["topic"] == topic):
+                a(f"- **{g['name']}**: measured {g['measured']} (target {g['target']}).")
+            a("")
+            a(f"  What limits it: {lim.get(topic, 'see the numbers below.')}")
+    _verify(r, a)
+    _diagnose(r, a)
+    _operator(r, a)
+    a("")
+    return "\n".join(L)
+
+
+def _rounds_note(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    return (f" A round in which other work on the machine kept more than "
+            f"{info['contended_threshold_cores']:g} cores busy is repeated (up to a limit): "
+            f"{info['rounds_run']} rounds run, {info['contended_rounds']} contended, "
+            f"{info['rounds_kept']} kept.")
+
+
+def _verify(r: dict[str, Any], a: Any) -> None:
+    v = r.get("verify")
+    if not v:
+        return
+    a("")
+    a("## 1. Verification throughput (`sigops verify --summary`, whole process)")
+    a("")
+    if "error" in v:
+        a(f"Failed: `{v['error']}`")
+        return
+    a(f"Method: {v['records']:,} valid HMAC-SHA256 PCS in one JSONL file "
+      f"({v['file_bytes'] / 1e6:.1f} MB; upstream-shaped records like "
+      "`pcs_tiny_case_1.json`, four signed floats at 9 decimals, signed with "
+      "`sigops.core.pcs.sign_pcs`, profile `python`). Each variant runs as a whole process "
+      "(interpreter start-up included); wall time from spawn to exit, CPU time (user+sys, "
+      f"worker processes included) from `wait4`. {v['rounds']} interleaved rounds; medians."
+      + _rounds_note(v.get("hmac_rounds")))
+    a("")
+    a("- **upstream**: `benchmarks/upstream_verify.py`, the agent's own path (json.loads, "
+      "Decimal half-up at 9 decimals, json.dumps(sort_keys) of the signed subset, HMAC, base64 "
+      "decode, compare_digest).")
+    a("- **floor**: `benchmarks/floor_verify.py`, json.loads + one HMAC per record.")
+    a("- **sigops**: `sigops verify --summary` (strict JSON, type checks, canonical bytes, "
+      "replay/tamper memory, verdicts), one process and `--jobs 2`.")
+    a("")
+    a("| variant | records/s (median) | min - max | wall s | CPU s | records per CPU-s | "
+      "peak RSS MiB | other load (cores) |")
+    a("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in ("upstream", "floor", "sigops_j1", "sigops_j2"):
+        x = v["hmac"][name]
+        a(f"| {name} | {_fmt(x['records_per_s']['median'])} | "
+          f"{_fmt(x['records_per_s']['min'])} - {_fmt(x['records_per_s']['max'])} | "
+          f"{x['wall_s']['median']:.2f} | {x['cpu_s']['median']:.2f} | "
+          f"{_fmt(x['records_per_cpu_s']['median'])} | {x['maxrss_mib']:.0f} | "
+          f"{_fmt(x.get('other_load_cores'), '.2f')} |")
+    a("")
+    a("'other load': cores kept busy by everything else on the machine during the run "
+      "(machine-wide busy time from /proc/stat minus the run's own CPU time), median.")
+    rt = v["hmac_ratios"]
+    a("")
+    a("| ratio (records/s) | median of runs | median of per-round ratios |")
+    a("| --- | --- | --- |")
+    for k, label in (("sigops_j1_vs_upstream", "sigops / upstream"),
+                     ("sigops_j2_vs_upstream", "sigops --jobs 2 / upstream"),
+                     ("sigops_j1_vs_floor", "sigops / floor"),
+                     ("sigops_j2_vs_floor", "sigops --jobs 2 / floor")):
+        a(f"| {label} | {rt[k]:.2f}x | {rt['paired_' + k]:.2f}x |")
+    a(f"| sigops --jobs 2 / sigops | {rt['sigops_j2_vs_j1']:.2f}x | |")
+    a(f"| upstream / floor | {rt['upstream_vs_floor']:.2f}x | |")
+    su = v.get("startup_s") or {}
+    if su:
+        a("")
+        a("Start-up (one-record file, median of 5): " + ", ".join(
+            f"{k} {x * 1000:.0f} ms" for k, x in su.items()) + ".")
+    st = v.get("stages_us_per_record") or {}
+    if st:
+        a("")
+        a("Where sigops spends a record (in process, 20,000 records, min of 3, microseconds "
+          "per record; each row includes the rows it names):")
+        a("")
+        a("| step | us/record |")
+        a("| --- | --- |")
+        for k, x in st.items():
+            a(f"| {k} | {x:.1f} |")
+    prof = v.get("profile_top") or []
+    if prof:
+        a("")
+        a("cProfile of one `sigops verify --summary` process on 20,000 records (top by own "
+          "time; the profiler inflates small calls):")
+        a("")
+        a("| function | calls | own s | cumulative s |")
+        a("| --- | --- | --- | --- |")
+        for row in prof[:10]:
+            a(f"| `{row['function']}` | {row['calls']:,} | {row['tottime_s']:.3f} | "
+              f"{row['cumtime_s']:.3f} |")
+    e = v.get("ed25519")
+    if e:
+        a("")
+        a(f"### Ed25519 ({e['records']:,} records, {e['rounds']} interleaved rounds)")
+        a("")
+        note = _rounds_note(e.get("round_selection")).strip()
+        if note:
+            a(note)
+            a("")
+        a("Baseline: `benchmarks/ed25519_raw.py` parses the file and builds every message "
+          "first (not timed), then times only `cryptography`'s `verify` over the pre-parsed "
+          "(signature, SHA-256 of canonical bytes) pairs, in one process.")
+        a("")
+        a("| variant | records/s (median) | min - max | CPU s | records per CPU-s | "
+          "other load (cores) |")
+        a("| --- | --- | --- | --- | --- | --- |")
+        raw = e["raw_loop_verifies_per_s"]
+        a(f"| raw verify loop | {_fmt(raw['median'])} | {_fmt(raw['min'])} - "
+          f"{_fmt(raw['max'])} | (loop only) | "
+          f"{_fmt(e['raw_loop_verifies_per_cpu_s']['median'])} | "
+          f"{_fmt(e.get('raw_loop_other_load_cores'), '.2f')} |")
+        for k in ("sigops_j1", "sigops_j2"):
+            x = e[k]
+            a(f"| {k.replace('_j1', ' verify').replace('_j2', ' verify --jobs 2')} | "
+              f"{_fmt(x['records_per_s']['median'])} | {_fmt(x['records_per_s']['min'])} - "
+              f"{_fmt(x['records_per_s']['max'])} | {x['cpu_s']['median']:.2f} | "
+              f"{_fmt(x['records_per_cpu_s']['median'])} | "
+              f"{_fmt(x.get('other_load_cores'), '.2f')} |")
+        er = v["ed25519_ratios"]
+        a("")
+        a(f"sigops / raw loop, records/s: {er['sigops_j1_vs_raw']:.2f}x (one process), "
+          f"{er['sigops_j2_vs_raw']:.2f}x (--jobs 2); per core (records per CPU-second): "
+          f"{er['sigops_j1_per_core_vs_raw']:.2f}x and {er['sigops_j2_per_core_vs_raw']:.2f}x.")
+
+
+def _diagnose(r: dict[str, Any], a: Any) -> None:
+    d = r.get("diagnose")
+    if not d:
+        return
+    a("")
+    a("## 2. Diagnosis cost (in process, `sigops.core.diagnose.Diagnoser`)")
+    a("")
+    if "error" in d:
+        a(f"Failed: `{d['error']}`")
+        return
+    a(f"Method: {d['samples']:,} distinct JSONL envelopes, one eighth of each cause "
+      "(malformed, valid, clock_skew, stale_key, pending_key, canonicalization_drift, tampered "
+      "- half pcs_id rule, half replays of an earlier pcs_id with other content - and "
+      "unverifiable), shuffled; ring of 3 HMAC keys (active, retired, pending), max skew "
+      f"300 s. A fresh Diagnoser classifies the whole stream; {d['rounds']} runs, median. The "
+      "naive baseline (`bench_diagnose.NaiveDiagnoser`) parses the same way and applies the "
+      "same first-match rules but tries every key under every profile for every sample "
+      f"(canonical bytes once per profile), on the first {d['naive_samples']:,} samples, "
+      "in the same rounds as sigops. Inputs are generated first and frozen out of the "
+      "garbage collector's way (`gc.freeze()`); a full collection precedes every timed "
+      "stream.")
+    a("")
+    a(f"- sigops: **{d['sigops_us_per_sample']:.1f} us/sample** "
+      f"({d['sigops_pairs_tried_per_sample']:.2f} (key, profile) pairs tried per sample); "
+      f"verdicts equal the intended cause for {d['sigops_agrees_with_intended'] * 100:.2f}% "
+      "of samples.")
+    a(f"- on the first {d['naive_samples']:,} samples, in the same rounds: sigops "
+      f"{d['sigops_us_per_sample_naive_subset']:.1f} us/sample, naive "
+      f"{d['naive_us_per_sample']:.1f} us/sample ({d['naive_pairs_tried_per_sample']} pairs "
+      f"per sample); same cause as sigops for {d['naive_agrees_with_sigops'] * 100:.2f}% of "
+      f"samples. Naive cost / sigops cost: **{d['speedup_vs_naive']:.2f}x**.")
+    a("")
+    a("")
+    a("Per cause in the mixed stream (each call timed alone; means per sample):")
+    a("")
+    a("| cause | us/sample | pairs tried | canonical forms built |")
+    a("| --- | --- | --- | --- |")
+    for c, x in d["per_cause"].items():
+        a(f"| {c} | {x['us']:.1f} | {x['pairs_tried']:.2f} | {x['canonical_built']:.2f} |")
+    a("")
+    a(f"In this stream sigops builds {d['sigops_canonical_built_per_sample']:.2f} canonical "
+      f"forms and tries {d['sigops_pairs_tried_per_sample']:.2f} pairs per sample, the naive "
+      f"baseline {d['naive_canonical_built_per_sample']} and "
+      f"{d['naive_pairs_tried_per_sample']}. The move-to-front list is one list over keys "
+      "and profiles, and in a stream where consecutive samples come from different keys and "
+      "profiles its front changes with almost every sample, so the saving is small with 3 "
+      "keys; the key-ring growth below is where trying the likely pair first pays.")
+    gs = d["growth_samples"]
+    a("")
+    a(f"Key-ring growth: rings of N HMAC keys (N-2 retired decoys, a second active key, the "
+      f"signing key listed last). Streams: {gs['matching']:,} matching samples signed by the "
+      f"last key; the same count alternating between two accepted keys (a rotation); "
+      f"{gs['unverifiable']:,} unverifiable samples (no key verifies: every pair is tried). "
+      f"Fresh Diagnoser per stream, median of {d['rounds']}. Naive: first "
+      f"{gs['naive_matching']:,} matching samples.")
+    a("")
+    a("| keys | pairs | matching us | pairs tried | two keys interleaved us | pairs tried | "
+      "unverifiable us | pairs tried | naive matching us |")
+    a("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for g in d["growth"]:
+        a(f"| {g['keys']} | {g['pairs']} | {g['matching_us']:.1f} | "
+          f"{g['matching_tried_per_sample']:.2f} | "
+          f"{_fmt(g.get('two_keys_interleaved_us'), '.1f')} | "
+          f"{_fmt(g.get('two_keys_interleaved_tried_per_sample'), '.2f')} | "
+          f"{g['unverifiable_us']:.1f} | {g['unverifiable_tried_per_sample']:.0f} | "
+          f"{g['naive_matching_us']:.1f} |")
+
+
+def _operator(r: dict[str, Any], a: Any) -> None:
+    o = r.get("operator")
+    if not o:
+        return
+    a("")
+    a("## 3-5. The operator on a local control plane")
+    a("")
+    if "error" in o and len(o) <= 2:
+        a(f"Failed: `{o['error']}`")
+        return
+    a("Method: `sigops.dev.cluster.LocalCluster` (etcd, kube-apiserver, "
+      "kube-controller-manager from `.dev/bin`, no kubelet) with `crds/` applied, started in "
+      f"{_fmt(o.get('control_plane_start_s'), '.1f')} s. Each part starts its own `sigops run` "
+      "(own `--config`, operator namespace, loopback ports for `--alerts-listen` and "
+      "`--metrics-listen`, `--alerts-token-file`), with `reconcile_interval: 0.5` and a "
+      "target `{namespace: <part>, deployment: fractal-lba-backend}`; the backend Deployment "
+      "exists with replicas 0 and its HMAC key in a Secret. Alerts are Alertmanager webhook v4 "
+      "posts with `Authorization: Bearer`. Operator CPU from /proc/PID/stat (utime+stime), "
+      "RSS from /proc/PID/status (VmRSS, VmHWM). Everything ran on the same 2 cores: the "
+      "client, the operator, the API server and etcd.")
+    lat = o.get("latency") or {}
+    a("")
+    a("### 3. Alert to incident")
+    a("")
+    if "latency_ms" in lat:
+        lm, rm = lat["latency_ms"], lat["response_ms"]
+        a(f"{lat['alerts']} distinct alerts (distinct fingerprint and group key), posted one "
+          f"at a time with {lat['gap_s'] * 1000:.0f} ms between them, after 3 warm-up alerts; "
+          "`signal_rate_limit: 100000` in the config (the default of 3 per hour per target "
+          "would rate-limit all but 3). Latency is from just before the POST to the ADDED "
+          "event of a watch on signatureincidents (a thread of the benchmark process).")
+        a("")
+        a("| | p50 | p90 | p99 | max |")
+        a("| --- | --- | --- | --- | --- |")
+        a(f"| POST to incident on the API server (ms) | {lm['p50']:.0f} | {lm['p90']:.0f} | "
+          f"**{lm['p99']:.0f}** | {lm['max']:.0f} |")
+        a(f"| POST response time (ms) | {rm['p50']:.0f} | | {rm['p99']:.0f} | |")
+        a("")
+        a(f"Responses: {_counts(lat['responses'])}; incidents missing after 10 s: "
+          f"{lat['missing']}; "
+          f"incidents in the namespace at the end: {lat['incidents_in_namespace']}; operator "
+          f"CPU during the part: {lat['operator_cpu_share'] * 100:.0f}% of one core; RSS "
+          f"{lat['operator_rss_mib']:.0f} MiB.")
+    else:
+        a(f"Failed: `{lat.get('error')}`")
+    sa = o.get("scenario_a")
+    if sa:
+        a("")
+        a("### 3b. Alert to first action, scenario A (key overlap)")
+        a("")
+        if "runs" in sa:
+            a(f"Setup as in `test_scenario_a_key_overlap`: the backend accepts only the new "
+              f"key, the keyring knows the agents' old key as retired, and a sample endpoint "
+              f"(`backendURL`) serves 20 failed samples signed with the old key. {sa['reps']} "
+              f"alerts, one per namespace; the incident is polled every "
+              f"{sa['poll_interval_s'] * 1000:.0f} ms until `status.actions` has an entry.")
+            a("")
+            a("| namespace | incident seen (s) | first action (s) | action | phases first seen "
+              "(s) |")
+            a("| --- | --- | --- | --- | --- |")
+            for run in sa["runs"]:
+                ph = ", ".join(f"{k} {v:.2f}" for k, v in run["phases_first_seen_s"].items())
+                a(f"| {run['namespace']} | {_fmt(run['incident_s'], '.2f')} | "
+                  f"{_fmt(run['first_action_s'], '.2f')} | {run['first_action']} | {ph} |")
+            a("")
+            a(f"Median alert to first action: {_fmt(sa['first_action_s']['median'], '.2f')} s.")
+        else:
+            a(f"Failed: `{sa.get('error')}`")
+    s = o.get("storm") or {}
+    a("")
+    a("### 4. Storm")
+    a("")
+    if "posts" in s:
+        a(f"{s['posts']:,} posts: {s['groups']} distinct alert groups, "
+          f"{s['posts'] // s['groups']} posts each, shuffled, from {s['client_threads']} "
+          f"client threads paced to spread them over {s['target_duration_s']:.0f} s (each "
+          "thread waits for its answer before the next post; a new TCP connection per post, "
+          "request bytes prepared beforehand); default rate limit "
+          f"({s['signal_rate_limit']} new incidents per hour per target).")
+        a("")
+        a(f"- Elapsed {s['elapsed_s']:.1f} s: **{s['posts_per_s']:.0f} posts/s** sustained; "
+          f"response time p50 {s['response_ms']['p50']:.1f} ms, p90 "
+          f"{s['response_ms']['p90']:.1f} ms, **p99 {s['response_ms']['p99']:.1f} ms**, max "
+          f"{s['response_ms']['max']:.0f} ms.")
+        a(f"- Status codes: {_counts(s['status_codes'])}; results: {_counts(s['results'])}.")
+        br = s.get("response_ms_by_result") or {}
+        if br:
+            a("- Response time by result: " + "; ".join(
+                f"{k}: {x['n']} posts, p50 {x['p50']:.1f} ms, p99 {x['p99']:.0f} ms"
+                for k, x in br.items()) + ".")
+        if "client_cpu_share" in s:
+            a(f"- CPU during the storm: operator {s['operator_cpu_share'] * 100:.0f}% of a "
+              f"core, benchmark client {s['client_cpu_share'] * 100:.0f}%.")
+        a(f"- Incidents: {s['incidents_remediating']} opened + "
+          f"{s['incidents_rate_limited_records']} `SignalRateLimited` record (phase "
+          f"RateLimited) = {s['incidents_total']}; expected {s['expected_incidents']} + "
+          f"{s['expected_rate_limited_records']} ({s['groups']} distinct groups, "
+          f"{s['groups'] - s['expected_incidents']} rate-limited).")
+        rss = s["rss_mib"]
+        a(f"- Operator RSS: before {rss['before']:.0f} MiB, right after {rss['after']:.0f} MiB, "
+          f"15 s later {rss['settled_15s']:.0f} MiB; peak (VmHWM) {rss['peak_after']:.0f} MiB. "
+          f"Operator CPU during the storm {s['operator_cpu_s_during_storm']:.1f} s; alive "
+          f"after: {s['operator_alive']}.")
+    else:
+        a(f"Failed: `{s.get('error')}`")
+    i = o.get("idle") or {}
+    a("")
+    a("### 5. Idle cost")
+    a("")
+    if i.get("runs"):
+        a(f"{i['keyrotations']} KeyRotations (`dryRun: true`, settled in phase Planned) and "
+          f"{i['incidents']} SignatureIncidents (created by a person with `mode: dryRun`) on "
+          "one target; once all had settled, the operator's CPU was read over the window. "
+          "The same objects were then measured with the default `reconcile_interval` of 5 s "
+          "(a fresh operator process) to show what the timers cost.")
+        a("")
+        a("| reconcile_interval | window s | operator CPU % of a core | RSS MiB | threads | "
+          "kube-apiserver CPU % | etcd CPU % | settled in s | phases |")
+        a("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for run in i["runs"]:
+            cp = run["control_plane_cpu_percent"]
+            st = run["settle"]
+            a(f"| {run['reconcile_interval_s']:g} s | {run['window_s']:.0f} | "
+              f"**{run['operator_cpu_percent']:.1f}** | {run['operator_rss_mib']['end']:.0f} | "
+              f"{run['operator_threads']} | {cp.get('kube-apiserver', 0):.1f} | "
+              f"{cp.get('etcd', 0):.1f} | {st['seconds']:.0f} | "
+              f"KeyRotations: {_counts(st['keyrotation_phases'])}; incidents: "
+              f"{_counts(st['incident_phases'])} |")
+        a("")
+        a("During each window: API requests per second to the API server (all clients, "
+          "from `apiserver_request_total`, the most frequent verbs and resources) and lines "
+          "per second the operator wrote to its log:")
+        a("")
+        for run in i["runs"]:
+            reqs = ", ".join(f"{k.strip() if k.strip() != 'GET' else 'GET (non-resource)'} "
+                             f"{v:g}" for k, v in run.get("api_requests_per_s", {}).items())
+            a(f"- reconcile_interval {run['reconcile_interval_s']:g} s: {reqs or 'none'}; "
+              f"operator log {_fmt(run.get('operator_log_lines_per_s'), '.0f')} lines/s")
+    else:
+        a(f"Failed: `{i.get('error')}`")
