@@ -129,6 +129,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # kopf logs every successful timer run at INFO: with many resources that is hundreds of
+    # lines a second of noise. Failures (WARNING and up) still show.
+    logging.getLogger("kopf.objects").setLevel(os.environ.get("SIGOPS_KOPF_LOG_LEVEL",
+                                                              "WARNING"))
     from pydantic import ValidationError
 
     from .config import overrides
