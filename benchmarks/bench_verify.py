@@ -12,12 +12,23 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import time
 import timeit
 from pathlib import Path
 from typing import Any
 
 import pcsdata
-from common import HERE, PYTHON, SIGOPS, ProcRun, log, median, run_measured, summary
+from common import (
+    HERE,
+    PYTHON,
+    SIGOPS,
+    ProcRun,
+    log,
+    machine_busy_seconds,
+    median,
+    run_measured,
+    summary,
+)
 
 
 def _variants_hmac(data: Path, ring: Path) -> dict[str, list[str]]:
@@ -42,6 +53,22 @@ def _check(name: str, r: ProcRun, n: int) -> None:
 
 
 CONTENDED = 0.5  # cores of other work on the machine that make a round unfair to --jobs 2
+CALM = 0.3  # cores of other work under which a round may start
+_calm_budget = {"left": 90.0, "waited": 0.0}  # seconds part 1 may wait for a calm machine
+
+
+def _wait_calm() -> None:
+    """Before a round: wait (within the part's budget) until other work on the machine keeps
+    less than CALM cores busy over one second."""
+    while _calm_budget["left"] > 0:
+        b0, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        dt = time.monotonic() - t0
+        busy = (machine_busy_seconds() - b0) / dt
+        _calm_budget["left"] -= dt
+        _calm_budget["waited"] += dt
+        if busy <= CALM:
+            return
 
 
 def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
@@ -53,6 +80,7 @@ def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
     done: list[dict[str, ProcRun]] = []
     r = 0
     while True:
+        _wait_calm()
         order = names[r % len(names):] + names[:r % len(names)]
         one: dict[str, ProcRun] = {}
         for name in order:
@@ -72,7 +100,8 @@ def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
     calm = [x for x in done if max(y.others for y in x.values()) <= CONTENDED]
     kept = calm if len(calm) >= rounds else done
     info = {"rounds_run": len(done), "rounds_kept": len(kept),
-            "contended_rounds": len(done) - len(calm), "contended_threshold_cores": CONTENDED}
+            "contended_rounds": len(done) - len(calm), "contended_threshold_cores": CONTENDED,
+            "waited_for_calm_s": round(_calm_budget["waited"], 1)}
     return {k: [x[k] for x in kept] for k in names}, info
 
 

@@ -3,7 +3,7 @@
 Writes benchmarks/results/latest.json (machine-readable, git-ignored) and regenerates
 BENCHMARKS.md at the repository root. Progress goes to stderr. ``--quick`` shrinks every size
 for a smoke test (its BENCHMARKS.md says so); ``--parts`` picks parts (verify, diagnose,
-operator).
+operator); ``--report-only`` rewrites BENCHMARKS.md from the last results without running.
 """
 
 from __future__ import annotations
@@ -35,7 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="verify,diagnose,operator",
                    help="comma list of parts: verify, diagnose, operator")
     p.add_argument("--no-markdown", action="store_true", help="do not rewrite BENCHMARKS.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite BENCHMARKS.md from benchmarks/results/latest.json, run nothing")
     a = p.parse_args(argv)
+    if a.report_only:
+        results = json.loads((RESULTS / "latest.json").read_text())
+        results["goals"] = report.goals(results)
+        (REPO / "BENCHMARKS.md").write_text(report.markdown(results))
+        log(f"report: {REPO / 'BENCHMARKS.md'} from {RESULTS / 'latest.json'}")
+        return 0
     parts = [x.strip() for x in a.parts.split(",") if x.strip()]
     q = a.quick
     started = datetime.now(UTC)
