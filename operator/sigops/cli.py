@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,15 +76,6 @@ def _records(inputs: Sequence[str], lines: Callable[[IO[bytes]], Iterator[Any]] 
             yield from lines(f)
 
 
-class _Decoded:
-    """An already-decoded record (an element of a JSON array input)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-
 def _lines(f: IO[bytes]) -> Iterator[bytes]:
     for line in f:
         if not line.isspace():  # never empty here; same test as line.strip(), without a copy
@@ -136,7 +128,39 @@ def _classify_all(d: Any, inputs: Sequence[str], what: str, args: argparse.Names
         return
     prog = _Progress(what)
     for i, rec in enumerate(_records(inputs)):
-        v = d.classify_obj(rec.obj, i) if isinstance(rec, _Decoded) else d.classify_line(rec, i)
+        v = d.classify_line(rec, i)
+        prog.tick()
+        yield v
+    prog.done()
+
+
+class _ShortValid:
+    """The last record found valid by the short route (see Diagnoser.check_line); one
+    mutable instance, so a valid record costs no Verdict."""
+
+    __slots__ = ("pcs_id", "kid")
+
+    def __init__(self) -> None:
+        self.pcs_id: str | None = None
+        self.kid: str | None = None
+
+
+_VALID = _ShortValid()
+
+
+def _check_all(d: Any, inputs: Sequence[str]) -> Iterator[Any]:
+    """Verdicts in input order for ``sigops verify`` in one process; a record valid by the
+    short route is reported as :data:`_VALID` (already settled)."""
+    prog = _Progress("verified")
+    check, settle, remember, short = d.check_line, d.settle, d.remember, _VALID
+    for i, rec in enumerate(_records(inputs)):
+        v, kid, content = check(rec, i)
+        if v is None:
+            remember(content[0], content)
+            short.pcs_id, short.kid = content[0], kid
+            v = short
+        else:
+            v = settle(v, content)
         prog.tick()
         yield v
     prog.done()
@@ -151,8 +175,8 @@ def _classify_all(d: Any, inputs: Sequence[str], what: str, args: argparse.Names
 # as byte ranges they read themselves, stdin as raw blocks of lines (no per-line pickling).
 # multiprocessing is imported only here, keeping `import sigops.cli` light.
 
-_BLOCK = 1 << 19  # bytes of JSONL per task (about 700 upstream PCS)
-_CHUNK = 1024  # decoded records (.json arrays) per task
+_BLOCK = 1 << 21  # bytes of JSONL per task (about 3,700 upstream PCS)
+_CHUNK = 1024  # records of a .json array per task
 _worker: Any = None
 
 
@@ -241,37 +265,59 @@ def _worker_init(keyring: str, profile: str | None, max_skew: float | None,
 
 def _worker_judge(task: tuple[bool, list[Any]]) -> tuple[Any, ...]:
     """Judge one task's records. Every verdict (positions are task-relative), or with
-    ``summary`` only counts per final cause (with their first position) and what the parent
-    must settle in order: the signed contents (their pcs_id first) of the records to
-    remember or to check, and which of them are unverifiable ({content index: position})."""
+    ``summary`` what :func:`_worker_count` gives."""
     summary, items = task
+    if summary:
+        return _worker_count(items)
     d, n = _worker, 0
     verdicts: list[tuple[Any, ...]] = []
-    counts: dict[str, list[int]] = {}
-    contents: list[tuple[Any, ...]] = []
-    unverifiable: dict[int, int] = {}
     for item in items:
         for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
-            v, content = (d.judge_obj(rec.obj, n) if isinstance(rec, _Decoded)
-                          else d.judge_line(rec, n))
-            if not summary:
-                verdicts.append((v.cause, v.pcs_id, v.kid, v.profile, v.detail, v.source,
-                                 v.version, v.skew_seconds, content))
+            v, content = d.judge_line(rec, n)
+            verdicts.append((v.cause, v.pcs_id, v.kid, v.profile, v.detail, v.source,
+                             v.version, v.skew_seconds, content))
+            n += 1
+    return n, verdicts
+
+
+def _worker_count(items: list[Any]) -> tuple[Any, ...]:
+    """Counts per final cause (with their first task-relative position) and what the parent
+    must settle in order: the pcs_ids of the records to remember, their signed contents
+    pickled in one blob (the parent rarely looks inside), and the unverifiable records (the
+    parent decides whether they are tampered, and counts them) as ``(number of pcs_ids
+    before it, position, content)``."""
+    d, n = _worker, 0
+    counts: dict[str, list[int]] = {}
+    pids: list[str] = []
+    contents: list[tuple[Any, ...]] = []
+    unverifiable: list[tuple[int, int, tuple[Any, ...]]] = []
+    check = d.check_line
+    valid = counts["valid"] = [0, 0]
+    for item in items:
+        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
+            v, _, content = check(rec, n)
+            if v is None:  # valid by the short route
+                if not valid[0]:
+                    valid[1] = n
+                valid[0] += 1
+            elif content is not None and v.cause == "unverifiable":
+                unverifiable.append((len(pids), n, content))
+                n += 1
+                continue
             else:
-                if content is not None:
-                    if v.cause == "unverifiable":  # or tampered: the parent decides
-                        unverifiable[len(contents)] = n
-                        contents.append(content)
-                        n += 1
-                        continue
-                    contents.append(content)
                 c = counts.get(v.cause)
                 if c is None:
-                    counts[v.cause] = [1, n]
-                else:
-                    c[0] += 1
+                    c = counts[v.cause] = [0, n]
+                elif not c[0]:
+                    c[1] = n
+                c[0] += 1
+            if content is not None:
+                pids.append(content[0])
+                contents.append(content)
             n += 1
-    return (n, verdicts) if not summary else (n, counts, contents, unverifiable)
+    if not valid[0]:
+        del counts["valid"]
+    return n, counts, pids, pickle.dumps(contents, pickle.HIGHEST_PROTOCOL), unverifiable
 
 
 def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace,
@@ -281,7 +327,7 @@ def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace
     import multiprocessing
     from collections import deque
 
-    from .core.diagnose import Verdict
+    from .core.diagnose import ContentBatch, Verdict
 
     prog = _Progress(what)
     pending: deque[Any] = deque()
@@ -296,13 +342,12 @@ def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace
                 yield d.settle(Verdict(i, *fields), content)
         else:
             counts: dict[str, list[int]] = result[1]
-            unverifiable: dict[int, int] = result[3]
-            remember = d.remember
-            for k, content in enumerate(result[2]):
-                pos = unverifiable.get(k) if unverifiable else None
-                if pos is None:
-                    remember(content[0], content)  # content[0] is the pcs_id
-                    continue
+            blob: bytes = result[3]
+            batch = ContentBatch(result[2], lambda: pickle.loads(blob))
+            start = 0
+            for cut, pos, content in result[4]:
+                d.remember_batch(batch, start, cut)
+                start = cut
                 cause = d.settle(Verdict(pos, "unverifiable", content[0]), content).cause
                 c = counts.get(cause)
                 if c is None:
@@ -310,6 +355,7 @@ def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace
                 else:
                     c[0] += 1
                     c[1] = min(c[1], pos)
+            d.remember_batch(batch, start)
             for cause, (count, _) in sorted(counts.items(), key=lambda kv: kv[1][1]):
                 totals[cause] = totals.get(cause, 0) + count
         base += n
@@ -370,8 +416,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK if valid == total else EXIT_INVALID
     write = sys.stdout.write
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    for v in _classify_all(d, args.inputs, "verified", args):
+    if getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
+        verdicts: Iterator[Any] = _classify_all(d, args.inputs, "verified", args)
+    else:
+        verdicts = _check_all(d, args.inputs)
+    for v in verdicts:
         total += 1
+        if v is _VALID:  # the short route: count it (and write its line), nothing else
+            valid += 1
+            if not args.summary:
+                write(dumps({"index": total - 1, "pcs_id": _VALID.pcs_id, "valid": True,
+                             "kid": _VALID.kid, "profile": d.profile, "reason": None}) + "\n")
+            continue
         if v.cause == "valid":
             valid += 1
         else:

@@ -159,3 +159,74 @@ def test_duplicate_key_in_a_signed_record_is_rejected(pcs: dict[str, Any], field
     dup = f", {json.dumps(field)}: {json.dumps(doc[field])}"
     v = DIAGNOSERS[("python", alg)].classify_line(text[:-1] + dup + "}", 0)
     assert v.cause == "malformed" and "duplicate key" in (v.detail or "")
+
+
+# -- the fast parsers agree with the strict decoder ---------------------------------------------
+
+def _number_text() -> st.SearchStrategy[str]:
+    """Numbers as JSON text: small and huge integers, floats in every notation, tokens that
+    overflow, and the non-standard constants."""
+    digits = st.text("0123456789", min_size=1, max_size=30)
+    return st.one_of(
+        st.integers(min_value=-(2**70), max_value=2**70).map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.builds(lambda s, i, f, e: f"{s}{int(i)}.{f}e{e}", st.sampled_from(["", "-"]),
+                  digits, digits, st.integers(min_value=-400, max_value=400)),
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1E+400", "9007199254740993",
+                         "-9007199254740993", "18446744073709551616", "0.0", "-0.0", "-0"]),
+    )
+
+
+_keys = st.sampled_from(["a", "b", "c:d", "pcs_id", "sig", "\u00e9", "\u2028", "x y"])
+_strings = st.one_of(st.text(max_size=12), st.sampled_from(["a:b", "::", "\\u003a", "é:ü"]))
+
+
+def _json_text(depth: int = 3) -> st.SearchStrategy[str]:
+    """JSON-ish text: objects (keys may repeat), arrays, strings (some with colons or
+    escapes), numbers, with random whitespace; not always valid JSON."""
+    ws = st.sampled_from(["", " ", "\n", "\t "])
+    leaf = st.one_of(_number_text(), _strings.map(lambda s: json.dumps(s, ensure_ascii=False)),
+                     st.sampled_from(["true", "false", "null"]))
+    if depth == 0:
+        return leaf
+    inner = _json_text(depth - 1)
+    obj = st.builds(lambda kv, a, b: "{" + ",".join(
+        f"{a}{json.dumps(k, ensure_ascii=False)}{b}:{a}{v}" for k, v in kv) + "}",
+        st.lists(st.tuples(_keys, inner), max_size=5), ws, ws)
+    arr = st.builds(lambda vs, a: "[" + f",{a}".join(vs) + "]", st.lists(inner, max_size=4), ws)
+    return st.one_of(leaf, obj, arr)
+
+
+def _outcome(data: bytes) -> Any:
+    """What loads makes of ``data``: the value with exact types and float bits, or the
+    error's reason."""
+    def shape(x: Any) -> Any:
+        if isinstance(x, dict):
+            return ("obj", [(k, shape(v)) for k, v in x.items()])
+        if isinstance(x, list):
+            return ("arr", [shape(v) for v in x])
+        if isinstance(x, float):
+            return ("float", x.hex())
+        return (type(x).__name__, x)
+    try:
+        return shape(strictjson.loads(data))
+    except MalformedInput as e:
+        return ("malformed", e.reason)
+
+
+@SETTINGS
+@given(_json_text())
+def test_fast_parsers_agree_with_the_strict_decoder(text: str) -> None:
+    """orjson and json's plain C scanner are used only when the strict decoder would return
+    the same value, so the answer (value or reason) never depends on which one is
+    installed."""
+    data = text.encode("utf-8", "surrogatepass")
+    with_orjson = _outcome(data)
+    saved = strictjson.orjson, strictjson._plain
+    try:
+        strictjson.orjson = None  # json's plain C scanner first
+        assert _outcome(data) == with_orjson
+        strictjson._plain = strictjson._decoder  # the strict decoder alone
+        assert _outcome(data) == with_orjson
+    finally:
+        strictjson.orjson, strictjson._plain = saved

@@ -1,7 +1,10 @@
 """Hostile input: every case is a ``malformed`` verdict with a reason, never an exception.
 
 The gate is exercised through :meth:`Diagnoser.classify_line`, the path every CLI record and
-every sample of an incident takes, and through :func:`strictjson.loads` directly.
+every sample of an incident takes, through :meth:`Diagnoser.check_line` (``sigops verify``)
+and through :func:`strictjson.loads` directly; each test runs twice, with orjson as the fast
+parser and with json's C scanner (what runs where orjson is missing), and records are fed both
+as text and as UTF-8 bytes (orjson reads bytes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ GOOD = signed(KEY)
 GOOD_TEXT = json.dumps(GOOD)
 
 
+@pytest.fixture(autouse=True, params=["orjson", "stdlib"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "stdlib":
+        monkeypatch.setattr(strictjson, "orjson", None)
+    else:
+        assert strictjson.orjson is not None, "orjson is a dependency"
+    return str(request.param)
+
+
 def diagnoser(**kw: Any) -> Diagnoser:
     return Diagnoser(ring([KEY, ed_key("e1")]), **kw)
 
@@ -41,6 +53,15 @@ def assert_malformed(record: str | bytes, **kw: Any) -> str:
     assert v.index == 3
     assert v.detail and v.detail.strip()
     assert len(v.detail) < 200, "a reason is short and never echoes the whole input"
+    forms = [record] if isinstance(record, bytes) else [
+        record, record.encode("utf-8", "surrogatepass")]
+    for form in forms:
+        short, kid, _ = diagnoser(**kw).check_line(form, 3)
+        assert short is not None and kid is None, "never valid by the short route"
+        assert short.cause == "malformed", short
+        if form == record:
+            assert short.detail == v.detail
+        assert diagnoser(**kw).classify_line(form, 3).cause == "malformed"
     return v.detail
 
 

@@ -169,7 +169,7 @@ PROFILE_NAMES = tuple(PROFILES)
 
 
 # The canonical object as one format string: keys in _ORDER, one ``%s`` per value.
-_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in _ORDER) + "}"
+_TEMPLATE = "{" + ",".join(f'"{k}":%{"d" if k == "epoch" else "s"}' for k in _ORDER) + "}"
 assert _ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r",
                   "shard_id"), "canonical_bytes lists its values in this order"
 
@@ -183,6 +183,12 @@ def _python_float_text(x: float) -> str:
     return repr(round_half_up_9(x))
 
 
+def _rounded(r: str) -> bool:
+    """Is this float ``repr`` already rounded to nine decimals (so half-up leaves it alone)?"""
+    dot = r.find(".")
+    return dot >= 0 and "e" not in r and len(r) - dot <= 10
+
+
 def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python") -> bytes:
     """Canonical UTF-8 bytes of the signed subset under ``profile``.
 
@@ -194,12 +200,16 @@ def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python"
     s = subset
     # Values in _ORDER (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
     if rnd is round_half_up_9 and ff is format_python_float:  # the default profile, fused
-        fl = _python_float_text
-        values = (fl(float(s["D_hat"])), fl(float(s["budget"])), fl(float(s["coh_star"])),
-                  str(s["epoch"]), esc(s["merkle_root"]), esc(s["pcs_id"]), fl(float(s["r"])),
+        d, b, c, r = (repr(float(s["D_hat"])), repr(float(s["budget"])),
+                      repr(float(s["coh_star"])), repr(float(s["r"])))
+        if not (_rounded(d) and _rounded(b) and _rounded(c) and _rounded(r)):
+            fl = _python_float_text
+            d, b, c, r = (fl(float(s["D_hat"])), fl(float(s["budget"])),
+                          fl(float(s["coh_star"])), fl(float(s["r"])))
+        values = (d, b, c, s["epoch"], esc(s["merkle_root"]), esc(s["pcs_id"]), r,
                   esc(s["shard_id"]))
     else:
         values = (ff(rnd(float(s["D_hat"]))), ff(rnd(float(s["budget"]))),
-                  ff(rnd(float(s["coh_star"]))), str(s["epoch"]), esc(s["merkle_root"]),
+                  ff(rnd(float(s["coh_star"]))), s["epoch"], esc(s["merkle_root"]),
                   esc(s["pcs_id"]), ff(rnd(float(s["r"]))), esc(s["shard_id"]))
     return (_TEMPLATE % values).encode("utf-8", "surrogatepass")

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .canonical import PROFILES, canonical_bytes
+from .canonical import PROFILES, Profile, canonical_bytes
 from .errors import MalformedInput
-from .keys import Key, KeyRing
-from .pcs import PCS, Sample, parse_record, signing_message
+from .keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
+from .pcs import PCS, Sample, content_key, parse_record, signing_message, typed_subset
 from .strictjson import DEFAULT_MAX_BYTES, loads
+from .timeparse import parse_time
 
 __all__ = [
     "Cause",
     "CAUSES",
     "CAUSE_NAMES",
     "Verdict",
+    "ContentBatch",
     "Diagnoser",
     "aggregate",
 ]
@@ -83,6 +85,33 @@ class Verdict:
         return self.cause == "valid"
 
 
+class ContentBatch:
+    """The signed contents of many verified records, in input order, read only when needed.
+
+    ``sigops verify --jobs`` hands the contents its workers found to one process, which must
+    remember them in input order; almost always nothing asks for them again. A batch is
+    remembered as one shared value per pcs_id (:meth:`Diagnoser.remember_batch`), and
+    ``load`` runs the first time a content is wanted."""
+
+    __slots__ = ("pcs_ids", "_load", "_items")
+
+    def __init__(self, pcs_ids: Sequence[str], load: Callable[[], Sequence[tuple[Any, ...]]]
+                 ) -> None:
+        self.pcs_ids = pcs_ids
+        self._load: Callable[[], Sequence[tuple[Any, ...]]] | None = load
+        self._items: Sequence[tuple[Any, ...]] = ()
+
+    def content_at(self, k: int) -> tuple[Any, ...]:
+        if self._load is not None:
+            self._items, self._load = self._load(), None
+        return self._items[k]
+
+    def content_for(self, pcs_id: str) -> tuple[Any, ...]:
+        """The content of the batch's first record with this pcs_id: the one remembered when
+        the whole batch was (see :meth:`Diagnoser.remember_batch`)."""
+        return self.content_at(list(self.pcs_ids).index(pcs_id))
+
+
 @dataclass
 class _Match:
     key: Key
@@ -105,13 +134,15 @@ class Diagnoser:
     max_skew_seconds: float | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     content_memory: int = 65536
-    # First content per pcs_id, oldest first. An OrderedDict: dropping the oldest with
+    # First content per pcs_id (a tuple, or a ContentBatch holding it), oldest first; when
+    # full, the older half is forgotten. An OrderedDict: dropping the oldest with
     # del d[next(iter(d))] rescans the deleted slots of a plain dict on every call.
-    _seen: OrderedDict[str, tuple[Any, ...]] = field(default_factory=OrderedDict,
-                                                     repr=False)
+    _seen: OrderedDict[str, Any] = field(default_factory=OrderedDict, repr=False)
     _replay: dict[tuple[bytes, tuple[Any, ...]], _Match | None] = field(
         default_factory=dict, repr=False)
     _mru: dict[str, list[_Match]] = field(default_factory=dict, repr=False)
+    _short_route: bool = field(default=False, repr=False)
+    _own: Profile | None = field(default=None, repr=False)
     tried: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +152,7 @@ class Diagnoser:
 
             raise KeyringError(f"unknown profile {prof!r}; known: {', '.join(PROFILES)}")
         self.profile = prof
+        self._own = PROFILES[prof]
         if self.max_skew_seconds is None:
             self.max_skew_seconds = self.ring.max_skew_seconds
         # Candidate (key, profile) pairs per alg: the ring's profile first, then the others.
@@ -129,6 +161,9 @@ class Diagnoser:
             pairs = [_Match(k, prof) for k in keys]
             pairs += [_Match(k, p) for p in PROFILES if p != prof for k in keys]
             self._mru[alg] = pairs
+        # The short route of check_line() needs each signature to have one possible signer.
+        material = [(k.alg, k.secret or k.public) for k in self.ring.keys]
+        self._short_route = len(set(material)) == len(material)
 
     # -- per sample ---------------------------------------------------------------------
 
@@ -146,6 +181,58 @@ class Diagnoser:
     # The two halves of classify: judge() looks at one sample alone, settle() applies what
     # earlier samples taught (one pcs_id, two contents). Records can be judged in any order
     # or process, as long as settle() sees them in input order (``sigops verify --jobs``).
+
+    def check_line(self, line: bytes | str, index: int
+                   ) -> tuple[Verdict | None, str | None, tuple[Any, ...] | None]:
+        """:meth:`judge_line` for ``sigops verify``, without building a Verdict for a valid
+        record that takes the short route: then ``(None, kid, content)`` (the pcs_id is
+        ``content[0]``, the profile the ring's), else ``(verdict, None, content)`` as
+        :meth:`judge_line` gives them. Either way the caller settles: remember a valid one."""
+        try:
+            obj = loads(line, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason), None, None
+        hit = self._short(obj)
+        if hit is not None:
+            return None, hit[0], hit[1]
+        verdict, content = self.judge_obj(obj, index)
+        return verdict, None, content
+
+    def _short(self, obj: Any) -> tuple[str, tuple[Any, ...]] | None:
+        """``(kid, content)`` when ``obj`` is a bare PCS that is valid by the short route:
+        well-typed, signed under the ring's profile by the key that matched last, that key
+        accepted by the backend and inside its window. None: :meth:`judge_obj` decides.
+
+        The full route decides such a record the same way: with one possible signer per
+        signature, the first (key, profile) pair that verifies is the only one, the replay
+        memo can only hold that answer, and a bare PCS has no received_at to check skew
+        against."""
+        if not self._short_route or type(obj) is not dict or "pcs" in obj:
+            return None
+        subset = typed_subset(obj)
+        if subset is None:
+            return None
+        try:
+            sig = b64decode_strict(obj.get("sig"), "sig")
+            sent = obj.get("sent_at")
+            when = None if sent is None else parse_time(sent)
+        except MalformedInput:
+            return None
+        n = len(sig)
+        if n != 32 and n != 64:
+            return None
+        alg = HMAC if n == 32 else ED25519
+        pairs = self._mru[alg]
+        own = self._own
+        if not pairs or own is None or pairs[0].profile != own.name:
+            return None
+        key = pairs[0].key
+        self.tried += 1
+        if not key.verify(signing_message(canonical_bytes(subset, own), alg), sig):
+            return None
+        if key.valid_at(when) != 0 or not self.ring.accepts(key):
+            return None
+        return key.kid, content_key(subset)
 
     def judge_line(self, line: bytes | str, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
         """:meth:`judge` of a raw JSONL line (or JSON document)."""
@@ -210,6 +297,8 @@ class Diagnoser:
             self.remember(pid, content)
             return verdict
         prev = self._seen.get(pid)
+        if type(prev) is ContentBatch:
+            prev = prev.content_for(pid)
         if prev is not None and prev != content:
             return Verdict(verdict.index, "tampered", pid,
                            detail="pcs_id seen before with other signed content",
@@ -222,13 +311,36 @@ class Diagnoser:
             return None
         return (sample.received_at - sample.pcs.sent_at).total_seconds()
 
-    def remember(self, pcs_id: str, content: tuple[Any, ...]) -> None:
-        """Note the signed content of a verified pcs_id (what :meth:`settle` does for one)."""
+    def remember(self, pcs_id: str, content: tuple[Any, ...] | ContentBatch) -> None:
+        """Note the signed content of a verified pcs_id (what :meth:`settle` does for one):
+        the first one seen is kept, for as long as the memory holds it."""
         seen = self._seen
         if pcs_id not in seen:
             if len(seen) >= self.content_memory:
-                seen.popitem(last=False)
+                self._forget_older_half()
             seen[pcs_id] = content
+
+    def remember_batch(self, batch: ContentBatch, start: int = 0, stop: int | None = None
+                       ) -> None:
+        """:meth:`remember` records ``start:stop`` of ``batch``, in order. The whole batch
+        at once, with room for it, costs one dict entry per new pcs_id and no content: each
+        maps to the batch, whose first record with that pcs_id is the one remembered. Else
+        (part of a batch, or the memory fills up on the way) one by one."""
+        seen, ids = self._seen, batch.pcs_ids
+        stop = len(ids) if stop is None else stop
+        if start == 0 and stop == len(ids):
+            fresh = dict.fromkeys([p for p in ids if p not in seen], batch)
+            if len(seen) + len(fresh) <= self.content_memory:
+                seen.update(fresh)
+                return
+        for k in range(start, stop):
+            if ids[k] not in seen:  # (loading the contents only for one to keep)
+                self.remember(ids[k], batch.content_at(k))
+
+    def _forget_older_half(self) -> None:
+        seen = self._seen
+        for _ in range(len(seen) - self.content_memory // 2):
+            seen.popitem(last=False)
 
     def _find(self, pcs: PCS, content: tuple[Any, ...]) -> _Match | None:
         """The (key, profile) that verifies, trying the pairs that matched most recently first

@@ -27,6 +27,8 @@ __all__ = [
     "Sample",
     "parse_pcs",
     "parse_record",
+    "typed_subset",
+    "content_key",
     "expected_pcs_id",
     "sign_pcs",
     "signing_message",
@@ -66,14 +68,8 @@ class PCS:
         return bool(s["pcs_id"] == expected_pcs_id(s["merkle_root"], s["epoch"], s["shard_id"]))
 
     def content_key(self) -> tuple[Any, ...]:
-        """Identity of the signed content, to spot one pcs_id carrying two contents.
-
-        Floats are also keyed by ``repr``: ``0``, ``0.0`` and ``-0.0`` are equal in Python but
-        canonicalize to different bytes, so they are different contents."""
-        s = self.subset
-        key: tuple[Any, ...] = _CONTENT(s) + (repr(s["D_hat"]), repr(s["coh_star"]),
-                                              repr(s["r"]), repr(s["budget"]))
-        return key
+        """Identity of the signed content, to spot one pcs_id carrying two contents."""
+        return content_key(self.subset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +79,21 @@ class Sample:
     pcs: PCS
     received_at: datetime | None = None
     source: str | None = None
+
+
+def content_key(subset: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Identity of a signed subset: its values in SIGNED_FIELDS order (pcs_id first).
+
+    ``0``, ``0.0`` and ``-0.0`` (and ``1`` and ``1.0``) are equal in Python but canonicalize to
+    different bytes, so they are different contents: unless all four numbers are non-zero
+    floats (the common case, where equality is exact), their ``repr`` is appended too. The two
+    forms differ in length, so they never compare equal."""
+    key: tuple[Any, ...] = _CONTENT(subset)
+    d, c, r, b = key[4:]
+    if type(d) is float and type(c) is float and type(r) is float and type(b) is float \
+            and d and c and r and b:
+        return key
+    return key + (repr(d), repr(c), repr(r), repr(b))
 
 
 def _utf8_ok(s: str) -> bool:
@@ -102,9 +113,9 @@ def _in_range(v: float) -> bool:
         return False
 
 
-def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
-    # Fast path: the common, well-typed record in one expression; anything else (including
-    # every record with a problem) takes the field-by-field checks below, which give reasons.
+def typed_subset(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The signed subset of the common, well-typed record, checked in one expression; None for
+    anything else (including every record with a problem: :func:`parse_pcs` gives reasons)."""
     get = obj.get
     pid, root, shard, e = get("pcs_id"), get("merkle_root"), get("shard_id"), get("epoch")
     d, c, r, b = get("D_hat"), get("coh_star"), get("r"), get("budget")
@@ -118,6 +129,13 @@ def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
             and isfinite(b * 1e9)):
         return {"pcs_id": pid, "merkle_root": root, "shard_id": shard, "epoch": e,
                 "D_hat": d, "coh_star": c, "r": r, "budget": b}
+    return None
+
+
+def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
+    fast = typed_subset(obj)
+    if fast is not None:
+        return fast
     subset: dict[str, Any] = {}
     for k in _STR_FIELDS:
         v = obj.get(k)
