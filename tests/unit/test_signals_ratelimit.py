@@ -312,6 +312,26 @@ def test_first_limited_only_once_per_episode() -> None:
     assert firsts == [True, False, False, False, False]
 
 
+def test_undo_takes_back_a_signal_that_was_not_acted_on() -> None:
+    c = Clock()
+    rl = limiter(c)
+    assert rl.check("a").allowed and rl.check("a").allowed
+    c.t += 1
+    third = rl.check("a")
+    assert third.allowed
+    rl.undo(third)  # its incident could not be created: the retry counts once
+    c.t += 1
+    again = rl.check("a")
+    assert again.allowed and again.count == 3
+    over = rl.check("a")
+    assert not over.allowed and over.first_limited
+    rl.undo(over)  # the RateLimited record failed: the retry is the first refusal again
+    retry = rl.check("a")
+    assert not retry.allowed and retry.first_limited
+    assert not rl.check("a").first_limited
+    rl.undo(limiter(c).check("unknown"))  # nothing to take back: no error
+
+
 def test_configurable_limit_and_window() -> None:
     c = Clock()
     rl = limiter(c, limit=5, window_seconds=60)

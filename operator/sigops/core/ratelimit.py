@@ -83,6 +83,18 @@ class SlidingWindowLimiter:
         return Decision(False, source, len(st.accepted) + st.limited, st.accepted[0],
                         self.window_seconds, now, first_limited=st.limited == 1)
 
+    def undo(self, decision: Decision) -> None:
+        """Take back a check whose signal was not acted on (say, its incident could not be
+        created), so that the retry of the same signal is counted once."""
+        st = self._sources.get(decision.source)
+        if st is None:
+            return
+        if decision.allowed:
+            if decision.at in st.accepted:
+                st.accepted.remove(decision.at)
+        elif st.limited > 0:
+            st.limited -= 1
+
     def _evict(self, now: float) -> None:
         if len(self._sources) < self.max_sources:
             return

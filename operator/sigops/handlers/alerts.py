@@ -4,7 +4,9 @@ poll, both deduped into one SignatureIncident per alert.
 - The bearer token is compared in constant time; anything else is 401, counted and logged as a
   potential attack (source address and reason; never the token or the payload).
 - Dedupe on group key + fingerprint + status, and on the open incident of a fingerprint, so
-  1,000 identical posts (or a post and a poll) make one incident.
+  1,000 identical posts (or a post and a poll) make one incident. The API calls for one alert
+  run outside the intake lock, one alert per fingerprint at a time: duplicates of an alert in
+  flight wait for its outcome (and take over if it failed), other alerts go on.
 - Each new incident is a signal of its target; more than 3 per hour per target are
   rate-limited: the first creates a ``SignalRateLimited`` record (Event + an incident in phase
   RateLimited, itself signed), later ones only count. The window survives restarts (ConfigMap).
@@ -53,7 +55,9 @@ class AlertIntake:
         self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
         self.operator_namespace = operator_namespace
         self.token = token.encode() if token else None
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held for in-memory state only, never across API calls
+        self.save_lock = threading.Lock()  # one rate-limit state write at a time
+        self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
         self.seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
         self.limiter = SlidingWindowLimiter(settings.signal_rate_limit,
@@ -73,10 +77,16 @@ class AlertIntake:
             log.warning("rate-limit state unreadable; starting empty")
 
     def _save_limiter(self) -> None:
+        with self.save_lock:  # the state is read inside, so the last write is the newest
+            with self.lock:
+                state = json.dumps(self.limiter.to_state())
+            self._write_limiter(state)
+
+    def _write_limiter(self, state: str) -> None:
         body = client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name=RATELIMIT_CM, namespace=self.operator_namespace,
                                          labels={"app.kubernetes.io/managed-by": "sigops"}),
-            data={"state.json": json.dumps(self.limiter.to_state())})
+            data={"state.json": state})
         try:
             self.kube.core.replace_namespaced_config_map(RATELIMIT_CM, self.operator_namespace,
                                                          body)
@@ -117,21 +127,39 @@ class AlertIntake:
         return None
 
     def handle(self, alert: AlertInfo, path: str) -> str:
-        """One alert: created, duplicate, resolved, rate_limited, ignored or no_target."""
+        """One alert: created, duplicate, resolved, rate_limited, ignored or no_target.
+
+        A duplicate of an alert whose API calls are in flight waits for them: then it is a
+        duplicate, or (the first one failed) it is handled in its place, so a failure never
+        turns the copies that Alertmanager sent alongside into acknowledged losses."""
         if alert.name != self.settings.alert_name:
             return "ignored"
-        with self.lock:
-            if alert.dedupe_key in self.seen:
-                self.seen.move_to_end(alert.dedupe_key)
-                return "duplicate"
-            result = self._handle_locked(alert, path)
-            self.seen[alert.dedupe_key] = time.time()
-            while len(self.seen) > 50000:
-                self.seen.popitem(last=False)
+        fp = alert.fingerprint
+        while True:
+            with self.lock:
+                if alert.dedupe_key in self.seen:
+                    self.seen.move_to_end(alert.dedupe_key)
+                    return "duplicate"
+                busy = self.inflight.get(fp)
+                if busy is None:
+                    done = self.inflight[fp] = threading.Event()
+                    break
+            busy.wait(30.0)  # the holder's API calls time out after 15 s each
+        try:
+            result = self._handle_alert(alert, path)
+            with self.lock:
+                self.seen[alert.dedupe_key] = time.time()
+                while len(self.seen) > 50000:
+                    self.seen.popitem(last=False)
             ALERTS_RECEIVED.labels(path, result).inc()
             return result
+        finally:
+            with self.lock:
+                del self.inflight[fp]
+            done.set()
 
-    def _handle_locked(self, alert: AlertInfo, path: str) -> str:
+    def _handle_alert(self, alert: AlertInfo, path: str) -> str:
+        """The API side of one alert; only one per fingerprint runs at a time."""
         target = self.target_for(alert.labels)
         if target is None:
             log.warning("alert %s has no target (labels %s/%s missing, no default target)",
@@ -148,15 +176,30 @@ class AlertIntake:
         if name:
             return "duplicate"
         source = f"{target.namespace}/{target.deployment}"
-        decision = self.limiter.check(source)
-        self._save_limiter()
-        if not decision.allowed:
-            SIGNALS_RATE_LIMITED.inc()
-            if decision.first_limited:
-                self._create(alert, target, path, rate_limited=decision.record())
-            return "rate_limited"
-        self._create(alert, target, path)
-        return "created"
+        with self.lock:
+            decision = self.limiter.check(source)
+        try:
+            if decision.allowed or decision.first_limited:
+                # What a restart must know: the accepted signals and that the record exists.
+                # Later refusals only count up (in memory and in the metric).
+                self._save_limiter()
+            if not decision.allowed:
+                if decision.first_limited:
+                    self._create(alert, target, path, rate_limited=decision.record())
+                SIGNALS_RATE_LIMITED.inc()
+                return "rate_limited"
+            self._create(alert, target, path)
+            return "created"
+        except BaseException:
+            # Nothing was opened for this signal: do not count it, or the sender's retry
+            # would be counted twice.
+            with self.lock:
+                self.limiter.undo(decision)
+            try:
+                self._save_limiter()
+            except Exception:  # noqa: BLE001 - best effort; the failure itself is raised
+                log.warning("cannot save the rate-limit state after a failed signal")
+            raise
 
     def _create(self, alert: AlertInfo, target: Target, path: str,
                 rate_limited: dict[str, Any] | None = None) -> None:
