@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json.encoder
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "SIGNED_FIELDS",
     "FLOAT_FIELDS",
     "canonical_bytes",
+    "canonical_bytes_of",
     "round_half_up_9",
     "round_go_9",
     "format_python_float",
@@ -195,21 +196,24 @@ def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python"
     ``subset`` must already be type-checked (see :func:`sigops.core.pcs.parse_pcs`): strings
     for ``pcs_id``/``merkle_root``/``shard_id``, an int ``epoch``, numbers for the floats.
     """
+    s = subset
+    return canonical_bytes_of((s["pcs_id"], s["merkle_root"], s["epoch"], s["shard_id"],
+                               s["D_hat"], s["coh_star"], s["r"], s["budget"]), profile)
+
+
+def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python") -> bytes:
+    """:func:`canonical_bytes` of the subset's values in :data:`SIGNED_FIELDS` order."""
     p = profile if isinstance(profile, Profile) else PROFILES[profile]
     rnd, ff, esc = p.round, p.format_float, p.escape
-    s = subset
-    # Values in _ORDER (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
+    pid, root, epoch, shard, d0, c0, r0, b0 = values
+    # The template wants (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
     if rnd is round_half_up_9 and ff is format_python_float:  # the default profile, fused
-        d, b, c, r = (repr(float(s["D_hat"])), repr(float(s["budget"])),
-                      repr(float(s["coh_star"])), repr(float(s["r"])))
+        d, b, c, r = repr(float(d0)), repr(float(b0)), repr(float(c0)), repr(float(r0))
         if not (_rounded(d) and _rounded(b) and _rounded(c) and _rounded(r)):
             fl = _python_float_text
-            d, b, c, r = (fl(float(s["D_hat"])), fl(float(s["budget"])),
-                          fl(float(s["coh_star"])), fl(float(s["r"])))
-        values = (d, b, c, s["epoch"], esc(s["merkle_root"]), esc(s["pcs_id"]), r,
-                  esc(s["shard_id"]))
+            d, b, c, r = fl(float(d0)), fl(float(b0)), fl(float(c0)), fl(float(r0))
+        text = _TEMPLATE % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
     else:
-        values = (ff(rnd(float(s["D_hat"]))), ff(rnd(float(s["budget"]))),
-                  ff(rnd(float(s["coh_star"]))), s["epoch"], esc(s["merkle_root"]),
-                  esc(s["pcs_id"]), ff(rnd(float(s["r"]))), esc(s["shard_id"]))
-    return (_TEMPLATE % values).encode("utf-8", "surrogatepass")
+        text = _TEMPLATE % (ff(rnd(float(d0))), ff(rnd(float(b0))), ff(rnd(float(c0))),
+                            epoch, esc(root), esc(pid), ff(rnd(float(r0))), esc(shard))
+    return text.encode("utf-8", "surrogatepass")

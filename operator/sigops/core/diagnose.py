@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .canonical import PROFILES, Profile, canonical_bytes
+from .canonical import PROFILES, Profile, canonical_bytes, canonical_bytes_of
 from .errors import MalformedInput
 from .keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
-from .pcs import PCS, Sample, content_key, parse_record, signing_message, typed_subset
+from .pcs import PCS, Sample, content_of, parse_record, signing_message, typed_values
 from .strictjson import DEFAULT_MAX_BYTES, loads
 from .timeparse import parse_time
 
@@ -209,8 +209,8 @@ class Diagnoser:
         against."""
         if not self._short_route or type(obj) is not dict or "pcs" in obj:
             return None
-        subset = typed_subset(obj)
-        if subset is None:
+        values = typed_values(obj)
+        if values is None:
             return None
         try:
             sig = b64decode_strict(obj.get("sig"), "sig")
@@ -228,11 +228,11 @@ class Diagnoser:
             return None
         key = pairs[0].key
         self.tried += 1
-        if not key.verify(signing_message(canonical_bytes(subset, own), alg), sig):
+        if not key.verify(signing_message(canonical_bytes_of(values, own), alg), sig):
             return None
         if key.valid_at(when) != 0 or not self.ring.accepts(key):
             return None
-        return key.kid, content_key(subset)
+        return key.kid, content_of(values)
 
     def judge_line(self, line: bytes | str, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
         """:meth:`judge` of a raw JSONL line (or JSON document)."""

@@ -28,7 +28,9 @@ __all__ = [
     "parse_pcs",
     "parse_record",
     "typed_subset",
+    "typed_values",
     "content_key",
+    "content_of",
     "expected_pcs_id",
     "sign_pcs",
     "signing_message",
@@ -88,12 +90,16 @@ def content_key(subset: Mapping[str, Any]) -> tuple[Any, ...]:
     different bytes, so they are different contents: unless all four numbers are non-zero
     floats (the common case, where equality is exact), their ``repr`` is appended too. The two
     forms differ in length, so they never compare equal."""
-    key: tuple[Any, ...] = _CONTENT(subset)
-    d, c, r, b = key[4:]
+    return content_of(_CONTENT(subset))
+
+
+def content_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`content_key` of the subset's values in SIGNED_FIELDS order."""
+    d, c, r, b = values[4:]
     if type(d) is float and type(c) is float and type(r) is float and type(b) is float \
             and d and c and r and b:
-        return key
-    return key + (repr(d), repr(c), repr(r), repr(b))
+        return values
+    return values + (repr(d), repr(c), repr(r), repr(b))
 
 
 def _utf8_ok(s: str) -> bool:
@@ -113,9 +119,10 @@ def _in_range(v: float) -> bool:
         return False
 
 
-def typed_subset(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The signed subset of the common, well-typed record, checked in one expression; None for
-    anything else (including every record with a problem: :func:`parse_pcs` gives reasons)."""
+def typed_values(obj: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The signed values (SIGNED_FIELDS order) of the common, well-typed record, checked in
+    one expression; None for anything else (including every record with a problem:
+    :func:`parse_pcs` gives reasons)."""
     get = obj.get
     pid, root, shard, e = get("pcs_id"), get("merkle_root"), get("shard_id"), get("epoch")
     d, c, r, b = get("D_hat"), get("coh_star"), get("r"), get("budget")
@@ -127,9 +134,14 @@ def typed_subset(obj: Mapping[str, Any]) -> dict[str, Any] | None:
             and type(d) is float and type(c) is float and type(r) is float and type(b) is float
             and isfinite(d * 1e9) and isfinite(c * 1e9) and isfinite(r * 1e9)
             and isfinite(b * 1e9)):
-        return {"pcs_id": pid, "merkle_root": root, "shard_id": shard, "epoch": e,
-                "D_hat": d, "coh_star": c, "r": r, "budget": b}
+        return pid, root, e, shard, d, c, r, b
     return None
+
+
+def typed_subset(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """:func:`typed_values` as a subset mapping."""
+    values = typed_values(obj)
+    return None if values is None else dict(zip(SIGNED_FIELDS, values, strict=True))
 
 
 def _check_subset(obj: Mapping[str, Any]) -> dict[str, Any]:
