@@ -27,7 +27,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,8 @@ from common import (
     proc_rss_mib,
     proc_threads,
 )
+
+from sigops.dev.stub import StubServer
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
 TOKEN = "bench-alert-token-0123456789"
@@ -385,29 +386,12 @@ def latency(cluster: Cluster, work: Path, n: int = 200, gap: float = 0.05) -> di
 # -- (3b) alert to first action, scenario A ------------------------------------------------------
 
 
-class SampleServer:
+class SampleServer(StubServer):
     """Stands in for the backend's failed-sample endpoint."""
 
     def __init__(self, samples: list[dict[str, Any]]) -> None:
         body = json.dumps({"samples": samples}).encode()
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a: object) -> None:
-                return
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
+        super().__init__(lambda: body)
 
 
 def scenario_a(cluster: Cluster, work: Path, reps: int = 3) -> dict[str, Any]:

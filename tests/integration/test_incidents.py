@@ -19,6 +19,7 @@ from kubernetes import client
 from sigops.core.keys import HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
 from sigops.core.signals import load_pubkeys, verify_chain, verify_signal
+from sigops.dev.stub import StubServer
 from sigops.testbed.manifests import backend_deployment, literal_env
 from tests.conftest import kubectl, wait_for
 from tests.integration.test_keyrotation import backend_fingerprints
@@ -44,30 +45,12 @@ def envelope(p: dict[str, Any], source: str = "agent-1", received: str | None = 
     return {"pcs": p, "received_at": received or p["sent_at"], "source": source}
 
 
-class SampleServer:
+class SampleServer(StubServer):
     """Stands in for the backend's failed-sample endpoint (and its Date header)."""
 
     def __init__(self) -> None:
         self.samples: list[dict[str, Any]] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                body = json.dumps({"samples": outer.samples}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a: object) -> None:
-                return
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-
-    def close(self) -> None:
-        self.srv.shutdown()
+        super().__init__(lambda: json.dumps({"samples": self.samples}).encode())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from kubernetes import client
 from sigops.backend_config import EnvNames, backend_config, find_container, resolve_env
 from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys, verify_chain
+from sigops.dev.stub import StubServer
 from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
 from tests.conftest import kubectl, wait_for
 
@@ -306,34 +307,18 @@ def test_abort_and_delete_undo_every_change(api, namespace, operator_factory):
     assert backend_fingerprints(api, namespace) == [original.fingerprint]
 
 
-class SpikyExporter:
+class SpikyExporter(StubServer):
     """A tiny exporter of flk_signature_err that the test can make spike."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.errors = 0.0
         self.spiking = False
-        outer = self
+        super().__init__(self._metrics, "text/plain; version=0.0.4")
 
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                if outer.spiking:
-                    outer.errors += 500  # about 500 errors per 1 s scrape
-                body = (f"# TYPE flk_signature_err counter\n"
-                        f"flk_signature_err {outer.errors}\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a: object) -> None:
-                return
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.srv.server_address[1]}"
+    def _metrics(self) -> bytes:
+        if self.spiking:
+            self.errors += 500  # about 500 errors per 1 s scrape
+        return f"# TYPE flk_signature_err counter\nflk_signature_err {self.errors}\n".encode()
 
 
 def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_path):
