@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,6 +97,65 @@ def wait_for(fn, timeout: float = 30.0, interval: float = 0.2, what: str = "cond
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class BackgroundCheck:
+    """Runs :meth:`check` over and over in a thread while a ``with`` block runs: ``checks``
+    counts the rounds, ``violations`` collects what a round found (``check`` returns None when
+    all is well). A round that raises (a read racing a write) is tried again."""
+
+    interval = 0.05
+
+    def __init__(self) -> None:
+        self.checks, self.violations = 0, []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def check(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                found = self.check()
+            except Exception:  # noqa: BLE001 - a read racing a write; try again
+                time.sleep(self.interval)
+                continue
+            self.checks += 1
+            if found is not None:
+                self.violations.append(found)
+            time.sleep(self.interval)
+
+
+def kill_on_each_new_phase(phase, op, rng, until: tuple[str, ...],  # type: ignore[no-untyped-def]
+                           timeout: float, jitter: float = 0.4, poll: float = 0.05,
+                           skip: tuple[object, ...] = ()) -> list[str]:
+    """SIGKILL and restart the operator ``op`` once in each phase ``phase()`` reports (a random
+    moment after it appears, to land inside the next step now and then) until one of
+    ``until``; the phases it was killed in."""
+    kills: list[str] = []
+    seen: set[object] = set(skip)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = phase()
+        if p in until:
+            break
+        if p not in seen:
+            seen.add(p)
+            time.sleep(rng.uniform(0.0, jitter))
+            op.kill()
+            kills.append(str(p))
+            op.start()
+        time.sleep(poll)
+    return kills
 
 
 class OperatorProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys, verify_chain
 from sigops.dev.stub import StubServer
 from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
-from tests.conftest import kubectl, wait_for
+from tests.conftest import BackgroundCheck, kill_on_each_new_phase, kubectl, wait_for
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
 
@@ -88,35 +87,17 @@ def backend_fingerprints(api: Any, ns: str) -> list[str]:
     return backend_config(resolve_env(find_container(dep, None), read), EnvNames()).fingerprints
 
 
-class AcceptanceWatch:
+class AcceptanceWatch(BackgroundCheck):
     """Checks, over and over while a rotation runs, that the backend accepts the agents' key."""
 
     def __init__(self, api: Any, ns: str, alg: str) -> None:
         self.api, self.ns, self.alg = api, ns, alg
-        self.checks, self.violations = 0, []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> AcceptanceWatch:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                agent = agent_key_fingerprint(self.api, self.ns, self.alg)
-                backend = backend_fingerprints(self.api, self.ns)
-            except Exception:  # noqa: BLE001 - a read racing a write; try again
-                time.sleep(0.05)
-                continue
-            self.checks += 1
-            if agent not in backend:
-                self.violations.append((agent, backend))
-            time.sleep(0.05)
+    def check(self) -> object:
+        agent = agent_key_fingerprint(self.api, self.ns, self.alg)
+        backend = backend_fingerprints(self.api, self.ns)
+        return None if agent in backend else (agent, backend)
 
 
 def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], logs: str) -> None:
@@ -241,19 +222,8 @@ def test_operator_killed_at_every_step_completes_once(api, namespace, operator_f
     with AcceptanceWatch(api, namespace, HMAC) as watch:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations", keyrotation("crash", HMAC, overlap="4s"))
-        seen: set[str | None] = set()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            p = phase(api, namespace, "crash")
-            if p in ("Completed", "Aborted", "Failed"):
-                break
-            if p not in seen:
-                seen.add(p)
-                time.sleep(rng.uniform(0.0, 0.4))  # land inside the next step now and then
-                op.kill()
-                kills.append(str(p))
-                op.start()
-            time.sleep(0.05)
+        kills += kill_on_each_new_phase(lambda: phase(api, namespace, "crash"), op, rng,
+                                        until=("Completed", "Aborted", "Failed"), timeout=120)
     st = get_kr(api, namespace, "crash")["status"]
     assert st["phase"] == "Completed", (st.get("phase"), st.get("message"))
     assert len(kills) >= 4, kills

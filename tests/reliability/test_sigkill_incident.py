@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from kubernetes import client
 
 from sigops.core.keys import HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys
+from tests.conftest import BackgroundCheck, kill_on_each_new_phase
 from tests.integration.test_incidents import (
     SampleServer,
     alert_post,
@@ -34,36 +34,19 @@ from tests.reliability import kit
 from tests.reliability.test_signals import chain_attacks
 
 
-class Monotonic:
+class Monotonic(BackgroundCheck):
     """Watches that the backend's accepted keys only ever grow (scenario A adds, never drops)."""
 
     def __init__(self, api: Any, ns: str) -> None:
         self.raw, self.ns = kit.RawApi(api), ns
         self.seen: set[str] = set(self.raw.backend_fingerprints(ns))
-        self.checks, self.violations = 0, []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> Monotonic:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                now = set(self.raw.backend_fingerprints(self.ns))
-            except Exception:  # noqa: BLE001 - a read racing a write; try again
-                time.sleep(0.05)
-                continue
-            self.checks += 1
-            if not self.seen <= now:
-                self.violations.append(sorted(self.seen - now))
-            self.seen |= now
-            time.sleep(0.05)
+    def check(self) -> object:
+        now = set(self.raw.backend_fingerprints(self.ns))
+        lost = sorted(self.seen - now)
+        self.seen |= now
+        return lost or None
 
 
 def _phase(api: Any, ns: str) -> str | None:
@@ -74,21 +57,8 @@ def _phase(api: Any, ns: str) -> str | None:
 
 def _kill_on_each_new_phase(api: Any, ns: str, op: Any, rng: random.Random,
                             until: tuple[str, ...], timeout: float = 60) -> list[str]:
-    kills: list[str] = []
-    seen: set[str | None] = {None}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        p = _phase(api, ns)
-        if p in until:
-            break
-        if p not in seen:
-            seen.add(p)
-            time.sleep(rng.uniform(0.0, 0.15))
-            op.kill()
-            kills.append(str(p))
-            op.start()
-        time.sleep(0.02)
-    return kills
+    return kill_on_each_new_phase(lambda: _phase(api, ns), op, rng, until, timeout,
+                                  jitter=0.15, poll=0.02, skip=(None,))
 
 
 def _pubkeys(api: Any, op: Any) -> dict[str, bytes]:

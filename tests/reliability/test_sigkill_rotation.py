@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from sigops.core.keys import ED25519, HMAC, key_from_entry
+from tests.conftest import kill_on_each_new_phase
 from tests.integration.test_keyrotation import (
     GROUP,
     VERSION,
@@ -34,21 +35,7 @@ STEPS = ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed
 
 def _kill_at_each_new_phase(api: Any, ns: str, name: str, op: Any, rng: random.Random,
                             stop: tuple[str, ...], timeout: float = 120) -> list[str]:
-    kills: list[str] = []
-    seen: set[str | None] = set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        p = phase(api, ns, name)
-        if p in stop:
-            break
-        if p not in seen:
-            seen.add(p)
-            time.sleep(rng.uniform(0.0, 0.4))  # land inside the next step now and then
-            op.kill()
-            kills.append(str(p))
-            op.start()
-        time.sleep(0.05)
-    return kills
+    return kill_on_each_new_phase(lambda: phase(api, ns, name), op, rng, stop, timeout)
 
 
 def test_ed25519_rotation_sigkilled_at_every_step_completes_once(api, namespace,
