@@ -166,6 +166,29 @@ def _check_all(d: Any, inputs: Sequence[str]) -> Iterator[Any]:
     prog.done()
 
 
+def _count_all(d: Any, inputs: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """``sigops verify --summary`` in one process: the number of records and the count of
+    each final cause, in order of first occurrence."""
+    prog = _Progress("verified")
+    check, settle, remember = d.check_line, d.settle, d.remember
+    counts: dict[str, int] = {}
+    n = 0
+    for rec in _records(inputs):
+        v, _, content = check(rec, n)
+        n += 1
+        if v is None:  # valid by the short route
+            remember(content[0], content)
+            counts["valid"] = counts.get("valid", 0) + 1
+        else:
+            cause = settle(v, content).cause
+            counts[cause] = counts.get(cause, 0) + 1
+        if not n & 1023:
+            prog.tick(1024)
+    prog.tick(n & 1023)
+    prog.done()
+    return n, counts
+
+
 # -- --jobs N: judge records in N worker processes, settle them here in input order ------------
 #
 # Diagnoser.judge_* looks at one record alone; Diagnoser.settle applies what earlier records
@@ -405,9 +428,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     d = _diagnoser(args)
     total = valid = 0
     by_reason: dict[str, int] = {}
-    if args.summary and getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
-        # Counts only: the workers count, this process settles what needs the input order.
-        [(total, by_reason)] = list(_parallel(d, args.inputs, "verified", args, summary=True))
+    parallel = getattr(args, "jobs", 1) > 1 and _parallel_safe(d)
+    if args.summary:
+        if parallel:  # the workers count, this process settles what needs the input order
+            [(total, by_reason)] = list(_parallel(d, args.inputs, "verified", args,
+                                                  summary=True))
+        else:
+            total, by_reason = _count_all(d, args.inputs)
         valid = by_reason.pop("valid", 0)
         _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
         if total == 0:
@@ -416,31 +443,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK if valid == total else EXIT_INVALID
     write = sys.stdout.write
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    if getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
+    if parallel:
         verdicts: Iterator[Any] = _classify_all(d, args.inputs, "verified", args)
     else:
         verdicts = _check_all(d, args.inputs)
     for v in verdicts:
         total += 1
-        if v is _VALID:  # the short route: count it (and write its line), nothing else
+        if v is _VALID:  # the short route: write its line, nothing else
             valid += 1
-            if not args.summary:
-                write(dumps({"index": total - 1, "pcs_id": _VALID.pcs_id, "valid": True,
-                             "kid": _VALID.kid, "profile": d.profile, "reason": None}) + "\n")
+            write(dumps({"index": total - 1, "pcs_id": _VALID.pcs_id, "valid": True,
+                         "kid": _VALID.kid, "profile": d.profile, "reason": None}) + "\n")
             continue
         if v.cause == "valid":
             valid += 1
-        else:
-            by_reason[v.cause] = by_reason.get(v.cause, 0) + 1
-        if not args.summary:
-            line = {"index": v.index, "pcs_id": v.pcs_id, "valid": v.cause == "valid",
-                    "kid": v.kid, "profile": v.profile,
-                    "reason": None if v.cause == "valid" else v.cause}
-            if v.detail and v.cause != "valid":
-                line["detail"] = v.detail
-            write(dumps(line) + "\n")
-    if args.summary:
-        _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
+        line = {"index": v.index, "pcs_id": v.pcs_id, "valid": v.cause == "valid",
+                "kid": v.kid, "profile": v.profile,
+                "reason": None if v.cause == "valid" else v.cause}
+        if v.detail and v.cause != "valid":
+            line["detail"] = v.detail
+        write(dumps(line) + "\n")
     if total == 0:
         _err("no records in the input")
         return EXIT_INVALID

