@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -230,3 +231,39 @@ def test_fast_parsers_agree_with_the_strict_decoder(text: str) -> None:
         assert _outcome(data) == with_orjson
     finally:
         strictjson.orjson, strictjson._plain = saved
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.binary(max_size=600))
+def test_hmac_with_precomputed_pads_is_hmac_sha256(secret: bytes, message: bytes) -> None:
+    """Key.mac hashes the padded key blocks once (keys longer than a block are hashed first,
+    as RFC 2104 says); it must be HMAC-SHA256 for every key and message length."""
+    import hmac
+
+    from sigops.core.keys import HMAC, Key
+
+    key = Key("k", HMAC, secret=secret)
+    assert key.mac(message) == hmac.digest(secret, message, "sha256")
+    assert key.verify(message, hmac.digest(secret, message, "sha256"))
+    assert not key.verify(message + b"x", hmac.digest(secret, message, "sha256"))
+
+
+@SETTINGS
+@given(st.one_of(st.binary(max_size=70).map(lambda b: base64.b64encode(b).decode()),
+                 st.text(alphabet="ABCDEFGHabcdefgh0123456789+/=-_ \n", max_size=50)))
+def test_strict_base64_first_changes_no_answer(text: str) -> None:
+    """b64decode_strict tries binascii's strict mode first; the answer (bytes, or an error)
+    is what base64.b64decode(validate=True) gives."""
+    import binascii
+
+    from sigops.core.keys import b64decode_strict
+
+    try:
+        want: bytes | None = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        want = None
+    try:
+        got: bytes | None = b64decode_strict(text, "sig")
+    except MalformedInput:
+        got = None
+    assert got == want
