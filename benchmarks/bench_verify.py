@@ -182,7 +182,7 @@ def _stages(data: Path, ring: Path, n: int = 20000) -> dict[str, float]:
         "typed_values (types of the signed fields)": t(lambda: [typed_values(o) for o in objs]),
         "canonical_bytes (python profile)": t(
             lambda: [canonical_bytes_of(v, python) for v in values if v is not None]),
-        "HMAC verify (hmac.digest + compare_digest)": t(
+        "HMAC verify (Key.verify: precomputed key pads, compare_digest)": t(
             lambda: [key.verify(m, s) for m, s in zip(msgs, sigs, strict=True)]),
         "short route (types, base64, sent_at, canonical, HMAC, content)": t(short_all),
         "check_line + remember (what sigops verify does per record)": t(check_all),

@@ -105,7 +105,7 @@ def limits(r: dict[str, Any]) -> dict[str, str]:
             f"{st.get('short route (types, base64, sent_at, canonical, HMAC, content)', float('nan')):.1f}"  # noqa: E501
             " us (types, base64, sent_at, canonical bytes "
             f"{st.get('canonical_bytes (python profile)', float('nan')):.1f} us, HMAC "
-            f"{st.get('HMAC verify (hmac.digest + compare_digest)', float('nan')):.1f} us, "
+            f"{st.get('HMAC verify (Key.verify: precomputed key pads, compare_digest)', float('nan')):.1f} us, "  # noqa: E501
             "the signed content kept for the tamper check). The floor does only json.loads and "
             "one HMAC, and upstream adds one json.dumps of 8 fields; sigops checks what they do "
             "not, so one process cannot reach the floor. "
@@ -121,12 +121,25 @@ def limits(r: dict[str, Any]) -> dict[str, str]:
         e = v["ed25519"]
         j1cpu = e["sigops_j1"]["cpu_s"]["median"] / e["records"] * 1e6
         raw_cpu = e["raw_loop_verifies_per_cpu_s"]["median"]
+        raw_us = 1e6 / raw_cpu
+        other_us = float("nan")
+        if "hmac" in v:
+            mac = (v.get("stages_us_per_record") or {}).get(
+                "HMAC verify (Key.verify: precomputed key pads, compare_digest)", float("nan"))
+            other_us = 1e6 / v["hmac"]["sigops_j1"]["records_per_cpu_s"]["median"] - mac
         out["ed25519"] = (
-            f"one Ed25519 verify costs {1e6 / raw_cpu:.1f} us of CPU in the raw loop; sigops "
+            f"one Ed25519 verify costs {raw_us:.1f} us of CPU in the raw loop; sigops "
             f"spends {j1cpu:.1f} us of CPU per record: the verify plus the same per-record "
             "reading, checking and canonicalisation as in the HMAC rows (and a SHA-256 of the "
-            "canonical bytes). --jobs 2 adds the parent's share. Records/s also depend on "
-            "the cores the machine's other work took meanwhile (column 'other load').")
+            f"canonical bytes), {j1cpu - raw_us:.1f} us in all. Within 10% would leave "
+            f"{raw_us / 9:.1f} us for that work"
+            + (f"; in the HMAC run the same work (CPU per record less the MAC) took "
+               f"{other_us:.1f} us, so per core the goal needs it "
+               f"{other_us / (raw_us / 9):.1f}x cheaper" if other_us == other_us else "")
+            + ". With --jobs 2 the records/s pass the single-threaded raw loop; --jobs 2 "
+            "adds the parent's "
+            "share. Records/s also depend on the cores the machine's other work took "
+            "meanwhile (column 'other load').")
     dg = r.get("diagnose") or {}
     if "growth" in dg:
         g = dg["growth"]
