@@ -291,13 +291,22 @@ def _zero_sign_only(raw: bytes, alg: str, profile: str) -> bool:
 def check(alg: str, profile: str, raw: bytes) -> str:
     """Judge ``raw`` with the long-lived diagnoser (caches warm, as in a CLI run) and with a
     fresh one; fail (AssertionError) on a forgery or a ``malformed`` verdict without a reason.
-    Returns ``valid-unchanged`` (allowed: signed bytes and signature are those of a record
+    ``sigops verify``'s short route (:meth:`Diagnoser.check_line`) must agree with the full
+    route. Returns ``valid-unchanged`` (allowed: signed bytes and signature are those of a record
     legitimately signed), the known replay-cache bug marker, or the cause."""
     shared = DIAGNOSERS[(alg, profile)].classify_line(raw, 0)
     fresh = Diagnoser(DIAGNOSERS[(alg, profile)].ring).classify_line(raw, 0)
     for v in (shared, fresh):
         if v.cause == "malformed":
             assert v.detail, "malformed verdict without a reason"
+    # sigops verify's short route must say what the full route says.
+    short, kid, _ = Diagnoser(DIAGNOSERS[(alg, profile)].ring).check_line(raw, 0)
+    if short is None:
+        assert fresh.valid and kid == fresh.kid, ("short route: valid, full route: "
+                                                  f"{fresh.cause}", raw[:300])
+    else:
+        assert short.cause == fresh.cause, ("short and full route disagree", short.cause,
+                                            fresh.cause, raw[:300])
     if fresh.valid:
         assert view_of_bytes(raw, profile) in legitimately_signed(alg, profile), (
             "a record whose signed bytes or signature changed verified as valid", raw[:300])
