@@ -57,6 +57,7 @@ class NaiveDiagnoser:
                 if sample.received_at and pcs.sent_at and self.max_skew is not None:
                     skew = (sample.received_at - pcs.sent_at).total_seconds()
                     if abs(skew) > self.max_skew:
+                        self.seen.setdefault(pcs.pcs_id, pcs.content_key())
                         return "clock_skew"
                 cause = "valid"
             elif key.valid_at(when) > 0 or key.state in ("retired", "retiring"):

@@ -564,9 +564,13 @@ def cmd_signal_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from .core.errors import KeyringError
     from .core.keys import generate_key
 
-    key = generate_key(args.alg, args.kid, args.state)
+    try:
+        key = generate_key(args.alg, args.kid, args.state)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
     entry = key.to_entry()
     entry["fingerprint"] = key.fingerprint
     _out(entry)

@@ -460,6 +460,13 @@ def test_keygen_defaults_to_a_pending_key_with_a_derived_kid(
     assert rc == 1 and lines(out)[0]["reason"] == "pending_key"
 
 
+@pytest.mark.parametrize("kid", ["", "  "])
+def test_keygen_refuses_an_empty_kid(capsys: pytest.CaptureFixture[str], kid: str) -> None:
+    rc, out, err = call(capsys, "keygen", "--alg", "hmac-sha256", "--kid", kid)
+    assert (rc, out) == (2, "")
+    assert "kid must not be empty" in err
+
+
 def test_keygen_ed25519_key_signs_signals(capsys: pytest.CaptureFixture[str],
                                           tmp_path: Path) -> None:
     rc, out, _ = call(capsys, "keygen", "--alg", "ed25519", "--kid", "sigops-x")

@@ -192,6 +192,17 @@ def test_tampered_by_same_pcs_id_with_other_content(alg: str) -> None:
     assert one(ring_of(alg), forged).cause == "unverifiable"
 
 
+@pytest.mark.parametrize("alg", ALGS)
+def test_content_of_a_clock_skewed_record_counts_as_seen(alg: str) -> None:
+    """A clock_skew record is validly signed: other content under its pcs_id is tampering."""
+    k = keys(alg)["active"]
+    first = signed(k)
+    skewed = envelope(first, received_at=later(3600))
+    forged = dict(first, D_hat=0.9)
+    v = judge(ring_of(alg, max_skew_seconds=60), skewed, forged)
+    assert [x.cause for x in v] == ["clock_skew", "tampered"]
+
+
 def test_replay_of_the_same_content_is_not_tampering() -> None:
     k = keys("hmac-sha256")["active"]
     rec = signed(k)

@@ -272,8 +272,9 @@ class Diagnoser:
             skew = self._skew(sample)
             limit = self.max_skew_seconds
             if skew is not None and limit is not None and abs(skew) > limit:
+                # Still validly signed content: remembered like a valid record's.
                 return verdict("clock_skew", kid, prof, f"sent_at is {skew:+.1f}s from "
-                               f"received_at (limit {limit:g}s)", skew), None
+                               f"received_at (limit {limit:g}s)", skew), content
             return verdict("valid", kid, prof, skew=skew), content
         if kind in ("stale_key", "pending_key"):
             return verdict(kind, kid, prof), content

@@ -334,6 +334,8 @@ def load_keyring(path: str | Path, profile: str | None = None) -> KeyRing:
 
 def generate_key(alg: str, kid: str | None = None, state: str = "pending") -> Key:
     """A fresh random key. HMAC secrets are 43-character URL-safe strings (256 bits)."""
+    if kid is not None and not kid.strip():
+        raise KeyringError("kid must not be empty")
     if alg == HMAC:
         secret = secrets.token_urlsafe(32).encode()
         k = Key(kid or "tmp", HMAC, state, secret=secret)
