@@ -178,6 +178,22 @@ def test_abort_keeps_the_agents_key_accepted_at_every_write(
         inproc.finish(api, run.ns)
 
 
+def test_abort_retries_a_deployment_conflict_within_the_tick(api: Any) -> None:
+    """The deployment controller writes status right after each change of ours; a 409 on the
+    abort's Deployment write is read-edit-retried at once, not left for the next tick."""
+    run = inproc.rotation_run(api, HMAC, overlap="1h")
+    try:
+        assert inproc.drive_rotation(run, until="Staged") == "Staged"
+        inproc.set_abort(api, run.ns)
+        run.kube.fail_before["replace_namespaced_deployment"] = ApiException(
+            status=409, reason="Conflict")
+        obj = run.obj()
+        assert run.reconciler().tick(obj) == "Aborted"
+        _check_aborted(api, run)
+    finally:
+        inproc.finish(api, run.ns)
+
+
 def test_abort_crash_after_every_write_restores_once(
         api: Any) -> None:
     """Crashes inside the abort itself (from Promoted): the re-run restores everything once.

@@ -513,15 +513,19 @@ class RotationReconciler:
                 restored.entries.append({**mine, "state": "retired"})
             restored.lock = None
             self._write_ring(ctx, restored, existing)
-            dep = self._deployment(ctx)
-            for c in dep["spec"]["template"]["spec"]["containers"]:
-                if c.get("name") == find_container(dep, ctx.container).get("name"):
-                    c["env"] = snap["env"]
-            tmeta = dep["spec"]["template"].setdefault("metadata", {})
-            ann = dict(tmeta.get("annotations") or {})
-            ann[REVISION_ANNOTATION] = revision_of(restored) + "-undo"
-            tmeta["annotations"] = ann
-            self._backend(ctx).replace(dep)
+            self._deployment(ctx)  # a missing Deployment is a StepError, as before
+
+            def restore_env(dep: dict[str, Any]) -> bool:
+                for c in dep["spec"]["template"]["spec"]["containers"]:
+                    if c.get("name") == find_container(dep, ctx.container).get("name"):
+                        c["env"] = snap["env"]
+                tmeta = dep["spec"]["template"].setdefault("metadata", {})
+                ann = dict(tmeta.get("annotations") or {})
+                ann[REVISION_ANNOTATION] = revision_of(restored) + "-undo"
+                tmeta["annotations"] = ann
+                return True
+
+            self._backend(ctx).update(restore_env)
             self.kube.delete_secret(ctx.ns, name)
         msg = f"{message}; all changes undone"
         self._set(ctx, "Aborted", ready=("False", reason, msg),

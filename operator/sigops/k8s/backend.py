@@ -8,6 +8,7 @@ same way whoever does it.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from ..backend_config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
@@ -97,22 +98,43 @@ class Backend:
         """Write the ring, point the Deployment's env at it and bump the pod-template
         annotation so pods roll. Returns True if the Deployment changed."""
         self.write_ring(ring, alg, existing)
-        dep = self.deployment()
-        if dep is None:
-            raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
-        container = find_container(dep, self.container)
-        env = desired_env(container.get("env"), alg, self.ring_secret, self.names)
-        tmeta = dep["spec"]["template"].setdefault("metadata", {})
-        annotations = tmeta.get("annotations") or {}
         rev = revision_of(ring)
-        if container.get("env") == env and annotations.get(REVISION_ANNOTATION) == rev:
-            return False
-        for c in dep["spec"]["template"]["spec"]["containers"]:
-            if c.get("name") == container.get("name"):
-                c["env"] = env
-        tmeta["annotations"] = {**annotations, REVISION_ANNOTATION: rev}
-        self.replace(dep)
-        return True
+
+        def point_at_ring(dep: dict[str, Any]) -> bool:
+            container = find_container(dep, self.container)
+            env = desired_env(container.get("env"), alg, self.ring_secret, self.names)
+            tmeta = dep["spec"]["template"].setdefault("metadata", {})
+            annotations = tmeta.get("annotations") or {}
+            if container.get("env") == env and annotations.get(REVISION_ANNOTATION) == rev:
+                return False
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                if c.get("name") == container.get("name"):
+                    c["env"] = env
+            tmeta["annotations"] = {**annotations, REVISION_ANNOTATION: rev}
+            return True
+
+        return self.update(point_at_ring)
+
+    def update(self, change: Callable[[dict[str, Any]], bool], attempts: int = 3) -> bool:
+        """Read the Deployment, let ``change`` edit it in place (False: nothing to do) and
+        replace it. A 409 means someone wrote in between (the deployment controller writes
+        status and annotations after each change of ours): read, edit and try again."""
+        for attempt in range(attempts):
+            dep = self.deployment()
+            if dep is None:
+                raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
+            if not change(dep):
+                return False
+            try:
+                self.kube.replace_deployment(self.ns, dep)
+                return True
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                if attempt == attempts - 1:
+                    raise Conflict(
+                        f"deployment {self.ns}/{self.name} changed concurrently") from None
+        return False  # pragma: no cover - the loop returns or raises
 
     def replace(self, dep: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -124,19 +146,22 @@ class Backend:
 
     def set_env(self, name: str, value: str | None) -> str | None:
         """Set (or remove, with None) one literal env var; returns the previous literal value."""
-        dep = self.deployment()
-        if dep is None:
-            raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
-        container = find_container(dep, self.container)
-        env = list(container.get("env") or [])
-        old = next((e.get("value") for e in env if e.get("name") == name), None)
-        if old == value:
-            return old
-        env = [e for e in env if e.get("name") != name]
-        if value is not None:
-            env.append({"name": name, "value": value})
-        for c in dep["spec"]["template"]["spec"]["containers"]:
-            if c.get("name") == container.get("name"):
-                c["env"] = env
-        self.replace(dep)
-        return old
+        previous: list[str | None] = []
+
+        def set_var(dep: dict[str, Any]) -> bool:
+            container = find_container(dep, self.container)
+            env = list(container.get("env") or [])
+            old = next((e.get("value") for e in env if e.get("name") == name), None)
+            previous[:] = [old]
+            if old == value:
+                return False
+            env = [e for e in env if e.get("name") != name]
+            if value is not None:
+                env.append({"name": name, "value": value})
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                if c.get("name") == container.get("name"):
+                    c["env"] = env
+            return True
+
+        self.update(set_var)
+        return previous[0]
