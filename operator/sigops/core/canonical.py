@@ -184,12 +184,6 @@ def _python_float_text(x: float) -> str:
     return repr(round_half_up_9(x))
 
 
-def _rounded(r: str) -> bool:
-    """Is this float ``repr`` already rounded to nine decimals (so half-up leaves it alone)?"""
-    dot = r.find(".")
-    return dot >= 0 and "e" not in r and len(r) - dot <= 10
-
-
 def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python") -> bytes:
     """Canonical UTF-8 bytes of the signed subset under ``profile``.
 
@@ -209,7 +203,8 @@ def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python")
     # The template wants (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
     if rnd is round_half_up_9 and ff is format_python_float:  # the default profile, fused
         d, b, c, r = repr(float(d0)), repr(float(b0)), repr(float(c0)), repr(float(r0))
-        # Each already rounded (see _rounded), inline: this runs once per record verified.
+        # Each repr already rounded (no exponent, at most nine decimals), as in
+        # _python_float_text; inline, since this runs once per record verified.
         if not ("e" not in d and "e" not in b and "e" not in c and "e" not in r
                 and 0 <= d.find(".") >= len(d) - 10 and 0 <= b.find(".") >= len(b) - 10
                 and 0 <= c.find(".") >= len(c) - 10 and 0 <= r.find(".") >= len(r) - 10):

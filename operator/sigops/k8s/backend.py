@@ -136,14 +136,6 @@ class Backend:
                         f"deployment {self.ns}/{self.name} changed concurrently") from None
         return False  # pragma: no cover - the loop returns or raises
 
-    def replace(self, dep: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.kube.replace_deployment(self.ns, dep)
-        except ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"deployment {self.ns}/{self.name} changed concurrently") from None
-            raise
-
     def set_env(self, name: str, value: str | None) -> str | None:
         """Set (or remove, with None) one literal env var; returns the previous literal value."""
         previous: list[str | None] = []

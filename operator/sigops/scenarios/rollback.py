@@ -31,10 +31,13 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
     snap = read_snapshot(ctx.kube, ctx.target.namespace, ctx.target.deployment)
     if snap is None:
         raise ScenarioError("the last-known-good snapshot disappeared")
-    dep = ctx.backend.deployment()
-    if dep is None:
+    if ctx.backend.deployment() is None:
         raise ScenarioError(f"deployment {ctx.target_id} not found")
-    if template_digest(dep["spec"]["template"]) == snap["digest"]:
-        return
-    dep["spec"]["template"] = snap["template"]
-    ctx.backend.replace(dep)
+
+    def roll_back(dep: dict[str, Any]) -> bool:
+        if template_digest(dep["spec"]["template"]) == snap["digest"]:
+            return False
+        dep["spec"]["template"] = snap["template"]
+        return True
+
+    ctx.backend.update(roll_back)
