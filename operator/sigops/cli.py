@@ -668,8 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_diagnose)
 
     g = sub.add_parser("golden", help="check golden vectors in a directory",
-                       description="Check golden vectors (canonical, pcs and verdict vectors); "
-                                   "exit 1 on any mismatch.")
+                       description="Check golden vectors (canonical, pcs, verdict and "
+                                   "backend-accepted vectors); exit 1 on any mismatch.")
     g.add_argument("--keyring", metavar="K.json", help="keys for pcs vectors")
     g.add_argument("--profile", choices=PROFILES,
                    help="require this profile (default: any profile may match)")

@@ -1,9 +1,10 @@
 """The ``go`` profile is byte-identical to what Go's encoding/json writes.
 
 A small Go program (``gojson/``, standard library only) does what the upstream backend does:
-``math.Round(x*1e9)/1e9`` on the four floats, then ``json.Marshal`` of a
-``map[string]interface{}``. Thousands of generated subsets go through it and through sigops;
-every line must match byte for byte.
+``math.Round(x*1e9)/1e9`` on the four floats, then ``json.Marshal`` of a struct with the
+backend's field names, json tags and declaration order (so keys come in struct order, not
+sorted: a map would sort them). Thousands of generated subsets go through it and through
+sigops; every line must match byte for byte, so sorting the keys again fails here.
 """
 
 from __future__ import annotations

@@ -40,8 +40,14 @@ def expected(profile: str, d_hat: str = "", strings: tuple[str, str, str] = ('"p
              "fixed9": ("0.750000000", "0.250000000", "0.125000000")}[profile]
     default_d = {"python": "0.5", "go": "0.5", "fixed9": "0.500000000"}[profile]
     pid, mroot, shard = strings
-    text = (f'{{"D_hat":{d_hat or default_d},"budget":{other[0]},"coh_star":{other[1]},'
-            f'"epoch":7,"merkle_root":{mroot},"pcs_id":{pid},"r":{other[2]},"shard_id":{shard}}}')
+    if profile == "go":  # the backend's struct order: budget, coh_star, D_hat, epoch, ...
+        text = (f'{{"budget":{other[0]},"coh_star":{other[1]},"D_hat":{d_hat or default_d},'
+                f'"epoch":7,"merkle_root":{mroot},"pcs_id":{pid},"r":{other[2]},'
+                f'"shard_id":{shard}}}')
+    else:
+        text = (f'{{"D_hat":{d_hat or default_d},"budget":{other[0]},"coh_star":{other[1]},'
+                f'"epoch":7,"merkle_root":{mroot},"pcs_id":{pid},"r":{other[2]},'
+                f'"shard_id":{shard}}}')
     return text.encode("utf-8")
 
 
@@ -146,12 +152,24 @@ def test_python_and_fixed9_strings_match_json_dumps() -> None:
         assert canonical.escape_python(value) == json.dumps(value)
 
 
-def test_only_the_signed_subset_is_encoded_and_keys_are_sorted() -> None:
+def test_only_the_signed_subset_is_encoded_in_each_profiles_key_order() -> None:
     s = subset(sig="ignored", schema="ignored", extra={"x": 1})
+    order = {"python": sorted(SIGNED_FIELDS), "fixed9": sorted(SIGNED_FIELDS),
+             # The upstream Go backend's struct, fields in declaration order (not sorted).
+             "go": ["budget", "coh_star", "D_hat", "epoch", "merkle_root", "pcs_id", "r",
+                    "shard_id"]}
     for p in PROFILE_NAMES:
         doc = json.loads(canonical_bytes(s, p))
-        assert list(doc) == sorted(SIGNED_FIELDS)
+        assert list(doc) == order[p], p
+        assert list(PROFILES[p].order) == order[p], p
         assert b" " not in canonical_bytes(s, p)
+
+
+def test_a_profile_order_must_name_each_signed_field_once() -> None:
+    p = PROFILES["go"]
+    for bad in (p.order[:-1], (*p.order[:-1], "pcs_id"), (*p.order, "extra")):
+        with pytest.raises(ValueError, match="order"):
+            canonical.Profile("bad", p.round, p.format_float, p.escape, bad, "bad")
 
 
 def test_epoch_is_a_plain_integer_in_every_profile() -> None:

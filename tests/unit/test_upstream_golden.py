@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sigops import cli
-from sigops.core.canonical import PROFILE_NAMES, canonical_bytes
+from sigops.core.canonical import canonical_bytes
 from sigops.core.diagnose import Diagnoser
 from sigops.core.keys import HMAC, Key, KeyRing
 from sigops.core.pcs import expected_pcs_id, parse_pcs
@@ -67,12 +67,18 @@ def test_case_2_canonical_bytes_differ_where_the_readme_says() -> None:
     assert b'"D_hat":1,' in canonical_bytes(subset, "go")
 
 
-def test_case_1_is_the_same_under_every_profile() -> None:
+def test_case_1_is_the_same_under_the_sorted_profiles_and_refused_under_go() -> None:
+    """The real Go backend answered 401 to this PCS: its keys come in struct order, so even a
+    record whose values read the same in every profile is python form, not go form."""
     subset = parse_pcs(doc("pcs_tiny_case_1.json")).subset
-    forms = {canonical_bytes(subset, p) for p in PROFILE_NAMES}
-    assert len(forms) == 1
-    for p in PROFILE_NAMES:
+    assert canonical_bytes(subset, "python") == canonical_bytes(subset, "fixed9")
+    assert canonical_bytes(subset, "go") != canonical_bytes(subset, "python")
+    assert sorted(json.loads(canonical_bytes(subset, "go")).items()) == sorted(
+        json.loads(canonical_bytes(subset, "python")).items())
+    for p in ("python", "fixed9"):
         assert diagnoser(p).classify_line(raw("pcs_tiny_case_1.json"), 0).cause == "valid"
+    v = diagnoser("go").classify_line(raw("pcs_tiny_case_1.json"), 0)
+    assert (v.cause, v.profile) == ("canonicalization_drift", "python")
 
 
 def test_signature_test_case_expected_payload_is_fixed9() -> None:

@@ -1,15 +1,17 @@
 """Canonical bytes of a PCS signature subset, under named profiles.
 
 The FLK stack carries three incompatible canonical forms in the wild. Each is a row of
-:data:`PROFILES`: a rounding rule, a float format and a string escaping, so adding a form is
-adding a row. All profiles sort keys, use no whitespace and emit UTF-8.
+:data:`PROFILES`: a rounding rule, a float format, a string escaping and a key order, so adding
+a form is adding a row. ``python`` and ``fixed9`` sort keys; ``go`` keeps the declaration order
+of the upstream backend's Go struct (encoding/json writes struct fields in that order). All
+use no whitespace and emit UTF-8.
 
 >>> subset = {"pcs_id": "p", "merkle_root": "m", "epoch": 1, "shard_id": "s",
 ...           "D_hat": 1.0, "coh_star": 0.2, "r": 1e-7, "budget": 0.5}
 >>> canonical_bytes(subset, "python")
 b'{"D_hat":1.0,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m","pcs_id":"p","r":1e-07,"shard_id":"s"}'
 >>> canonical_bytes(subset, "go")
-b'{"D_hat":1,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m","pcs_id":"p","r":1e-7,"shard_id":"s"}'
+b'{"budget":0.5,"coh_star":0.2,"D_hat":1,"epoch":1,"merkle_root":"m","pcs_id":"p","r":1e-7,"shard_id":"s"}'
 >>> canonical_bytes(subset, "fixed9")[:40]
 b'{"D_hat":1.000000000,"budget":0.50000000'
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json.encoder
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
@@ -29,6 +31,8 @@ __all__ = [
     "PROFILE_NAMES",
     "SIGNED_FIELDS",
     "FLOAT_FIELDS",
+    "SORTED_ORDER",
+    "GO_STRUCT_ORDER",
     "canonical_bytes",
     "canonical_bytes_of",
     "round_half_up_9",
@@ -46,9 +50,13 @@ FLOAT_FIELDS = ("D_hat", "coh_star", "r", "budget")
 SIGNED_FIELDS = ("pcs_id", "merkle_root", "epoch", "shard_id", *FLOAT_FIELDS)
 """The signed subset; every other PCS field is unsigned."""
 
-# Key order of the canonical object: sorted by code point, as both json.dumps(sort_keys=True)
-# and Go's encoding/json (map keys) sort them.
-_ORDER = tuple(sorted(SIGNED_FIELDS))
+SORTED_ORDER = tuple(sorted(SIGNED_FIELDS))
+"""Keys sorted by code point, as ``json.dumps(sort_keys=True)`` writes them."""
+
+GO_STRUCT_ORDER = ("budget", "coh_star", "D_hat", "epoch", "merkle_root", "pcs_id", "r",
+                   "shard_id")
+"""The upstream Go backend's signature struct, fields in declaration order: encoding/json
+writes a struct's fields in that order, not sorted (observed on the real server)."""
 
 # Enough precision for any finite double's shortest repr quantized to 9 decimals
 # (309 integer digits + 9 decimals), so rounding is exact and never raises.
@@ -146,33 +154,47 @@ def escape_go(s: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """One canonical form: how floats are rounded and written, how strings are escaped."""
+    """One canonical form: how floats are rounded and written, how strings are escaped, and in
+    which order the keys are written."""
 
     name: str
     round: Callable[[float], float]
     format_float: Callable[[float], str]
     escape: Callable[[str], str]
+    order: tuple[str, ...]
     description: str
+    template: str = field(init=False, repr=False, compare=False)
+    """The canonical object as one format string: keys in ``order``, one ``%s`` per value."""
+    permutation: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """For each key of ``order``, its index in :data:`SIGNED_FIELDS`."""
+
+    def __post_init__(self) -> None:
+        if sorted(self.order) != sorted(SIGNED_FIELDS):
+            raise ValueError(f"profile {self.name}: order must name each signed field once")
+        object.__setattr__(self, "template", "{" + ",".join(
+            f'"{k}":%{"d" if k == "epoch" else "s"}' for k in self.order) + "}")
+        object.__setattr__(self, "permutation",
+                           tuple(SIGNED_FIELDS.index(k) for k in self.order))
 
 
 PROFILES: Mapping[str, Profile] = {
     p.name: p
     for p in (
-        Profile("python", round_half_up_9, format_python_float, escape_python,
+        Profile("python", round_half_up_9, format_python_float, escape_python, SORTED_ORDER,
                 "upstream Python agent: Decimal half-up, json.dumps(sort_keys=True)"),
-        Profile("go", round_go_9, format_go_float, escape_go,
-                "upstream Go backend: math.Round(x*1e9)/1e9, encoding/json"),
-        Profile("fixed9", round_half_up_9, format_fixed9_float, escape_python,
-                "nine fixed decimals, as in the upstream signature test vector"),
+        Profile("go", round_go_9, format_go_float, escape_go, GO_STRUCT_ORDER,
+                "upstream Go backend: math.Round(x*1e9)/1e9, encoding/json of its struct "
+                "(keys in declaration order)"),
+        Profile("fixed9", round_half_up_9, format_fixed9_float, escape_python, SORTED_ORDER,
+                "nine fixed decimals, keys sorted, as in the upstream signature test vector"),
     )
 }
 PROFILE_NAMES = tuple(PROFILES)
 
-
-# The canonical object as one format string: keys in _ORDER, one ``%s`` per value.
-_TEMPLATE = "{" + ",".join(f'"{k}":%{"d" if k == "epoch" else "s"}' for k in _ORDER) + "}"
-assert _ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r",
-                  "shard_id"), "canonical_bytes lists its values in this order"
+# The fused default route below lists its values in sorted order.
+_SORTED_TEMPLATE = PROFILES["python"].template
+assert SORTED_ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r",
+                        "shard_id"), "canonical_bytes_of lists its values in this order"
 
 
 def _python_float_text(x: float) -> str:
@@ -200,8 +222,9 @@ def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python")
     p = profile if isinstance(profile, Profile) else PROFILES[profile]
     rnd, ff, esc = p.round, p.format_float, p.escape
     pid, root, epoch, shard, d0, c0, r0, b0 = values
-    # The template wants (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r, shard_id).
-    if rnd is round_half_up_9 and ff is format_python_float:  # the default profile, fused
+    if p.order is SORTED_ORDER and rnd is round_half_up_9 and ff is format_python_float:
+        # The default profile, fused; the template wants (D_hat, budget, coh_star, epoch,
+        # merkle_root, pcs_id, r, shard_id).
         d, b, c, r = repr(float(d0)), repr(float(b0)), repr(float(c0)), repr(float(r0))
         # Each repr already rounded (no exponent, at most nine decimals), as in
         # _python_float_text; inline, since this runs once per record verified.
@@ -210,8 +233,10 @@ def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python")
                 and 0 <= c.find(".") >= len(c) - 10 and 0 <= r.find(".") >= len(r) - 10):
             fl = _python_float_text
             d, b, c, r = fl(float(d0)), fl(float(b0)), fl(float(c0)), fl(float(r0))
-        text = _TEMPLATE % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
+        text = _SORTED_TEMPLATE % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
     else:
-        text = _TEMPLATE % (ff(rnd(float(d0))), ff(rnd(float(b0))), ff(rnd(float(c0))),
-                            epoch, esc(root), esc(pid), ff(rnd(float(r0))), esc(shard))
+        # Values in SIGNED_FIELDS order, then written in the profile's key order.
+        vals = (esc(pid), esc(root), epoch, esc(shard), ff(rnd(float(d0))), ff(rnd(float(c0))),
+                ff(rnd(float(r0))), ff(rnd(float(b0))))
+        text = p.template % tuple(vals[i] for i in p.permutation)
     return text.encode("utf-8", "surrogatepass")

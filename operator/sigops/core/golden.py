@@ -9,6 +9,10 @@ Three kinds of vector file are understood (JSON, one vector per file):
   with a key of the ring or an ``hmac_key`` found in the same directory.
 - verdict: ``{"record": pcs-or-envelope, "keyring": {...}, "expect": {"cause": ..., ...}}`` --
   the diagnosis of the record must give the expected cause (and kid/profile when named).
+- accepted: ``{"pcs": {...}, "canonical_payload": str, "real_backend_status"?: int}`` -- a PCS
+  that a real backend accepted, with the exact bytes its signature covers: the canonical bytes
+  under a profile must equal ``canonical_payload`` *and* the signature must verify under that
+  profile with a key of the ring. The profiles where both hold are reported.
 
 Files named ``keyring*.json`` are key rings, not vectors.
 """
@@ -49,6 +53,8 @@ def _kind(doc: Any) -> str:
             return "canonical"
         if "record" in doc and "expect" in doc:
             return "verdict"
+        if "pcs" in doc and "canonical_payload" in doc:
+            return "accepted"
         if "sig" in doc:
             return "pcs"
     return "unknown"
@@ -82,6 +88,27 @@ def _check_pcs(name: str, doc: Mapping[str, Any], keys: list[Key],
     if not pcs.pcs_id_ok():
         detail += "; pcs_id rule broken"
     return VectorResult(name, "pcs", ok, tuple(matches), detail)
+
+
+def _check_accepted(name: str, doc: Mapping[str, Any], keys: list[Key],
+                    want: str | None) -> VectorResult:
+    pcs = parse_pcs(doc["pcs"])
+    payload = doc["canonical_payload"]
+    if not isinstance(payload, str):
+        raise MalformedInput("canonical_payload must be a string")
+    if not keys:
+        return VectorResult(name, "accepted", False, (), "no key to verify with (give --keyring)")
+    same = [p for p in PROFILES if canonical_bytes(pcs.subset, p) == payload.encode()]
+    signed = [p for p in PROFILES
+              if any(k.alg == pcs.alg and k.verify(signing_message(
+                  canonical_bytes(pcs.subset, p), pcs.alg), pcs.sig) for k in keys)]
+    matches = tuple(p for p in same if p in signed)
+    ok = (want in matches if want else bool(matches)) and pcs.pcs_id_ok()
+    detail = (f"canonical payload matches {', '.join(same) or 'no profile'}; "
+              f"signature verifies under {', '.join(signed) or 'no profile'}")
+    if not pcs.pcs_id_ok():
+        detail += "; pcs_id rule broken"
+    return VectorResult(name, "accepted", ok, matches, detail)
 
 
 def _check_verdict(name: str, doc: Mapping[str, Any], ring: KeyRing | None) -> VectorResult:
@@ -138,6 +165,8 @@ def run_golden(directory: str | Path, ring: KeyRing | None = None,
                 results.append(_check_pcs(name, doc, keys, profile))
             elif kind == "verdict":
                 results.append(_check_verdict(name, doc, local_ring))
+            elif kind == "accepted":
+                results.append(_check_accepted(name, doc, keys, profile))
             else:
                 results.append(VectorResult(name, "unknown", False, (), "not a golden vector"))
         except (MalformedInput, KeyringError) as e:

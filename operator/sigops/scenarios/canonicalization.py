@@ -16,7 +16,7 @@ _SUBSET = {"pcs_id": "p", "merkle_root": "m", "epoch": 1, "shard_id": "s", "D_ha
 _EXPECT = {
     "python": b'{"D_hat":1.0,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m",'
               b'"pcs_id":"p","r":1e-07,"shard_id":"s"}',
-    "go": b'{"D_hat":1,"budget":0.5,"coh_star":0.2,"epoch":1,"merkle_root":"m","pcs_id":"p",'
+    "go": b'{"budget":0.5,"coh_star":0.2,"D_hat":1,"epoch":1,"merkle_root":"m","pcs_id":"p",'
           b'"r":1e-7,"shard_id":"s"}',
     "fixed9": b'{"D_hat":1.000000000,"budget":0.500000000,"coh_star":0.200000000,"epoch":1,'
               b'"merkle_root":"m","pcs_id":"p","r":0.000000100,"shard_id":"s"}',

@@ -1,9 +1,10 @@
 // Command gojson writes the Go backend's canonical form of PCS signature subsets.
 //
 // It reads JSONL on stdin, one signature subset per line, and writes one line per input line:
-// the four float fields rounded as math.Round(x*1e9)/1e9, then json.Marshal of a
-// map[string]interface{} (keys sorted, HTML-escaped strings, shortest float digits), exactly
-// as the upstream backend does. A line that cannot be encoded gives {"error": "..."}.
+// the four float fields rounded as math.Round(x*1e9)/1e9, then json.Marshal of a struct with
+// the upstream backend's field names, json tags and declaration order (encoding/json writes a
+// struct's fields in declaration order, not sorted; HTML-escaped strings, shortest float
+// digits). A line that cannot be encoded gives {"error": "..."}.
 // Standard library only; used by tests/interop/test_go_interop.py.
 package main
 
@@ -16,7 +17,37 @@ import (
 	"os"
 )
 
-var floatFields = []string{"D_hat", "coh_star", "r", "budget"}
+// signedSubset is the backend's signature payload: these fields, in this order, with these tags.
+type signedSubset struct {
+	Budget     float64 `json:"budget"`
+	CohStar    float64 `json:"coh_star"`
+	DHat       float64 `json:"D_hat"`
+	Epoch      int64   `json:"epoch"`
+	MerkleRoot string  `json:"merkle_root"`
+	PCSID      string  `json:"pcs_id"`
+	R          float64 `json:"r"`
+	ShardID    string  `json:"shard_id"`
+}
+
+func str(in map[string]interface{}, k string) (string, error) {
+	s, ok := in[k].(string)
+	if !ok {
+		return "", fmt.Errorf("%s is not a string", k)
+	}
+	return s, nil
+}
+
+func rounded(in map[string]interface{}, k string) (float64, error) {
+	n, ok := in[k].(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("%s is not a number", k)
+	}
+	x, err := n.Float64()
+	if err != nil {
+		return 0, err
+	}
+	return math.Round(x*1e9) / 1e9, nil
+}
 
 func canonical(line []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
@@ -25,33 +56,31 @@ func canonical(line []byte) ([]byte, error) {
 	if err := dec.Decode(&in); err != nil {
 		return nil, err
 	}
-	out := map[string]interface{}{}
-	for _, k := range []string{"pcs_id", "merkle_root", "shard_id"} {
-		s, ok := in[k].(string)
-		if !ok {
-			return nil, fmt.Errorf("%s is not a string", k)
-		}
-		out[k] = s
+	var out signedSubset
+	var err error
+	if out.PCSID, err = str(in, "pcs_id"); err != nil {
+		return nil, err
+	}
+	if out.MerkleRoot, err = str(in, "merkle_root"); err != nil {
+		return nil, err
+	}
+	if out.ShardID, err = str(in, "shard_id"); err != nil {
+		return nil, err
 	}
 	n, ok := in["epoch"].(json.Number)
 	if !ok {
 		return nil, fmt.Errorf("epoch is not a number")
 	}
-	epoch, err := n.Int64()
-	if err != nil {
+	if out.Epoch, err = n.Int64(); err != nil {
 		return nil, err
 	}
-	out["epoch"] = epoch
-	for _, k := range floatFields {
-		n, ok := in[k].(json.Number)
-		if !ok {
-			return nil, fmt.Errorf("%s is not a number", k)
-		}
-		x, err := n.Float64()
-		if err != nil {
+	for _, f := range []struct {
+		key string
+		dst *float64
+	}{{"D_hat", &out.DHat}, {"coh_star", &out.CohStar}, {"r", &out.R}, {"budget", &out.Budget}} {
+		if *f.dst, err = rounded(in, f.key); err != nil {
 			return nil, err
 		}
-		out[k] = math.Round(x*1e9) / 1e9
 	}
 	return json.Marshal(out)
 }
