@@ -475,7 +475,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     d = _diagnoser(args, args.max_skew)
     verdicts = list(_classify_all(d, args.inputs, "diagnosed", args))
     report = aggregate(verdicts, max_skew_seconds=d.max_skew_seconds,
-                       recent_config_change=args.recent_config_change)
+                       recent_config_change=args.recent_config_change,
+                       verifier_profile=d.profile)
     if args.per_sample:
         report["samples"] = [{"index": v.index, "cause": v.cause, "kid": v.kid,
                               "profile": v.profile} for v in verdicts]

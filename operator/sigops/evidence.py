@@ -214,7 +214,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         ev.verdicts = [d.classify_line(r, i) if isinstance(r, bytes) else d.classify_obj(r, i)
                        for i, r in enumerate(raw)]
         ev.report = aggregate(ev.verdicts, max_skew_seconds=ev.ring.max_skew_seconds,
-                              recent_config_change=ev.recent_signing_change)
+                              recent_config_change=ev.recent_signing_change,
+                              verifier_profile=ev.ring.profile)
     # Prometheus.
     if prom.configured:
         ev.error_rate = prom.scalar(settings.error_query(target.namespace, target.deployment))

@@ -226,6 +226,9 @@ def test_scenario_c_drift_escalates_and_changes_nothing(api, namespace, operator
     assert (st["cause"], st["scenario"]) == ("CanonicalizationDrift", "C")
     action = st["actions"][0]["payload"]
     assert action["driftingProfiles"] == {"go": 10}
+    assert action["verifierProfile"] == "python"
+    assert action["forms"].startswith("10 records are signed in the go form")
+    assert "the verifier checks the python form" in action["summary"]
     assert all(action["golden"].values())
     assert "NOT changed" in action["summary"]
     assert client.AppsV1Api(api).read_namespaced_deployment(

@@ -277,6 +277,17 @@ def test_diagnose_report(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert 0 <= r["confidence"] <= 1 and r["skew"] is None
 
 
+def test_diagnose_python_form_against_a_go_ring_says_who_signs_what(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, keyring: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [signed(ACTIVE, epoch=i) for i in range(3)])
+    rc, out, _ = call(capsys, "diagnose", "--profile", "go", "--keyring", str(keyring), str(f))
+    (r,) = lines(out)
+    assert (r["dominant_cause"], r["scenario"]) == ("canonicalization_drift", "C")
+    assert r["drift"]["profiles"] == {"python": 3} and r["drift"]["verifier_profile"] == "go"
+    assert "signed in the python form" in r["drift"]["summary"]
+    assert "the verifier checks the go form" in r["drift"]["summary"]
+
+
 def test_diagnose_per_sample_and_skew(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                       keyring: Path) -> None:
     recs = [envelope(signed(ACTIVE, epoch=i), received_at=later(900), source="agent-1")

@@ -357,6 +357,26 @@ def test_drift_that_follows_the_version_field_is_a_library_version_mismatch() ->
     assert r["drift"] == {"profiles": {"go": 6}, "versions": ["0.2"]}
 
 
+def test_the_real_stacks_builtin_drift_names_which_side_signs_which_form() -> None:
+    """Upstream's Python agents sign the python form; its Go backend checks the go form."""
+    k = keys("hmac-sha256")["active"]
+    recs = [signed(k, epoch=i) for i in range(5)]
+    verdicts = judge(ring_of("hmac-sha256", profile="go"), *recs)
+    assert {(v.cause, v.profile) for v in verdicts} == {("canonicalization_drift", "python")}
+    r = report(verdicts, verifier_profile="go")
+    assert (r["dominant_cause"], r["incident_cause"], r["scenario"]) == (
+        "canonicalization_drift", "CanonicalizationDrift", "C")
+    assert r["drift"]["profiles"] == {"python": 5}
+    assert r["drift"]["verifier_profile"] == "go"
+    summary = r["drift"]["summary"]
+    assert summary.startswith("5 records are signed in the python form (upstream Python agent")
+    assert summary.endswith("the verifier checks the go form (upstream Go backend: "
+                            "math.Round(x*1e9)/1e9, encoding/json of its struct (keys in "
+                            "declaration order))")
+    # Without the verifier's profile the report stays as the contract has it.
+    assert set(report(verdicts)["drift"]) == {"profiles", "versions"}
+
+
 def test_drift_that_follows_the_agent_version_is_a_library_version_mismatch() -> None:
     k = keys("hmac-sha256")["active"]
     recs = [envelope(signed(k, epoch=i), agent_version="agent/1") for i in range(2)]

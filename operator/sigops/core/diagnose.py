@@ -30,6 +30,7 @@ __all__ = [
     "ContentBatch",
     "Diagnoser",
     "aggregate",
+    "drift_summary",
 ]
 
 
@@ -458,8 +459,12 @@ def _drift_follows_version(verdicts: Sequence[Verdict]) -> list[str] | None:
 
 
 def aggregate(verdicts: Sequence[Verdict], *, max_skew_seconds: float | None = None,
-              recent_config_change: bool = False) -> dict[str, Any]:
-    """The aggregate report of the ``diagnose`` contract (without per-sample lines)."""
+              recent_config_change: bool = False,
+              verifier_profile: str | None = None) -> dict[str, Any]:
+    """The aggregate report of the ``diagnose`` contract (without per-sample lines).
+
+    ``verifier_profile`` is the form the verifying side checks (the key ring's profile); with
+    it, a drift report says which side signs which form."""
     counts = Counter(v.cause for v in verdicts)
     by_cause = {c: counts[c] for c in CAUSE_NAMES if counts[c]}
     failing = {c: n for c, n in by_cause.items() if c != "valid"}
@@ -495,11 +500,27 @@ def aggregate(verdicts: Sequence[Verdict], *, max_skew_seconds: float | None = N
             "profiles": dict(Counter(v.profile or "" for v in drift)),
             "versions": drift_versions or sorted({v.version for v in drift if v.version}),
         }
+        if verifier_profile is not None:
+            report["drift"]["verifier_profile"] = verifier_profile
+            report["drift"]["summary"] = drift_summary(report["drift"]["profiles"],
+                                                       verifier_profile)
     sources = Counter(v.source for v in verdicts if not v.valid and v.source)
     if sources:
         report["top_failing_sources"] = [{"source": s, "failures": n}
                                          for s, n in sources.most_common(10)]
     return report
+
+
+def drift_summary(signed: Mapping[str, int], verifier: str) -> str:
+    """Which side signs which form, in words: "12 records are signed in the python form
+    (upstream Python agent: ...); the verifier checks the go form (upstream Go backend: ...)"."""
+    def form(name: str) -> str:
+        row = PROFILES.get(name)
+        return f"the {name} form" + (f" ({row.description})" if row else "")
+
+    parts = [f"{n} record{'s are' if n != 1 else ' is'} signed in {form(p)}"
+             for p, n in sorted(signed.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return "; ".join(parts) + f"; the verifier checks {form(verifier)}"
 
 
 def verdict_line(v: Verdict) -> dict[str, Any]:

@@ -39,11 +39,14 @@ def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
     accepted = sorted(p for p, code in live.items() if code in (200, 202))
     who = ", ".join(f"profile {p}" for p in drift.get("profiles", {})) or "unknown profile"
     versions = drift.get("versions") or []
+    forms = drift.get("summary")
     return [{"action": "golden-and-live-probe", "golden": golden, "liveProbe": live,
              "backendAccepts": accepted, "driftingProfiles": drift.get("profiles", {}),
+             "verifierProfile": drift.get("verifier_profile"), "forms": forms,
              "agentVersions": versions,
              "summary": f"Golden vectors per profile: {golden}; live probe accepted under "
-                        f"{accepted or 'n/a'}; agents sign under {who}"
+                        f"{accepted or 'n/a'}; "
+                        + (forms if forms else f"agents sign under {who}")
                         + (f" (agent version {', '.join(versions)})" if versions else "")
                         + ". Canonicalization NOT changed: breaking change, needs a "
                           "coordinated agent/backend upgrade"}]
