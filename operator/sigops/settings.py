@@ -60,6 +60,9 @@ class Settings(_Model):
     wait_for_rollout: bool = True
     rollout_timeout: str = "10m"
     probe_timeout: float = 5.0
+    overlap_probe_grace: str = "2m"
+    """After the overlap config is applied (and rolled out), how long the live backend may
+    still refuse one of the two keys before the rotation stops as BackendRejectsOverlap."""
     verify_timeout: str = "10m"
     """How long to wait after an action for the error rate to fall / the alert to resolve."""
     escalate_after: str = "30m"
@@ -79,8 +82,8 @@ class Settings(_Model):
     signal_rate_window: str = "1h"
     service_id: str = "sigops"
 
-    @field_validator("min_overlap", "rollout_timeout", "verify_timeout", "escalate_after",
-                     "cooldown", "e_auto_window", "signal_rate_window")
+    @field_validator("min_overlap", "rollout_timeout", "overlap_probe_grace", "verify_timeout",
+                     "escalate_after", "cooldown", "e_auto_window", "signal_rate_window")
     @classmethod
     def _durations(cls, v: str) -> str:
         return _dur(v)

@@ -320,3 +320,110 @@ def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_pat
     assert secret(api, namespace, "agent-key") == agent0
     assert backend_fingerprints(api, namespace) == [original.fingerprint]
     assert st["history"][-1]["payload"]["phase"] == "Aborted"
+
+
+class TestbedBackend:
+    """``sigops testbed backend`` reading its config from the Deployment, as a pod would."""
+
+    def __init__(self, cluster: Any, ns: str, tmp_path: Any, *extra: str) -> None:
+        import subprocess
+
+        from tests.conftest import REPO
+
+        self.log = tmp_path / f"backend{'-'.join(extra)}.log"
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "sigops"), "testbed", "backend", "--listen",
+             "127.0.0.1:0", "--namespace", ns, "--deployment", "fractal-lba-backend",
+             "--poll-interval", "0.3", *extra],  # a later --listen wins
+            env=cluster.env, stdout=subprocess.PIPE, stderr=self.log.open("ab"),
+            start_new_session=True)
+        assert self.proc.stdout is not None
+        self.url = json.loads(self.proc.stdout.readline())["url"]
+
+    def __enter__(self) -> TestbedBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def test_rotation_against_a_single_key_backend_is_refused_and_undone(
+        cluster, api, namespace, operator_factory, tmp_path):
+    """The upstream server reads PCS_HMAC_KEY only: during the overlap it accepts the old key
+    and refuses the new one. The live probe must see it, switch no agent and undo the rest."""
+    make_backend(api, namespace, HMAC)
+    fp0 = backend_fingerprints(api, namespace)
+    agent0 = secret(api, namespace, "agent-key")
+    env0 = client.AppsV1Api(api).read_namespaced_deployment(
+        "fractal-lba-backend", namespace).spec.template.spec.containers[0].env
+    operator_factory({"overlap_probe_grace": "3s"})
+    with TestbedBackend(cluster, namespace, tmp_path, "--single-key") as backend:
+        spec = keyrotation("one-key", HMAC, overlap="1h")
+        spec["spec"]["target"]["probeURL"] = f"{backend.url}/v1/pcs/submit"
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "keyrotations", spec)
+        seen: set[str] = set()
+
+        def ended() -> bool:
+            p = phase(api, namespace, "one-key")
+            seen.add(str(p))
+            return p in ("Completed", "Aborted", "Failed")
+
+        wait_for(ended, 60, what="the rotation to stop")
+    st = get_kr(api, namespace, "one-key")["status"]
+    assert st["phase"] == "Aborted", st
+    assert "Overlapping" in seen and not {"Verified", "Promoted"} & seen
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "BackendRejectsOverlap"
+    assert "ignores PCS_HMAC_KEYS" in ready["message"]
+    assert "new key 401" in ready["message"] and "old key 200" in ready["message"]
+    # Nothing changed for the agents; the backend's env and keys are as before.
+    assert secret(api, namespace, "agent-key") == agent0
+    assert backend_fingerprints(api, namespace) == fp0
+    env = client.AppsV1Api(api).read_namespaced_deployment(
+        "fractal-lba-backend", namespace).spec.template.spec.containers[0].env
+    assert env == env0
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=one-key")
+    assert any(e.reason == "RotationAborted" for e in events.items)
+
+
+def ready_pod(api: Any, ns: str, name: str, labels: dict[str, str], ip: str) -> None:
+    """A Pod object the API server reports Running and Ready at ``ip`` (no kubelet here: the
+    status is written as a kubelet would)."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(ns, client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels=labels),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="backend", image="x")])))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    core.patch_namespaced_pod_status(name, ns, {"status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}})
+
+
+def test_rotation_against_a_multi_key_backend_probes_its_pods_live(
+        cluster, api, namespace, operator_factory, tmp_path):
+    """No probeURL: the operator finds the backend's ready pods by the Deployment's selector
+    and asks each one (here one pod whose address is the testbed backend's)."""
+    import socket
+
+    make_backend(api, namespace, HMAC)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    apps = client.AppsV1Api(api)
+    apps.patch_namespaced_deployment("fractal-lba-backend", namespace, {"spec": {"template": {
+        "spec": {"containers": [{"name": "backend", "ports": [
+            {"name": "http", "containerPort": port}]}]}}}})
+    ready_pod(api, namespace, "backend-pod-1", {"app": "fractal-lba-backend"}, "127.0.0.1")
+    operator_factory({"overlap_probe_grace": "20s"})
+    with TestbedBackend(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "keyrotations", keyrotation("two-keys", HMAC, "2s"))
+        wait_for(lambda: phase(api, namespace, "two-keys") in ("Completed", "Aborted", "Failed"),
+                 60, what="the rotation to finish")
+    st = get_kr(api, namespace, "two-keys")["status"]
+    assert st["phase"] == "Completed", st
+    verified = next(h["payload"] for h in st["history"] if h["payload"]["phase"] == "Verified")
+    assert "live backend accepts both keys (1 endpoint)" in verified["step"], verified

@@ -116,6 +116,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "wait_for_rollout" $v.remediation.waitForRollout
   "rollout_timeout" $v.remediation.rolloutTimeout
   "probe_timeout" $v.remediation.probeTimeout
+  "overlap_probe_grace" $v.keyRotation.overlapProbeGrace
   "min_overlap" $v.keyRotation.minOverlap
   "reconcile_interval" $v.keyRotation.reconcileInterval
   "signal_rate_limit" $v.signals.rateLimit

@@ -22,11 +22,11 @@ from typing import Any
 from ..backend_config import EnvNames, find_container
 from ..conditions import now_iso, parse_duration, set_condition
 from ..core.diagnose import Diagnoser
-from ..core.errors import KeyringError
-from ..core.keys import HMAC, generate_key
+from ..core.errors import KeyringError, MalformedInput
+from ..core.keys import HMAC, Key, b64decode_strict, generate_key
 from ..k8s.api import Kube
 from ..k8s.backend import MANAGED, Backend, Conflict
-from ..probe import probe_pcs, submit
+from ..probe import probe_overlap, probe_pcs
 from ..prometheus.client import Prom
 from ..records import Signer
 from ..rotation import (
@@ -412,15 +412,70 @@ class RotationReconciler:
         old = ring.key(ring.primary)
         if old is not None and old.fingerprint not in eff.fingerprints:
             raise StepError("ProbeFailed", "the backend no longer accepts the key agents use")
-        url = (ctx.spec.get("target") or {}).get("probeURL")
-        if url:
-            code = submit(url, self.settings.probe_timeout, probe_pcs(new, self.profile_of(ctx)))
-            if code not in (200, 202):
-                raise StepError("ProbeFailed", f"probe submit to the backend answered {code}")
+        live = self._live_overlap(ctx, ring, new, dep)
         self._set(ctx, "Verified", progressing=("True", "Verified", "new key verified"),
                   step="probe PCS signed with the new key verified under the backend's "
-                       "effective config" + (" and accepted by the backend" if url else ""))
+                       "effective config; " + live)
         return "Verified"
+
+    def _live_overlap(self, ctx: _Ctx, ring: ManagedRing, new: Key,
+                      dep: dict[str, Any]) -> str:
+        """Trust the running backend over its env: it must accept a PCS signed with the old
+        key *and* one signed with the new key before any agent is switched. A backend that
+        holds one key (the upstream server reads only the single-key variable) is refused here,
+        and the rotation is undone. Returns the step text."""
+        url = (ctx.spec.get("target") or {}).get("probeURL")
+        urls = [url] if url else self._backend(ctx).pod_urls(dep)
+        if not urls:
+            return "no live probe (no spec.target.probeURL and no ready backend pod)"
+        old = self._old_signer(ctx, ring)
+        answers = probe_overlap(urls, self.settings.probe_timeout, old, new,
+                                self.profile_of(ctx))
+        seen = "; ".join(a.describe() for a in answers)
+        if all(a.both_accepted for a in answers):
+            return (f"live backend accepts {'both keys' if old else 'the new key'} "
+                    f"({len(answers)} endpoint{'s' if len(answers) != 1 else ''})"
+                    + ("" if old else "; the old key is public only here, so no old-key probe"))
+        var = ctx.names.hmac_keys if ctx.alg == HMAC else ctx.names.ed25519_pubs
+        single = ctx.names.hmac_key if ctx.alg == HMAC else ctx.names.ed25519_pub
+        one_key = (f"the backend does not accept two keys at once: it reads {single} only and "
+                   f"ignores {var}; switching agents would make every PCS of an agent not yet "
+                   f"switched fail. Give the backend multi-key verification first (runbook "
+                   f"key-rotation.md, 'Backend that accepts one key')")
+        if any(a.refuses_old for a in answers):
+            raise StepError("BackendRejectsOverlap", f"{one_key} [{seen}]")
+        started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
+        waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
+        if waited.total_seconds() <= self.settings.seconds("overlap_probe_grace"):
+            raise StepError("WaitingForBackend", f"live backend does not accept both keys yet "
+                                                 f"[{seen}]", permanent=False)
+        if any(a.refuses_new for a in answers):
+            raise StepError("BackendRejectsOverlap",
+                            f"{one_key}; it still refuses the new key "
+                            f"{self.settings.overlap_probe_grace} after the overlap config "
+                            f"[{seen}]")
+        raise StepError("ProbeFailed", f"live backend did not accept both keys within "
+                                       f"{self.settings.overlap_probe_grace} [{seen}]")
+
+    def _old_signer(self, ctx: _Ctx, ring: ManagedRing) -> Key | None:
+        """The key agents sign with today, able to sign: the ring's primary (HMAC, or an
+        Ed25519 key sigops made), else the agents' own Ed25519 private key when its public half
+        is the primary's."""
+        old = ring.key(ring.primary) if ring.primary else None
+        if old is None or old.can_sign:
+            return old
+        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+        if not agent.get("name"):
+            return None
+        value = self.kube.secret_value(ctx.target_ns, agent["name"],
+                                       agent_secret_key(ctx.spec["target"], ctx.alg))
+        if not value:
+            return None
+        try:
+            k = Key(old.kid, old.alg, private_seed=b64decode_strict(value, "agent key", 32))
+        except (MalformedInput, KeyringError):
+            return None
+        return k if k.fingerprint == old.fingerprint else None
 
     def _promote(self, ctx: _Ctx) -> str:
         ring, existing = self._locked_ring(ctx)

@@ -100,6 +100,12 @@ class Kube:
         out: dict[str, Any] = self.api.sanitize_for_serialization(d)
         return out
 
+    def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(ns, label_selector=selector,
+                                             _request_timeout=TIMEOUT)
+        out: list[dict[str, Any]] = self.api.sanitize_for_serialization(pods).get("items", [])
+        return out
+
     def replace_deployment(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         d = self.apps.replace_namespaced_deployment(body["metadata"]["name"], ns, body,
                                                     _request_timeout=TIMEOUT)

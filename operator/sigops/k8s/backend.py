@@ -26,6 +26,8 @@ from .api import ApiException, Kube
 __all__ = ["Backend", "Conflict", "MANAGED"]
 
 MANAGED = {"app.kubernetes.io/managed-by": "sigops"}
+DEFAULT_BACKEND_PORT = 8080
+"""The upstream backend's listen port, when its container declares none."""
 
 
 class Conflict(Exception):
@@ -46,6 +48,29 @@ class Backend:
 
     def deployment(self) -> dict[str, Any] | None:
         return self.kube.read_deployment(self.ns, self.name)
+
+    def pod_urls(self, deployment: dict[str, Any], path: str = "/v1/pcs/submit") -> list[str]:
+        """Submit URLs of the Deployment's running, ready pods (by its selector), one per pod:
+        what the live backend answers, whatever its env says."""
+        match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if not match:
+            return []
+        container = find_container(deployment, self.container)
+        ports = container.get("ports") or []
+        port = next((p.get("containerPort") for p in ports if p.get("name") == "http"),
+                    ports[0].get("containerPort") if ports else DEFAULT_BACKEND_PORT)
+        urls = []
+        for pod in self.kube.list_pods(self.ns, ",".join(f"{k}={v}" for k, v in
+                                                         sorted(match.items()))):
+            st = pod.get("status") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in st.get("conditions") or [])
+            ip = st.get("podIP")
+            if st.get("phase") == "Running" and ready and ip and not (
+                    pod.get("metadata") or {}).get("deletionTimestamp"):
+                host = f"[{ip}]" if ":" in ip else ip
+                urls.append(f"http://{host}:{port}{path}")
+        return sorted(urls)
 
     def read_ring(self) -> tuple[ManagedRing | None, Any]:
         sec = self.kube.read_secret(self.ns, self.ring_secret)

@@ -58,7 +58,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def _backend(a: argparse.Namespace) -> int:
     from ..backend_config import EnvNames
     from .backend import Backend, BackendServer, BackendSettings
-    from .reload import ConfigError, DeploymentWatcher, config_from_env
+    from .reload import ConfigError, DeploymentWatcher, config_from_env, single_key_names
 
     try:
         from ..core.canonical import PROFILES
@@ -70,6 +70,8 @@ def _backend(a: argparse.Namespace) -> int:
             signature_error_metric=a.signature_error_metric, dedup_ttl_seconds=a.dedup_ttl,
             samples_max=a.samples_max, max_body_bytes=a.max_body)
         names = EnvNames()
+        if a.single_key:
+            names = single_key_names(names)
         host, _, port = a.listen.rpartition(":")
         if not port.isdigit():
             raise _Usage(f"--listen {a.listen!r} must be host:port")
@@ -198,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dedup-ttl", type=_seconds, default=14 * 86400.0, metavar="DURATION")
     b.add_argument("--samples-max", type=int, default=1000, metavar="N")
     b.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES")
+    b.add_argument("--single-key", action="store_true",
+                   help="verify with PCS_HMAC_KEY / PCS_ED25519_PUB_B64 only and ignore "
+                        "PCS_HMAC_KEYS / PCS_ED25519_PUBS_B64, as the upstream Go server does")
     b.add_argument("--sign-alg", default=None, help="overrides PCS_SIGN_ALG (hmac|ed25519)")
     b.add_argument("--token-rate", default=None, help="overrides TOKEN_RATE (requests/s)")
     b.add_argument("--ed25519-pub-b64", default=None, help="overrides PCS_ED25519_PUB_B64")

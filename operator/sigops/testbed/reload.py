@@ -11,6 +11,7 @@ and is retried on every poll, like a crash-looping new pod during a rolling upda
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from .bucket import parse_rate
 
 __all__ = [
     "ConfigError",
+    "single_key_names",
     "LoadedConfig",
     "config_from_env",
     "config_from_deployment",
@@ -72,6 +74,12 @@ def _loaded(cfg: BackendConfig, source: str, tpl: str | None, names: EnvNames) -
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return LoadedConfig(cfg, rate, source, tpl)
+
+
+def single_key_names(names: EnvNames = DEFAULT_NAMES) -> EnvNames:
+    """Env names of a backend that holds one key, as the upstream Go server does: it reads the
+    single-key variables and never the multi-key ones (``PCS_HMAC_KEYS`` is ignored)."""
+    return dataclasses.replace(names, hmac_keys="", ed25519_pubs="")
 
 
 def config_from_env(env: Mapping[str, str], names: EnvNames = DEFAULT_NAMES,
