@@ -19,6 +19,7 @@ __all__ = ["probe_pcs", "submit", "ACCEPTED", "OverlapProbe", "probe_overlap"]
 ACCEPTED = (200, 202)
 """The backend's answers to a submit whose signature it accepted."""
 _RETRYABLE = (0, 429, 503)  # unreachable, rate-limited, not ready: says nothing about keys
+_NO_ENDPOINT = (404, 405, 501)
 
 
 def probe_pcs(key: Key, profile: str = "python") -> dict[str, Any]:
@@ -68,13 +69,18 @@ class OverlapProbe:
     def refuses_old(self) -> bool:
         """It accepts the new key and refuses the old: it holds one key, the new one."""
         return (self.new in ACCEPTED and self.old is not None and self.old not in ACCEPTED
-                and self.old not in _RETRYABLE)
+                and self.old not in _RETRYABLE and self.old not in _NO_ENDPOINT)
 
     @property
     def refuses_new(self) -> bool:
         """It accepts the old key and refuses the new: one key, the old one (or not rolled)."""
         return (self.old in ACCEPTED and self.new not in ACCEPTED
-                and self.new not in _RETRYABLE)
+                and self.new not in _RETRYABLE and self.new not in _NO_ENDPOINT)
+
+    @property
+    def no_submit_endpoint(self) -> bool:
+        """The URL has no PCS submit endpoint (not found, method not allowed / implemented)."""
+        return self.new in _NO_ENDPOINT and (self.old is None or self.old in _NO_ENDPOINT)
 
     def describe(self) -> str:
         old = "n/a" if self.old is None else str(self.old)

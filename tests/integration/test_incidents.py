@@ -180,6 +180,43 @@ def test_scenario_a_key_overlap(api, namespace, operator_factory, samples, tmp_p
     assert old.secret.decode() not in blob and new.secret.decode() not in blob
 
 
+def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespace,
+                                                           operator_factory, tmp_path):
+    """The upstream server reads PCS_HMAC_KEY only: scenario A's overlap never takes on it.
+    The live probe sees the agents' key still refused, A's change is taken back, and the
+    incident moves on (here: escalates, A being the only candidate)."""
+    from sigops.probe import submit
+    from tests.integration.test_keyrotation import TestbedBackend
+
+    old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
+    new = Key("new", HMAC, secret=b"new-backend-key-987654321")
+    backend(api, namespace, new)
+    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
+                                                              "state": "active"}],
+            "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
+    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
+        string_data={"keyring.json": json.dumps(ring)}))
+    with TestbedBackend(cluster, namespace, tmp_path, "--single-key") as tb:
+        codes = [submit(f"{tb.url}/v1/pcs/submit", 5, pcs(old, i)) for i in range(12)]
+        assert codes == [401] * 12
+        op = start(operator_factory, tmp_path, namespace, tb.url, overlap_probe_grace="3s")
+        assert alert_post(op, namespace)[0] == 200
+        inc = wait_for(phase_is(api, namespace, "Escalated", "Resolved"), 60,
+                       what="scenario A to be refused")
+    st = inc["status"]
+    assert st["phase"] == "Escalated" and st["scenario"] == "A", st.get("conditions")
+    results = [(a["payload"]["action"], a["payload"]["result"]) for a in st["actions"]]
+    assert results == [("accept-agent-keys", "applied"), ("undo", "undone")]
+    assert "ignores PCS_HMAC_KEYS" in st["actions"][-1]["payload"]["summary"]
+    # The backend accepts its own key only, as before the incident.
+    assert backend_fingerprints(api, namespace) == [new.fingerprint]
+    events = client.CoreV1Api(api).list_namespaced_event(namespace)
+    assert any(e.reason == "ScenarioFailed" and "ignores PCS_HMAC_KEYS" in e.message
+               for e in events.items)
+    verify_records(api, op, inc)
+
+
 def test_scenario_b_clock_skew_labels_nodes(api, namespace, operator_factory, samples,
                                             tmp_path):
     key = Key("k", HMAC, secret=b"backend-key-for-clock-test")

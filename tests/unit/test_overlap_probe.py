@@ -69,4 +69,14 @@ def test_classification(old: int | None, new: int, both: bool, refuses_old: bool
                         refuses_new: bool) -> None:
     a = OverlapProbe("u", old, new)
     assert (a.both_accepted, a.refuses_old, a.refuses_new) == (both, refuses_old, refuses_new)
+    assert not a.no_submit_endpoint
     assert a.describe() == f"u: old key {'n/a' if old is None else old}, new key {new}"
+
+
+@pytest.mark.parametrize(("old", "new", "none"), [
+    (404, 404, True), (501, 501, True), (None, 405, True), (404, 200, False), (200, 501, False)])
+def test_a_url_without_a_submit_endpoint_says_nothing_about_keys(old: int | None, new: int,
+                                                                  none: bool) -> None:
+    a = OverlapProbe("u", old, new)
+    assert a.no_submit_endpoint == none
+    assert not a.refuses_old and not a.refuses_new

@@ -249,6 +249,8 @@ class IncidentReconciler:
             tighten = next((s for s in steps if s["action"] == "tighten-token-rate"), None)
             if tighten:
                 patch["restore"] = tighten
+        if hasattr(mod, "confirm"):  # the live system must confirm before it counts as done
+            patch["confirm"] = {"scenario": scenario, "steps": steps}
         self.kube.event(obj, f"Scenario{scenario}", "; ".join(s["summary"] for s in steps))
         if scenario == "C":
             self._patch(obj, patch)
@@ -260,7 +262,42 @@ class IncidentReconciler:
                     ("Ready", "False", "Verifying", f"scenario {scenario} applied; verifying"))
         return "Verifying"
 
+    def _confirm(self, obj: dict[str, Any]) -> str | None:
+        """Run the applied scenario's live confirmation, if it has one. None: confirmed (or
+        nothing to confirm); else the phase to stay in or move to."""
+        pending = obj["status"].get("confirm")
+        if not pending:
+            return None
+        scenario, steps = pending["scenario"], pending["steps"]
+        mod = module_for(scenario)
+        ctx = self._ctx(obj, self._evidence_for(obj))
+        try:
+            waiting = mod.confirm(ctx, steps)
+        except ScenarioError as e:
+            try:
+                if hasattr(mod, "undo"):
+                    mod.undo(ctx, steps)
+            except Conflict:
+                return "Verifying"  # undo again next tick
+            undone = [{"action": "undo", "summary": f"scenario {scenario} not confirmed by the "
+                                                    f"live backend, its changes undone: {e}"}]
+            self._patch(obj, {"confirm": None,
+                              "actions": self._actions(obj, undone, scenario, "undone")})
+            return self._next_candidate(obj, f"scenario {scenario} failed: {e}; its changes "
+                                             "were undone")
+        if waiting:
+            ready: dict[str, Any] = next((c for c in obj["status"].get("conditions") or []
+                                          if c.get("type") == "Ready"), {})
+            if ready.get("message") != waiting:
+                self._patch(obj, {}, None, ("Ready", "False", "Confirming", waiting))
+            return "Verifying"
+        self._patch(obj, {"confirm": None})
+        return None
+
     def _verify(self, obj: dict[str, Any]) -> str:
+        unconfirmed = self._confirm(obj)
+        if unconfirmed is not None:
+            return unconfirmed
         st = obj["status"]
         t = target_of(obj, self.settings)
         rate = self.prom.scalar(self.settings.error_query(t.namespace, t.deployment))

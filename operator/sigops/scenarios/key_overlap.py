@@ -1,5 +1,9 @@
 """Scenario A, key overlap: make the backend accept the key(s) the agents actually sign with,
-alongside its own, for the overlap window. It only ever adds keys: never drops one agents use."""
+alongside its own, for the overlap window. It only ever adds keys: never drops one agents use.
+
+The overlap is reported done only when the live backend accepts both (:func:`confirm`): a
+backend that holds one key (the upstream server reads ``PCS_HMAC_KEY`` only) is not
+overlap-capable, and the added keys are taken back (:func:`undo`)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 from ..conditions import now_iso, parse_duration
-from ..core.keys import Key
+from ..core.keys import HMAC, Key
+from ..core.timeparse import parse_time
+from ..probe import probe_overlap
 from .base import ScenarioContext, ScenarioError
 
 OVERLAP = "336h"  # the dedup TTL: 14 days
@@ -35,6 +41,7 @@ def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
 
 
 def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
+    """Add the agents' keys to what the backend accepts (idempotent)."""
     keys = {k.kid: k for k in _agent_keys(ctx)}
     alg = ctx.evidence.backend_alg or "hmac-sha256"
     dep = ctx.backend.deployment()
@@ -57,3 +64,66 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
             if entry["kid"] not in ring.accepts:
                 ring.accepts.append(entry["kid"])
     ctx.backend.apply(ring, alg, existing)
+
+
+def _keys(ring: Any, kids: list[str]) -> list[Key]:
+    return [k for k in (ring.key(kid) for kid in kids) if k is not None]
+
+
+def _added(ring: Any, steps: list[dict[str, Any]]) -> list[str]:
+    """Accepted kids whose key is one the steps added: the agents' keys, which the backend did
+    not accept before (that is why their PCS failed)."""
+    fps = {fp for s in steps for fp in s.get("fingerprints", [])}
+    return [k.kid for k in _keys(ring, list(ring.accepts)) if k.fingerprint in fps]
+
+
+def confirm(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> str | None:
+    """Ask the live backend (its ready pods, else ``backendURL``) to accept a probe signed with
+    its own key and one signed with the agents' key. None: confirmed, or nothing to ask (no
+    pod, no URL with a submit endpoint, no key that can sign); a message: not yet;
+    :class:`ScenarioError`: it holds one key only."""
+    ring, _ = ctx.backend.read_ring()
+    dep = ctx.backend.deployment()
+    if ring is None or dep is None:
+        return None
+    url = ctx.target.backend_url
+    urls = ctx.backend.pod_urls(dep) or ([f"{url.rstrip('/')}/v1/pcs/submit"] if url else [])
+    added = _added(ring, steps)
+    agents = next((k for k in _keys(ring, added) if k.can_sign), None)
+    own = next((k for k in _keys(ring, [kid for kid in ring.accepts if kid not in added])
+                if k.can_sign), None)
+    if not urls or agents is None:
+        return None
+    answers = probe_overlap(urls, ctx.settings.probe_timeout, own, agents, ctx.target.profile)
+    answers = [a for a in answers if not a.no_submit_endpoint]
+    if all(a.both_accepted for a in answers):
+        return None
+    seen = "; ".join(a.describe().replace("old key", "backend's key").replace(
+        "new key", "agents' key") for a in answers)
+    var = "PCS_HMAC_KEYS" if agents.alg == HMAC else "PCS_ED25519_PUBS_B64"
+    single = "PCS_HMAC_KEY" if agents.alg == HMAC else "PCS_ED25519_PUB_B64"
+    one_key = (f"the backend does not accept two keys at once: it reads {single} only and "
+               f"ignores {var}; the overlap cannot be made here")
+    if any(a.refuses_old for a in answers):
+        raise ScenarioError(f"{one_key} [{seen}]")
+    started = (ctx.incident.get("status") or {}).get("verifyStartedAt")
+    waited = (ctx.now - parse_time(started)).total_seconds() if started else 0.0
+    if waited > ctx.settings.seconds("overlap_probe_grace"):
+        if any(a.refuses_new for a in answers):
+            raise ScenarioError(f"{one_key}; it still refuses the agents' key "
+                                f"{ctx.settings.overlap_probe_grace} after the change [{seen}]")
+        raise ScenarioError(f"the live backend did not accept both keys within "
+                            f"{ctx.settings.overlap_probe_grace} [{seen}]")
+    return f"live backend does not accept both keys yet [{seen}]"
+
+
+def undo(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
+    """Take back the keys :func:`apply` added (their entries stay on record)."""
+    ring, existing = ctx.backend.read_ring()
+    if ring is None:
+        return
+    drop = set(_added(ring, steps))
+    if not drop:
+        return
+    ring.accepts = [kid for kid in ring.accepts if kid not in drop]
+    ctx.backend.apply(ring, ctx.evidence.backend_alg or "hmac-sha256", existing)
