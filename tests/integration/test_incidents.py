@@ -186,7 +186,7 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     The live probe sees the agents' key still refused, A's change is taken back, and the
     incident moves on (here: escalates, A being the only candidate)."""
     from sigops.probe import submit
-    from tests.integration.test_keyrotation import TestbedBackend
+    from tests.integration.test_keyrotation import LiveTestbed
 
     old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
     new = Key("new", HMAC, secret=b"new-backend-key-987654321")
@@ -197,7 +197,7 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
         string_data={"keyring.json": json.dumps(ring)}))
-    with TestbedBackend(cluster, namespace, tmp_path, "--single-key") as tb:
+    with LiveTestbed(cluster, namespace, tmp_path, "--single-key") as tb:
         codes = [submit(f"{tb.url}/v1/pcs/submit", 5, pcs(old, i)) for i in range(12)]
         assert codes == [401] * 12
         op = start(operator_factory, tmp_path, namespace, tb.url, overlap_probe_grace="3s")

@@ -322,7 +322,7 @@ def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_pat
     assert st["history"][-1]["payload"]["phase"] == "Aborted"
 
 
-class TestbedBackend:
+class LiveTestbed:
     """``sigops testbed backend`` reading its config from the Deployment, as a pod would."""
 
     def __init__(self, cluster: Any, ns: str, tmp_path: Any, *extra: str) -> None:
@@ -340,7 +340,7 @@ class TestbedBackend:
         assert self.proc.stdout is not None
         self.url = json.loads(self.proc.stdout.readline())["url"]
 
-    def __enter__(self) -> TestbedBackend:
+    def __enter__(self) -> LiveTestbed:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -358,7 +358,7 @@ def test_rotation_against_a_single_key_backend_is_refused_and_undone(
     env0 = client.AppsV1Api(api).read_namespaced_deployment(
         "fractal-lba-backend", namespace).spec.template.spec.containers[0].env
     operator_factory({"overlap_probe_grace": "3s"})
-    with TestbedBackend(cluster, namespace, tmp_path, "--single-key") as backend:
+    with LiveTestbed(cluster, namespace, tmp_path, "--single-key") as backend:
         spec = keyrotation("one-key", HMAC, overlap="1h")
         spec["spec"]["target"]["probeURL"] = f"{backend.url}/v1/pcs/submit"
         client.CustomObjectsApi(api).create_namespaced_custom_object(
@@ -418,7 +418,7 @@ def test_rotation_against_a_multi_key_backend_probes_its_pods_live(
             {"name": "http", "containerPort": port}]}]}}}})
     ready_pod(api, namespace, "backend-pod-1", {"app": "fractal-lba-backend"}, "127.0.0.1")
     operator_factory({"overlap_probe_grace": "20s"})
-    with TestbedBackend(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
+    with LiveTestbed(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations", keyrotation("two-keys", HMAC, "2s"))
         wait_for(lambda: phase(api, namespace, "two-keys") in ("Completed", "Aborted", "Failed"),
