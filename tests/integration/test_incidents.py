@@ -151,17 +151,23 @@ def verify_records(api: Any, op: Any, inc: dict[str, Any]) -> None:
 # -- scenarios -----------------------------------------------------------------------------
 
 
-def test_scenario_a_key_overlap(api, namespace, operator_factory, samples, tmp_path):
+def rotated_too_early(api: Any, ns: str) -> tuple[Key, Key]:
+    """A backend on a new key while agents still sign with the old one, which sigops' keyring
+    knows as retired (a rotation finished too early). Returns (old, new)."""
     old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
     new = Key("new", HMAC, secret=b"new-backend-key-987654321")
-    backend(api, namespace, new)
-    # A rotation finished too early: sigops' keyring knows the old key as retired.
+    backend(api, ns, new)
     ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
                                                               "state": "active"}],
             "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
-    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
+    client.CoreV1Api(api).create_namespaced_secret(ns, client.V1Secret(
         metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
         string_data={"keyring.json": json.dumps(ring)}))
+    return old, new
+
+
+def test_scenario_a_key_overlap(api, namespace, operator_factory, samples, tmp_path):
+    old, new = rotated_too_early(api, namespace)
     samples.samples = [envelope(pcs(old, i)) for i in range(20)]
     op = start(operator_factory, tmp_path, namespace, samples.url)
     assert alert_post(op, namespace)[0] == 200
@@ -188,15 +194,7 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     from sigops.probe import submit
     from tests.integration.test_keyrotation import LiveTestbed
 
-    old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
-    new = Key("new", HMAC, secret=b"new-backend-key-987654321")
-    backend(api, namespace, new)
-    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
-                                                              "state": "active"}],
-            "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
-    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
-        string_data={"keyring.json": json.dumps(ring)}))
+    old, new = rotated_too_early(api, namespace)
     with LiveTestbed(cluster, namespace, tmp_path, "--single-key") as tb:
         codes = [submit(f"{tb.url}/v1/pcs/submit", 5, pcs(old, i)) for i in range(12)]
         assert codes == [401] * 12
