@@ -15,13 +15,13 @@ from typing import Any
 
 from kubernetes import client
 
-from sigops.alerting import AlertInfo
 from sigops.core.keys import ED25519, generate_key
-from sigops.handlers.alerts import FP_LABEL, RATELIMIT_CM, AlertIntake
-from sigops.k8s.api import GROUP, VERSION, ApiException, Kube
+from sigops.incident.alertmanager import AlertInfo
+from sigops.incident.intake import FP_LABEL, RATELIMIT_CM, AlertIntake
+from sigops.kube.api import GROUP, VERSION, ApiException, Kube
 from sigops.prometheus.client import Prom
-from sigops.records import Signer
 from sigops.settings import Settings, Target
+from sigops.signing.records import Signer
 
 SIGNER = Signer(generate_key(ED25519, kid="intake-test-signer", state="active"))
 ALERT = "FLKSignatureFailuresSpike"

@@ -191,7 +191,7 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     """The upstream server reads PCS_HMAC_KEY only: scenario A's overlap never takes on it.
     The live probe sees the agents' key still refused, A's change is taken back, and the
     incident moves on (here: escalates, A being the only candidate)."""
-    from sigops.probe import submit
+    from sigops.backend.probe import submit
     from tests.integration.test_keyrotation import LiveTestbed
 
     old, new = rotated_too_early(api, namespace)

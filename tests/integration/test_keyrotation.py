@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from sigops.backend_config import EnvNames, backend_config, find_container, resolve_env
+from sigops.backend.config import EnvNames, backend_config, find_container, resolve_env
 from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys, verify_chain
 from sigops.dev.stub import StubServer

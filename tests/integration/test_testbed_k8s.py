@@ -21,7 +21,7 @@ from kubernetes import client
 
 from sigops.core.keys import ED25519, HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
-from sigops.k8s.api import Kube
+from sigops.kube.api import Kube
 from sigops.testbed.agents import AgentPlan, AgentSimulator
 from sigops.testbed.backend import Backend, BackendServer
 from sigops.testbed.keysource import SecretKey

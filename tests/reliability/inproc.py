@@ -18,13 +18,13 @@ from kubernetes import client
 
 from sigops.core.keys import ED25519, HMAC, Key, generate_key
 from sigops.core.signals import pubkeys_document
-from sigops.handlers.incident import IncidentReconciler
-from sigops.handlers.keyrotation import RotationReconciler
-from sigops.k8s.api import GROUP, VERSION
+from sigops.incident.reconciler import IncidentReconciler
+from sigops.kube.api import GROUP, VERSION
 from sigops.prometheus.client import Prom
-from sigops.records import Signer
-from sigops.rotation import TERMINAL
+from sigops.rotation.model import TERMINAL
+from sigops.rotation.reconciler import RotationReconciler
 from sigops.settings import Settings, Target
+from sigops.signing.records import Signer
 from tests.integration.test_incidents import backend as literal_backend
 from tests.integration.test_incidents import envelope, pcs
 from tests.integration.test_keyrotation import (

@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes import client
 
 from sigops.core.keys import Key
-from sigops.k8s.api import GROUP, VERSION, Kube
+from sigops.kube.api import GROUP, VERSION, Kube
 
 # -- figures ---------------------------------------------------------------------------------
 
@@ -248,7 +248,7 @@ class RawApi:
         return self.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
 
     def backend_fingerprints(self, ns: str, deployment: str = "fractal-lba-backend") -> list[str]:
-        from sigops.backend_config import EnvNames, backend_config, find_container, resolve_env
+        from sigops.backend.config import EnvNames, backend_config, find_container, resolve_env
 
         dep = self.deployment(ns, deployment)
         assert dep is not None

@@ -20,8 +20,8 @@ import pytest
 from kubernetes import client
 
 from sigops.core.keys import ED25519, HMAC
-from sigops.k8s.api import GROUP, VERSION
-from sigops.rotation import TERMINAL
+from sigops.kube.api import GROUP, VERSION
+from sigops.rotation.model import TERMINAL
 from tests.reliability import inproc, kit
 
 pytestmark = pytest.mark.usefixtures("inproc_log_scan")

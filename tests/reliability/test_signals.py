@@ -31,7 +31,7 @@ from sigops.core.signals import (
     verify_chain,
     verify_signal,
 )
-from sigops.records import Signer
+from sigops.signing.records import Signer
 from tests.reliability import kit
 
 OPERATOR = generate_key(ED25519, kid="sigops-operator", state="active")

@@ -386,7 +386,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "remediation": {"verifyTimeout": "2m", "escalateAfter": "45m",
                         "notificationURL": "https://hooks.example/x", "waitForRollout": False,
                         "rolloutTimeout": "3m", "probeTimeout": 1.5},
-        "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2},
+        "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2, "overlapProbeGrace": "45s"},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
     }
     cfg = Settings.model_validate(config_of(render(values, tmp=tmp_path)))
@@ -401,6 +401,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "deployment_label": "app", "verify_timeout": "2m", "escalate_after": "45m",
         "notification_url": "https://hooks.example/x", "wait_for_rollout": False,
         "rollout_timeout": "3m", "probe_timeout": 1.5, "min_overlap": "24h",
+        "overlap_probe_grace": "45s",
         "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
         "service_id": "sigops-eu",
     }

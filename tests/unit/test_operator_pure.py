@@ -9,17 +9,23 @@ import json
 
 import pytest
 
-from sigops import alerting, conditions, config, decide, rotation
-from sigops.alerting import WebhookError, alert_fingerprint, parse_webhook
-from sigops.backend_config import EnvNames, backend_config, resolve_env
-from sigops.conditions import parse_duration, set_condition
+from sigops.backend import keyring
+from sigops.backend.config import EnvNames, backend_config, resolve_env
+from sigops.backend.keyring import ManagedRing, desired_env, revision_of
+from sigops.core import timeparse
 from sigops.core.keys import ED25519, HMAC, Key, generate_key
-from sigops.decide import candidates, communication, needs_approval
-from sigops.rotation import ManagedRing, desired_env, plan, revision_of
+from sigops.core.timeparse import parse_duration
+from sigops.incident import alertmanager, decide
+from sigops.incident.alertmanager import WebhookError, alert_fingerprint, parse_webhook
+from sigops.incident.decide import candidates, communication, needs_approval
+from sigops.kube import conditions
+from sigops.kube.conditions import set_condition
+from sigops.rotation.model import plan
+from sigops.runtime import flags
 from sigops.settings import Settings, load_settings
 
 
-@pytest.mark.parametrize("mod", [alerting, conditions])
+@pytest.mark.parametrize("mod", [alertmanager, conditions, timeparse])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
 
@@ -58,18 +64,18 @@ def test_default_target():
 
 def test_flag_overrides():
     p = argparse.ArgumentParser()
-    config.add_run_flags(p)
+    flags.add_run_flags(p)
     a = p.parse_args(["--modes", "A=approval, E=auto", "--error-rate-threshold", "2.5",
                       "--signature-error-metric", "flk_signature_errors"])
-    o = config.overrides(a)
+    o = flags.overrides(a)
     assert o == {"modes": {"A": "approval", "E": "auto"}, "error_rate_threshold": 2.5,
                  "signature_error_metric": "flk_signature_errors"}
     s = Settings.model_validate({**Settings().model_dump(by_alias=True), **o})
     assert s.error_query() == "sum(rate(flk_signature_errors[5m]))"
     with pytest.raises(ValueError):
-        config.overrides(p.parse_args(["--modes", "A"]))
+        flags.overrides(p.parse_args(["--modes", "A"]))
     with pytest.raises(ValueError):
-        config.overrides(p.parse_args(["--error-rate-threshold", "lots"]))
+        flags.overrides(p.parse_args(["--error-rate-threshold", "lots"]))
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -248,5 +254,5 @@ def test_parse_webhook_rejects(doc):
 
 def test_small_invariants():
     assert Key("k", HMAC, secret=b"x").fingerprint != Key("k", HMAC, secret=b"y").fingerprint
-    assert rotation.keyring_secret_name("b") == "sigops-keyring-b"
+    assert keyring.keyring_secret_name("b") == "sigops-keyring-b"
     assert decide.SCENARIOS["C"].changes_something is False

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from sigops.backend.probe import OverlapProbe, probe_overlap
 from sigops.core.keys import HMAC, Key
-from sigops.probe import OverlapProbe, probe_overlap
 from sigops.testbed.backend import Backend, BackendServer
 from sigops.testbed.reload import DEFAULT_NAMES, config_from_env, single_key_names
 

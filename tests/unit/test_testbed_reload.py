@@ -37,7 +37,7 @@ def deployment(env: list[dict[str, Any]], annotation: str = "1") -> dict[str, An
 
 
 class FakeKube:
-    """read_deployment / secret_value over dicts, like sigops.k8s.api.Kube."""
+    """read_deployment / secret_value over dicts, like sigops.kube.api.Kube."""
 
     def __init__(self, dep: dict[str, Any] | None, secrets: dict[str, dict[str, str]]) -> None:
         self.dep, self.secrets, self.fail = dep, secrets, False

@@ -127,7 +127,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
              "--prometheus-url", stack.prometheus_url], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True))
         say(f"sigops running (alerts :{alerts_port}, metrics :{metrics_port})")
-        from ..k8s.api import Kube
+        from ..kube.api import Kube
 
         healthy = AgentSimulator(AgentPlan(backend_url, rate=10, agents=3),
                                  SecretKey(Kube(api).secret_value, NS, "agent-key",

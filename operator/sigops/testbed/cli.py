@@ -27,7 +27,7 @@ class _Usage(Exception):
 
 
 def _seconds(text: str) -> float:
-    from ..conditions import parse_duration
+    from ..core.timeparse import parse_duration
 
     try:
         return float(text)
@@ -56,7 +56,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _backend(a: argparse.Namespace) -> int:
-    from ..backend_config import EnvNames
+    from ..backend.config import EnvNames
     from .backend import Backend, BackendServer, BackendSettings
     from .reload import ConfigError, DeploymentWatcher, config_from_env, single_key_names
 
@@ -77,7 +77,7 @@ def _backend(a: argparse.Namespace) -> int:
             raise _Usage(f"--listen {a.listen!r} must be host:port")
         watcher = None
         if a.deployment:
-            from ..k8s.api import Kube
+            from ..kube.api import Kube
 
             backend = Backend(settings)
             watcher = DeploymentWatcher(
@@ -121,7 +121,7 @@ def _agents(a: argparse.Namespace) -> int:
         raise _Usage("give exactly one of --key, --key-file, --key-env, --secret")
 
     def reader() -> Any:
-        from ..k8s.api import Kube
+        from ..kube.api import Kube
 
         return Kube.connect(a.kubeconfig).secret_value
 

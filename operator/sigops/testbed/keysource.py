@@ -92,7 +92,7 @@ class StaticKey:
 
 
 SecretRead = Callable[[str, str, str], str | None]
-"""(namespace, name, key) -> value or None (e.g. :meth:`sigops.k8s.api.Kube.secret_value`)."""
+"""(namespace, name, key) -> value or None (e.g. :meth:`sigops.kube.api.Kube.secret_value`)."""
 
 
 class SecretKey:

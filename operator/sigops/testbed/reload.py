@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..backend_config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
+from ..backend.config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from ..core.errors import KeyringError, SigopsError
 from .bucket import parse_rate
 
@@ -130,7 +130,7 @@ def config_from_deployment(deployment: Mapping[str, Any],
 
 
 class DeploymentReader(Protocol):
-    """What the watcher needs from the API (:class:`sigops.k8s.api.Kube` fits)."""
+    """What the watcher needs from the API (:class:`sigops.kube.api.Kube` fits)."""
 
     def read_deployment(self, ns: str, name: str) -> dict[str, Any] | None: ...
 

@@ -1,0 +1,60 @@
+"""Last known good: snapshots of a backend's Deployment template, taken while it is healthy,
+for scenario E (apps/v1 has no rollback API). Kept in a Secret, since a template may carry
+literal key material in its env."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from ..kube.api import ApiException, Kube, unb64
+from .deployment import MANAGED
+
+__all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest"]
+
+log = logging.getLogger("sigops.lkg")
+
+
+def snapshot_name(deployment: str) -> str:
+    return f"sigops-lkg-{deployment}"[:253]
+
+
+def template_digest(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None:
+    sec = kube.read_secret(ns, snapshot_name(deployment))
+    if sec is None or not sec.data or "snapshot.json" not in sec.data:
+        return None
+    doc: dict[str, Any] = json.loads(unb64(sec.data["snapshot.json"]))
+    return doc
+
+
+def take_snapshot(kube: Kube, ns: str, deployment: str) -> bool:
+    """Snapshot the current template if it differs from the stored one; True if written."""
+    dep = kube.read_deployment(ns, deployment)
+    if dep is None:
+        return False
+    template = dep["spec"]["template"]
+    digest = template_digest(template)
+    sec = kube.read_secret(ns, snapshot_name(deployment))
+    if sec is not None and sec.data and "snapshot.json" in sec.data:
+        if json.loads(unb64(sec.data["snapshot.json"])).get("digest") == digest:
+            return False
+    doc = {"template": template, "digest": digest,
+           "revision": (dep["metadata"].get("annotations") or {}).get(
+               "deployment.kubernetes.io/revision"),
+           "takenAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    try:
+        kube.write_secret(ns, snapshot_name(deployment), {"snapshot.json": json.dumps(doc)}, sec,
+                          labels={**MANAGED, "sigops.fractal-lba.io/target": deployment})
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+    log.info("last-known-good snapshot of %s/%s (template %s)", ns, deployment, digest)
+    return True

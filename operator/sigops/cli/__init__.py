@@ -1,0 +1,742 @@
+"""The ``sigops`` command: JSON on stdout, logs on stderr.
+
+Exit codes: 0 success (all valid), 1 something invalid or rejected, 2 usage or configuration.
+Imports stay light here (argparse, json) so that ``sigops verify`` starts fast; each verb loads
+what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags, unreadable files, unusable configuration: exit 2 with a message."""
+
+
+def _out(obj: Any, stream: IO[str] | None = None) -> None:
+    (stream or sys.stdout).write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"sigops: {msg}\n")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+def _records(inputs: Sequence[str], lines: Callable[[IO[bytes]], Iterator[Any]] | None = None
+             ) -> Iterator[bytes | Any]:
+    """Raw records from every input in order: JSONL lines (bytes) or the elements of a
+    ``.json`` document. Blank lines are not records. A ``.json`` file that does not parse is
+    one (malformed) record. ``lines`` reads a JSONL stream (default: line by line)."""
+    lines = lines or _lines
+    for name in inputs:
+        if name == "-":
+            yield from lines(sys.stdin.buffer)
+            continue
+        p = Path(name)
+        if p.suffix == ".json":
+            try:
+                data = p.read_bytes()
+            except OSError as e:
+                raise UsageError(f"cannot read {name}: {e.strerror}") from None
+            stripped = data.lstrip()
+            if stripped.startswith(b"[") and stripped.rstrip().endswith(b"]"):
+                from ..core.errors import MalformedInput
+                from ..core.strictjson import loads
+
+                try:
+                    doc = loads(data, max(len(data), 1))
+                except MalformedInput:
+                    yield data
+                    continue
+                # Each element as its own record text, so the per-record size limit and the
+                # strict parse apply to it exactly as to a JSONL line.
+                for x in doc:
+                    yield json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode(
+                        "utf-8", "surrogatepass")
+            else:
+                yield data
+            continue
+        try:
+            f = p.open("rb")
+        except OSError as e:
+            raise UsageError(f"cannot read {name}: {e.strerror}") from None
+        with f:
+            yield from lines(f)
+
+
+def _lines(f: IO[bytes]) -> Iterator[bytes]:
+    for line in f:
+        if not line.isspace():  # never empty here; same test as line.strip(), without a copy
+            yield line
+
+
+def _check_inputs(inputs: Sequence[str]) -> None:
+    if not inputs:
+        raise UsageError("no INPUT given (a .json file, a .jsonl file, or - for stdin)")
+    for name in inputs:
+        if name != "-" and not Path(name).is_file():
+            raise UsageError(f"input {name} does not exist or is not a file")
+
+
+class _Progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, what: str, every: int = 5000) -> None:
+        self.on = sys.stderr.isatty()
+        self.what, self.every, self.t0, self.n = what, every, time.monotonic(), 0
+
+    def tick(self, n: int = 1) -> None:
+        self.n += n
+        if self.on and self.n // self.every != (self.n - n) // self.every:
+            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
+            sys.stderr.write(f"\r{self.what}: {self.n} records ({rate:,.0f}/s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on and self.n >= self.every:
+            sys.stderr.write("\n")
+
+
+def _diagnoser(args: argparse.Namespace, max_skew: float | None = None) -> Any:
+    from ..core.diagnose import Diagnoser
+    from ..core.errors import KeyringError
+    from ..core.keys import load_keyring
+
+    try:
+        ring = load_keyring(args.keyring, args.profile)
+        return Diagnoser(ring, max_skew_seconds=max_skew, max_bytes=args.max_bytes)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+
+
+def _classify_all(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace | None = None
+                  ) -> Iterator[Any]:
+    if args is not None and getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
+        yield from _parallel(d, inputs, what, args, summary=False)
+        return
+    prog = _Progress(what)
+    for i, rec in enumerate(_records(inputs)):
+        v = d.classify_line(rec, i)
+        prog.tick()
+        yield v
+    prog.done()
+
+
+class _ShortValid:
+    """The last record found valid by the short route (see Diagnoser.check_line); one
+    mutable instance, so a valid record costs no Verdict."""
+
+    __slots__ = ("pcs_id", "kid")
+
+    def __init__(self) -> None:
+        self.pcs_id: str | None = None
+        self.kid: str | None = None
+
+
+_VALID = _ShortValid()
+
+
+def _check_all(d: Any, inputs: Sequence[str]) -> Iterator[Any]:
+    """Verdicts in input order for ``sigops verify`` in one process; a record valid by the
+    short route is reported as :data:`_VALID` (already settled)."""
+    prog = _Progress("verified")
+    check, settle, remember, short = d.check_line, d.settle, d.remember, _VALID
+    for i, rec in enumerate(_records(inputs)):
+        v, kid, content = check(rec, i)
+        if v is None:
+            remember(content[0], content)
+            short.pcs_id, short.kid = content[0], kid
+            v = short
+        else:
+            v = settle(v, content)
+        prog.tick()
+        yield v
+    prog.done()
+
+
+def _count_all(d: Any, inputs: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """``sigops verify --summary`` in one process: the number of records and the count of
+    each final cause, in order of first occurrence."""
+    prog = _Progress("verified")
+    check, settle, remember = d.check_line, d.settle, d.remember
+    counts: dict[str, int] = {}
+    n = 0
+    for rec in _records(inputs):
+        v, _, content = check(rec, n)
+        n += 1
+        if v is None:  # valid by the short route
+            remember(content[0], content)
+            counts["valid"] = counts.get("valid", 0) + 1
+        else:
+            cause = settle(v, content).cause
+            counts[cause] = counts.get(cause, 0) + 1
+        if not n & 1023:
+            prog.tick(1024)
+    prog.tick(n & 1023)
+    prog.done()
+    return n, counts
+
+
+# -- --jobs N: judge records in N worker processes, settle them here in input order ------------
+#
+# Diagnoser.judge_* looks at one record alone; Diagnoser.settle applies what earlier records
+# taught (one pcs_id with two contents) and must see records in input order. Workers judge
+# blocks of input; this process settles the results block by block, in order, so verdicts,
+# output, its order and exit codes are those of one process. A JSONL file goes to the workers
+# as byte ranges they read themselves, stdin as raw blocks of lines (no per-line pickling).
+# multiprocessing is imported only here, keeping `import sigops.cli` light.
+
+_BLOCK = 1 << 21  # bytes of JSONL per task (about 3,700 upstream PCS)
+_CHUNK = 1024  # records of a .json array per task
+_worker: Any = None
+
+
+class _Block:
+    """Many JSONL lines read at once (``--jobs``); the worker splits them into records."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def records(self) -> Iterator[bytes]:
+        """The records :func:`_lines` gives for the same bytes: lines ending in ``\\n``
+        (the last one maybe not), blank ones dropped."""
+        parts = self.data.split(b"\n")
+        last = parts.pop()
+        for part in parts:
+            line = part + b"\n"
+            if not line.isspace():
+                yield line
+        if last and not last.isspace():
+            yield last
+
+
+class _Range:
+    """Lines ``[start, end)`` of a regular file (``--jobs``; ``end`` None: to the end of the
+    file); the worker reads them itself, so they never pass through a pipe."""
+
+    __slots__ = ("path", "start", "end")
+
+    def __init__(self, path: str, start: int, end: int | None) -> None:
+        self.path, self.start, self.end = path, start, end
+
+    def records(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read() if self.end is None else f.read(self.end - self.start)
+        return _Block(data).records()
+
+
+def _blocks(f: IO[bytes]) -> Iterator[_Block | _Range]:
+    """A JSONL stream in pieces that end at line ends: ranges of a regular file, else
+    blocks of its bytes."""
+    if f is not sys.stdin.buffer and f.seekable():
+        import os
+
+        size, start = os.fstat(f.fileno()).st_size, 0
+        while start + _BLOCK < size:
+            f.seek(start + _BLOCK)
+            tail = f.readline()  # to the end of the line the cut falls in
+            if not tail.endswith(b"\n"):
+                break
+            end = start + _BLOCK + len(tail)
+            yield _Range(f.name, start, end)
+            start = end
+        yield _Range(f.name, start, None)
+        return
+    rest = b""
+    while data := f.read(_BLOCK):
+        if rest:
+            data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield _Block(data[:cut])
+        rest = data[cut:]
+    if rest:
+        yield _Block(rest)
+
+
+def _parallel_safe(d: Any) -> bool:
+    """Two kids with the same key material verify the same signatures; which kid a record
+    gets then depends on the records before it (move-to-front), so one process judges."""
+    material = [(k.alg, k.secret or k.public) for k in d.ring.keys]
+    return len(set(material)) == len(material)
+
+
+def _worker_init(keyring: str, profile: str | None, max_skew: float | None,
+                 max_bytes: int) -> None:
+    global _worker
+    from ..core.diagnose import Diagnoser
+    from ..core.keys import load_keyring
+
+    _worker = Diagnoser(load_keyring(keyring, profile), max_skew_seconds=max_skew,
+                        max_bytes=max_bytes)
+
+
+def _worker_judge(task: tuple[bool, list[Any]]) -> tuple[Any, ...]:
+    """Judge one task's records. Every verdict (positions are task-relative), or with
+    ``summary`` what :func:`_worker_count` gives."""
+    summary, items = task
+    if summary:
+        return _worker_count(items)
+    d, n = _worker, 0
+    verdicts: list[tuple[Any, ...]] = []
+    for item in items:
+        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
+            v, content = d.judge_line(rec, n)
+            verdicts.append((v.cause, v.pcs_id, v.kid, v.profile, v.detail, v.source,
+                             v.version, v.skew_seconds, content))
+            n += 1
+    return n, verdicts
+
+
+def _worker_count(items: list[Any]) -> tuple[Any, ...]:
+    """Counts per final cause (with their first task-relative position) and what the parent
+    must settle in order: the pcs_ids of the records to remember, their signed contents
+    pickled in one blob (the parent rarely looks inside), and the unverifiable records (the
+    parent decides whether they are tampered, and counts them) as ``(number of pcs_ids
+    before it, position, content)``."""
+    d, n = _worker, 0
+    counts: dict[str, list[int]] = {}
+    pids: list[str] = []
+    contents: list[tuple[Any, ...]] = []
+    unverifiable: list[tuple[int, int, tuple[Any, ...]]] = []
+    check = d.check_line
+    valid = counts["valid"] = [0, 0]
+    for item in items:
+        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
+            v, _, content = check(rec, n)
+            if v is None:  # valid by the short route
+                if not valid[0]:
+                    valid[1] = n
+                valid[0] += 1
+            elif content is not None and v.cause == "unverifiable":
+                unverifiable.append((len(pids), n, content))
+                n += 1
+                continue
+            else:
+                c = counts.get(v.cause)
+                if c is None:
+                    c = counts[v.cause] = [0, n]
+                elif not c[0]:
+                    c[1] = n
+                c[0] += 1
+            if content is not None:
+                pids.append(content[0])
+                contents.append(content)
+            n += 1
+    if not valid[0]:
+        del counts["valid"]
+    return n, counts, pids, pickle.dumps(contents, pickle.HIGHEST_PROTOCOL), unverifiable
+
+
+def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace,
+              summary: bool) -> Iterator[Any]:
+    """Verdicts in input order or, with ``summary``, one ``(total, counts by cause in order of
+    first occurrence)`` at the end."""
+    import multiprocessing
+    from collections import deque
+
+    from ..core.diagnose import ContentBatch, Verdict
+
+    prog = _Progress(what)
+    pending: deque[Any] = deque()
+    base = 0
+    totals: dict[str, int] = {}
+
+    def settle(result: Any) -> Iterator[Any]:
+        nonlocal base
+        n = result[0]
+        if not summary:
+            for i, (*fields, content) in enumerate(result[1], base):
+                yield d.settle(Verdict(i, *fields), content)
+        else:
+            counts: dict[str, list[int]] = result[1]
+            blob: bytes = result[3]
+            batch = ContentBatch(result[2], lambda: pickle.loads(blob))
+            start = 0
+            for cut, pos, content in result[4]:
+                d.remember_batch(batch, start, cut)
+                start = cut
+                cause = d.settle(Verdict(pos, "unverifiable", content[0]), content).cause
+                c = counts.get(cause)
+                if c is None:
+                    counts[cause] = [1, pos]
+                else:
+                    c[0] += 1
+                    c[1] = min(c[1], pos)
+            d.remember_batch(batch, start)
+            for cause, (count, _) in sorted(counts.items(), key=lambda kv: kv[1][1]):
+                totals[cause] = totals.get(cause, 0) + count
+        base += n
+        prog.tick(n)
+
+    pool = multiprocessing.get_context().Pool(
+        args.jobs, _worker_init,
+        (args.keyring, args.profile, d.max_skew_seconds, args.max_bytes))
+    try:
+        items, weight, failure = [], 0, None
+        records = _records(inputs, _blocks)
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the records before it
+                failure = e
+                break
+            items.append(item)
+            weight += _CHUNK if isinstance(item, _Block | _Range) else 1
+            if weight >= _CHUNK:
+                pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
+                items, weight = [], 0
+                while len(pending) > 2 * args.jobs:  # bounded: memory stays flat on any input
+                    yield from settle(pending.popleft().get())
+        if items:
+            pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
+        while pending:
+            yield from settle(pending.popleft().get())
+        if failure is not None:
+            raise failure
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+    prog.done()
+    if summary:
+        yield base, totals
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _check_inputs(args.inputs)
+    d = _diagnoser(args)
+    total = valid = 0
+    by_reason: dict[str, int] = {}
+    parallel = getattr(args, "jobs", 1) > 1 and _parallel_safe(d)
+    if args.summary:
+        if parallel:  # the workers count, this process settles what needs the input order
+            [(total, by_reason)] = list(_parallel(d, args.inputs, "verified", args,
+                                                  summary=True))
+        else:
+            total, by_reason = _count_all(d, args.inputs)
+        valid = by_reason.pop("valid", 0)
+        _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
+        if total == 0:
+            _err("no records in the input")
+            return EXIT_INVALID
+        return EXIT_OK if valid == total else EXIT_INVALID
+    write = sys.stdout.write
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    if parallel:
+        verdicts: Iterator[Any] = _classify_all(d, args.inputs, "verified", args)
+    else:
+        verdicts = _check_all(d, args.inputs)
+    for v in verdicts:
+        total += 1
+        if v is _VALID:  # the short route: write its line, nothing else
+            valid += 1
+            write(dumps({"index": total - 1, "pcs_id": _VALID.pcs_id, "valid": True,
+                         "kid": _VALID.kid, "profile": d.profile, "reason": None}) + "\n")
+            continue
+        if v.cause == "valid":
+            valid += 1
+        line = {"index": v.index, "pcs_id": v.pcs_id, "valid": v.cause == "valid",
+                "kid": v.kid, "profile": v.profile,
+                "reason": None if v.cause == "valid" else v.cause}
+        if v.detail and v.cause != "valid":
+            line["detail"] = v.detail
+        write(dumps(line) + "\n")
+    if total == 0:
+        _err("no records in the input")
+        return EXIT_INVALID
+    return EXIT_OK if valid == total else EXIT_INVALID
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from ..core.diagnose import aggregate
+
+    _check_inputs(args.inputs)
+    d = _diagnoser(args, args.max_skew)
+    verdicts = list(_classify_all(d, args.inputs, "diagnosed", args))
+    report = aggregate(verdicts, max_skew_seconds=d.max_skew_seconds,
+                       recent_config_change=args.recent_config_change,
+                       verifier_profile=d.profile)
+    if args.per_sample:
+        report["samples"] = [{"index": v.index, "cause": v.cause, "kid": v.kid,
+                              "profile": v.profile} for v in verdicts]
+    _out(report)
+    return EXIT_OK
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    from ..core.errors import KeyringError
+    from ..core.golden import run_golden
+    from ..core.keys import load_keyring
+
+    try:
+        ring = load_keyring(args.keyring) if args.keyring else None
+        results = run_golden(args.dir, ring, args.profile)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    if not results:
+        raise UsageError(f"no golden vectors (*.json) in {args.dir}")
+    failed = [r for r in results if not r.ok]
+    _out({"total": len(results), "passed": len(results) - len(failed), "failed": len(failed),
+          "vectors": [r.to_dict() for r in results]})
+    for r in failed:
+        _err(f"golden mismatch: {r.file}: {r.detail}")
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _read_json_file(path: str, what: str) -> Any:
+    from ..core.errors import MalformedInput
+    from ..core.strictjson import loads
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return loads(data)
+    except MalformedInput as e:
+        raise UsageError(f"{what} {path}: {e.reason}") from None
+
+
+def cmd_signal_sign(args: argparse.Namespace) -> int:
+    from ..core.errors import KeyringError
+    from ..core.keys import key_from_entry
+    from ..core.signals import sign_signal
+
+    entry = _read_json_file(args.key, "key file")
+    payload = _read_json_file(args.payload, "payload")
+    if not isinstance(payload, dict):
+        raise UsageError("payload must be a JSON object")
+    try:
+        key = key_from_entry(entry)
+        _out(sign_signal(payload, key))
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    return EXIT_OK
+
+
+def cmd_signal_verify(args: argparse.Namespace) -> int:
+    from ..core.errors import KeyringError, SignalRejected
+    from ..core.signals import load_pubkeys, rejection_record, signal_hash, verify_signal
+
+    try:
+        pubkeys = load_pubkeys(_read_json_file(args.pubkeys, "pubkeys file"))
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    from ..core.errors import MalformedInput
+    from ..core.strictjson import loads
+
+    try:
+        raw = sys.stdin.buffer.read() if args.signal == "-" else Path(args.signal).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read signal {args.signal}: {e.strerror}") from None
+    try:
+        signal = loads(raw)
+        payload = verify_signal(signal, pubkeys)
+    except (MalformedInput, SignalRejected) as e:
+        reason = e.reason if isinstance(e, SignalRejected) else "malformed"
+        detail = e.detail if isinstance(e, SignalRejected) else e.reason
+        _out({"valid": False, "reason": reason, "detail": detail})
+        sys.stderr.write(json.dumps(rejection_record(reason, args.signal)) + "\n")
+        return EXIT_INVALID
+    _out({"valid": True, "reason": None, "key_id": signal["key_id"],
+          "hash": signal_hash(signal), "payload": payload})
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from ..core.errors import KeyringError
+    from ..core.keys import generate_key
+
+    try:
+        key = generate_key(args.alg, args.kid, args.state)
+    except KeyringError as e:
+        raise UsageError(str(e)) from None
+    entry = key.to_entry()
+    entry["fingerprint"] = key.fingerprint
+    _out(entry)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..runtime.operator import main as run_main
+
+    return run_main(args)
+
+
+def cmd_testbed(args: argparse.Namespace) -> int:
+    from ..testbed.cli import main as testbed_main
+
+    return testbed_main(args.testbed_args)
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with a one-line message, no traceback
+        self.print_usage(sys.stderr)
+        _err(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _non_negative(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number >= 0")
+    return v
+
+
+PROFILES = ("python", "go", "fixed9")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="sigops",
+        description="Verify and diagnose FLK PCS signatures; rotate keys and answer "
+                    "signature-failure spikes on Kubernetes.",
+        epilog="Output is JSON on stdout; logs go to stderr. Exit 0 = ok/all valid, "
+               "1 = something invalid or rejected, 2 = usage or configuration error.",
+    )
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--keyring", required=True, metavar="K.json",
+                        help="keyring file: {\"keys\": [...], \"profile\": ..., "
+                             "\"max_skew_seconds\": ...}")
+        sp.add_argument("--profile", choices=PROFILES,
+                        help="canonical profile (default: the keyring's, else python)")
+        sp.add_argument("--max-bytes", type=_positive_int, default=1 << 20, metavar="N",
+                        help="size limit of one record in bytes (default 1048576)")
+        sp.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                        help="worker processes judging records (default 1); output and its "
+                             "order are the same for any N")
+
+    v = sub.add_parser("verify", help="verify PCS records, one JSON line each",
+                       description="Verify PCS records. INPUT is a .json PCS (or a JSON array "
+                                   "of them), a .jsonl file, or - for JSONL on stdin. Records "
+                                   "are PCS objects or envelopes {pcs, received_at, source}.")
+    common(v)
+    v.add_argument("--summary", action="store_true",
+                   help="print one {total, valid, invalid, by_reason} object instead")
+    v.add_argument("inputs", nargs="*", metavar="INPUT")
+    v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("diagnose", help="why do signatures fail? one JSON report",
+                       description="Classify each record (malformed, valid, clock_skew, "
+                                   "stale_key, pending_key, canonicalization_drift, tampered, "
+                                   "unverifiable) and report the incident cause and scenario.")
+    common(d)
+    d.add_argument("--max-skew", type=_non_negative, metavar="S",
+                   help="freshness limit in seconds (default: the keyring's max_skew_seconds)")
+    d.add_argument("--per-sample", action="store_true", help="include one line per sample")
+    d.add_argument("--recent-config-change", action="store_true",
+                   help="the signing config changed just before the spike (favours E)")
+    d.add_argument("inputs", nargs="*", metavar="INPUT")
+    d.set_defaults(func=cmd_diagnose)
+
+    g = sub.add_parser("golden", help="check golden vectors in a directory",
+                       description="Check golden vectors (canonical, pcs, verdict and "
+                                   "backend-accepted vectors); exit 1 on any mismatch.")
+    g.add_argument("--keyring", metavar="K.json", help="keys for pcs vectors")
+    g.add_argument("--profile", choices=PROFILES,
+                   help="require this profile (default: any profile may match)")
+    g.add_argument("dir", metavar="DIR")
+    g.set_defaults(func=cmd_golden)
+
+    s = sub.add_parser("signal", help="sign or verify sigops signals")
+    ssub = s.add_subparsers(dest="signal_verb", metavar="sign|verify", parser_class=_Parser)
+    ss = ssub.add_parser("sign", help="sign a payload with an Ed25519 key entry")
+    ss.add_argument("--key", required=True, metavar="PRIVATE.json",
+                    help="an ed25519 key entry with private_b64 (see sigops keygen)")
+    ss.add_argument("payload", metavar="PAYLOAD.json")
+    ss.set_defaults(func=cmd_signal_sign)
+    sv = ssub.add_parser("verify", help="verify a signal (exit 0 valid, 1 rejected)")
+    sv.add_argument("--pubkeys", required=True, metavar="P.json",
+                    help="{\"keys\": {\"<kid>\": \"<base64 32 bytes>\"}}")
+    sv.add_argument("signal", metavar="SIGNAL.json")
+    sv.set_defaults(func=cmd_signal_verify)
+    def signal_help(_: argparse.Namespace) -> int:
+        s.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    s.set_defaults(func=signal_help)
+
+    k = sub.add_parser("keygen", help="print a new key entry for a keyring")
+    k.add_argument("--alg", required=True, choices=("hmac-sha256", "ed25519"))
+    k.add_argument("--kid", help="key id (default: derived from alg, time and fingerprint)")
+    k.add_argument("--state", default="pending",
+                   choices=("pending", "active", "retiring", "retired"))
+    k.set_defaults(func=cmd_keygen)
+
+    r = sub.add_parser("run", help="run the operator (kopf) with its alert receiver",
+                       description="Run the operator. Every flag is also an environment "
+                                   "variable (shown in brackets).")
+    from ..runtime.flags import add_run_flags
+
+    add_run_flags(r)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("testbed", help="reference backend and agent simulator for drills",
+                       add_help=False)
+    t.add_argument("testbed_args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_testbed)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["testbed"]:  # its own parser, including `sigops testbed --help`
+        from ..testbed.cli import main as testbed_main
+
+        return testbed_main(args_in[1:])
+    argv = args_in
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        rc: int = args.func(args)
+        return rc
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130

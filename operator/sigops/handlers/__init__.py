@@ -1,1 +1,0 @@
-"""kopf-facing reconcilers: KeyRotation, SignatureIncident and the alert intake."""

@@ -1,0 +1,230 @@
+"""Evidence for a SignatureIncident: failed samples, KeyRotations, the Deployment's revision
+history, Prometheus and a live golden probe -- gathered through the API, then judged by the
+core.
+
+Nothing here changes anything. Secret material never leaves this module: the result carries
+key ids and fingerprints only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..backend.deployment import Backend
+from ..backend.keyring import REVISION_ANNOTATION
+from ..backend.probe import probe_pcs
+from ..core.diagnose import Diagnoser, Verdict, aggregate
+from ..core.errors import KeyringError
+from ..core.keys import Key, KeyRing
+from ..kube.api import ApiException, Kube
+from ..prometheus.client import Prom
+from ..rotation.model import TERMINAL
+from ..settings import Settings, Target
+
+__all__ = ["Evidence", "gather"]
+
+log = logging.getLogger("sigops.evidence")
+MAX_SAMPLES = 2000
+
+
+@dataclass
+class Evidence:
+    """What diagnosis saw; ``summary`` is what goes into status.evidence."""
+
+    report: dict[str, Any] | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    ring: KeyRing | None = None
+    backend_alg: str | None = None
+    rotations: list[dict[str, Any]] = field(default_factory=list)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    recent_signing_change: bool = False
+    error_rate: float | None = None
+    skew_metric: float | None = None
+    probe: list[dict[str, Any]] = field(default_factory=list)
+    samples_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rotation_in_progress(self) -> bool:
+        return any(r.get("phase") not in TERMINAL for r in self.rotations)
+
+    def summary(self) -> dict[str, Any]:
+        rep = dict(self.report or {})
+        rep.pop("samples", None)
+        return {
+            "samples": {"source": self.samples_source, "report": rep or None},
+            "keyRotations": self.rotations,
+            "revisions": self.revisions[-5:],
+            "recentSigningChange": self.recent_signing_change,
+            "errorRate": self.error_rate,
+            "skewMetricSeconds": self.skew_metric,
+            "goldenProbe": self.probe,
+            "notes": self.notes,
+        }
+
+
+def _samples_from_configmap(kube: Kube, ns: str, ref: dict[str, Any]) -> list[bytes]:
+    cm = kube.core.read_namespaced_config_map(ref["name"], ns, _request_timeout=15)
+    text = (cm.data or {}).get(ref.get("key") or "samples.jsonl", "")
+    return [line.encode() for line in text.splitlines() if line.strip()][:MAX_SAMPLES]
+
+
+def _samples_from_backend(url: str, timeout: float) -> list[Any]:
+    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/samples/failures?limit={MAX_SAMPLES}",
+                                timeout=timeout) as r:
+        doc = json.loads(r.read(8 << 20))
+    samples = doc.get("samples") if isinstance(doc, dict) else None
+    return list(samples or [])[:MAX_SAMPLES]
+
+
+def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Deployment's ReplicaSets, oldest first, with the fingerprints each accepted."""
+    sel = dep["spec"].get("selector", {}).get("matchLabels") or {}
+    label_selector = ",".join(f"{k}={v}" for k, v in sel.items())
+    rss = kube.apps.list_namespaced_replica_set(backend.ns, label_selector=label_selector,
+                                                _request_timeout=15).items
+    out = []
+    for rs in rss:
+        owners = rs.metadata.owner_references or []
+        if not any(o.kind == "Deployment" and o.name == backend.name for o in owners):
+            continue
+        ann = rs.metadata.annotations or {}
+        tmpl = kube.api.sanitize_for_serialization(rs.spec.template)
+        try:
+            eff = backend.effective_of_template(tmpl)
+            fps, alg = eff.fingerprints, eff.alg
+        except KeyringError:
+            fps, alg = [], None
+        out.append({
+            "revision": int(ann.get("deployment.kubernetes.io/revision", "0")),
+            "created": rs.metadata.creation_timestamp.astimezone(UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"),
+            "alg": alg, "fingerprints": fps,
+            "bySigops": REVISION_ANNOTATION in ((tmpl.get("metadata") or {}).get(
+                "annotations") or {}),
+            "_template": tmpl,
+        })
+    return sorted(out, key=lambda r: r["revision"])
+
+
+def _diagnosis_ring(backend: Backend, ring_doc: Any, effective: Any,
+                    revisions: list[dict[str, Any]], target: Target) -> KeyRing | None:
+    """Every key sigops knows for this target, with the backend's effective set as
+    ``backend_accepts`` so a key the backend dropped shows up as stale or pending."""
+    keys: dict[str, Key] = {}
+    if ring_doc is not None:
+        for e in ring_doc.entries:
+            try:
+                k = ring_doc.key(e.get("kid"))
+            except KeyringError:
+                continue
+            if k is not None:
+                keys.setdefault(k.fingerprint, k)
+    for k in effective.keys:
+        keys.setdefault(k.fingerprint, Key(f"backend-{k.fingerprint}", k.alg, "active",
+                                           k.secret, k.public))
+    for rev in revisions:
+        try:
+            eff = backend.effective_of_template(rev["_template"])
+        except KeyringError:
+            continue
+        for k in eff.keys:
+            keys.setdefault(k.fingerprint, Key(f"rev{rev['revision']}-{k.fingerprint}", k.alg,
+                                               "retired", k.secret, k.public))
+    if not keys:
+        return None
+    accepted = set(effective.fingerprints)
+    return KeyRing(tuple(keys.values()), profile=target.profile,
+                   max_skew_seconds=target.max_skew_seconds,
+                   backend_accepts=frozenset(k.kid for fp, k in keys.items() if fp in accepted))
+
+
+def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
+           target: Target, now: datetime) -> Evidence:
+    ev = Evidence()
+    spec = incident.get("spec") or {}
+    backend = Backend(kube, target.namespace, target.deployment, target.container)
+    dep = backend.deployment()
+    if dep is None:
+        ev.notes.append(f"deployment {target.namespace}/{target.deployment} not found")
+        return ev
+    # KeyRotations on the target.
+    try:
+        for kr in kube.list_cr(target.namespace, "keyrotations"):
+            t = (kr.get("spec") or {}).get("target") or {}
+            if (t.get("deployment") or "fractal-lba-backend") == target.deployment:
+                st = kr.get("status") or {}
+                ev.rotations.append({"name": kr["metadata"]["name"], "phase": st.get("phase"),
+                                     "newKeyId": st.get("newKeyId"),
+                                     "previousKeyId": st.get("previousKeyId")})
+    except ApiException as e:
+        ev.notes.append(f"cannot list KeyRotations: {e.status}")
+    # Revision history and recent signing changes.
+    try:
+        revs = _revisions(kube, backend, dep)
+    except ApiException as e:
+        revs = []
+        ev.notes.append(f"cannot list ReplicaSets: {e.status}")
+    window = settings.seconds("e_auto_window")
+    if len(revs) >= 2:
+        last, prev = revs[-1], revs[-2]
+        created = datetime.fromisoformat(last["created"].replace("Z", "+00:00"))
+        changed = (last["fingerprints"], last["alg"]) != (prev["fingerprints"], prev["alg"])
+        if changed and not last["bySigops"] and (now - created).total_seconds() <= window:
+            ev.recent_signing_change = True
+            ev.notes.append(f"signing config changed in revision {last['revision']} at "
+                            f"{last['created']}")
+    ev.revisions = [{k: v for k, v in r.items() if k != "_template"} for r in revs]
+    # The backend's effective config and sigops' keyring.
+    try:
+        effective = backend.effective(dep)
+        ev.backend_alg = effective.alg
+    except KeyringError as e:
+        ev.notes.append(f"backend signing config unusable: {e}")
+        effective = None
+    ring_doc, _ = backend.read_ring()
+    if effective is not None:
+        ev.ring = _diagnosis_ring(backend, ring_doc, effective, revs, target)
+        # Live golden probe: does the backend accept each key sigops knows?
+        if ev.ring is not None:
+            accepted = Diagnoser(effective.keyring()) if effective.keys else None
+            for k in ev.ring.keys:
+                if not k.can_sign:
+                    continue
+                ok = bool(accepted and accepted.classify_obj(probe_pcs(k), 0).valid)
+                ev.probe.append({"kid": k.kid, "fingerprint": k.fingerprint, "accepted": ok})
+    # Samples: an attached ConfigMap, else the backend's sample endpoint.
+    raw: list[Any] = []
+    ref = (spec.get("samples") or {}).get("configMapRef")
+    try:
+        if ref:
+            raw = _samples_from_configmap(kube, incident["metadata"]["namespace"], ref)
+            ev.samples_source = f"configmap/{ref['name']}"
+        elif target.backend_url:
+            raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
+            ev.samples_source = f"{target.backend_url}/v1/samples/failures"
+    except (ApiException, OSError, ValueError) as e:
+        ev.notes.append(f"cannot read samples: {type(e).__name__}")
+    if raw and ev.ring is not None:
+        d = Diagnoser(ev.ring)
+        ev.verdicts = [d.classify_line(r, i) if isinstance(r, bytes) else d.classify_obj(r, i)
+                       for i, r in enumerate(raw)]
+        ev.report = aggregate(ev.verdicts, max_skew_seconds=ev.ring.max_skew_seconds,
+                              recent_config_change=ev.recent_signing_change,
+                              verifier_profile=ev.ring.profile)
+    # Prometheus.
+    if prom.configured:
+        ev.error_rate = prom.scalar(settings.error_query(target.namespace, target.deployment))
+        res = prom.query(f"max(abs({settings.skew_metric}))")
+        if res:
+            try:
+                ev.skew_metric = float(res[0]["value"][1])
+            except (KeyError, IndexError, ValueError):
+                pass
+    return ev
+

@@ -1,0 +1,356 @@
+"""Alert intake: the Alertmanager webhook (``POST /v1/alerts``) and the Prometheus ``ALERTS``
+poll, both deduped into one SignatureIncident per alert.
+
+- The bearer token is compared in constant time; anything else is 401, counted and logged as a
+  potential attack (source address and reason; never the token or the payload).
+- Dedupe on group key + fingerprint + status, and on the open incident of a fingerprint, so
+  1,000 identical posts (or a post and a poll) make one incident. The API calls for one alert
+  run outside the intake lock, one alert per fingerprint at a time: duplicates of an alert in
+  flight wait for its outcome (and take over if it failed), other alerts go on.
+- Each new incident is a signal of its target; more than 3 per hour per target are
+  rate-limited: the first creates a ``SignalRateLimited`` record (Event + an incident in phase
+  RateLimited, itself signed), later ones only count. The window survives restarts (ConfigMap).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from ..core.ratelimit import SlidingWindowLimiter
+from ..core.signals import rejection_record
+from ..core.strictjson import loads
+from ..core.timeparse import now_iso, parse_duration
+from ..kube.api import GROUP, VERSION, ApiException, Kube
+from ..prometheus.client import Prom
+from ..settings import Settings, Target
+from ..signing.records import Signer
+from ..telemetry.metrics import ALERTS_RECEIVED, SIGNALS_RATE_LIMITED, SIGNALS_REJECTED
+from .alertmanager import AlertInfo, WebhookError, alert_fingerprint, parse_webhook
+from .reconciler import OPEN, RATE_LIMITED_LABEL
+
+__all__ = ["AlertIntake", "make_handler"]
+
+log = logging.getLogger("sigops.alerts")
+attack_log = logging.getLogger("sigops.security")
+MAX_BODY = 1 << 20
+FP_LABEL = "sigops.fractal-lba.io/alert-fingerprint"
+RATELIMIT_CM = "sigops-ratelimit"
+
+
+class AlertIntake:
+    """Turns alerts into SignatureIncidents, once each."""
+
+    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+                 operator_namespace: str, token: str | None) -> None:
+        self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
+        self.operator_namespace = operator_namespace
+        self.token = token.encode() if token else None
+        self.lock = threading.Lock()  # held for in-memory state only, never across API calls
+        self.save_lock = threading.Lock()  # one rate-limit state write at a time
+        self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
+        self.seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
+        self.limiter = SlidingWindowLimiter(settings.signal_rate_limit,
+                                            parse_duration(settings.signal_rate_window))
+        self._load_limiter()
+
+    # -- rate-limit state ------------------------------------------------------------------
+
+    def _load_limiter(self) -> None:
+        try:
+            cm = self.kube.core.read_namespaced_config_map(RATELIMIT_CM, self.operator_namespace)
+            self.limiter.load_state(json.loads((cm.data or {}).get("state.json", "{}")))
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("cannot read rate-limit state: %s", e.status)
+        except ValueError:
+            log.warning("rate-limit state unreadable; starting empty")
+
+    def _save_limiter(self) -> None:
+        with self.save_lock:  # the state is read inside, so the last write is the newest
+            with self.lock:
+                state = json.dumps(self.limiter.to_state())
+            self._write_limiter(state)
+
+    def _write_limiter(self, state: str) -> None:
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=RATELIMIT_CM, namespace=self.operator_namespace,
+                                         labels={"app.kubernetes.io/managed-by": "sigops"}),
+            data={"state.json": state})
+        try:
+            self.kube.core.replace_namespaced_config_map(RATELIMIT_CM, self.operator_namespace,
+                                                         body)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            self.kube.core.create_namespaced_config_map(self.operator_namespace, body)
+
+    # -- targets ---------------------------------------------------------------------------
+
+    def target_for(self, labels: dict[str, str]) -> Target | None:
+        ns = labels.get(self.settings.namespace_label)
+        dep = labels.get(self.settings.deployment_label)
+        for t in self.settings.targets:
+            if (ns is None or t.namespace == ns) and (dep is None or t.deployment == dep):
+                if ns is not None or dep is not None:
+                    return t
+        if ns and dep:
+            return Target(namespace=ns, deployment=dep)
+        return self.settings.default_target()
+
+    # -- incidents ---------------------------------------------------------------------------
+
+    def _find_open(self, ns: str, fp: str) -> str | None:
+        known = self.open.get(fp)
+        if known:
+            obj = self.kube.get_cr(known[0], "signatureincidents", known[1])
+            if obj and ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
+                return known[1]
+            self.open.pop(fp, None)
+        items = self.kube.custom.list_namespaced_custom_object(
+            GROUP, VERSION, ns, "signatureincidents", label_selector=f"{FP_LABEL}={fp}",
+            _request_timeout=15).get("items", [])
+        for obj in items:
+            if ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
+                self.open[fp] = (ns, obj["metadata"]["name"])
+                return str(obj["metadata"]["name"])
+        return None
+
+    def handle(self, alert: AlertInfo, path: str) -> str:
+        """One alert: created, duplicate, resolved, rate_limited, ignored or no_target.
+
+        A duplicate of an alert whose API calls are in flight waits for them: then it is a
+        duplicate, or (the first one failed) it is handled in its place, so a failure never
+        turns the copies that Alertmanager sent alongside into acknowledged losses."""
+        if alert.name != self.settings.alert_name:
+            return "ignored"
+        fp = alert.fingerprint
+        while True:
+            with self.lock:
+                if alert.dedupe_key in self.seen:
+                    self.seen.move_to_end(alert.dedupe_key)
+                    return "duplicate"
+                busy = self.inflight.get(fp)
+                if busy is None:
+                    done = self.inflight[fp] = threading.Event()
+                    break
+            busy.wait(30.0)  # the holder's API calls time out after 15 s each
+        try:
+            result = self._handle_alert(alert, path)
+            with self.lock:
+                self.seen[alert.dedupe_key] = time.time()
+                while len(self.seen) > 50000:
+                    self.seen.popitem(last=False)
+            ALERTS_RECEIVED.labels(path, result).inc()
+            return result
+        finally:
+            with self.lock:
+                del self.inflight[fp]
+            done.set()
+
+    def _handle_alert(self, alert: AlertInfo, path: str) -> str:
+        """The API side of one alert; only one per fingerprint runs at a time."""
+        target = self.target_for(alert.labels)
+        if target is None:
+            log.warning("alert %s has no target (labels %s/%s missing, no default target)",
+                        alert.fingerprint, self.settings.namespace_label,
+                        self.settings.deployment_label)
+            return "no_target"
+        name = self._find_open(target.namespace, alert.fingerprint)
+        if alert.status == "resolved":
+            if name:
+                self.kube.patch_status(target.namespace, "signatureincidents", name,
+                                       {"alertResolvedAt": now_iso()})
+                return "resolved"
+            return "duplicate"
+        if name:
+            return "duplicate"
+        source = f"{target.namespace}/{target.deployment}"
+        with self.lock:
+            decision = self.limiter.check(source)
+        try:
+            if decision.allowed or decision.first_limited:
+                # What a restart must know: the accepted signals and that the record exists.
+                # Later refusals only count up (in memory and in the metric).
+                self._save_limiter()
+            if not decision.allowed:
+                if decision.first_limited:
+                    self._create(alert, target, path, rate_limited=decision.record())
+                SIGNALS_RATE_LIMITED.inc()
+                return "rate_limited"
+            self._create(alert, target, path)
+            return "created"
+        except BaseException:
+            # Nothing was opened for this signal: do not count it, or the sender's retry
+            # would be counted twice.
+            with self.lock:
+                self.limiter.undo(decision)
+            try:
+                self._save_limiter()
+            except Exception:  # noqa: BLE001 - best effort; the failure itself is raised
+                log.warning("cannot save the rate-limit state after a failed signal")
+            raise
+
+    def _create(self, alert: AlertInfo, target: Target, path: str,
+                rate_limited: dict[str, Any] | None = None) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
+            "metadata": {"generateName": "flk-sig-", "namespace": target.namespace,
+                         "labels": {FP_LABEL: alert.fingerprint[:63],
+                                    "app.kubernetes.io/managed-by": "sigops",
+                                    **({RATE_LIMITED_LABEL: "true"} if rate_limited else {})}},
+            "spec": {"target": {"namespace": target.namespace,
+                                "deployment": target.deployment},
+                     "source": path,
+                     "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
+                               "groupKey": alert.group_key[:1024], "startsAt": alert.starts_at,
+                               "labels": alert.labels, "value": alert.value}},
+        }
+        obj = self.kube.custom.create_namespaced_custom_object(
+            GROUP, VERSION, target.namespace, "signatureincidents", body, _request_timeout=15)
+        name = obj["metadata"]["name"]
+        if rate_limited is None:
+            self.open[alert.fingerprint] = (target.namespace, name)
+            log.info("incident %s/%s opened from %s (alert %s)", target.namespace, name, path,
+                     alert.fingerprint)
+            return
+        record = self.signer.record([], "signal.rate_limited",
+                                    f"{target.namespace}/{target.deployment}", **rate_limited)
+        msg = (f"more than {self.settings.signal_rate_limit} signals per "
+               f"{self.settings.signal_rate_window} from {rate_limited['source']}: "
+               "rate-limited, not remediated")
+        self.kube.patch_status(target.namespace, "signatureincidents", name, {
+            "phase": "RateLimited", "rateLimited": record,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "SignalRateLimited",
+                            "message": msg, "lastTransitionTime": now_iso()}]})
+        self.kube.event(obj, "SignalRateLimited", msg, "Warning")
+        log.warning("SignalRateLimited: %s", msg)
+
+    # -- the poll ----------------------------------------------------------------------------
+
+    def poll_once(self) -> int:
+        """Open incidents for firing alerts Prometheus knows (Alertmanager may be down)."""
+        alerts = self.prom.firing(self.settings.alert_name)
+        if not alerts:
+            return 0
+        n = 0
+        for labels in alerts:
+            labels = {k: v for k, v in labels.items() if k not in ("__name__", "alertstate")}
+            fp = alert_fingerprint(labels)
+            info = AlertInfo(labels.get("alertname", ""), "firing", fp, labels,
+                             group_key="prometheus-poll")
+            if self.handle(info, "prometheus-poll") == "created":
+                n += 1
+        return n
+
+    def poll_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.alert_poll_interval):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - the poll must outlive any one failure
+                log.exception("ALERTS poll failed")
+
+    # -- the webhook -------------------------------------------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode(), self.token)
+
+
+def reject(reason: str, source: str, raw: Any = None) -> None:
+    SIGNALS_REJECTED.labels(reason).inc()
+    attack_log.warning(json.dumps(rejection_record(reason, source, raw)))
+
+
+def make_handler(intake: AlertIntake) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sigops"
+        sys_version = ""
+        timeout = 10  # a slow client cannot hold a thread for ever
+
+        def _send(self, code: int, obj: dict[str, Any]) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            src = self.client_address[0]
+            if self.path.split("?")[0] != "/v1/alerts":
+                self._send(404, {"error": "not found"})
+                return
+            if not intake.authorized(self.headers.get("Authorization")):
+                reject("unauthorized" if self.headers.get("Authorization") else "no_token", src)
+                self._send(401, {"error": "unauthorized"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY:
+                reject("oversized", src)
+                self._send(413, {"error": f"body must be 0..{MAX_BODY} bytes"})
+                return
+            raw = self.rfile.read(length)
+            try:
+                alerts = parse_webhook(loads(raw, MAX_BODY))
+            except WebhookError as e:
+                reject("bad_schema", src)
+                self._send(400, {"error": str(e)})
+                return
+            except Exception as e:  # noqa: BLE001 - MalformedInput and anything odd
+                reject("bad_json", src)
+                self._send(400, {"error": getattr(e, "reason", "invalid JSON")})
+                return
+            results: dict[str, int] = {}
+            try:
+                for a in alerts:
+                    r = intake.handle(a, "alertmanager")
+                    results[r] = results.get(r, 0) + 1
+            except ApiException as e:
+                if e.status in (403, 404):
+                    # Not a transient failure: a retry would fail the same way.
+                    log.error("cannot open an incident (API %s): is the alert's namespace "
+                              "one sigops has permissions in (a configured target)?", e.status)
+                    self._send(422, {"error": "target namespace not managed by sigops"})
+                    return
+                log.error("API server error while opening an incident: %s", e.status)
+                self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
+                return
+            except Exception as e:  # noqa: BLE001 - API server unreachable (urllib3) and such
+                log.error("cannot reach the API server to open an incident: %s",
+                          type(e).__name__)
+                self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
+                return
+            self._send(200, {"results": results})
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._send(404 if self.path != "/healthz" else 200,
+                       {"status": "ok"} if self.path == "/healthz" else {"error": "not found"})
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
+
+
+def read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    tok = Path(path).read_text().strip()
+    if not tok:
+        raise ValueError(f"alerts token file {path} is empty")
+    return tok

@@ -1,0 +1,400 @@
+"""SignatureIncident: diagnose a signature-failure spike, run the runbook's scenario, check
+that it worked, escalate when it did not.
+
+Like KeyRotation, one step per tick from the phase in status. Before a scenario changes
+anything its plan (with the values it replaces) is saved in status; after a restart the same
+plan is applied again (idempotently) and recorded once, so a scenario runs once, not twice.
+Every action is a signed, hash-chained record in ``status.actions``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..backend.deployment import Backend, Conflict
+from ..core.timeparse import now_iso, parse_duration
+from ..kube.api import Kube
+from ..kube.conditions import set_condition
+from ..prometheus.client import Prom
+from ..settings import Settings, Target
+from ..signing.records import Signer
+from ..telemetry.metrics import INCIDENTS, REMEDIATION_SECONDS
+from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
+from .evidence import Evidence, gather
+from .scenarios import ScenarioContext, ScenarioError, module_for
+
+__all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of"]
+
+log = logging.getLogger("sigops.incident")
+PLURAL = "signatureincidents"
+TERMINAL_INCIDENT = frozenset({"Escalated", "RateLimited"})
+RATE_LIMITED_LABEL = "sigops.fractal-lba.io/rate-limited"
+OPEN = frozenset({"Detected", "Diagnosing", "Remediating", "Verifying", "AwaitingApproval"})
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def target_of(obj: dict[str, Any], settings: Settings) -> Target:
+    """The incident's target, filled in from the configured target of the same name."""
+    t = (obj.get("spec") or {}).get("target") or {}
+    ns = t.get("namespace") or obj["metadata"]["namespace"]
+    dep = t.get("deployment") or "fractal-lba-backend"
+    for c in settings.targets:
+        if c.namespace == ns and c.deployment == dep:
+            return c
+    return Target(namespace=ns, deployment=dep)
+
+
+class IncidentReconciler:
+    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.kube, self.prom, self.settings, self.signer, self.clock = (
+            kube, prom, settings, signer, clock)
+        self._evidence: dict[str, Evidence] = {}
+
+    # -- status helpers ----------------------------------------------------------------------
+
+    def _patch(self, obj: dict[str, Any], patch: dict[str, Any], phase: str | None = None,
+               condition: tuple[str, str, str, str] | None = None) -> None:
+        st = obj.setdefault("status", {})
+        now = now_iso(self.clock())
+        if phase:
+            patch["phase"] = phase
+        if condition:
+            patch["conditions"] = set_condition(st.get("conditions"), *condition,
+                                                obj["metadata"].get("generation"), now)
+        merged = {**st, **patch}
+        patch["communication"] = communication(
+            phase=merged.get("phase", "Detected"), cause=merged.get("cause"),
+            scenario=merged.get("scenario"),
+            actions=[a.get("payload", {}) for a in merged.get("actions") or []],
+            error_rate=_float(merged.get("errorRate")),
+            next_update=now_iso(self.clock() + timedelta(minutes=15)),
+            target=f"{target_of(obj, self.settings).namespace}/"
+                   f"{target_of(obj, self.settings).deployment}")
+        patch["observedGeneration"] = obj["metadata"].get("generation")
+        self.kube.patch_status(obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"],
+                               patch)
+        st.update(patch)
+
+    def _actions(self, obj: dict[str, Any], steps: list[dict[str, Any]], scenario: str,
+                 result: str) -> list[dict[str, Any]]:
+        chain = list((obj.get("status") or {}).get("actions") or [])
+        target = self._target_id(obj)
+        for step in steps:
+            chain = self.signer.append(chain, "incident.action", target, limit=200,
+                                       scenario=scenario, result=result,
+                                       incident=obj["metadata"]["name"], **step)
+        return chain
+
+    def _target_id(self, obj: dict[str, Any]) -> str:
+        t = target_of(obj, self.settings)
+        return f"{t.namespace}/{t.deployment}"
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def tick(self, obj: dict[str, Any]) -> str:
+        st = obj.get("status") or {}
+        phase = st.get("phase") or "Detected"
+        if phase in TERMINAL_INCIDENT:
+            return phase
+        if (obj["metadata"].get("labels") or {}).get(RATE_LIMITED_LABEL) == "true":
+            return "RateLimited"  # a record of a rate-limited signal: never remediated
+        if phase == "Resolved":
+            self._after_resolution(obj)
+            return phase
+        now = self.clock()
+        created = _t(obj["metadata"]["creationTimestamp"])
+        escalate_at = _t(st["escalateAt"]) if st.get("escalateAt") else (
+            created + timedelta(seconds=self.settings.seconds("escalate_after")))
+        if now >= escalate_at:
+            self._escalate(obj, "Unresolved", f"unresolved after "
+                                              f"{self.settings.escalate_after}")
+            return "Escalated"
+        if phase in ("Detected", "Diagnosing", "AwaitingApproval") and st.get("alertResolvedAt"):
+            self._patch(obj, {}, "Verifying",
+                        ("Ready", "False", "AlertResolved", "the alert resolved; verifying"))
+            return "Verifying"
+        step = {"Detected": self._detected, "Diagnosing": self._diagnose,
+                "AwaitingApproval": self._awaiting, "Remediating": self._remediate,
+                "Verifying": self._verify}[phase]
+        return step(obj)
+
+    def _detected(self, obj: dict[str, Any]) -> str:
+        created = _t(obj["metadata"]["creationTimestamp"])
+        esc = created + timedelta(seconds=self.settings.seconds("escalate_after"))
+        self._patch(obj, {"escalateAt": now_iso(esc)}, "Diagnosing",
+                    ("Ready", "False", "Diagnosing", "gathering evidence"))
+        self.kube.event(obj, "Detected", f"signature failure spike on {self._target_id(obj)}")
+        return "Diagnosing"
+
+    def _ctx(self, obj: dict[str, Any], ev: Evidence) -> ScenarioContext:
+        t = target_of(obj, self.settings)
+        return ScenarioContext(self.kube, self.prom, self.settings,
+                               Backend(self.kube, t.namespace, t.deployment, t.container),
+                               t, obj, ev, self.clock())
+
+    def _evidence_for(self, obj: dict[str, Any]) -> Evidence:
+        uid = obj["metadata"]["uid"]
+        ev = self._evidence.get(uid)
+        if ev is None:
+            ev = gather(self.kube, self.prom, self.settings, obj,
+                        target_of(obj, self.settings), self.clock())
+            if len(self._evidence) > 256:
+                self._evidence.clear()
+            self._evidence[uid] = ev
+        return ev
+
+    def _diagnose(self, obj: dict[str, Any]) -> str:
+        ev = gather(self.kube, self.prom, self.settings, obj, target_of(obj, self.settings),
+                    self.clock())
+        self._evidence[obj["metadata"]["uid"]] = ev
+        report = ev.report or {}
+        cands = candidates(report, rotation_in_progress=ev.rotation_in_progress,
+                           recent_signing_change=ev.recent_signing_change,
+                           skew_metric_seconds=ev.skew_metric)
+        scenario = cands[0] if cands else None
+        cause = (report.get("incident_cause") if report.get("scenario") == scenario
+                 else INCIDENT_CAUSE_OF.get(scenario or "", "Unknown")) or "Unknown"
+        if not report and scenario:
+            cause = INCIDENT_CAUSE_OF[scenario]
+        confidence = float(report.get("confidence", 0.0)) if report else (0.5 if cands else 0.0)
+        target = self._target_id(obj)
+        spec = obj.get("spec") or {}
+        signal = self.signer.record(
+            [], "detection", target, cause=cause, scenario=scenario,
+            evidence=ev.summary(), incident=obj["metadata"]["name"],
+            alert_fingerprint=(spec.get("alert") or {}).get("fingerprint"),
+            source=spec.get("source"), confidence=confidence)
+        INCIDENTS.labels(cause, scenario or "none").inc()
+        patch = {"cause": cause, "confidence": confidence, "scenario": scenario,
+                 "candidates": cands, "evidence": ev.summary(), "signal": signal,
+                 "errorRate": _rate(ev.error_rate)}
+        if scenario is None:
+            self._patch(obj, patch)
+            self._escalate(obj, "NoScenario", "no runbook scenario matches the evidence")
+            return "Escalated"
+        self.kube.event(obj, "Diagnosed", f"cause {cause} (confidence {confidence:.2f}); "
+                                          f"scenario {scenario}")
+        self._patch(obj, patch, "Diagnosing",
+                    ("Ready", "False", "Diagnosed", f"cause {cause}, scenario {scenario}"))
+        return self._gate(obj)
+
+    def _mode(self, obj: dict[str, Any], scenario: str) -> str:
+        return str((obj.get("spec") or {}).get("mode") or self.settings.modes.get(scenario, "auto"))
+
+    def _gate(self, obj: dict[str, Any]) -> str:
+        """Plan the current scenario; run it now or wait for a person."""
+        st = obj["status"]
+        scenario = st["scenario"]
+        ev = self._evidence_for(obj)
+        try:
+            steps = module_for(scenario).plan(self._ctx(obj, ev))
+        except ScenarioError as e:
+            return self._next_candidate(obj, f"scenario {scenario} cannot run: {e}")
+        approved = (obj.get("spec") or {}).get("approve") or []
+        mode = self._mode(obj, scenario)
+        self._patch(obj, {"pendingActions": {"scenario": scenario, "steps": steps}})
+        if needs_approval(scenario, mode, approved,
+                          recent_signing_change=ev.recent_signing_change):
+            why = "dry run: plan in status.pendingActions" if mode == "dryRun" else (
+                f"scenario {scenario} needs approval: kubectl patch si "
+                f"{obj['metadata']['name']} --type merge -p "
+                f"'{{\"spec\":{{\"approve\":[\"{scenario}\"]}}}}'")
+            self._patch(obj, {}, "AwaitingApproval",
+                        ("Ready", "False", "DryRun" if mode == "dryRun" else "AwaitingApproval",
+                         why))
+            self.kube.event(obj, "AwaitingApproval", why)
+            return "AwaitingApproval"
+        self._patch(obj, {}, "Remediating",
+                    ("Ready", "False", "Remediating", f"running scenario {scenario}"))
+        return self._remediate(obj)
+
+    def _awaiting(self, obj: dict[str, Any]) -> str:
+        st = obj["status"]
+        scenario = st.get("scenario")
+        approved = (obj.get("spec") or {}).get("approve") or []
+        if scenario in approved:
+            self._patch(obj, {}, "Remediating",
+                        ("Ready", "False", "Approved", f"scenario {scenario} approved"))
+            return self._remediate(obj)
+        return "AwaitingApproval"
+
+    def _remediate(self, obj: dict[str, Any]) -> str:
+        st = obj["status"]
+        pending = st.get("pendingActions") or {}
+        scenario = pending.get("scenario") or st["scenario"]
+        steps = pending.get("steps")
+        ctx = self._ctx(obj, self._evidence_for(obj))
+        mod = module_for(scenario)
+        try:
+            if steps is None:
+                steps = mod.plan(ctx)
+                self._patch(obj, {"pendingActions": {"scenario": scenario, "steps": steps}})
+            mod.apply(ctx, steps)
+        except ScenarioError as e:
+            return self._next_candidate(obj, f"scenario {scenario} failed: {e}")
+        except Conflict:
+            return "Remediating"  # someone wrote concurrently: the next tick tries again
+        actions = self._actions(obj, steps, scenario, "applied")
+        patch: dict[str, Any] = {"actions": actions, "pendingActions": None,
+                                 "verifyStartedAt": now_iso(self.clock())}
+        if scenario == "D":
+            tighten = next((s for s in steps if s["action"] == "tighten-token-rate"), None)
+            if tighten:
+                patch["restore"] = tighten
+        if hasattr(mod, "confirm"):  # the live system must confirm before it counts as done
+            patch["confirm"] = {"scenario": scenario, "steps": steps}
+        self.kube.event(obj, f"Scenario{scenario}", "; ".join(s["summary"] for s in steps))
+        if scenario == "C":
+            self._patch(obj, patch)
+            self._escalate(obj, "CanonicalizationDrift",
+                           "breaking canonicalization change: needs a coordinated agent and "
+                           "backend upgrade; canonicalization was not changed")
+            return "Escalated"
+        self._patch(obj, patch, "Verifying",
+                    ("Ready", "False", "Verifying", f"scenario {scenario} applied; verifying"))
+        return "Verifying"
+
+    def _confirm(self, obj: dict[str, Any]) -> str | None:
+        """Run the applied scenario's live confirmation, if it has one. None: confirmed (or
+        nothing to confirm); else the phase to stay in or move to."""
+        pending = obj["status"].get("confirm")
+        if not pending:
+            return None
+        scenario, steps = pending["scenario"], pending["steps"]
+        mod = module_for(scenario)
+        ctx = self._ctx(obj, self._evidence_for(obj))
+        try:
+            waiting = mod.confirm(ctx, steps)
+        except ScenarioError as e:
+            try:
+                if hasattr(mod, "undo"):
+                    mod.undo(ctx, steps)
+            except Conflict:
+                return "Verifying"  # undo again next tick
+            undone = [{"action": "undo", "summary": f"scenario {scenario} not confirmed by the "
+                                                    f"live backend, its changes undone: {e}"}]
+            self._patch(obj, {"confirm": None,
+                              "actions": self._actions(obj, undone, scenario, "undone")})
+            return self._next_candidate(obj, f"scenario {scenario} failed: {e}; its changes "
+                                             "were undone")
+        if waiting:
+            ready: dict[str, Any] = next((c for c in obj["status"].get("conditions") or []
+                                          if c.get("type") == "Ready"), {})
+            if ready.get("message") != waiting:
+                self._patch(obj, {}, None, ("Ready", "False", "Confirming", waiting))
+            return "Verifying"
+        self._patch(obj, {"confirm": None})
+        return None
+
+    def _verify(self, obj: dict[str, Any]) -> str:
+        unconfirmed = self._confirm(obj)
+        if unconfirmed is not None:
+            return unconfirmed
+        st = obj["status"]
+        t = target_of(obj, self.settings)
+        rate = self.prom.scalar(self.settings.error_query(t.namespace, t.deployment))
+        firing = None
+        if self.prom.configured:
+            alerts = self.prom.firing(self.settings.alert_name)
+            if alerts is not None:
+                fp = ((obj.get("spec") or {}).get("alert") or {}).get("fingerprint")
+                from .alertmanager import alert_fingerprint
+
+                firing = any(alert_fingerprint({k: v for k, v in a.items()
+                                                if k not in ("__name__", "alertstate")}) == fp
+                             or not fp for a in alerts)
+        resolved_alert = bool(st.get("alertResolvedAt")) or firing is False
+        under = rate is not None and rate < self.settings.error_rate_threshold
+        if rate is not None:
+            self._patch(obj, {"errorRate": _rate(rate)})
+        if (under and resolved_alert) or (rate is None and st.get("alertResolvedAt")):
+            created = _t(obj["metadata"]["creationTimestamp"])
+            REMEDIATION_SECONDS.observe((self.clock() - created).total_seconds())
+            self._patch(obj, {"resolvedAt": now_iso(self.clock())}, "Resolved",
+                        ("Ready", "True", "Resolved",
+                         "error rate under threshold and alert resolved"))
+            self.kube.event(obj, "Resolved", f"signature errors back to {_rate(rate)}/s")
+            return "Resolved"
+        started = _t(st.get("verifyStartedAt") or now_iso(self.clock()))
+        if (self.clock() - started).total_seconds() > self.settings.seconds("verify_timeout"):
+            return self._next_candidate(obj, f"scenario {st.get('scenario')} did not bring the "
+                                             "error rate down")
+        return "Verifying"
+
+    def _next_candidate(self, obj: dict[str, Any], why: str) -> str:
+        st = obj["status"]
+        cands = list(st.get("candidates") or [])
+        tried = list(st.get("tried") or []) + [st.get("scenario")]
+        rest = [c for c in cands if c not in tried]
+        self.kube.event(obj, "ScenarioFailed", why, "Warning")
+        if not rest:
+            self._patch(obj, {"tried": tried, "pendingActions": None})
+            self._escalate(obj, "RemediationFailed", why)
+            return "Escalated"
+        self._patch(obj, {"tried": tried, "scenario": rest[0], "pendingActions": None,
+                          "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause"))},
+                    "Diagnosing", ("Ready", "False", "NextCandidate",
+                                   f"{why}; trying scenario {rest[0]}"))
+        return self._gate(obj)
+
+    def _escalate(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        self._patch(obj, {"escalatedAt": now_iso(self.clock())}, "Escalated",
+                    ("Ready", "False", reason, message))
+        self.kube.event(obj, "Escalated", message, "Warning")
+        url = self.settings.notification_url
+        if url:
+            body = json.dumps({"incident": obj["metadata"]["name"],
+                               "namespace": obj["metadata"]["namespace"], "reason": reason,
+                               "message": message, "target": self._target_id(obj),
+                               "cause": obj["status"].get("cause"),
+                               "scenario": obj["status"].get("scenario")}).encode()
+            req = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(req, timeout=5).close()
+            except OSError as e:
+                log.warning("escalation notification failed: %s", type(e).__name__)
+
+    def _after_resolution(self, obj: dict[str, Any]) -> None:
+        """Scenario D: restore TOKEN_RATE once the cool-down after resolution has passed."""
+        st = obj.get("status") or {}
+        step = st.get("restore")
+        if not step or not st.get("resolvedAt"):
+            return
+        due = _t(st["resolvedAt"]) + timedelta(seconds=parse_duration(step["restoreAfter"]))
+        if self.clock() < due:
+            return
+        from .scenarios import rate_tightening
+
+        ctx = self._ctx(obj, Evidence())
+        try:
+            rate_tightening.restore(ctx, step)
+        except Conflict:
+            return
+        restored = {"action": "restore-token-rate", "env": step["env"],
+                    "value": step["previous"],
+                    "summary": f"Restored {step['env']} to {step['previous'] or 'unset'} "
+                               f"after the {step['restoreAfter']} cool-down"}
+        self._patch(obj, {"actions": self._actions(obj, [restored], "D", "restored"),
+                          "restore": None})
+        self.kube.event(obj, "ScenarioDRestored", restored["summary"])
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"

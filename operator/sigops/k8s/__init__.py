@@ -1,1 +1,0 @@
-"""Kubernetes access: client construction, Secrets, Deployments, Events, the signing key."""

@@ -1,0 +1,60 @@
+"""KeyRotation's own vocabulary (pure): its final phases, the undo Secret, what agents are given,
+and the plan a dry run shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.keys import ED25519, HMAC, Key
+
+__all__ = ["TERMINAL", "undo_secret_name", "agent_secret_key", "agent_secret_value", "plan",
+           "alg_of"]
+
+TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
+
+
+def undo_secret_name(rotation: str) -> str:
+    return f"sigops-undo-{rotation}"[:253]
+
+
+def agent_secret_key(spec_target: Mapping[str, Any], alg: str) -> str:
+    ref = spec_target.get("agentSecret") or {}
+    key = ref.get("key")
+    if isinstance(key, str) and key:
+        return key
+    return "PCS_HMAC_KEY" if alg == HMAC else "PCS_ED25519_PRIV_B64"
+
+
+def agent_secret_value(key: Key) -> str:
+    """What agents sign with: the HMAC secret, or the Ed25519 private seed (base64)."""
+    e = key.to_entry()
+    return str(e["secret"] if key.alg == HMAC else e["private_b64"])
+
+
+def plan(alg: str, target: str, previous: Key | None, overlap: str, agent_secret: str | None,
+         guarded: bool) -> list[str]:
+    """The steps a rotation will take, for a dry run and for people reading status."""
+    prev = f"{previous.kid} ({previous.fingerprint})" if previous else "none"
+    steps = [
+        f"Staged: generate a new {alg} key into the keyring Secret of {target}; "
+        f"current primary key: {prev}",
+        f"Overlapping: point {target}'s signing env at the keyring Secret, accept old and new "
+        "keys, bump the pod-template annotation so pods roll",
+        "Verified: wait for the rollout, sign a probe PCS with the new key and check it "
+        "verifies under the backend's effective config; the live backend (probeURL, else its "
+        "ready pods) must accept a probe signed with the old key and one with the new key",
+        "Promoted: " + (f"switch the agents' Secret {agent_secret} to the new key"
+                        if agent_secret else "no agentSecret given: agents switch out of band")
+        + "; the new key becomes primary, the old one retiring",
+        f"Retiring: keep accepting the old key for {overlap}",
+        "Completed: retire the old key and drop it from the backend",
+    ]
+    steps.append("Each step is guarded by the signature error rate and undone above "
+                 "abortOnErrorRate" if guarded else
+                 "Unguarded: no Prometheus configured, the error rate is not watched")
+    return steps
+
+
+def alg_of(spec_alg: str) -> str:
+    return ED25519 if spec_alg == ED25519 else HMAC

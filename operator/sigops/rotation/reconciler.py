@@ -1,0 +1,595 @@
+"""KeyRotation: rotate a backend's PCS signing key with an overlap window.
+
+One reconcile step per tick, driven by the phase stored in status (so a restarted operator
+resumes where it was; timers come from status, not memory). Every step is idempotent: it
+computes the desired state and writes only what differs. During every step the signature error
+rate is read; above ``spec.abortOnErrorRate`` the rotation is undone from the snapshot taken
+before its first change, and the phase becomes ``Aborted``.
+
+Key material is only ever written to Secrets; status, Events and logs carry key ids and
+fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..backend.config import EnvNames, find_container
+from ..backend.deployment import MANAGED, Backend, Conflict
+from ..backend.keyring import REVISION_ANNOTATION, ManagedRing, keyring_secret_name, revision_of
+from ..backend.probe import probe_overlap, probe_pcs
+from ..core.diagnose import Diagnoser
+from ..core.errors import KeyringError, MalformedInput
+from ..core.keys import HMAC, Key, b64decode_strict, generate_key
+from ..core.timeparse import now_iso, parse_duration
+from ..kube.api import Kube
+from ..kube.conditions import set_condition
+from ..prometheus.client import Prom
+from ..settings import Settings
+from ..signing.records import Signer
+from .model import TERMINAL, agent_secret_key, agent_secret_value, alg_of, plan, undo_secret_name
+
+__all__ = ["RotationReconciler", "StepError"]
+
+log = logging.getLogger("sigops.keyrotation")
+PLURAL = "keyrotations"
+
+
+class StepError(Exception):
+    """A step cannot go on; ``reason`` becomes the condition reason."""
+
+    def __init__(self, reason: str, message: str, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass
+class _Ctx:
+    obj: dict[str, Any]
+    ns: str
+    name: str
+    uid: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    target_ns: str
+    deployment: str
+    container: str | None
+    alg: str
+    names: EnvNames
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_ns}/{self.deployment}"
+
+    @property
+    def ring_secret(self) -> str:
+        return keyring_secret_name(self.deployment)
+
+
+class RotationReconciler:
+    """Drives KeyRotations; one :meth:`tick` advances one step."""
+
+    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.kube, self.prom, self.settings, self.signer, self.clock = (
+            kube, prom, settings, signer, clock)
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def tick(self, obj: dict[str, Any]) -> str | None:
+        """Advance ``obj`` by at most one step; returns the phase after the tick."""
+        status = dict(obj.get("status") or {})
+        phase = status.get("phase") or "Pending"
+        if phase in TERMINAL:
+            return phase
+        ctx = self._ctx(obj, status)
+        try:
+            if ctx.spec.get("abort"):
+                self._abort(ctx, "AbortRequested", "spec.abort set by a person")
+                return "Aborted"
+            if phase != "Pending":
+                self._guard(ctx)
+            step = {
+                "Pending": self._pending,
+                "Staged": self._overlap,
+                "Overlapping": self._verify,
+                "Verified": self._promote,
+                "Promoted": self._retiring,
+                "Retiring": self._complete,
+            }[phase]
+            return step(ctx)
+        except StepError as e:
+            if not e.permanent:
+                self._set(ctx, phase, progressing=("True", e.reason, str(e)))
+                return phase
+            if phase == "Pending":
+                self._set(ctx, "Failed", ready=("False", e.reason, str(e)),
+                          progressing=("False", e.reason, str(e)), message=str(e))
+                self.kube.event(obj, e.reason, str(e), "Warning")
+                return "Failed"
+            self._abort(ctx, e.reason, str(e))
+            return "Aborted"
+
+    def _ctx(self, obj: dict[str, Any], status: dict[str, Any]) -> _Ctx:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        t = spec.get("target") or {}
+        return _Ctx(obj, meta["namespace"], meta["name"], meta["uid"], spec, status,
+                    t.get("namespace") or meta["namespace"],
+                    t.get("deployment") or "fractal-lba-backend", t.get("container"),
+                    alg_of(spec.get("algorithm", HMAC)), EnvNames.from_spec(t.get("env")))
+
+    def profile_of(self, ctx: _Ctx) -> str:
+        """The canonical profile agents sign with (the managed ring's, python by default)."""
+        ring, _ = self._read_ring(ctx)
+        return ring.profile if ring else "python"
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _set(self, ctx: _Ctx, phase: str, *, ready: tuple[str, str, str] | None = None,
+             progressing: tuple[str, str, str] | None = None, step: str | None = None,
+             **fields: Any) -> None:
+        now = now_iso(self.clock())
+        gen = ctx.obj["metadata"].get("generation")
+        st = ctx.status
+        conds = st.get("conditions") or []
+        if ready:
+            conds = set_condition(conds, "Ready", *ready, gen, now)
+        if progressing:
+            conds = set_condition(conds, "Progressing", *progressing, gen, now)
+        patch: dict[str, Any] = {"phase": phase, "conditions": conds, "observedGeneration": gen}
+        patch.update(fields)
+        if step:
+            patch["history"] = self.signer.append(
+                st.get("history") or [], "keyrotation.step", ctx.target, step=step,
+                phase=phase, rotation=f"{ctx.ns}/{ctx.name}",
+                new_key=st.get("newKeyId") or fields.get("newKeyId"),
+                previous_key=st.get("previousKeyId") or fields.get("previousKeyId"),
+                fingerprint=st.get("newKeyFingerprint") or fields.get("newKeyFingerprint"))
+        self.kube.patch_status(ctx.ns, PLURAL, ctx.name, patch)
+        st.update(patch)
+        if step:
+            self.kube.event(ctx.obj, f"Rotation{phase}", step)
+            log.info("keyrotation %s/%s: %s -> %s", ctx.ns, ctx.name, step, phase)
+
+    # -- guard -------------------------------------------------------------------------------
+
+    def _guard(self, ctx: _Ctx) -> None:
+        threshold = ctx.spec.get("abortOnErrorRate")
+        if not self.prom.configured:
+            self._guard_condition(ctx, "False", "NoPrometheus",
+                                  "no Prometheus configured: the error rate is not watched")
+            return
+        query = ctx.spec.get("errorRateQuery") or self.settings.error_query(
+            ctx.target_ns, ctx.deployment)
+        rate = self.prom.scalar(query)
+        if rate is None:
+            self._guard_condition(ctx, "False", "PrometheusUnavailable",
+                                  "Prometheus did not answer: proceeding unguarded")
+            return
+        if threshold is not None and rate > float(threshold):
+            raise StepError("ErrorRateAboveThreshold",
+                            f"signature error rate {rate:.2f}/s above abortOnErrorRate "
+                            f"{float(threshold):g}/s")
+        self._guard_condition(ctx, "True", "Watching",
+                              f"error rate {rate:.2f}/s (abort above {threshold})")
+
+    def _guard_condition(self, ctx: _Ctx, status: str, reason: str, message: str) -> None:
+        conds = set_condition(ctx.status.get("conditions"), "Guarded", status, reason, message,
+                              ctx.obj["metadata"].get("generation"), now_iso(self.clock()))
+        if conds != ctx.status.get("conditions"):
+            self.kube.patch_status(ctx.ns, PLURAL, ctx.name, {"conditions": conds})
+            ctx.status["conditions"] = conds
+
+    # -- reading the world -------------------------------------------------------------------
+
+    def _deployment(self, ctx: _Ctx) -> dict[str, Any]:
+        d = self.kube.read_deployment(ctx.target_ns, ctx.deployment)
+        if d is None:
+            raise StepError("DeploymentNotFound",
+                            f"deployment {ctx.target} not found", permanent=True)
+        return d
+
+    def _backend(self, ctx: _Ctx) -> Backend:
+        return Backend(self.kube, ctx.target_ns, ctx.deployment, ctx.container, ctx.names)
+
+    def _read_ring(self, ctx: _Ctx) -> tuple[ManagedRing | None, Any]:
+        return self._backend(ctx).read_ring()
+
+    def _write_ring(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
+        try:
+            self._backend(ctx).write_ring(ring, ctx.alg, existing)
+        except Conflict as e:
+            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
+
+    def _effective(self, ctx: _Ctx, deployment: dict[str, Any]) -> Any:
+        return self._backend(ctx).effective(deployment)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _validate(self, ctx: _Ctx) -> None:
+        overlap = ctx.spec.get("overlap", "336h")
+        try:
+            secs = parse_duration(overlap)
+        except ValueError as e:
+            raise StepError("InvalidSpec", str(e)) from None
+        floor = self.settings.seconds("min_overlap")
+        if secs < floor:
+            raise StepError("InvalidSpec", f"overlap {overlap} is shorter than the configured "
+                                           f"floor {self.settings.min_overlap}")
+        if ctx.spec.get("algorithm") not in ("hmac-sha256", "ed25519"):
+            raise StepError("InvalidSpec", "algorithm must be hmac-sha256 or ed25519")
+        thr = ctx.spec.get("abortOnErrorRate")
+        if thr is not None and (not isinstance(thr, int | float) or thr < 0):
+            raise StepError("InvalidSpec", "abortOnErrorRate must be a number >= 0")
+
+    def _busy(self, ctx: _Ctx) -> str | None:
+        """Another unfinished KeyRotation on the same target, older than this one."""
+        mine = (ctx.obj["metadata"].get("creationTimestamp", ""), ctx.name)
+        for other in self.kube.list_cr(ctx.ns, PLURAL):
+            om = other["metadata"]
+            if om["uid"] == ctx.uid:
+                continue
+            ot = (other.get("spec") or {}).get("target") or {}
+            if ((ot.get("namespace") or om["namespace"]) != ctx.target_ns
+                    or (ot.get("deployment") or "fractal-lba-backend") != ctx.deployment):
+                continue
+            ophase = (other.get("status") or {}).get("phase") or "Pending"
+            if ophase in TERMINAL or (other.get("spec") or {}).get("dryRun"):
+                continue
+            if (om.get("creationTimestamp", ""), om["name"]) < mine or ophase != "Pending":
+                return str(om["name"])
+        return None
+
+    def _import_ring(self, ctx: _Ctx, deployment: dict[str, Any]) -> ManagedRing:
+        """First rotation of a target: adopt the keys the backend uses today."""
+        try:
+            return self._backend(ctx).import_ring(ctx.alg, deployment)
+        except KeyringError as e:
+            raise StepError("BackendConfigInvalid", str(e)) from None
+
+    def _pending(self, ctx: _Ctx) -> str:
+        self._validate(ctx)
+        deployment = self._deployment(ctx)
+        find_container_or_fail(deployment, ctx.container)
+        other = self._busy(ctx)
+        if other:
+            raise StepError("TargetBusy", f"KeyRotation {other} is already rotating "
+                                          f"{ctx.target}; refusing a second one")
+        ring, existing = self._read_ring(ctx)
+        if ring is None:
+            ring = self._import_ring(ctx, deployment)
+        previous = ring.key(ring.primary)
+        guarded = self.prom.configured
+        if ctx.spec.get("dryRun"):
+            steps = plan(ctx.alg, ctx.target, previous, ctx.spec.get("overlap", "336h"),
+                         (ctx.spec["target"].get("agentSecret") or {}).get("name"), guarded)
+            self._set(ctx, "Planned", ready=("False", "DryRun", "dry run: nothing changed"),
+                      progressing=("False", "DryRun", "plan in status.plan"), plan=steps,
+                      previousKeyId=ring.primary or "",
+                      previousKeyFingerprint=previous.fingerprint if previous else "",
+                      step="dry run planned; nothing changed")
+            return "Planned"
+        if ring.lock and ring.lock.get("uid") != ctx.uid:
+            holder = self.kube.get_cr(ctx.ns, PLURAL, ring.lock.get("name", ""))
+            hphase = ((holder or {}).get("status") or {}).get("phase")
+            if holder is not None and hphase not in TERMINAL:
+                raise StepError("TargetBusy", f"keyring of {ctx.target} is locked by "
+                                              f"KeyRotation {ring.lock.get('name')}")
+        self._snapshot(ctx, ring, deployment)
+        entry = ring.for_rotation(ctx.uid)
+        if entry is None:
+            new = generate_key(ctx.alg, state="pending")
+            entry = {**new.to_entry(), "created_at": now_iso(self.clock()), "rotation": ctx.uid}
+            ring.entries.append(entry)
+        ring.lock = {"uid": ctx.uid, "name": ctx.name}
+        self._write_ring(ctx, ring, existing)
+        new_key = ring.key(entry["kid"])
+        assert new_key is not None
+        self._set(ctx, "Staged", ready=("False", "Rotating", "new key staged"),
+                  progressing=("True", "Staged", f"new key {new_key.kid} generated"),
+                  newKeyId=new_key.kid, newKeyFingerprint=new_key.fingerprint,
+                  previousKeyId=ring.primary or "",
+                  previousKeyFingerprint=previous.fingerprint if previous else "",
+                  step=f"staged new key {new_key.kid} ({new_key.fingerprint})")
+        return "Staged"
+
+    def _snapshot(self, ctx: _Ctx, ring: ManagedRing, deployment: dict[str, Any]) -> None:
+        """Everything an abort restores, saved once before the first change."""
+        name = undo_secret_name(ctx.name)
+        if self.kube.read_secret(ctx.ns, name) is not None:
+            return
+        container = find_container(deployment, ctx.container)
+        annotations = (deployment["spec"]["template"].get("metadata") or {}).get(
+            "annotations") or {}
+        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+        agent_value = None
+        if agent.get("name"):
+            agent_value = self.kube.secret_value(ctx.target_ns, agent["name"],
+                                                 agent_secret_key(ctx.spec["target"], ctx.alg))
+        snap = {"ring": ring.to_json(), "env": container.get("env") or [],
+                "revision": annotations.get(REVISION_ANNOTATION),
+                "agent": agent_value, "agent_existed": agent_value is not None}
+        self.kube.write_secret(ctx.ns, name, {"undo.json": json.dumps(snap)}, None,
+                               labels={**MANAGED, "sigops.fractal-lba.io/rotation": ctx.name})
+
+    def _apply_backend(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
+        """Write the ring, then point the Deployment at it and roll pods if needed."""
+        self._deployment(ctx)  # a clear DeploymentNotFound rather than a conflict
+        try:
+            self._backend(ctx).apply(ring, ctx.alg, existing)
+        except Conflict as e:
+            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
+
+    def _with_overlaps(self, ring: ManagedRing, kids: list[str | None]) -> list[str]:
+        """``kids``, plus keys an incident's key overlap (scenario A) added whose window is still
+        open: a rotation must never drop a key agents were found signing with."""
+        now = now_iso(self.clock())
+        out = [k for k in kids if k]
+        for kid in ring.accepts:
+            e = ring.entry(kid) or {}
+            if (kid not in out and e.get("added_by") == "scenario-A"
+                    and str(e.get("overlap_until", "")) > now):
+                out.append(kid)
+        return out
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        """A KeyRotation deleted mid-rotation is undone first, never left half-applied."""
+        status = dict(obj.get("status") or {})
+        phase = status.get("phase") or "Pending"
+        if phase in TERMINAL or phase == "Pending":
+            return
+        try:
+            self._abort(self._ctx(obj, status), "Deleted", "KeyRotation deleted mid-rotation")
+        except StepError as e:  # e.g. the Deployment is gone too: nothing left to restore
+            log.warning("keyrotation %s deleted; undo skipped: %s",
+                        obj["metadata"]["name"], e)
+
+    def _locked_ring(self, ctx: _Ctx) -> tuple[ManagedRing, Any]:
+        ring, existing = self._read_ring(ctx)
+        if ring is None or (ring.lock or {}).get("uid") != ctx.uid:
+            raise StepError("KeyringLost", f"keyring Secret {ctx.ring_secret} is missing or no "
+                                           "longer held by this rotation")
+        return ring, existing
+
+    def _overlap(self, ctx: _Ctx) -> str:
+        ring, existing = self._locked_ring(ctx)
+        new, old = ctx.status["newKeyId"], ring.primary
+        ring.accepts = self._with_overlaps(ring, [old, new])
+        self._apply_backend(ctx, ring, existing)
+        self._set(ctx, "Overlapping", progressing=("True", "Overlapping",
+                                                   "backend accepts old and new keys"),
+                  overlapStartedAt=now_iso(self.clock()),
+                  step=f"backend accepts {', '.join(ring.accepts)}; pods rolling")
+        return "Overlapping"
+
+    def _rollout_done(self, dep: dict[str, Any]) -> bool:
+        st, spec = dep.get("status") or {}, dep["spec"]
+        want = spec.get("replicas", 1)
+        return bool(st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+                and st.get("updatedReplicas", 0) == want
+                and st.get("replicas", 0) == want
+                and st.get("availableReplicas", 0) >= want)
+
+    def _verify(self, ctx: _Ctx) -> str:
+        ring, _ = self._locked_ring(ctx)
+        dep = self._deployment(ctx)
+        if self.settings.wait_for_rollout and not self._rollout_done(dep):
+            started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
+            waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
+            if waited.total_seconds() > self.settings.seconds("rollout_timeout"):
+                raise StepError("RolloutTimeout", f"backend rollout not done after "
+                                                  f"{self.settings.rollout_timeout}")
+            raise StepError("WaitingForRollout", "waiting for the backend rollout",
+                            permanent=False)
+        new = ring.key(ctx.status["newKeyId"])
+        assert new is not None
+        try:
+            eff = self._effective(ctx, dep)
+            backend_ring = eff.keyring()
+        except KeyringError as e:
+            raise StepError("ProbeFailed", f"backend config unusable: {e}") from None
+        d = Diagnoser(backend_ring)
+        verdict = d.classify_obj(probe_pcs(new, self.profile_of(ctx)), 0)
+        if not verdict.valid:
+            raise StepError("ProbeFailed", "a probe PCS signed with the new key does not verify "
+                                           f"under the backend's effective config "
+                                           f"({verdict.cause})")
+        old = ring.key(ring.primary)
+        if old is not None and old.fingerprint not in eff.fingerprints:
+            raise StepError("ProbeFailed", "the backend no longer accepts the key agents use")
+        live = self._live_overlap(ctx, ring, new, dep)
+        self._set(ctx, "Verified", progressing=("True", "Verified", "new key verified"),
+                  step="probe PCS signed with the new key verified under the backend's "
+                       "effective config; " + live)
+        return "Verified"
+
+    def _live_overlap(self, ctx: _Ctx, ring: ManagedRing, new: Key,
+                      dep: dict[str, Any]) -> str:
+        """Trust the running backend over its env: it must accept a PCS signed with the old
+        key *and* one signed with the new key before any agent is switched. A backend that
+        holds one key (the upstream server reads only the single-key variable) is refused here,
+        and the rotation is undone. Returns the step text."""
+        url = (ctx.spec.get("target") or {}).get("probeURL")
+        urls = [url] if url else self._backend(ctx).pod_urls(dep)
+        if not urls:
+            return "no live probe (no spec.target.probeURL and no ready backend pod)"
+        old = self._old_signer(ctx, ring)
+        answers = probe_overlap(urls, self.settings.probe_timeout, old, new,
+                                self.profile_of(ctx))
+        seen = "; ".join(a.describe() for a in answers)
+        if all(a.both_accepted for a in answers):
+            return (f"live backend accepts {'both keys' if old else 'the new key'} "
+                    f"({len(answers)} endpoint{'s' if len(answers) != 1 else ''})"
+                    + ("" if old else "; the old key is public only here, so no old-key probe"))
+        var = ctx.names.hmac_keys if ctx.alg == HMAC else ctx.names.ed25519_pubs
+        single = ctx.names.hmac_key if ctx.alg == HMAC else ctx.names.ed25519_pub
+        one_key = (f"the backend does not accept two keys at once: it reads {single} only and "
+                   f"ignores {var}; switching agents would make every PCS of an agent not yet "
+                   f"switched fail. Give the backend multi-key verification first (runbook "
+                   f"key-rotation.md, 'Backend that accepts one key')")
+        if any(a.refuses_old for a in answers):
+            raise StepError("BackendRejectsOverlap", f"{one_key} [{seen}]")
+        started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
+        waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
+        if waited.total_seconds() <= self.settings.seconds("overlap_probe_grace"):
+            raise StepError("WaitingForBackend", f"live backend does not accept both keys yet "
+                                                 f"[{seen}]", permanent=False)
+        if any(a.refuses_new for a in answers):
+            raise StepError("BackendRejectsOverlap",
+                            f"{one_key}; it still refuses the new key "
+                            f"{self.settings.overlap_probe_grace} after the overlap config "
+                            f"[{seen}]")
+        raise StepError("ProbeFailed", f"live backend did not accept both keys within "
+                                       f"{self.settings.overlap_probe_grace} [{seen}]")
+
+    def _old_signer(self, ctx: _Ctx, ring: ManagedRing) -> Key | None:
+        """The key agents sign with today, able to sign: the ring's primary (HMAC, or an
+        Ed25519 key sigops made), else the agents' own Ed25519 private key when its public half
+        is the primary's."""
+        old = ring.key(ring.primary) if ring.primary else None
+        if old is None or old.can_sign:
+            return old
+        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+        if not agent.get("name"):
+            return None
+        value = self.kube.secret_value(ctx.target_ns, agent["name"],
+                                       agent_secret_key(ctx.spec["target"], ctx.alg))
+        if not value:
+            return None
+        try:
+            k = Key(old.kid, old.alg, private_seed=b64decode_strict(value, "agent key", 32))
+        except (MalformedInput, KeyringError):
+            return None
+        return k if k.fingerprint == old.fingerprint else None
+
+    def _promote(self, ctx: _Ctx) -> str:
+        ring, existing = self._locked_ring(ctx)
+        new_kid = ctx.status["newKeyId"]
+        old_kid = ctx.status.get("previousKeyId") or None
+        new = ring.key(new_kid)
+        assert new is not None
+        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+        if agent.get("name"):
+            key = agent_secret_key(ctx.spec["target"], ctx.alg)
+            sec = self.kube.read_secret(ctx.target_ns, agent["name"])
+            data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
+            if data.get(key) != agent_secret_value(new):
+                data[key] = agent_secret_value(new)
+                self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
+                                       labels=(sec.metadata.labels if sec else None))
+        ring.set_state(new_kid, "active")
+        if old_kid:
+            ring.set_state(old_kid, "retiring")
+        ring.primary = new_kid
+        ring.accepts = self._with_overlaps(ring, [new_kid, old_kid])
+        self._apply_backend(ctx, ring, existing)
+        until = self.clock() + timedelta(seconds=parse_duration(ctx.spec.get("overlap", "336h")))
+        self._set(ctx, "Promoted", progressing=("True", "Promoted", "agents use the new key"),
+                  overlapUntil=now_iso(until),
+                  step=("agents' Secret switched to " if agent.get("name") else
+                        "backend primary switched to ") + f"{new_kid}; old key retiring")
+        return "Promoted"
+
+    def _retiring(self, ctx: _Ctx) -> str:
+        self._set(ctx, "Retiring", progressing=(
+            "True", "Retiring", f"old key accepted until {ctx.status.get('overlapUntil')}"),
+            step=f"overlap window until {ctx.status.get('overlapUntil')}")
+        return "Retiring"
+
+    def _complete(self, ctx: _Ctx) -> str:
+        until = datetime.fromisoformat(str(ctx.status["overlapUntil"]).replace("Z", "+00:00"))
+        if self.clock() < until:
+            return "Retiring"
+        ring, existing = self._read_ring(ctx)
+        # An interrupted earlier attempt may already have released the lock: the ring then has
+        # this rotation's key as its primary, and finishing again changes nothing more.
+        finished = (ring is not None and ring.lock is None
+                    and ring.primary == ctx.status["newKeyId"])
+        if not finished:
+            ring, existing = self._locked_ring(ctx)
+        assert ring is not None
+        old_kid = ctx.status.get("previousKeyId") or None
+        if old_kid:
+            ring.set_state(old_kid, "retired")
+        ring.accepts = self._with_overlaps(ring, [ctx.status["newKeyId"]])
+        ring.lock = None
+        entry = ring.entry(ctx.status["newKeyId"])
+        if entry is not None:
+            entry.pop("rotation", None)
+        self._apply_backend(ctx, ring, existing)
+        self.kube.delete_secret(ctx.ns, undo_secret_name(ctx.name))
+        self._set(ctx, "Completed", ready=("True", "Completed", "rotation complete"),
+                  progressing=("False", "Completed", "old key retired"),
+                  step=f"old key {old_kid or '-'} retired and dropped from the backend")
+        return "Completed"
+
+    # -- abort -------------------------------------------------------------------------------
+
+    def _abort(self, ctx: _Ctx, reason: str, message: str) -> None:
+        """Undo every change from the snapshot, then mark the rotation Aborted."""
+        name = undo_secret_name(ctx.name)
+        snap_sec = self.kube.read_secret(ctx.ns, name)
+        if snap_sec is not None:
+            snap = json.loads(_unb64(snap_sec.data["undo.json"]))
+            # Agents first: the backend still accepts the old key until the ring is restored,
+            # so no moment leaves agents on a key the backend rejects.
+            agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
+            if agent.get("name"):
+                key = agent_secret_key(ctx.spec["target"], ctx.alg)
+                sec = self.kube.read_secret(ctx.target_ns, agent["name"])
+                data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
+                if snap["agent_existed"]:
+                    data[key] = snap["agent"]
+                else:
+                    data.pop(key, None)
+                if sec is not None:
+                    self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
+                                           labels=sec.metadata.labels)
+            restored = ManagedRing.from_json(snap["ring"])
+            # Keep the new key on record (retired) so diagnosis can name it.
+            current, existing = self._read_ring(ctx)
+            mine = current.for_rotation(ctx.uid) if current else None
+            if mine is not None and restored.entry(mine["kid"]) is None:
+                restored.entries.append({**mine, "state": "retired"})
+            restored.lock = None
+            self._write_ring(ctx, restored, existing)
+            self._deployment(ctx)  # a missing Deployment is a StepError, as before
+
+            def restore_env(dep: dict[str, Any]) -> bool:
+                for c in dep["spec"]["template"]["spec"]["containers"]:
+                    if c.get("name") == find_container(dep, ctx.container).get("name"):
+                        c["env"] = snap["env"]
+                tmeta = dep["spec"]["template"].setdefault("metadata", {})
+                ann = dict(tmeta.get("annotations") or {})
+                ann[REVISION_ANNOTATION] = revision_of(restored) + "-undo"
+                tmeta["annotations"] = ann
+                return True
+
+            self._backend(ctx).update(restore_env)
+            self.kube.delete_secret(ctx.ns, name)
+        msg = f"{message}; all changes undone"
+        self._set(ctx, "Aborted", ready=("False", reason, msg),
+                  progressing=("False", reason, msg), message=msg,
+                  step=f"aborted ({reason}): {message}; restored the previous keyring, "
+                       "Deployment env and agent Secret")
+        self.kube.event(ctx.obj, "RotationAborted", msg, "Warning")
+
+
+def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None:
+    try:
+        find_container(deployment, name)
+    except KeyringError as e:
+        raise StepError("InvalidSpec", str(e)) from None
+
+
+def _unb64(v: str) -> str:
+    import base64
+
+    return base64.b64decode(v).decode()
+

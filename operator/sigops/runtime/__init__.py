@@ -1,0 +1,2 @@
+"""Running the operator: ``sigops run`` flags, the kopf wiring and timers, and the HTTP
+endpoints (alert receiver, metrics, health)."""

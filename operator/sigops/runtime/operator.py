@@ -1,0 +1,198 @@
+"""``sigops run``: the kopf operator, its alert receiver and its metrics endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import kopf
+
+from ..incident.reconciler import TERMINAL_INCIDENT
+from ..kube.api import GROUP, VERSION, Kube
+from ..prometheus.client import Prom
+from ..rotation.model import TERMINAL as KR_TERMINAL
+from ..settings import Settings, load_settings
+from ..signing.records import Signer
+from ..signing.store import ensure_signing_key
+from ..telemetry.metrics import ROTATION_STEPS, UP
+from .httpd import MetricsHandler, serve
+
+__all__ = ["main", "Operator", "register"]
+
+log = logging.getLogger("sigops")
+
+
+class Operator:
+    """Everything the handlers share: API access, Prometheus, settings, the signing key."""
+
+    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+                 operator_namespace: str) -> None:
+        from ..incident.reconciler import IncidentReconciler
+        from ..rotation.reconciler import RotationReconciler
+
+        self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
+        self.operator_namespace = operator_namespace
+        self.rotations = RotationReconciler(kube, prom, settings, signer)
+        self.incidents = IncidentReconciler(kube, prom, settings, signer)
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def keep_last_known_good(self) -> None:
+        """Snapshot each configured target's template while it is healthy (for scenario E)."""
+        from ..backend.lkg import take_snapshot
+        from ..incident.reconciler import OPEN
+
+        while not self.stop.wait(max(self.settings.reconcile_interval, 1.0) * 4):
+            for t in self.settings.targets:
+                try:
+                    open_incidents = [
+                        i for i in self.kube.list_cr(t.namespace, "signatureincidents")
+                        if ((i.get("status") or {}).get("phase") or "Detected") in OPEN
+                        and ((i.get("spec") or {}).get("target") or {}).get("deployment")
+                        == t.deployment]
+                    if open_incidents:
+                        continue
+                    if self.prom.configured:
+                        rate = self.prom.scalar(self.settings.error_query(t.namespace,
+                                                                          t.deployment))
+                        if rate is None or rate >= self.settings.error_rate_threshold:
+                            continue
+                    take_snapshot(self.kube, t.namespace, t.deployment)
+                except Exception:  # noqa: BLE001 - keep snapshotting other targets
+                    log.exception("last-known-good snapshot of %s/%s failed", t.namespace,
+                                  t.deployment)
+
+
+def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Attach the handlers to a kopf registry (one place, so tests can build their own)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kw: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as the kubernetes client: KUBECONFIG or in-cluster.
+        return kopf.login_via_client(**kw)
+
+    @kopf.on.startup(registry=registry)
+    def startup(**kw: Any) -> None:
+        settings: kopf.OperatorSettings = kw["settings"]
+        # Timeouts: a dead API server must not hang a watch or a request forever.
+        settings.watching.server_timeout = 120
+        settings.watching.client_timeout = 150
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 30
+        settings.posting.level = logging.WARNING
+        settings.persistence.finalizer = "sigops.fractal-lba.io/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="sigops.fractal-lba.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="sigops.fractal-lba.io", key="last-handled-spec")
+        op.ready.set()
+
+    # Finished objects have no timer at all: kopf stops a timer when its `when` filter stops
+    # matching (re-checked on every change of the object), so many finished rotations and
+    # incidents cost nothing while idle. The checks inside stay for the tick in flight.
+    def rotation_open(status: Any, **_: Any) -> bool:
+        return (status or {}).get("phase") not in KR_TERMINAL
+
+    def incident_open(status: Any, **_: Any) -> bool:
+        st = status or {}
+        return not (st.get("phase") in TERMINAL_INCIDENT
+                    or (st.get("phase") == "Resolved" and not st.get("restore")))
+
+    @kopf.timer(GROUP, VERSION, "keyrotations", interval=op.settings.reconcile_interval,
+                sharp=False, backoff=5, registry=registry, id="reconcile", when=rotation_open)
+    def keyrotation_tick(**kw: Any) -> None:
+        name, namespace = kw["name"], kw["namespace"]
+        if not rotation_open(kw["status"]):
+            return  # final: no API call at all
+        # Read the object fresh: kopf's body may predate our own status patches.
+        obj = op.kube.get_cr(namespace, "keyrotations", name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        before = (obj.get("status") or {}).get("phase")
+        after = op.rotations.tick(obj)
+        if after != before and after:
+            ROTATION_STEPS.labels(after).inc()
+
+    @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo")
+    def keyrotation_delete(**kw: Any) -> None:
+        obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
+        if obj is not None:
+            op.rotations.delete(obj)
+
+    @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
+                sharp=False, backoff=5, registry=registry, id="reconcile", when=incident_open)
+    def incident_tick(**kw: Any) -> None:
+        if not incident_open(kw["status"]):
+            return  # nothing left to do: no API call
+        obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        op.incidents.tick(obj)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # kopf logs every successful timer run at INFO: with many resources that is hundreds of
+    # lines a second of noise. Failures (WARNING and up) still show.
+    logging.getLogger("kopf.objects").setLevel(os.environ.get("SIGOPS_KOPF_LOG_LEVEL",
+                                                              "WARNING"))
+    from pydantic import ValidationError
+
+    from .flags import overrides
+
+    try:
+        settings = load_settings(args.config)
+        extra = overrides(args)
+        if extra:
+            settings = Settings.model_validate({**settings.model_dump(by_alias=True), **extra})
+    except (ValueError, ValidationError) as e:
+        log.error("invalid configuration: %s", e)
+        return 2
+    try:
+        kube = Kube.connect(args.kubeconfig)
+    except Exception as e:  # noqa: BLE001 - no kubeconfig and not in a cluster
+        log.error("no Kubernetes credentials (KUBECONFIG or in-cluster): %s", e)
+        return 2
+    key = ensure_signing_key(kube, args.operator_namespace)
+    signer = Signer(key, settings.service_id)
+    prom = Prom(args.prometheus_url)
+    if not prom.configured:
+        log.warning("no --prometheus-url: KeyRotations run unguarded, no ALERTS poll")
+    op = Operator(kube, prom, settings, signer, args.operator_namespace)
+    registry = kopf.OperatorRegistry()
+    register(registry, op)
+    from ..incident.intake import AlertIntake, make_handler, read_token
+
+    try:
+        token = read_token(args.alerts_token_file)
+    except (OSError, ValueError) as e:
+        log.error("cannot read the alerts token: %s", e)
+        return 2
+    intake = AlertIntake(kube, prom, settings, signer, args.operator_namespace, token)
+    if token is None:
+        log.warning("no --alerts-token-file: every alert post is refused (401)")
+    alerts = serve(args.alerts_listen, make_handler(intake))
+    log.info("alert receiver on %s:%d (POST /v1/alerts)", *alerts.server_address[:2])
+    if prom.configured:
+        threading.Thread(target=intake.poll_forever, args=(op.stop,), daemon=True,
+                         name="alerts-poll").start()
+    threading.Thread(target=op.keep_last_known_good, daemon=True, name="lkg").start()
+    MetricsHandler.healthy = staticmethod(op.ready.is_set)
+    metrics = serve(args.metrics_listen, MetricsHandler)
+    log.info("metrics and healthz on %s:%d", *metrics.server_address[:2])
+    UP.set(1)
+    namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
+    try:
+        kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
+                 namespaces=namespaces)
+    finally:
+        op.stop.set()
+        alerts.shutdown()
+        metrics.shutdown()
+    return 0

@@ -1,0 +1,125 @@
+"""The operator's configuration (``--config`` YAML), validated once at start-up.
+
+Every field has a safe default, so sigops runs with no config file at all. Unknown fields are
+rejected: a typo in a threshold must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..core.timeparse import parse_duration
+
+__all__ = ["Target", "Settings", "load_settings", "Mode"]
+
+Mode = Literal["auto", "approval", "dryRun"]
+DEFAULT_MODES: dict[str, Mode] = {"A": "auto", "B": "auto", "C": "auto", "D": "auto",
+                                  "E": "approval"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Target(_Model):
+    """A backend sigops looks after."""
+
+    namespace: str = "fractal-lba"
+    deployment: str = "fractal-lba-backend"
+    container: str | None = None
+    default: bool = False
+    backend_url: str | None = Field(default=None, alias="backendURL")
+    """Base URL of the backend (probe submits, failed-sample endpoint, Date header)."""
+    max_skew_seconds: float | None = Field(default=None, alias="maxSkewSeconds")
+    """The backend's freshness tolerance, if it checks sent_at (diagnoses clock skew)."""
+    profile: str = "python"
+    """The canonical profile agents sign with."""
+
+
+def _dur(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+class Settings(_Model):
+    """Thresholds, windows, modes and names. Durations are strings like ``30m``."""
+
+    targets: tuple[Target, ...] = ()
+    modes: dict[str, Mode] = Field(default_factory=lambda: dict(DEFAULT_MODES))
+    signature_error_metric: str = "flk_signature_err"
+    error_rate_query: str = "sum(rate({metric}[5m]))"
+    """PromQL; ``{metric}``, ``{namespace}`` and ``{deployment}`` are filled in."""
+    error_rate_threshold: float = 10.0
+    """Errors per second under which a spike counts as over (the alert's threshold)."""
+    skew_metric: str = "node_timex_offset_seconds"
+    reconcile_interval: float = 5.0
+    min_overlap: str = "1h"
+    wait_for_rollout: bool = True
+    rollout_timeout: str = "10m"
+    probe_timeout: float = 5.0
+    overlap_probe_grace: str = "2m"
+    """After the overlap config is applied (and rolled out), how long the live backend may
+    still refuse one of the two keys before the rotation stops as BackendRejectsOverlap."""
+    verify_timeout: str = "10m"
+    """How long to wait after an action for the error rate to fall / the alert to resolve."""
+    escalate_after: str = "30m"
+    cooldown: str = "15m"
+    """How long after resolution a tightened TOKEN_RATE stays before it is restored."""
+    e_auto_window: str = "30m"
+    """E runs without approval when the spike began within this window after a signing change."""
+    token_rate: str = "50"
+    ntp_label: str = "ntp=enabled"
+    label_nodes: bool = True
+    notification_url: str | None = None
+    namespace_label: str = "namespace"
+    deployment_label: str = "deployment"
+    alert_name: str = "FLKSignatureFailuresSpike"
+    alert_poll_interval: float = 30.0
+    signal_rate_limit: int = 3
+    signal_rate_window: str = "1h"
+    service_id: str = "sigops"
+
+    @field_validator("min_overlap", "rollout_timeout", "overlap_probe_grace", "verify_timeout",
+                     "escalate_after", "cooldown", "e_auto_window", "signal_rate_window")
+    @classmethod
+    def _durations(cls, v: str) -> str:
+        return _dur(v)
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: dict[str, Mode]) -> dict[str, Mode]:
+        bad = set(v) - set("ABCDE")
+        if bad:
+            raise ValueError(f"modes: unknown scenario(s) {sorted(bad)}; use A-E")
+        return v
+
+    def seconds(self, name: str) -> float:
+        return parse_duration(getattr(self, name))
+
+    def default_target(self) -> Target | None:
+        marked = [t for t in self.targets if t.default]
+        if marked:
+            return marked[0]
+        return self.targets[0] if len(self.targets) == 1 else None
+
+    def error_query(self, namespace: str = "", deployment: str = "") -> str:
+        return self.error_rate_query.format(metric=self.signature_error_metric,
+                                            namespace=namespace, deployment=deployment)
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read and validate the YAML config; no path means all defaults."""
+    if not path:
+        return Settings()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read config {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path} must be a YAML mapping")
+    return Settings.model_validate(raw)

@@ -1,0 +1,1 @@
+"""What sigops exports about itself: the Prometheus metrics registry and its metrics."""
