@@ -18,7 +18,7 @@ from kubernetes import client
 from sigops.core.keys import ED25519, generate_key
 from sigops.incident.alertmanager import AlertInfo
 from sigops.incident.intake import FP_LABEL, RATELIMIT_CM, AlertIntake
-from sigops.kube.api import GROUP, VERSION, ApiException, Kube
+from sigops.kube.api import GROUP, VERSION, Kube, KubeError
 from sigops.prometheus.client import Prom
 from sigops.settings import Settings, Target
 from sigops.signing.records import Signer
@@ -59,7 +59,7 @@ def test_a_copy_in_flight_waits_and_takes_over_after_a_failure(api: Any, namespa
         calls.append("create")
         if len(calls) == 1:
             time.sleep(0.5)  # the copy arrives while this one is in flight
-            raise ApiException(status=500, reason="injected")
+            raise KubeError(500, "injected")
         real_create(*a, **kw)
 
     it._create = failing_once  # type: ignore[method-assign]
@@ -68,7 +68,7 @@ def test_a_copy_in_flight_waits_and_takes_over_after_a_failure(api: Any, namespa
     def first() -> None:
         try:
             outcome["first"] = it.handle(alert("f00d"), "alertmanager")
-        except ApiException as e:
+        except KubeError as e:
             outcome["first"] = e.status
 
     t = threading.Thread(target=first)

@@ -7,25 +7,18 @@ same way whoever does it.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
 from ..core.keys import Key
 from ..core.timeparse import now_iso
-from ..kube.api import ApiException, Kube
+from ..kube.api import MANAGED, Conflict, Kube, secret_strings
 from .config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from .keyring import REVISION_ANNOTATION, ManagedRing, desired_env, keyring_secret_name, revision_of
 
-__all__ = ["Backend", "Conflict", "MANAGED"]
-
-MANAGED = {"app.kubernetes.io/managed-by": "sigops"}
+__all__ = ["Backend", "MANAGED"]
 DEFAULT_BACKEND_PORT = 8080
 """The upstream backend's listen port, when its container declares none."""
-
-
-class Conflict(Exception):
-    """Someone else wrote the object between our read and our write; try again."""
 
 
 class Backend:
@@ -68,19 +61,19 @@ class Backend:
 
     def read_ring(self) -> tuple[ManagedRing | None, Any]:
         sec = self.kube.read_secret(self.ns, self.ring_secret)
-        if sec is None or not sec.data or "keyring.json" not in sec.data:
+        text = secret_strings(sec).get("keyring.json")
+        if text is None:
             return None, sec
-        return ManagedRing.from_json(base64.b64decode(sec.data["keyring.json"]).decode()), sec
+        return ManagedRing.from_json(text), sec
 
     def write_ring(self, ring: ManagedRing, alg: str, existing: Any) -> None:
         try:
             self.kube.write_secret(self.ns, self.ring_secret, ring.secret_data(alg, self.names),
                                    existing, labels={**MANAGED,
                                                      "sigops.fractal-lba.io/target": self.name})
-        except ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"keyring Secret {self.ring_secret} changed concurrently") from None
-            raise
+        except Conflict:
+            raise Conflict(409, f"keyring Secret {self.ring_secret} changed concurrently"
+                           ) from None
 
     def effective(self, deployment: dict[str, Any] | None = None) -> BackendConfig:
         """What the backend accepts, read back from its Deployment and Secrets."""
@@ -141,18 +134,16 @@ class Backend:
         for attempt in range(attempts):
             dep = self.deployment()
             if dep is None:
-                raise Conflict(f"deployment {self.ns}/{self.name} disappeared")
+                raise Conflict(404, f"deployment {self.ns}/{self.name} disappeared")
             if not change(dep):
                 return False
             try:
                 self.kube.replace_deployment(self.ns, dep)
                 return True
-            except ApiException as e:
-                if e.status != 409:
-                    raise
+            except Conflict:
                 if attempt == attempts - 1:
                     raise Conflict(
-                        f"deployment {self.ns}/{self.name} changed concurrently") from None
+                        409, f"deployment {self.ns}/{self.name} changed concurrently") from None
         return False  # pragma: no cover - the loop returns or raises
 
     def set_env(self, name: str, value: str | None) -> str | None:

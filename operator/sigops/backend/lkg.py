@@ -10,8 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kube.api import ApiException, Kube, unb64
-from .deployment import MANAGED
+from ..kube.api import MANAGED, Conflict, Kube, secret_strings
 
 __all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest"]
 
@@ -30,7 +29,7 @@ def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None
     sec = kube.read_secret(ns, snapshot_name(deployment))
     if sec is None or not sec.data or "snapshot.json" not in sec.data:
         return None
-    doc: dict[str, Any] = json.loads(unb64(sec.data["snapshot.json"]))
+    doc: dict[str, Any] = json.loads(secret_strings(sec)["snapshot.json"])
     return doc
 
 
@@ -43,7 +42,7 @@ def take_snapshot(kube: Kube, ns: str, deployment: str) -> bool:
     digest = template_digest(template)
     sec = kube.read_secret(ns, snapshot_name(deployment))
     if sec is not None and sec.data and "snapshot.json" in sec.data:
-        if json.loads(unb64(sec.data["snapshot.json"])).get("digest") == digest:
+        if json.loads(secret_strings(sec)["snapshot.json"]).get("digest") == digest:
             return False
     doc = {"template": template, "digest": digest,
            "revision": (dep["metadata"].get("annotations") or {}).get(
@@ -52,9 +51,7 @@ def take_snapshot(kube: Kube, ns: str, deployment: str) -> bool:
     try:
         kube.write_secret(ns, snapshot_name(deployment), {"snapshot.json": json.dumps(doc)}, sec,
                           labels={**MANAGED, "sigops.fractal-lba.io/target": deployment})
-    except ApiException as e:
-        if e.status == 409:
-            return False
-        raise
+    except Conflict:
+        return False
     log.info("last-known-good snapshot of %s/%s (template %s)", ns, deployment, digest)
     return True

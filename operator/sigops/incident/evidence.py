@@ -21,7 +21,7 @@ from ..backend.probe import probe_pcs
 from ..core.diagnose import Diagnoser, Verdict, aggregate
 from ..core.errors import KeyringError
 from ..core.keys import Key, KeyRing
-from ..kube.api import ApiException, Kube
+from ..kube.api import Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..rotation.model import TERMINAL
 from ..settings import Settings, Target
@@ -69,7 +69,9 @@ class Evidence:
 
 
 def _samples_from_configmap(kube: Kube, ns: str, ref: dict[str, Any]) -> list[bytes]:
-    cm = kube.core.read_namespaced_config_map(ref["name"], ns, _request_timeout=15)
+    cm = kube.read_config_map(ns, ref["name"])
+    if cm is None:
+        raise NotFound(404, f"configmap {ns}/{ref['name']} not found")
     text = (cm.data or {}).get(ref.get("key") or "samples.jsonl", "")
     return [line.encode() for line in text.splitlines() if line.strip()][:MAX_SAMPLES]
 
@@ -86,8 +88,7 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
     """The Deployment's ReplicaSets, oldest first, with the fingerprints each accepted."""
     sel = dep["spec"].get("selector", {}).get("matchLabels") or {}
     label_selector = ",".join(f"{k}={v}" for k, v in sel.items())
-    rss = kube.apps.list_namespaced_replica_set(backend.ns, label_selector=label_selector,
-                                                _request_timeout=15).items
+    rss = kube.list_replica_sets(backend.ns, label_selector)
     out = []
     for rs in rss:
         owners = rs.metadata.owner_references or []
@@ -162,12 +163,12 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
                 ev.rotations.append({"name": kr["metadata"]["name"], "phase": st.get("phase"),
                                      "newKeyId": st.get("newKeyId"),
                                      "previousKeyId": st.get("previousKeyId")})
-    except ApiException as e:
+    except KubeError as e:
         ev.notes.append(f"cannot list KeyRotations: {e.status}")
     # Revision history and recent signing changes.
     try:
         revs = _revisions(kube, backend, dep)
-    except ApiException as e:
+    except KubeError as e:
         revs = []
         ev.notes.append(f"cannot list ReplicaSets: {e.status}")
     window = settings.seconds("e_auto_window")
@@ -208,7 +209,7 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         elif target.backend_url:
             raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
             ev.samples_source = f"{target.backend_url}/v1/samples/failures"
-    except (ApiException, OSError, ValueError) as e:
+    except (KubeError, OSError, ValueError) as e:
         ev.notes.append(f"cannot read samples: {type(e).__name__}")
     if raw and ev.ring is not None:
         d = Diagnoser(ev.ring)

@@ -24,13 +24,11 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-
 from ..core.ratelimit import SlidingWindowLimiter
 from ..core.signals import rejection_record
 from ..core.strictjson import loads
 from ..core.timeparse import now_iso, parse_duration
-from ..kube.api import GROUP, VERSION, ApiException, Kube
+from ..kube.api import GROUP, VERSION, Conflict, Forbidden, Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..settings import Settings, Target
 from ..signing.records import Signer
@@ -45,6 +43,7 @@ attack_log = logging.getLogger("sigops.security")
 MAX_BODY = 1 << 20
 FP_LABEL = "sigops.fractal-lba.io/alert-fingerprint"
 RATELIMIT_CM = "sigops-ratelimit"
+SEQ_ANNOTATION = "sigops.fractal-lba.io/state-seq"
 
 
 class AlertIntake:
@@ -56,7 +55,7 @@ class AlertIntake:
         self.operator_namespace = operator_namespace
         self.token = token.encode() if token else None
         self.lock = threading.Lock()  # held for in-memory state only, never across API calls
-        self.save_lock = threading.Lock()  # one rate-limit state write at a time
+        self._saved_seq = 0  # sequence of the newest rate-limit state handed to a writer
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
         self.seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
@@ -68,32 +67,37 @@ class AlertIntake:
 
     def _load_limiter(self) -> None:
         try:
-            cm = self.kube.core.read_namespaced_config_map(RATELIMIT_CM, self.operator_namespace)
-            self.limiter.load_state(json.loads((cm.data or {}).get("state.json", "{}")))
-        except ApiException as e:
-            if e.status != 404:
-                log.warning("cannot read rate-limit state: %s", e.status)
+            cm = self.kube.read_config_map(self.operator_namespace, RATELIMIT_CM)
+            if cm is not None:
+                self.limiter.load_state(json.loads((cm.data or {}).get("state.json", "{}")))
+        except KubeError as e:
+            log.warning("cannot read rate-limit state: %s", e.status)
         except ValueError:
             log.warning("rate-limit state unreadable; starting empty")
 
     def _save_limiter(self) -> None:
-        with self.save_lock:  # the state is read inside, so the last write is the newest
-            with self.lock:
-                state = json.dumps(self.limiter.to_state())
-            self._write_limiter(state)
+        """Save the limiter state. The state and its sequence number are taken under the lock;
+        the write happens outside it (a hung API server must not stall intake), and a write
+        never replaces a newer state than its own (the sequence is in an annotation)."""
+        with self.lock:
+            self._saved_seq = max(time.time_ns(), self._saved_seq + 1)
+            seq, state = self._saved_seq, json.dumps(self.limiter.to_state())
+        self._write_limiter(state, seq)
 
-    def _write_limiter(self, state: str) -> None:
-        body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=RATELIMIT_CM, namespace=self.operator_namespace,
-                                         labels={"app.kubernetes.io/managed-by": "sigops"}),
-            data={"state.json": state})
-        try:
-            self.kube.core.replace_namespaced_config_map(RATELIMIT_CM, self.operator_namespace,
-                                                         body)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            self.kube.core.create_namespaced_config_map(self.operator_namespace, body)
+    def _write_limiter(self, state: str, seq: int, attempts: int = 5) -> None:
+        for attempt in range(attempts):
+            cm = self.kube.read_config_map(self.operator_namespace, RATELIMIT_CM)
+            saved = ((cm.metadata.annotations or {}) if cm is not None else {}).get(SEQ_ANNOTATION)
+            if saved is not None and saved.isdigit() and int(saved) >= seq:
+                return  # a newer state is saved already
+            try:
+                self.kube.write_config_map(self.operator_namespace, RATELIMIT_CM,
+                                           {"state.json": state}, cm,
+                                           annotations={SEQ_ANNOTATION: str(seq)})
+                return
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -117,9 +121,7 @@ class AlertIntake:
             if obj and ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
                 return known[1]
             self.open.pop(fp, None)
-        items = self.kube.custom.list_namespaced_custom_object(
-            GROUP, VERSION, ns, "signatureincidents", label_selector=f"{FP_LABEL}={fp}",
-            _request_timeout=15).get("items", [])
+        items = self.kube.list_cr(ns, "signatureincidents", f"{FP_LABEL}={fp}")
         for obj in items:
             if ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
                 self.open[fp] = (ns, obj["metadata"]["name"])
@@ -216,8 +218,7 @@ class AlertIntake:
                                "groupKey": alert.group_key[:1024], "startsAt": alert.starts_at,
                                "labels": alert.labels, "value": alert.value}},
         }
-        obj = self.kube.custom.create_namespaced_custom_object(
-            GROUP, VERSION, target.namespace, "signatureincidents", body, _request_timeout=15)
+        obj = self.kube.create_cr(target.namespace, "signatureincidents", body)
         name = obj["metadata"]["name"]
         if rate_limited is None:
             self.open[alert.fingerprint] = (target.namespace, name)
@@ -320,8 +321,8 @@ def make_handler(intake: AlertIntake) -> type[BaseHTTPRequestHandler]:
                 for a in alerts:
                     r = intake.handle(a, "alertmanager")
                     results[r] = results.get(r, 0) + 1
-            except ApiException as e:
-                if e.status in (403, 404):
+            except KubeError as e:
+                if isinstance(e, Forbidden | NotFound):
                     # Not a transient failure: a retry would fail the same way.
                     log.error("cannot open an incident (API %s): is the alert's namespace "
                               "one sigops has permissions in (a configured target)?", e.status)

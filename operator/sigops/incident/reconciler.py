@@ -16,9 +16,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..backend.deployment import Backend, Conflict
+from ..backend.deployment import Backend
 from ..core.timeparse import now_iso, parse_duration
-from ..kube.api import Kube
+from ..kube.api import Conflict, Kube
 from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
 from ..settings import Settings, Target

@@ -20,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..backend.config import EnvNames, find_container
-from ..backend.deployment import MANAGED, Backend, Conflict
+from ..backend.deployment import Backend
 from ..backend.keyring import REVISION_ANNOTATION, ManagedRing, keyring_secret_name, revision_of
 from ..backend.probe import probe_overlap, probe_pcs
 from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError, MalformedInput
 from ..core.keys import HMAC, Key, b64decode_strict, generate_key
 from ..core.timeparse import now_iso, parse_duration
-from ..kube.api import Kube
+from ..kube.api import MANAGED, Conflict, Kube, secret_strings
 from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
 from ..settings import Settings
@@ -478,7 +478,7 @@ class RotationReconciler:
         if agent.get("name"):
             key = agent_secret_key(ctx.spec["target"], ctx.alg)
             sec = self.kube.read_secret(ctx.target_ns, agent["name"])
-            data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
+            data = secret_strings(sec)
             if data.get(key) != agent_secret_value(new):
                 data[key] = agent_secret_value(new)
                 self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
@@ -536,14 +536,14 @@ class RotationReconciler:
         name = undo_secret_name(ctx.name)
         snap_sec = self.kube.read_secret(ctx.ns, name)
         if snap_sec is not None:
-            snap = json.loads(_unb64(snap_sec.data["undo.json"]))
+            snap = json.loads(secret_strings(snap_sec)["undo.json"])
             # Agents first: the backend still accepts the old key until the ring is restored,
             # so no moment leaves agents on a key the backend rejects.
             agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
             if agent.get("name"):
                 key = agent_secret_key(ctx.spec["target"], ctx.alg)
                 sec = self.kube.read_secret(ctx.target_ns, agent["name"])
-                data = {k: _unb64(v) for k, v in ((sec.data or {}) if sec else {}).items()}
+                data = secret_strings(sec)
                 if snap["agent_existed"]:
                     data[key] = snap["agent"]
                 else:
@@ -586,10 +586,3 @@ def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None
         find_container(deployment, name)
     except KeyringError as e:
         raise StepError("InvalidSpec", str(e)) from None
-
-
-def _unb64(v: str) -> str:
-    import base64
-
-    return base64.b64decode(v).decode()
-

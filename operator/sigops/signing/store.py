@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 
-from kubernetes import client
-
 from ..core.keys import ED25519, Key, generate_key, key_from_entry
 from ..core.signals import pubkeys_document
-from ..kube.api import ApiException, Kube, unb64
+from ..kube.api import Conflict, Kube, secret_strings
 
 __all__ = ["SIGNING_SECRET", "PUBKEYS_CONFIGMAP", "ensure_signing_key"]
 
@@ -21,50 +19,39 @@ SIGNING_SECRET = "sigops-signing-key"
 PUBKEYS_CONFIGMAP = "sigops-signal-pubkeys"
 
 
-def _ensure_namespace(kube: Kube, ns: str) -> None:
-    try:
-        kube.core.read_namespace(ns)
-    except ApiException as e:
-        if e.status != 404:
-            raise
-        try:
-            kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        except ApiException as e2:
-            if e2.status != 409:
-                raise
-
-
 def ensure_signing_key(kube: Kube, ns: str) -> Key:
     """Load the signing key, creating it (and the pubkeys ConfigMap) on first start.
 
-    Two operators starting at once: the second create gets 409 and reads the first's key.
+    Two operators starting at once: the second create gets Conflict and reads the first's key.
     """
-    _ensure_namespace(kube, ns)
+    kube.ensure_namespace(ns)
     sec = kube.read_secret(ns, SIGNING_SECRET)
     if sec is None:
         key = generate_key(ED25519, state="active")
         try:
             kube.write_secret(ns, SIGNING_SECRET, {"key.json": json.dumps(key.to_entry())}, None,
                               labels={"app.kubernetes.io/managed-by": "sigops"})
-        except ApiException as e:
-            if e.status != 409:
-                raise
+        except Conflict:
             sec = kube.read_secret(ns, SIGNING_SECRET)
     if sec is not None:
-        key = key_from_entry(json.loads(unb64(sec.data["key.json"])))
-    doc = json.dumps(pubkeys_document([key]), sort_keys=True)
-    cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(
-        name=PUBKEYS_CONFIGMAP, namespace=ns, labels={"app.kubernetes.io/managed-by": "sigops"}),
-        data={"pubkeys.json": doc})
-    try:
-        existing = kube.core.read_namespaced_config_map(PUBKEYS_CONFIGMAP, ns)
-        old = json.loads((existing.data or {}).get("pubkeys.json", "{}")).get("keys", {})
-        merged = {**old, **pubkeys_document([key])["keys"]}  # keep published older keys
-        cm.data = {"pubkeys.json": json.dumps({"keys": merged}, sort_keys=True)}
-        if (existing.data or {}).get("pubkeys.json") != cm.data["pubkeys.json"]:
-            kube.core.replace_namespaced_config_map(PUBKEYS_CONFIGMAP, ns, cm)
-    except ApiException as e:
-        if e.status != 404:
-            raise
-        kube.core.create_namespaced_config_map(ns, cm)
+        key = key_from_entry(json.loads(secret_strings(sec)["key.json"]))
+    _publish(kube, ns, key)
     return key
+
+
+def _publish(kube: Kube, ns: str, key: Key, attempts: int = 3) -> None:
+    """Add ``key`` to the pubkeys ConfigMap, keeping the keys published before it (an
+    observer must still verify older records). A concurrent writer makes us read again."""
+    for attempt in range(attempts):
+        existing = kube.read_config_map(ns, PUBKEYS_CONFIGMAP)
+        old = json.loads(((existing.data or {}) if existing else {}).get("pubkeys.json", "{}"))
+        merged = {**old.get("keys", {}), **pubkeys_document([key])["keys"]}
+        doc = json.dumps({"keys": merged}, sort_keys=True)
+        if existing is not None and (existing.data or {}).get("pubkeys.json") == doc:
+            return
+        try:
+            kube.write_config_map(ns, PUBKEYS_CONFIGMAP, {"pubkeys.json": doc}, existing)
+            return
+        except Conflict:
+            if attempt == attempts - 1:
+                raise

@@ -30,7 +30,7 @@ def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
     key, _, value = ctx.settings.ntp_label.partition("=")
     nodes = []
     if ctx.settings.label_nodes:
-        for n in ctx.kube.core.list_node(_request_timeout=15).items:
+        for n in ctx.kube.list_nodes():
             if (n.metadata.labels or {}).get(key) != value:
                 nodes.append(n.metadata.name)
     measured = {"samples": skew or None, "skewMetricSeconds": ctx.evidence.skew_metric,
@@ -54,5 +54,4 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
         if step["action"] != "label-nodes-for-ntp":
             continue
         for name in step["nodes"]:
-            ctx.kube.core.patch_node(name, {"metadata": {"labels": {key: value}}},
-                                     _request_timeout=15)
+            ctx.kube.label_node(name, key, value)
