@@ -256,3 +256,25 @@ def test_small_invariants():
     assert Key("k", HMAC, secret=b"x").fingerprint != Key("k", HMAC, secret=b"y").fingerprint
     assert keyring.keyring_secret_name("b") == "sigops-keyring-b"
     assert decide.SCENARIOS["C"].changes_something is False
+
+
+def test_one_table_of_scenario_letters() -> None:
+    """Diagnosis, decision, settings and the implementations all read core.scenarios."""
+    from sigops.core.diagnose import CAUSES
+    from sigops.core.scenarios import LETTERS, SCENARIOS
+    from sigops.incident.scenarios import REGISTRY
+    from sigops.settings import DEFAULT_MODES
+
+    assert tuple(REGISTRY) == LETTERS == ("A", "B", "C", "D", "E")
+    assert all(REGISTRY[x].info is SCENARIOS[x] for x in LETTERS)
+    assert DEFAULT_MODES == {x: SCENARIOS[x].default_mode for x in LETTERS}
+    assert decide.INCIDENT_CAUSE_OF == {x: SCENARIOS[x].incident_cause for x in LETTERS}
+    for cause in CAUSES.values():
+        assert cause.scenario is None or cause.incident_cause == \
+            SCENARIOS[cause.scenario].incident_cause
+    # What sets C and D apart is data on their registry entries, not reconciler branches.
+    assert REGISTRY["C"].escalation is not None and REGISTRY["D"].restore is not None
+    assert [x for x in LETTERS if REGISTRY[x].escalation] == ["C"]
+    assert [x for x in LETTERS if REGISTRY[x].restore] == ["D"]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        Settings(modes={"F": "auto"})

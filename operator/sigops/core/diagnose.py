@@ -19,6 +19,7 @@ from .canonical import PROFILES, Profile, canonical_bytes, canonical_bytes_of
 from .errors import MalformedInput
 from .keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
 from .pcs import PCS, Sample, content_of, parse_record, signing_message, typed_values
+from .scenarios import SCENARIOS
 from .strictjson import DEFAULT_MAX_BYTES, loads
 from .timeparse import parse_time
 
@@ -39,27 +40,31 @@ class Cause:
     """A row of the cause table: what a per-sample cause means for an incident."""
 
     name: str
-    incident_cause: str | None
     scenario: str | None
+    """The runbook scenario that answers it (a letter of :data:`SCENARIOS`)."""
     meaning: str
+
+    @property
+    def incident_cause(self) -> str | None:
+        return SCENARIOS[self.scenario].incident_cause if self.scenario else None
 
 
 CAUSES: Mapping[str, Cause] = {
     c.name: c
     for c in (
-        Cause("malformed", "MaliciousActivity", "D",
+        Cause("malformed", "D",
               "not a well-formed PCS (parse, type, duplicate key, base64, size)"),
-        Cause("valid", None, None, "verifies with an accepted key under the ring's profile"),
-        Cause("clock_skew", "ClockSkew", "B",
+        Cause("valid", None, "verifies with an accepted key under the ring's profile"),
+        Cause("clock_skew", "B",
               "signature valid but sent_at is too far from received_at"),
-        Cause("stale_key", "KeyRotationInProgress", "A", "verifies only with a retired key"),
-        Cause("pending_key", "KeyRotationInProgress", "A",
+        Cause("stale_key", "A", "verifies only with a retired key"),
+        Cause("pending_key", "A",
               "verifies only with a pending key or one the backend does not accept"),
-        Cause("canonicalization_drift", "CanonicalizationDrift", "C",
+        Cause("canonicalization_drift", "C",
               "verifies with a known key only under another profile"),
-        Cause("tampered", "MaliciousActivity", "D",
+        Cause("tampered", "D",
               "pcs_id rule broken, or one pcs_id with two signed contents"),
-        Cause("unverifiable", "ConfigurationError", "E",
+        Cause("unverifiable", "E",
               "well-formed, but no known key and profile verifies it"),
     )
 }

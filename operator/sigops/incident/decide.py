@@ -5,34 +5,11 @@ person must approve first. Pure: tables and small functions, unit-tested without
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SCENARIOS", "Scenario", "candidates", "needs_approval", "communication",
-           "INCIDENT_CAUSE_OF"]
+from ..core.scenarios import INCIDENT_CAUSE_OF, SCENARIOS
 
-
-@dataclass(frozen=True)
-class Scenario:
-    letter: str
-    title: str
-    changes_something: bool
-    mitigation: str
-
-
-SCENARIOS: Mapping[str, Scenario] = {s.letter: s for s in (
-    Scenario("A", "key overlap", True,
-             "Enabled key overlap: the backend accepts the key the agents use"),
-    Scenario("B", "clock skew", True, "Nodes labelled for NTP sync; clock offsets reported"),
-    Scenario("C", "canonicalization drift", False,
-             "None automatic: canonicalization is never changed; coordinated upgrade needed"),
-    Scenario("D", "rate tightening", True, "Tightened TOKEN_RATE; top failing sources listed"),
-    Scenario("E", "rollback", True, "Rolled back to the last known good configuration"),
-)}
-
-INCIDENT_CAUSE_OF = {"A": "KeyRotationInProgress", "B": "ClockSkew",
-                     "C": "CanonicalizationDrift", "D": "MaliciousActivity",
-                     "E": "ConfigurationError"}
+__all__ = ["SCENARIOS", "candidates", "needs_approval", "communication", "INCIDENT_CAUSE_OF"]
 
 
 def candidates(report: Mapping[str, Any] | None, *, rotation_in_progress: bool,

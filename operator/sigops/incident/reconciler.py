@@ -26,7 +26,7 @@ from ..signing.records import Signer
 from ..telemetry.metrics import INCIDENTS, REMEDIATION_SECONDS
 from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
 from .evidence import Evidence, gather
-from .scenarios import ScenarioContext, ScenarioError, module_for
+from .scenarios import ScenarioContext, ScenarioError, scenario_for
 
 __all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of"]
 
@@ -196,7 +196,7 @@ class IncidentReconciler:
         scenario = st["scenario"]
         ev = self._evidence_for(obj)
         try:
-            steps = module_for(scenario).plan(self._ctx(obj, ev))
+            steps = scenario_for(scenario).plan(self._ctx(obj, ev))
         except ScenarioError as e:
             return self._next_candidate(obj, f"scenario {scenario} cannot run: {e}")
         approved = (obj.get("spec") or {}).get("approve") or []
@@ -233,12 +233,12 @@ class IncidentReconciler:
         scenario = pending.get("scenario") or st["scenario"]
         steps = pending.get("steps")
         ctx = self._ctx(obj, self._evidence_for(obj))
-        mod = module_for(scenario)
+        impl = scenario_for(scenario)
         try:
             if steps is None:
-                steps = mod.plan(ctx)
+                steps = impl.plan(ctx)
                 self._patch(obj, {"pendingActions": {"scenario": scenario, "steps": steps}})
-            mod.apply(ctx, steps)
+            impl.apply(ctx, steps)
         except ScenarioError as e:
             return self._next_candidate(obj, f"scenario {scenario} failed: {e}")
         except Conflict:
@@ -246,18 +246,14 @@ class IncidentReconciler:
         actions = self._actions(obj, steps, scenario, "applied")
         patch: dict[str, Any] = {"actions": actions, "pendingActions": None,
                                  "verifyStartedAt": now_iso(self.clock())}
-        if scenario == "D":
-            tighten = next((s for s in steps if s["action"] == "tighten-token-rate"), None)
-            if tighten:
-                patch["restore"] = tighten
-        if hasattr(mod, "confirm"):  # the live system must confirm before it counts as done
-            patch["confirm"] = {"scenario": scenario, "steps": steps}
+        held = impl.held(steps)
+        if held is not None:  # taken back once resolved, after the cool-down
+            patch["restore"] = {**held, "scenario": scenario}
+        patch["confirm"] = {"scenario": scenario, "steps": steps}
         self.kube.event(obj, f"Scenario{scenario}", "; ".join(s["summary"] for s in steps))
-        if scenario == "C":
+        if impl.escalation is not None:
             self._patch(obj, patch)
-            self._escalate(obj, "CanonicalizationDrift",
-                           "breaking canonicalization change: needs a coordinated agent and "
-                           "backend upgrade; canonicalization was not changed")
+            self._escalate(obj, *impl.escalation)
             return "Escalated"
         self._patch(obj, patch, "Verifying",
                     ("Ready", "False", "Verifying", f"scenario {scenario} applied; verifying"))
@@ -270,14 +266,13 @@ class IncidentReconciler:
         if not pending:
             return None
         scenario, steps = pending["scenario"], pending["steps"]
-        mod = module_for(scenario)
+        impl = scenario_for(scenario)
         ctx = self._ctx(obj, self._evidence_for(obj))
         try:
-            waiting = mod.confirm(ctx, steps)
+            waiting = impl.confirm(ctx, steps)
         except ScenarioError as e:
             try:
-                if hasattr(mod, "undo"):
-                    mod.undo(ctx, steps)
+                impl.undo(ctx, steps)
             except Conflict:
                 return "Verifying"  # undo again next tick
             undone = [{"action": "undo", "summary": f"scenario {scenario} not confirmed by the "
@@ -365,7 +360,8 @@ class IncidentReconciler:
                 log.warning("escalation notification failed: %s", type(e).__name__)
 
     def _after_resolution(self, obj: dict[str, Any]) -> None:
-        """Scenario D: restore TOKEN_RATE once the cool-down after resolution has passed."""
+        """Take back what the scenario held only for the incident (D: the tightened
+        TOKEN_RATE) once the cool-down after resolution has passed."""
         st = obj.get("status") or {}
         step = st.get("restore")
         if not step or not st.get("resolvedAt"):
@@ -373,20 +369,19 @@ class IncidentReconciler:
         due = _t(st["resolvedAt"]) + timedelta(seconds=parse_duration(step["restoreAfter"]))
         if self.clock() < due:
             return
-        from .scenarios import rate_tightening
-
+        # Older statuses (before the scenario was recorded with the step) came from D.
+        scenario = str(step.get("scenario") or "D")
+        impl = scenario_for(scenario)
+        if impl.restore is None:  # pragma: no cover - held() without restore() is a bug
+            raise RuntimeError(f"scenario {scenario} holds a change it cannot restore")
         ctx = self._ctx(obj, Evidence())
         try:
-            rate_tightening.restore(ctx, step)
+            restored = impl.restore(ctx, step)
         except Conflict:
             return
-        restored = {"action": "restore-token-rate", "env": step["env"],
-                    "value": step["previous"],
-                    "summary": f"Restored {step['env']} to {step['previous'] or 'unset'} "
-                               f"after the {step['restoreAfter']} cool-down"}
-        self._patch(obj, {"actions": self._actions(obj, [restored], "D", "restored"),
+        self._patch(obj, {"actions": self._actions(obj, [restored], scenario, "restored"),
                           "restore": None})
-        self.kube.event(obj, "ScenarioDRestored", restored["summary"])
+        self.kube.event(obj, f"Scenario{scenario}Restored", restored["summary"])
 
 
 def _float(v: Any) -> float | None:

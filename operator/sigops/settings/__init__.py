@@ -7,17 +7,18 @@ rejected: a typo in a threshold must not silently fall back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..core.scenarios import LETTERS, SCENARIOS
 from ..core.timeparse import parse_duration
 
 __all__ = ["Target", "Settings", "load_settings", "Mode"]
 
 Mode = Literal["auto", "approval", "dryRun"]
-DEFAULT_MODES: dict[str, Mode] = {"A": "auto", "B": "auto", "C": "auto", "D": "auto",
-                                  "E": "approval"}
+DEFAULT_MODES: dict[str, Mode] = {
+    s.letter: cast(Mode, s.default_mode) for s in SCENARIOS.values()}
 
 
 class _Model(BaseModel):
@@ -91,9 +92,10 @@ class Settings(_Model):
     @field_validator("modes")
     @classmethod
     def _modes(cls, v: dict[str, Mode]) -> dict[str, Mode]:
-        bad = set(v) - set("ABCDE")
+        bad = set(v) - set(LETTERS)
         if bad:
-            raise ValueError(f"modes: unknown scenario(s) {sorted(bad)}; use A-E")
+            raise ValueError(f"modes: unknown scenario(s) {sorted(bad)}; use "
+                             f"{LETTERS[0]}-{LETTERS[-1]}")
         return v
 
     def seconds(self, name: str) -> float:

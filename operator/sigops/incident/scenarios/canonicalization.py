@@ -8,7 +8,8 @@ from typing import Any
 
 from ...backend.probe import probe_pcs, submit
 from ...core.canonical import PROFILES, canonical_bytes
-from .base import ScenarioContext
+from ...core.scenarios import SCENARIOS
+from .base import Scenario, ScenarioContext
 
 # Known answers (the upstream vectors' shapes): each profile must reproduce its own bytes.
 _SUBSET = {"pcs_id": "p", "merkle_root": "m", "epoch": 1, "shard_id": "s", "D_hat": 1.0,
@@ -54,3 +55,8 @@ def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
 
 def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
     """Nothing to change, by design."""
+
+
+SCENARIO = Scenario(SCENARIOS["C"], plan, apply, escalation=(
+    "CanonicalizationDrift", "breaking canonicalization change: needs a coordinated agent and "
+                             "backend upgrade; canonicalization was not changed"))

@@ -8,7 +8,8 @@ import email.utils
 import urllib.request
 from typing import Any
 
-from .base import ScenarioContext
+from ...core.scenarios import SCENARIOS
+from .base import Scenario, ScenarioContext
 
 
 def _backend_date_offset(ctx: ScenarioContext) -> float | None:
@@ -55,3 +56,6 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
             continue
         for name in step["nodes"]:
             ctx.kube.label_node(name, key, value)
+
+
+SCENARIO = Scenario(SCENARIOS["B"], plan, apply)

@@ -12,8 +12,9 @@ from typing import Any
 
 from ...backend.probe import probe_overlap
 from ...core.keys import HMAC, Key
+from ...core.scenarios import SCENARIOS
 from ...core.timeparse import now_iso, parse_duration, parse_time
-from .base import ScenarioContext, ScenarioError
+from .base import Scenario, ScenarioContext, ScenarioError
 
 OVERLAP = "336h"  # the dedup TTL: 14 days
 
@@ -126,3 +127,6 @@ def undo(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
         return
     ring.accepts = [kid for kid in ring.accepts if kid not in drop]
     ctx.backend.apply(ring, ctx.evidence.backend_alg or "hmac-sha256", existing)
+
+
+SCENARIO = Scenario(SCENARIOS["A"], plan, apply, confirm=confirm, undo=undo)

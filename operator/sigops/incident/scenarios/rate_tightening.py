@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...backend.config import find_container
-from .base import ScenarioContext, ScenarioError
+from ...core.scenarios import SCENARIOS
+from .base import Scenario, ScenarioContext, ScenarioError
 
 
 def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
@@ -39,5 +40,16 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
             ctx.backend.set_env(step["env"], step["value"])
 
 
-def restore(ctx: ScenarioContext, step: dict[str, Any]) -> None:
+def held(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tightened rate: restored after resolution plus the cool-down."""
+    return next((s for s in steps if s["action"] == "tighten-token-rate"), None)
+
+
+def restore(ctx: ScenarioContext, step: dict[str, Any]) -> dict[str, Any]:
     ctx.backend.set_env(step["env"], step["previous"])
+    return {"action": "restore-token-rate", "env": step["env"], "value": step["previous"],
+            "summary": f"Restored {step['env']} to {step['previous'] or 'unset'} after the "
+                       f"{step['restoreAfter']} cool-down"}
+
+
+SCENARIO = Scenario(SCENARIOS["D"], plan, apply, held=held, restore=restore)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...backend.lkg import read_snapshot, template_digest
-from .base import ScenarioContext, ScenarioError
+from ...core.scenarios import SCENARIOS
+from .base import Scenario, ScenarioContext, ScenarioError
 
 
 def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
@@ -41,3 +42,6 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
         return True
 
     ctx.backend.update(roll_back)
+
+
+SCENARIO = Scenario(SCENARIOS["E"], plan, apply)
