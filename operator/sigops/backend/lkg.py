@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
+from ..core.timeparse import now_iso
 from ..kube.api import MANAGED, Conflict, Kube, secret_strings
 
 __all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest"]
@@ -47,7 +47,7 @@ def take_snapshot(kube: Kube, ns: str, deployment: str) -> bool:
     doc = {"template": template, "digest": digest,
            "revision": (dep["metadata"].get("annotations") or {}).get(
                "deployment.kubernetes.io/revision"),
-           "takenAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+           "takenAt": now_iso()}
     try:
         kube.write_secret(ns, snapshot_name(deployment), {"snapshot.json": json.dumps(doc)}, sec,
                           labels={**MANAGED, "sigops.fractal-lba.io/target": deployment})

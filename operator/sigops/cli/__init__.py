@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ..core.errors import SigopsError
+
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
+class UsageError(SigopsError):
     """Bad flags, unreadable files, unusable configuration: exit 2 with a message."""
 
 
@@ -584,12 +586,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
-def cmd_testbed(args: argparse.Namespace) -> int:
-    from ..testbed.cli import main as testbed_main
-
-    return testbed_main(args.testbed_args)
-
-
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -710,10 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(r)
     r.set_defaults(func=cmd_run)
 
+    # Listed for --help only: main() hands `sigops testbed ...` to the testbed's own parser.
     t = sub.add_parser("testbed", help="reference backend and agent simulator for drills",
                        add_help=False)
     t.add_argument("testbed_args", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_testbed)
     return p
 
 

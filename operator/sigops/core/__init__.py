@@ -7,7 +7,7 @@ rate limiter (:mod:`.ratelimit`) and golden vectors (:mod:`.golden`).
 
 from .canonical import PROFILE_NAMES, PROFILES, SIGNED_FIELDS, canonical_bytes
 from .diagnose import CAUSE_NAMES, CAUSES, Diagnoser, Verdict, aggregate
-from .errors import KeyringError, MalformedInput, SignalRejected, SigopsError, VerificationError
+from .errors import KeyringError, MalformedInput, SignalRejected, SigopsError
 from .keys import ED25519, HMAC, Key, KeyRing, generate_key, keyring_from_dict, load_keyring
 from .pcs import PCS, Sample, expected_pcs_id, parse_pcs, parse_record, sign_pcs
 from .ratelimit import Decision, SlidingWindowLimiter
@@ -23,7 +23,7 @@ from .signals import (
 __all__ = [
     "PROFILES", "PROFILE_NAMES", "SIGNED_FIELDS", "canonical_bytes",
     "CAUSES", "CAUSE_NAMES", "Diagnoser", "Verdict", "aggregate",
-    "SigopsError", "MalformedInput", "KeyringError", "VerificationError", "SignalRejected",
+    "SigopsError", "MalformedInput", "KeyringError", "SignalRejected",
     "HMAC", "ED25519", "Key", "KeyRing", "generate_key", "keyring_from_dict", "load_keyring",
     "PCS", "Sample", "expected_pcs_id", "parse_pcs", "parse_record", "sign_pcs",
     "Decision", "SlidingWindowLimiter",

@@ -526,9 +526,3 @@ def drift_summary(signed: Mapping[str, int], verifier: str) -> str:
     parts = [f"{n} record{'s are' if n != 1 else ' is'} signed in {form(p)}"
              for p, n in sorted(signed.items(), key=lambda kv: (-kv[1], kv[0]))]
     return "; ".join(parts) + f"; the verifier checks {form(verifier)}"
-
-
-def verdict_line(v: Verdict) -> dict[str, Any]:
-    """A per-sample line of the diagnose report."""
-    return {"index": v.index, "cause": v.cause, "kid": v.kid, "profile": v.profile}
-

@@ -1,4 +1,8 @@
-"""One error root for the core, with "could not check" kept apart from "checked and wrong"."""
+"""The root of every error sigops raises on purpose, and the core's own errors.
+
+Other layers derive theirs from :class:`SigopsError` too: ``kube.KubeError`` (NotFound,
+Conflict, Forbidden), ``incident.scenarios.ScenarioError``, ``rotation.reconciler.StepError``,
+``incident.alertmanager.WebhookError``, ``cli.UsageError``, ``testbed.reload.ConfigError``."""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ __all__ = [
     "SigopsError",
     "MalformedInput",
     "KeyringError",
-    "VerificationError",
     "SignalRejected",
 ]
 
@@ -28,10 +31,6 @@ class MalformedInput(SigopsError):
 
 class KeyringError(SigopsError):
     """A key ring could not be loaded or is unusable (empty, unknown alg, bad material)."""
-
-
-class VerificationError(SigopsError):
-    """Something could not be checked at all (as opposed to a signature that is wrong)."""
 
 
 class SignalRejected(SigopsError):

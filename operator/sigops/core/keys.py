@@ -20,7 +20,7 @@ from typing import Any
 
 from .canonical import PROFILES
 from .errors import KeyringError, MalformedInput
-from .timeparse import parse_time
+from .timeparse import format_time, parse_time
 
 __all__ = [
     "ALGS",
@@ -178,9 +178,9 @@ class Key:
         if self.private_seed is not None:
             d["private_b64"] = base64.b64encode(self.private_seed).decode()
         if self.not_before is not None:
-            d["not_before"] = _iso(self.not_before)
+            d["not_before"] = format_time(self.not_before)
         if self.not_after is not None:
-            d["not_after"] = _iso(self.not_after)
+            d["not_after"] = format_time(self.not_after)
         return d
 
     def with_state(self, state: str) -> Key:
@@ -189,9 +189,6 @@ class Key:
         return Key(self.kid, self.alg, state, self.secret, self.public, self.private_seed,
                    self.not_before, self.not_after)
 
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

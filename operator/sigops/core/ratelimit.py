@@ -19,7 +19,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from .timeparse import format_time
 
 __all__ = ["Decision", "SlidingWindowLimiter"]
 
@@ -37,10 +40,8 @@ class Decision:
     first_limited: bool = False
 
     def record(self) -> dict[str, Any]:
-        from datetime import UTC, datetime
-
         def iso(t: float) -> str:
-            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return format_time(datetime.fromtimestamp(t, UTC))
 
         return {"source": self.source, "signal_count": self.count,
                 "window_start": iso(self.window_start),

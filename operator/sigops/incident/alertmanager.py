@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.errors import SigopsError
+
 __all__ = ["AlertInfo", "WebhookError", "parse_webhook", "alert_fingerprint"]
 
 _OFFSET, _PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
@@ -31,7 +33,7 @@ def alert_fingerprint(labels: Mapping[str, str]) -> str:
     return f"{h:016x}"
 
 
-class WebhookError(ValueError):
+class WebhookError(SigopsError, ValueError):
     """The payload is not an Alertmanager webhook v4 message; the message says why."""
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ..backend.deployment import Backend
@@ -21,6 +21,7 @@ from ..backend.probe import probe_pcs
 from ..core.diagnose import Diagnoser, Verdict, aggregate
 from ..core.errors import KeyringError
 from ..core.keys import Key, KeyRing
+from ..core.timeparse import format_time
 from ..kube.api import Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..rotation.model import TERMINAL
@@ -103,8 +104,7 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
             fps, alg = [], None
         out.append({
             "revision": int(ann.get("deployment.kubernetes.io/revision", "0")),
-            "created": rs.metadata.creation_timestamp.astimezone(UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"),
+            "created": format_time(rs.metadata.creation_timestamp),
             "alg": alg, "fingerprints": fps,
             "bySigops": REVISION_ANNOTATION in ((tmpl.get("metadata") or {}).get(
                 "annotations") or {}),

@@ -24,7 +24,7 @@ from ..backend.deployment import Backend
 from ..backend.keyring import REVISION_ANNOTATION, ManagedRing, keyring_secret_name, revision_of
 from ..backend.probe import probe_overlap, probe_pcs
 from ..core.diagnose import Diagnoser
-from ..core.errors import KeyringError, MalformedInput
+from ..core.errors import KeyringError, MalformedInput, SigopsError
 from ..core.keys import HMAC, Key, b64decode_strict, generate_key
 from ..core.timeparse import now_iso, parse_duration
 from ..kube.api import MANAGED, Conflict, Kube, secret_strings
@@ -40,7 +40,7 @@ log = logging.getLogger("sigops.keyrotation")
 PLURAL = "keyrotations"
 
 
-class StepError(Exception):
+class StepError(SigopsError):
     """A step cannot go on; ``reason`` becomes the condition reason."""
 
     def __init__(self, reason: str, message: str, permanent: bool = True) -> None:
