@@ -125,6 +125,12 @@ debian_tools() {
   ln -sfn "$(PATH=$syspath command -v prometheus || echo /usr/bin/prometheus)" "$bindir/prometheus"
   ln -sfn "$(PATH=$syspath command -v prometheus-alertmanager || echo /usr/bin/prometheus-alertmanager)" \
     "$bindir/alertmanager"
+  # Their config checkers (same packages): the tests run promtool and amtool on what we ship.
+  local t
+  for t in promtool amtool; do
+    ln -sfn "$(PATH=$syspath command -v $t || echo /usr/bin/$t)" "$bindir/$t"
+    [ -x "$bindir/$t" ] || die "$t missing after installing the Debian packages"
+  done
   log "prometheus, alertmanager: $("$bindir/prometheus" --version 2>&1 | head -1 | awk '{print $3}') / $("$bindir/alertmanager" --version 2>&1 | head -1 | awk '{print $3}')"
 }
 

@@ -99,15 +99,30 @@ def wait_for(fn, timeout: float = 30.0, interval: float = 0.2, what: str = "cond
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def require_tool(name: str) -> str:
+    """The path of a tool ``make tools`` provides (.dev/bin first, then PATH). Missing: the
+    test is skipped, which CI turns into a failure (see pytest_runtest_makereport)."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} missing: run `make tools`")
+    return found
+
+
 class BackgroundCheck:
     """Runs :meth:`check` over and over in a thread while a ``with`` block runs: ``checks``
-    counts the rounds, ``violations`` collects what a round found (``check`` returns None when
-    all is well). A round that raises (a read racing a write) is tried again."""
+    counts the rounds that ran, ``violations`` collects what a round found (``check`` returns
+    None when all is well). A round that raises (a read racing a write) is counted in
+    ``errors`` and tried again. Leaving the block fails when no round ran at all, so "no
+    violations" never passes on a check that never looked."""
 
     interval = 0.05
 
     def __init__(self) -> None:
         self.checks, self.violations = 0, []  # type: ignore[var-annotated]
+        self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -118,15 +133,19 @@ class BackgroundCheck:
         self._t.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         self._t.join(timeout=10)
+        if exc_type is None and self.checks == 0:
+            last = repr(self.errors[-1]) if self.errors else "none ran"
+            raise AssertionError(f"{type(self).__name__}: no check completed ({last})")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 found = self.check()
-            except Exception:  # noqa: BLE001 - a read racing a write; try again
+            except Exception as e:  # noqa: BLE001 - a read racing a write; try again
+                self.errors.append(e)
                 time.sleep(self.interval)
                 continue
             self.checks += 1

@@ -34,7 +34,9 @@ OUTCOMES: Counter[str] = Counter()
 
 
 def _dump() -> None:
-    line = json.dumps({"inputs_tried": OUTCOMES.total(), "forgeries_accepted": 0,
+    line = json.dumps({"inputs_tried": OUTCOMES.total(),
+                       "forgeries_accepted": OUTCOMES[pcsfuzz.FORGERY],
+                       "crashes": OUTCOMES[pcsfuzz.CRASH],
                        "verified_with_unchanged_signed_bytes": OUTCOMES["valid-unchanged"],
                        "by_outcome": dict(OUTCOMES)})
     print(line, flush=True)
@@ -47,8 +49,15 @@ def test_one_input(data: bytes) -> None:
     if not data:
         return
     combo = COMBOS[data[0] % len(COMBOS)]
-    OUTCOMES[pcsfuzz.check(combo[0], combo[1], data[1:])] += 1
-    if OUTCOMES.total() % 100_000 == 0:
+    try:
+        outcome = pcsfuzz.judged(OUTCOMES, combo[0], combo[1], data[1:])
+    except BaseException:
+        _dump()  # the figures as counted, before atheris stops on the failure
+        raise
+    if outcome == pcsfuzz.FORGERY:
+        _dump()
+        raise AssertionError(f"forgery accepted: {data[1:301]!r}")
+    if OUTCOMES.total() % 10_000 == 0:
         _dump()
 
 

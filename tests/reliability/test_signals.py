@@ -221,18 +221,25 @@ def test_mutated_signals_never_verify_unless_payload_bytes_unchanged() -> None:
         except ValueError:
             outcomes["unparseable"] += 1
             return
-        reason = _reason(doc)
+        try:
+            reason = _reason(doc)
+        except Exception:
+            outcomes["CRASH"] += 1
+            raise
         if reason is None:
-            assert canonical_payload(doc["payload"]) == base_bytes, (op, doc)
-            assert doc["signature"] == base["signature"]
-            outcomes["valid-unchanged"] += 1
+            unchanged = (canonical_payload(doc["payload"]) == base_bytes
+                         and doc["signature"] == base["signature"])
+            outcomes["valid-unchanged" if unchanged else "FORGERY"] += 1
         else:
             outcomes[reason] += 1
 
     secs = kit.run_for_budget(body)
     kit.bump("signals: mutation fuzz (hypothesis)", inputs_tried=outcomes.total(),
-             forgeries_accepted=0, crashes=0, seconds=round(secs, 1))
+             forgeries_accepted=outcomes["FORGERY"], crashes=outcomes["CRASH"],
+             seconds=round(secs, 1))
     kit.figure("signals: mutation fuzz (hypothesis)", by_outcome=dict(outcomes))
+    assert outcomes.total() > 0
+    assert outcomes["FORGERY"] == 0 and outcomes["CRASH"] == 0, dict(outcomes)
 
 
 def test_cli_signal_verify_under_fuzz(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import require_tool
 
 from sigops.settings import Settings
 
@@ -294,13 +295,11 @@ def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None
     assert alert["labels"] == {"severity": "warning", "component": "backend"}
     assert alert["annotations"]["runbook_url"].endswith("runbooks/signature-failures-spike.md")
     assert (REPO / "runbooks" / "signature-failures-spike.md").exists()
-    promtool = shutil.which("promtool")
-    if promtool:
-        f = tmp_path / "rules.yaml"
-        f.write_text(yaml.safe_dump(rule["spec"]))
-        p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True,
-                           timeout=30)
-        assert p.returncode == 0, p.stdout + p.stderr
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump(rule["spec"]))
+    p = subprocess.run([require_tool("promtool"), "check", "rules", str(f)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
@@ -524,18 +523,16 @@ def test_notes_show_a_working_alertmanager_receiver(tmp_path: Path) -> None:
     rx = snippet["receivers"][0]["webhook_configs"][0]
     assert rx["http_config"]["authorization"]["type"] == "Bearer"
     assert rx["send_resolved"] is True
-    amtool = shutil.which("amtool")
-    if amtool:
-        tokenfile = tmp_path / "token"
-        tokenfile.write_text("x")
-        rx["http_config"]["authorization"]["credentials_file"] = str(tokenfile)
-        cfg = {"route": {"receiver": "default", **snippet["route"]},
-               "receivers": [{"name": "default"}, *snippet["receivers"]]}
-        f = tmp_path / "alertmanager.yml"
-        f.write_text(yaml.safe_dump(cfg))
-        p = subprocess.run([amtool, "check-config", str(f)], capture_output=True, text=True,
-                           timeout=30)
-        assert p.returncode == 0, p.stdout + p.stderr
+    tokenfile = tmp_path / "token"
+    tokenfile.write_text("x")
+    rx["http_config"]["authorization"]["credentials_file"] = str(tokenfile)
+    cfg = {"route": {"receiver": "default", **snippet["route"]},
+           "receivers": [{"name": "default"}, *snippet["receivers"]]}
+    f = tmp_path / "alertmanager.yml"
+    f.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([require_tool("amtool"), "check-config", str(f)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_runbooks_exist_and_name_real_commands() -> None:

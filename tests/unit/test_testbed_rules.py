@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import require_tool
 
 from sigops.dev.promstack import PromStack, ScrapeTarget
 from sigops.testbed.cli import main
@@ -45,9 +45,7 @@ def test_parameterized_to_seconds() -> None:
 def test_rule_file_is_valid_for_promtool(tmp_path: Path) -> None:
     p = write_rule_file(tmp_path / "rules" / "flk.yml", window="10s", for_="5s", threshold=1)
     assert _rule(yaml.safe_load(p.read_text()))["expr"] == "rate(flk_signature_err[10s]) > 1"
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
+    promtool = require_tool("promtool")
     out = subprocess.run([promtool, "check", "rules", str(p)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr

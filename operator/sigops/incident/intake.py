@@ -20,11 +20,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from ..core.ratelimit import SlidingWindowLimiter
+from ..core.ratelimit import Decision, SlidingWindowLimiter
 from ..core.signals import rejection_record
 from ..core.strictjson import loads
 from ..core.timeparse import now_iso, parse_duration
@@ -36,7 +37,7 @@ from ..telemetry.metrics import ALERTS_RECEIVED, SIGNALS_RATE_LIMITED, SIGNALS_R
 from .alertmanager import AlertInfo, WebhookError, alert_fingerprint, parse_webhook
 from .reconciler import OPEN, RATE_LIMITED_LABEL
 
-__all__ = ["AlertIntake", "make_handler"]
+__all__ = ["AlertIntake", "Admission", "admit", "make_handler", "signal_source"]
 
 log = logging.getLogger("sigops.alerts")
 attack_log = logging.getLogger("sigops.security")
@@ -44,6 +45,31 @@ MAX_BODY = 1 << 20
 FP_LABEL = "sigops.fractal-lba.io/alert-fingerprint"
 RATELIMIT_CM = "sigops-ratelimit"
 SEQ_ANNOTATION = "sigops.fractal-lba.io/state-seq"
+
+
+def signal_source(target: Target) -> str:
+    """The rate limit's source of an alert signal: the backend it is about (namespace/name),
+    so each backend has its own window whichever route the alert came by."""
+    return f"{target.namespace}/{target.deployment}"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What to do with one signal, as the limiter decided."""
+
+    decision: Decision
+    save: bool
+    """Persist the limiter state before acting: what a restart must know is every accepted
+    signal and that the rate-limited record exists. Later refusals only count up."""
+    record: bool
+    """Open the SignalRateLimited record (the first refusal of a window only)."""
+
+
+def admit(limiter: SlidingWindowLimiter, source: str) -> Admission:
+    """Count one signal from ``source`` (the caller holds the intake's lock)."""
+    d = limiter.check(source)
+    return Admission(d, save=d.allowed or d.first_limited,
+                     record=not d.allowed and d.first_limited)
 
 
 class AlertIntake:
@@ -177,16 +203,14 @@ class AlertIntake:
             return "duplicate"
         if name:
             return "duplicate"
-        source = f"{target.namespace}/{target.deployment}"
         with self.lock:
-            decision = self.limiter.check(source)
+            adm = admit(self.limiter, signal_source(target))
+        decision = adm.decision
         try:
-            if decision.allowed or decision.first_limited:
-                # What a restart must know: the accepted signals and that the record exists.
-                # Later refusals only count up (in memory and in the metric).
+            if adm.save:
                 self._save_limiter()
             if not decision.allowed:
-                if decision.first_limited:
+                if adm.record:
                     self._create(alert, target, path, rate_limited=decision.record())
                 SIGNALS_RATE_LIMITED.inc()
                 return "rate_limited"

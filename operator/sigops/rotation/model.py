@@ -7,9 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.keys import ED25519, HMAC, Key
+from ..core.timeparse import parse_duration
 
 __all__ = ["TERMINAL", "undo_secret_name", "agent_secret_key", "agent_secret_value", "plan",
-           "alg_of"]
+           "alg_of", "spec_problem", "DEFAULT_OVERLAP"]
+
+DEFAULT_OVERLAP = "336h"
+"""The upstream dedup TTL (14 days): a PCS may be resubmitted that long after it was signed."""
 
 TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
 
@@ -58,3 +62,25 @@ def plan(alg: str, target: str, previous: Key | None, overlap: str, agent_secret
 
 def alg_of(spec_alg: str) -> str:
     return ED25519 if spec_alg == ED25519 else HMAC
+
+
+def spec_problem(spec: Mapping[str, Any], min_overlap: str) -> str | None:
+    """What is wrong with a KeyRotation spec (None: nothing). The overlap may not be shorter
+    than ``min_overlap``: a shorter window retires the old key while agents still use it.
+
+    >>> spec_problem({"algorithm": "ed25519", "overlap": "30m"}, "1h")
+    'overlap 30m is shorter than the configured floor 1h'
+    """
+    overlap = spec.get("overlap", DEFAULT_OVERLAP)
+    try:
+        secs = parse_duration(overlap)
+    except ValueError as e:
+        return str(e)
+    if secs < parse_duration(min_overlap):
+        return f"overlap {overlap} is shorter than the configured floor {min_overlap}"
+    if spec.get("algorithm") not in (HMAC, ED25519):
+        return "algorithm must be hmac-sha256 or ed25519"
+    thr = spec.get("abortOnErrorRate")
+    if thr is not None and (not isinstance(thr, int | float) or thr < 0):
+        return "abortOnErrorRate must be a number >= 0"
+    return None

@@ -32,7 +32,16 @@ from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
 from ..settings import Settings
 from ..signing.records import Signer
-from .model import TERMINAL, agent_secret_key, agent_secret_value, alg_of, plan, undo_secret_name
+from .model import (
+    DEFAULT_OVERLAP,
+    TERMINAL,
+    agent_secret_key,
+    agent_secret_value,
+    alg_of,
+    plan,
+    spec_problem,
+    undo_secret_name,
+)
 
 __all__ = ["RotationReconciler", "StepError"]
 
@@ -213,20 +222,9 @@ class RotationReconciler:
     # -- steps -------------------------------------------------------------------------------
 
     def _validate(self, ctx: _Ctx) -> None:
-        overlap = ctx.spec.get("overlap", "336h")
-        try:
-            secs = parse_duration(overlap)
-        except ValueError as e:
-            raise StepError("InvalidSpec", str(e)) from None
-        floor = self.settings.seconds("min_overlap")
-        if secs < floor:
-            raise StepError("InvalidSpec", f"overlap {overlap} is shorter than the configured "
-                                           f"floor {self.settings.min_overlap}")
-        if ctx.spec.get("algorithm") not in ("hmac-sha256", "ed25519"):
-            raise StepError("InvalidSpec", "algorithm must be hmac-sha256 or ed25519")
-        thr = ctx.spec.get("abortOnErrorRate")
-        if thr is not None and (not isinstance(thr, int | float) or thr < 0):
-            raise StepError("InvalidSpec", "abortOnErrorRate must be a number >= 0")
+        problem = spec_problem(ctx.spec, self.settings.min_overlap)
+        if problem is not None:
+            raise StepError("InvalidSpec", problem)
 
     def _busy(self, ctx: _Ctx) -> str | None:
         """Another unfinished KeyRotation on the same target, older than this one."""
@@ -267,7 +265,7 @@ class RotationReconciler:
         previous = ring.key(ring.primary)
         guarded = self.prom.configured
         if ctx.spec.get("dryRun"):
-            steps = plan(ctx.alg, ctx.target, previous, ctx.spec.get("overlap", "336h"),
+            steps = plan(ctx.alg, ctx.target, previous, ctx.spec.get("overlap", DEFAULT_OVERLAP),
                          (ctx.spec["target"].get("agentSecret") or {}).get("name"), guarded)
             self._set(ctx, "Planned", ready=("False", "DryRun", "dry run: nothing changed"),
                       progressing=("False", "DryRun", "plan in status.plan"), plan=steps,
@@ -489,7 +487,8 @@ class RotationReconciler:
         ring.primary = new_kid
         ring.accepts = self._with_overlaps(ring, [new_kid, old_kid])
         self._apply_backend(ctx, ring, existing)
-        until = self.clock() + timedelta(seconds=parse_duration(ctx.spec.get("overlap", "336h")))
+        overlap = parse_duration(ctx.spec.get("overlap", DEFAULT_OVERLAP))
+        until = self.clock() + timedelta(seconds=overlap)
         self._set(ctx, "Promoted", progressing=("True", "Promoted", "agents use the new key"),
                   overlapUntil=now_iso(until),
                   step=("agents' Secret switched to " if agent.get("name") else

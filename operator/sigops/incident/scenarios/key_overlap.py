@@ -14,9 +14,10 @@ from ...backend.probe import probe_overlap
 from ...core.keys import HMAC, Key
 from ...core.scenarios import SCENARIOS
 from ...core.timeparse import now_iso, parse_duration, parse_time
+from ...rotation.model import DEFAULT_OVERLAP
 from .base import Scenario, ScenarioContext, ScenarioError
 
-OVERLAP = "336h"  # the dedup TTL: 14 days
+OVERLAP = DEFAULT_OVERLAP  # the dedup TTL: 14 days
 
 
 def _agent_keys(ctx: ScenarioContext) -> list[Key]:
