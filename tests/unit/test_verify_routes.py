@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pcskit import SENT_AT, ed_key, envelope, hmac_key, later, ring, signed
 
 from sigops import cli
+from sigops.core import batch
 from sigops.core.diagnose import ContentBatch, Diagnoser
 from sigops.core.keys import KeyRing
 
@@ -162,8 +163,8 @@ def _call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int], tuple[str, str]]:
     """A keyring file and a mixed JSONL file; blocks of 4 KiB so that a few hundred records
     make many tasks and replays cross block boundaries."""
-    monkeypatch.setattr(cli, "_BLOCK", 4096)
-    monkeypatch.setattr(cli, "_CHUNK", 16)
+    monkeypatch.setattr(batch, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(batch, "CHUNK_RECORDS", 16)
     kr = tmp_path / "ring.json"
     kr.write_text(json.dumps(RING.to_dict()))
 
@@ -204,7 +205,7 @@ def test_jobs_reads_stdin_too(capsys: pytest.CaptureFixture[str],
 
 def test_jobs_all_valid_exit_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_BLOCK", 2048)
+    monkeypatch.setattr(batch, "BLOCK_BYTES", 2048)
     kr = tmp_path / "ring.json"
     kr.write_text(json.dumps(RING.to_dict()))
     data = tmp_path / "ok.jsonl"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -123,320 +122,40 @@ def _diagnoser(args: argparse.Namespace, max_skew: float | None = None) -> Any:
         raise UsageError(str(e)) from None
 
 
-def _classify_all(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace | None = None
-                  ) -> Iterator[Any]:
-    if args is not None and getattr(args, "jobs", 1) > 1 and _parallel_safe(d):
-        yield from _parallel(d, inputs, what, args, summary=False)
-        return
+def _batch(d: Any, args: argparse.Namespace, what: str, mode: str) -> tuple[Any, dict[str, Any]]:
+    """The input items and the engine arguments of :mod:`sigops.core.batch` for a verb:
+    records line by line in one process; blocks (file ranges, stdin blocks) with ``--jobs``."""
+    from ..core import batch
+
+    jobs = getattr(args, "jobs", 1)
+    parallel = jobs > 1 and batch.parallel_safe(d)
     prog = _Progress(what)
-    for i, rec in enumerate(_records(inputs)):
-        v = d.classify_line(rec, i)
-        prog.tick()
-        yield v
-    prog.done()
+    kw: dict[str, Any] = {"progress": prog.tick}
+    if parallel:
+        kw["jobs"] = jobs
+        kw["spec"] = batch.WorkerSpec(args.keyring, args.profile, d.max_skew_seconds,
+                                      args.max_bytes)
 
+        def blocks(f: IO[bytes]) -> Iterator[Any]:
+            return batch.file_blocks(f, seekable=f is not sys.stdin.buffer)
 
-class _ShortValid:
-    """The last record found valid by the short route (see Diagnoser.check_line); one
-    mutable instance, so a valid record costs no Verdict."""
-
-    __slots__ = ("pcs_id", "kid")
-
-    def __init__(self) -> None:
-        self.pcs_id: str | None = None
-        self.kid: str | None = None
-
-
-_VALID = _ShortValid()
-
-
-def _check_all(d: Any, inputs: Sequence[str]) -> Iterator[Any]:
-    """Verdicts in input order for ``sigops verify`` in one process; a record valid by the
-    short route is reported as :data:`_VALID` (already settled)."""
-    prog = _Progress("verified")
-    check, settle, remember, short = d.check_line, d.settle, d.remember, _VALID
-    for i, rec in enumerate(_records(inputs)):
-        v, kid, content = check(rec, i)
-        if v is None:
-            remember(content[0], content)
-            short.pcs_id, short.kid = content[0], kid
-            v = short
-        else:
-            v = settle(v, content)
-        prog.tick()
-        yield v
-    prog.done()
-
-
-def _count_all(d: Any, inputs: Sequence[str]) -> tuple[int, dict[str, int]]:
-    """``sigops verify --summary`` in one process: the number of records and the count of
-    each final cause, in order of first occurrence."""
-    prog = _Progress("verified")
-    check, settle, remember = d.check_line, d.settle, d.remember
-    counts: dict[str, int] = {}
-    n = 0
-    for rec in _records(inputs):
-        v, _, content = check(rec, n)
-        n += 1
-        if v is None:  # valid by the short route
-            remember(content[0], content)
-            counts["valid"] = counts.get("valid", 0) + 1
-        else:
-            cause = settle(v, content).cause
-            counts[cause] = counts.get(cause, 0) + 1
-        if not n & 1023:
-            prog.tick(1024)
-    prog.tick(n & 1023)
-    prog.done()
-    return n, counts
-
-
-# -- --jobs N: judge records in N worker processes, settle them here in input order ------------
-#
-# Diagnoser.judge_* looks at one record alone; Diagnoser.settle applies what earlier records
-# taught (one pcs_id with two contents) and must see records in input order. Workers judge
-# blocks of input; this process settles the results block by block, in order, so verdicts,
-# output, its order and exit codes are those of one process. A JSONL file goes to the workers
-# as byte ranges they read themselves, stdin as raw blocks of lines (no per-line pickling).
-# multiprocessing is imported only here, keeping `import sigops.cli` light.
-
-_BLOCK = 1 << 21  # bytes of JSONL per task (about 3,700 upstream PCS)
-_CHUNK = 1024  # records of a .json array per task
-_worker: Any = None
-
-
-class _Block:
-    """Many JSONL lines read at once (``--jobs``); the worker splits them into records."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def records(self) -> Iterator[bytes]:
-        """The records :func:`_lines` gives for the same bytes: lines ending in ``\\n``
-        (the last one maybe not), blank ones dropped."""
-        parts = self.data.split(b"\n")
-        last = parts.pop()
-        for part in parts:
-            line = part + b"\n"
-            if not line.isspace():
-                yield line
-        if last and not last.isspace():
-            yield last
-
-
-class _Range:
-    """Lines ``[start, end)`` of a regular file (``--jobs``; ``end`` None: to the end of the
-    file); the worker reads them itself, so they never pass through a pipe."""
-
-    __slots__ = ("path", "start", "end")
-
-    def __init__(self, path: str, start: int, end: int | None) -> None:
-        self.path, self.start, self.end = path, start, end
-
-    def records(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            data = f.read() if self.end is None else f.read(self.end - self.start)
-        return _Block(data).records()
-
-
-def _blocks(f: IO[bytes]) -> Iterator[_Block | _Range]:
-    """A JSONL stream in pieces that end at line ends: ranges of a regular file, else
-    blocks of its bytes."""
-    if f is not sys.stdin.buffer and f.seekable():
-        import os
-
-        size, start = os.fstat(f.fileno()).st_size, 0
-        while start + _BLOCK < size:
-            f.seek(start + _BLOCK)
-            tail = f.readline()  # to the end of the line the cut falls in
-            if not tail.endswith(b"\n"):
-                break
-            end = start + _BLOCK + len(tail)
-            yield _Range(f.name, start, end)
-            start = end
-        yield _Range(f.name, start, None)
-        return
-    rest = b""
-    while data := f.read(_BLOCK):
-        if rest:
-            data = rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield _Block(data[:cut])
-        rest = data[cut:]
-    if rest:
-        yield _Block(rest)
-
-
-def _parallel_safe(d: Any) -> bool:
-    """Two kids with the same key material verify the same signatures; which kid a record
-    gets then depends on the records before it (move-to-front), so one process judges."""
-    material = [(k.alg, k.secret or k.public) for k in d.ring.keys]
-    return len(set(material)) == len(material)
-
-
-def _worker_init(keyring: str, profile: str | None, max_skew: float | None,
-                 max_bytes: int) -> None:
-    global _worker
-    from ..core.diagnose import Diagnoser
-    from ..core.keys import load_keyring
-
-    _worker = Diagnoser(load_keyring(keyring, profile), max_skew_seconds=max_skew,
-                        max_bytes=max_bytes)
-
-
-def _worker_judge(task: tuple[bool, list[Any]]) -> tuple[Any, ...]:
-    """Judge one task's records. Every verdict (positions are task-relative), or with
-    ``summary`` what :func:`_worker_count` gives."""
-    summary, items = task
-    if summary:
-        return _worker_count(items)
-    d, n = _worker, 0
-    verdicts: list[tuple[Any, ...]] = []
-    for item in items:
-        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
-            v, content = d.judge_line(rec, n)
-            verdicts.append((v.cause, v.pcs_id, v.kid, v.profile, v.detail, v.source,
-                             v.version, v.skew_seconds, content))
-            n += 1
-    return n, verdicts
-
-
-def _worker_count(items: list[Any]) -> tuple[Any, ...]:
-    """Counts per final cause (with their first task-relative position) and what the parent
-    must settle in order: the pcs_ids of the records to remember, their signed contents
-    pickled in one blob (the parent rarely looks inside), and the unverifiable records (the
-    parent decides whether they are tampered, and counts them) as ``(number of pcs_ids
-    before it, position, content)``."""
-    d, n = _worker, 0
-    counts: dict[str, list[int]] = {}
-    pids: list[str] = []
-    contents: list[tuple[Any, ...]] = []
-    unverifiable: list[tuple[int, int, tuple[Any, ...]]] = []
-    check = d.check_line
-    valid = counts["valid"] = [0, 0]
-    for item in items:
-        for rec in item.records() if isinstance(item, _Block | _Range) else (item,):
-            v, _, content = check(rec, n)
-            if v is None:  # valid by the short route
-                if not valid[0]:
-                    valid[1] = n
-                valid[0] += 1
-            elif content is not None and v.cause == "unverifiable":
-                unverifiable.append((len(pids), n, content))
-                n += 1
-                continue
-            else:
-                c = counts.get(v.cause)
-                if c is None:
-                    c = counts[v.cause] = [0, n]
-                elif not c[0]:
-                    c[1] = n
-                c[0] += 1
-            if content is not None:
-                pids.append(content[0])
-                contents.append(content)
-            n += 1
-    if not valid[0]:
-        del counts["valid"]
-    return n, counts, pids, pickle.dumps(contents, pickle.HIGHEST_PROTOCOL), unverifiable
-
-
-def _parallel(d: Any, inputs: Sequence[str], what: str, args: argparse.Namespace,
-              summary: bool) -> Iterator[Any]:
-    """Verdicts in input order or, with ``summary``, one ``(total, counts by cause in order of
-    first occurrence)`` at the end."""
-    import multiprocessing
-    from collections import deque
-
-    from ..core.diagnose import ContentBatch, Verdict
-
-    prog = _Progress(what)
-    pending: deque[Any] = deque()
-    base = 0
-    totals: dict[str, int] = {}
-
-    def settle(result: Any) -> Iterator[Any]:
-        nonlocal base
-        n = result[0]
-        if not summary:
-            for i, (*fields, content) in enumerate(result[1], base):
-                yield d.settle(Verdict(i, *fields), content)
-        else:
-            counts: dict[str, list[int]] = result[1]
-            blob: bytes = result[3]
-            batch = ContentBatch(result[2], lambda: pickle.loads(blob))
-            start = 0
-            for cut, pos, content in result[4]:
-                d.remember_batch(batch, start, cut)
-                start = cut
-                cause = d.settle(Verdict(pos, "unverifiable", content[0]), content).cause
-                c = counts.get(cause)
-                if c is None:
-                    counts[cause] = [1, pos]
-                else:
-                    c[0] += 1
-                    c[1] = min(c[1], pos)
-            d.remember_batch(batch, start)
-            for cause, (count, _) in sorted(counts.items(), key=lambda kv: kv[1][1]):
-                totals[cause] = totals.get(cause, 0) + count
-        base += n
-        prog.tick(n)
-
-    pool = multiprocessing.get_context().Pool(
-        args.jobs, _worker_init,
-        (args.keyring, args.profile, d.max_skew_seconds, args.max_bytes))
-    try:
-        items, weight, failure = [], 0, None
-        records = _records(inputs, _blocks)
-        while True:
-            try:
-                item = next(records)
-            except StopIteration:
-                break
-            except Exception as e:  # noqa: BLE001 - re-raised below, after the records before it
-                failure = e
-                break
-            items.append(item)
-            weight += _CHUNK if isinstance(item, _Block | _Range) else 1
-            if weight >= _CHUNK:
-                pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
-                items, weight = [], 0
-                while len(pending) > 2 * args.jobs:  # bounded: memory stays flat on any input
-                    yield from settle(pending.popleft().get())
-        if items:
-            pending.append(pool.apply_async(_worker_judge, ((summary, items),)))
-        while pending:
-            yield from settle(pending.popleft().get())
-        if failure is not None:
-            raise failure
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-    prog.done()
-    if summary:
-        yield base, totals
+        items = _records(args.inputs, blocks)
+    else:
+        items = _records(args.inputs)
+    return items, kw
 
 
 # -- verbs -----------------------------------------------------------------------------------
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..core import batch
+
     _check_inputs(args.inputs)
     d = _diagnoser(args)
-    total = valid = 0
-    by_reason: dict[str, int] = {}
-    parallel = getattr(args, "jobs", 1) > 1 and _parallel_safe(d)
+    items, kw = _batch(d, args, "verified", "verify")
     if args.summary:
-        if parallel:  # the workers count, this process settles what needs the input order
-            [(total, by_reason)] = list(_parallel(d, args.inputs, "verified", args,
-                                                  summary=True))
-        else:
-            total, by_reason = _count_all(d, args.inputs)
+        total, by_reason = batch.count(d, items, **kw)
         valid = by_reason.pop("valid", 0)
         _out({"total": total, "valid": valid, "invalid": total - valid, "by_reason": by_reason})
         if total == 0:
@@ -445,17 +164,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK if valid == total else EXIT_INVALID
     write = sys.stdout.write
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    if parallel:
-        verdicts: Iterator[Any] = _classify_all(d, args.inputs, "verified", args)
-    else:
-        verdicts = _check_all(d, args.inputs)
-    for v in verdicts:
+    total = valid = 0
+    profile = d.profile
+    for v in batch.run(d, items, "verify", **kw):
         total += 1
-        if v is _VALID:  # the short route: write its line, nothing else
+        if type(v) is batch.Valid:  # the short route: write its line, nothing else
             valid += 1
-            write(dumps({"index": total - 1, "pcs_id": _VALID.pcs_id, "valid": True,
-                         "kid": _VALID.kid, "profile": d.profile, "reason": None}) + "\n")
+            write(dumps({"index": v.index, "pcs_id": v.pcs_id, "valid": True, "kid": v.kid,
+                         "profile": profile, "reason": None}) + "\n")
             continue
+        assert isinstance(v, batch.Verdict)
         if v.cause == "valid":
             valid += 1
         line = {"index": v.index, "pcs_id": v.pcs_id, "valid": v.cause == "valid",
@@ -471,11 +189,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    from ..core import batch
     from ..core.diagnose import aggregate
 
     _check_inputs(args.inputs)
     d = _diagnoser(args, args.max_skew)
-    verdicts = list(_classify_all(d, args.inputs, "diagnosed", args))
+    items, kw = _batch(d, args, "diagnosed", "diagnose")
+    verdicts = [v for v in batch.run(d, items, "diagnose", **kw)
+                if isinstance(v, batch.Verdict)]
     report = aggregate(verdicts, max_skew_seconds=d.max_skew_seconds,
                        recent_config_change=args.recent_config_change,
                        verifier_profile=d.profile)
