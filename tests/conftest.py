@@ -7,17 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / ".dev" / "bin"
-SHARED = REPO.parent / "shared"
+from tests.support import BIN, REPO, OperatorProcess
 
 _TIERS = {"unit": "unit", "interop": "unit", "golden": "unit",
           "integration": "integration", "e2e": "e2e", "reliability": "reliability"}
@@ -79,172 +75,6 @@ def namespace(api: object) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
-
-
-def kubectl(cluster: object, *args: str, check: bool = True, timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "kubectl"), *args], env=cluster.env,  # type: ignore[attr-defined]
-                          capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(fn, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``fn`` until it returns a truthy value; fail the test with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def require_tool(name: str) -> str:
-    """The path of a tool ``make tools`` provides (.dev/bin first, then PATH). Missing: the
-    test is skipped, which CI turns into a failure (see pytest_runtest_makereport)."""
-    path = BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} missing: run `make tools`")
-    return found
-
-
-class BackgroundCheck:
-    """Runs :meth:`check` over and over in a thread while a ``with`` block runs: ``checks``
-    counts the rounds that ran, ``violations`` collects what a round found (``check`` returns
-    None when all is well). A round that raises (a read racing a write) is counted in
-    ``errors`` and tried again. Leaving the block fails when no round ran at all, so "no
-    violations" never passes on a check that never looked."""
-
-    interval = 0.05
-
-    def __init__(self) -> None:
-        self.checks, self.violations = 0, []  # type: ignore[var-annotated]
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def check(self) -> object:
-        raise NotImplementedError
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self._t.start()
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(timeout=10)
-        if exc_type is None and self.checks == 0:
-            last = repr(self.errors[-1]) if self.errors else "none ran"
-            raise AssertionError(f"{type(self).__name__}: no check completed ({last})")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                found = self.check()
-            except Exception as e:  # noqa: BLE001 - a read racing a write; try again
-                self.errors.append(e)
-                time.sleep(self.interval)
-                continue
-            self.checks += 1
-            if found is not None:
-                self.violations.append(found)
-            time.sleep(self.interval)
-
-
-def kill_on_each_new_phase(phase, op, rng, until: tuple[str, ...],  # type: ignore[no-untyped-def]
-                           timeout: float, jitter: float = 0.4, poll: float = 0.05,
-                           skip: tuple[object, ...] = ()) -> list[str]:
-    """SIGKILL and restart the operator ``op`` once in each phase ``phase()`` reports (a random
-    moment after it appears, to land inside the next step now and then) until one of
-    ``until``; the phases it was killed in."""
-    kills: list[str] = []
-    seen: set[object] = set(skip)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        p = phase()
-        if p in until:
-            break
-        if p not in seen:
-            seen.add(p)
-            time.sleep(rng.uniform(0.0, jitter))
-            op.kill()
-            kills.append(str(p))
-            op.start()
-        time.sleep(poll)
-    return kills
-
-
-class OperatorProcess:
-    """`sigops run` as a real process (so tests can SIGKILL and restart it)."""
-
-    def __init__(self, cluster: object, workdir: Path, settings: dict, prometheus_url: str | None,
-                 extra_env: dict[str, str] | None = None) -> None:
-        import yaml
-
-        from sigops.dev.cluster import free_port
-
-        self.cluster, self.workdir = cluster, workdir
-        self.config = workdir / "sigops.yaml"
-        self.config.write_text(yaml.safe_dump(settings))
-        self.metrics_port, self.alerts_port = free_port(), free_port()
-        self.operator_ns = f"sigops-{uuid.uuid4().hex[:6]}"
-        self.prometheus_url = prometheus_url
-        self.extra_env = extra_env or {}
-        self.log = workdir / "operator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> OperatorProcess:
-        argv = [str(REPO / ".venv" / "bin" / "sigops"), "run", "--config", str(self.config),
-                "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-                "--alerts-listen", f"127.0.0.1:{self.alerts_port}",
-                "--operator-namespace", self.operator_ns]
-        if self.prometheus_url:
-            argv += ["--prometheus-url", self.prometheus_url]
-        env = {**self.cluster.env, **self.extra_env}  # type: ignore[attr-defined]
-        self.starts += 1
-        with open(self.log, "ab") as log:
-            log.write(f"\n==== start {self.starts} ====\n".encode())
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_for(self.healthy, timeout=30, what="operator /healthz")
-        return self
-
-    def healthy(self) -> bool:
-        import urllib.request
-
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log:\n{self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz",
-                                        timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, as in a crash or an OOM kill."""
-        import signal
-
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from sigops.testbed.faults import parse_fault
 from sigops.testbed.keysource import StaticKey
 from sigops.testbed.manifests import backend_deployment, literal_env
 from sigops.testbed.rules import ALERT_NAME, write_rule_file
-from tests.conftest import BIN, REPO, wait_for
+from tests.support import BIN, REPO, wait_for
 
 pytestmark = pytest.mark.skipif(not (BIN / "prometheus").exists(),
                                 reason="prometheus/alertmanager not installed (make tools)")

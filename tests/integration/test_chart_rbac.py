@@ -22,14 +22,18 @@ from kubernetes import client, config
 
 from sigops.core.keys import HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
-from tests.conftest import BIN, REPO, kubectl, wait_for
-from tests.integration.test_incidents import backend, set_backend_key
-from tests.integration.test_keyrotation import (
+from tests.support import (
+    BIN,
+    REPO,
+    backend,
     backend_fingerprints,
     get_kr,
     keyrotation,
+    kubectl,
     make_backend,
     phase,
+    set_backend_key,
+    wait_for,
 )
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"

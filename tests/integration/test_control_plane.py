@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import kubectl, wait_for
+from tests.support import kubectl, wait_for
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
 

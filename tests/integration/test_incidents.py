@@ -17,40 +17,28 @@ import pytest
 from kubernetes import client
 
 from sigops.core.keys import HMAC, Key, generate_key
-from sigops.core.pcs import expected_pcs_id, sign_pcs
-from sigops.core.signals import load_pubkeys, verify_chain, verify_signal
-from sigops.dev.stub import StubServer
-from sigops.testbed.manifests import backend_deployment, literal_env
-from tests.conftest import kubectl, wait_for
-from tests.integration.test_keyrotation import backend_fingerprints
+from tests.support import (
+    TOKEN,
+    SampleServer,
+    alert_post,
+    backend,
+    backend_fingerprints,
+    envelope,
+    incidents,
+    kubectl,
+    only_incident,
+    pcs,
+    set_backend_key,
+    start,
+    token_rate,
+    verify_records,
+    wait_for,
+)
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
-TOKEN = "s3cret-alert-token-for-tests"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def pcs(key: Key, i: int, profile: str = "python", sent_at: str = "2026-11-22T00:00:00Z"
-        ) -> dict[str, Any]:
-    root = f"{i:064x}"
-    doc = {"pcs_id": expected_pcs_id(root, 1, "shard-1"), "merkle_root": root, "epoch": 1,
-           "shard_id": "shard-1", "D_hat": 1.0, "coh_star": 0.5, "r": 0.3, "budget": 0.2,
-           "version": "0.1", "sent_at": sent_at}
-    return sign_pcs(doc, key, profile)
-
-
-def envelope(p: dict[str, Any], source: str = "agent-1", received: str | None = None
-             ) -> dict[str, Any]:
-    return {"pcs": p, "received_at": received or p["sent_at"], "source": source}
-
-
-class SampleServer(StubServer):
-    """Stands in for the backend's failed-sample endpoint (and its Date header)."""
-
-    def __init__(self) -> None:
-        self.samples: list[dict[str, Any]] = []
-        super().__init__(lambda: json.dumps({"samples": self.samples}).encode())
 
 
 @pytest.fixture
@@ -60,61 +48,6 @@ def samples():
     s.close()
 
 
-def backend(api: Any, ns: str, key: Key, token_rate: str = "100") -> None:
-    """A backend Deployment with a literal HMAC key (replicas 0: no kubelet here)."""
-    env = literal_env(PCS_SIGN_ALG="hmac", PCS_HMAC_KEY=key.secret.decode(),
-                      TOKEN_RATE=token_rate)
-    client.AppsV1Api(api).create_namespaced_deployment(ns, backend_deployment(env))
-
-
-def set_backend_key(api: Any, ns: str, key: Key) -> None:
-    apps = client.AppsV1Api(api)
-    dep = apps.read_namespaced_deployment("fractal-lba-backend", ns)
-    for e in dep.spec.template.spec.containers[0].env:
-        if e.name == "PCS_HMAC_KEY":
-            e.value = key.secret.decode()
-    apps.replace_namespaced_deployment("fractal-lba-backend", ns, dep)
-
-
-def token_rate(api: Any, ns: str) -> str | None:
-    dep = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", ns)
-    return next((e.value for e in dep.spec.template.spec.containers[0].env
-                 if e.name == "TOKEN_RATE"), None)
-
-
-def alert_post(op: Any, ns: str, status: str = "firing", fp: str = "a1b2c3d4e5f60718",
-               token: str | None = TOKEN, group: str = "g1", body: bytes | None = None
-               ) -> tuple[int, dict[str, Any]]:
-    doc = {"version": "4", "groupKey": group, "status": status, "receiver": "sigops",
-           "alerts": [{"status": status, "fingerprint": fp,
-                       "labels": {"alertname": "FLKSignatureFailuresSpike",
-                                  "severity": "warning", "component": "backend",
-                                  "namespace": ns, "deployment": "fractal-lba-backend"},
-                       "annotations": {"value": "42"},
-                       "startsAt": "2026-11-22T00:00:00Z"}]}
-    req = urllib.request.Request(f"http://127.0.0.1:{op.alerts_port}/v1/alerts",
-                                 data=body if body is not None else json.dumps(doc).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
-def incidents(api: Any, ns: str) -> list[dict[str, Any]]:
-    return client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP, VERSION, ns, "signatureincidents")["items"]
-
-
-def only_incident(api: Any, ns: str) -> dict[str, Any]:
-    items = incidents(api, ns)
-    assert len(items) == 1, [i["metadata"]["name"] for i in items]
-    return items[0]
-
-
 def phase_is(api: Any, ns: str, *phases: str):  # type: ignore[no-untyped-def]
     def check() -> dict[str, Any] | None:
         items = incidents(api, ns)
@@ -122,30 +55,6 @@ def phase_is(api: Any, ns: str, *phases: str):  # type: ignore[no-untyped-def]
             return items[0]
         return None
     return check
-
-
-def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
-          **settings: Any) -> Any:
-    tok = tmp_path / "token"
-    tok.write_text(TOKEN)
-    target = {"namespace": ns, "deployment": "fractal-lba-backend"}
-    if sample_url:
-        target["backendURL"] = sample_url
-    target.update(settings.pop("target_extra", {}))
-    base = {"targets": [target], "verify_timeout": "20s", "cooldown": "2s"}
-    op = operator_factory({**base, **settings}, start=False,
-                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok)})
-    return op.start()
-
-
-def verify_records(api: Any, op: Any, inc: dict[str, Any]) -> None:
-    cm = client.CoreV1Api(api).read_namespaced_config_map("sigops-signal-pubkeys",
-                                                           op.operator_ns)
-    pubkeys = load_pubkeys(json.loads(cm.data["pubkeys.json"]))
-    payload = verify_signal(inc["status"]["signal"], pubkeys)
-    assert payload["type"] == "detection" and payload["cause"] == inc["status"]["cause"]
-    if inc["status"].get("actions"):
-        verify_chain(inc["status"]["actions"], pubkeys)
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -192,7 +101,7 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     The live probe sees the agents' key still refused, A's change is taken back, and the
     incident moves on (here: escalates, A being the only candidate)."""
     from sigops.backend.probe import submit
-    from tests.integration.test_keyrotation import LiveTestbed
+    from tests.support import LiveTestbed
 
     old, new = rotated_too_early(api, namespace)
     with LiveTestbed(cluster, namespace, tmp_path, "--single-key") as tb:
@@ -447,7 +356,6 @@ def test_killed_mid_remediation_finishes_once(api, namespace, operator_factory, 
     assert actions.count("tighten-token-rate") == 1, actions
     assert inc["status"]["actions"][0]["payload"]["previous"] == "100"
     assert token_rate(api, namespace) == "50"
-
 
 
 def test_unresolved_incident_escalates_and_notifies(api, namespace, operator_factory, samples,

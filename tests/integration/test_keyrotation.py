@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import time
@@ -11,93 +10,25 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from sigops.backend.config import EnvNames, backend_config, find_container, resolve_env
-from sigops.core.keys import ED25519, HMAC, Key, generate_key, key_from_entry
-from sigops.core.signals import load_pubkeys, verify_chain
+from sigops.core.keys import ED25519, HMAC, key_from_entry
 from sigops.dev.stub import StubServer
-from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
-from tests.conftest import BackgroundCheck, kill_on_each_new_phase, kubectl, wait_for
-
-GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
-
-
-def make_backend(api: Any, ns: str, alg: str) -> Key:
-    """A backend Deployment (replicas 0: no kubelet here) whose key comes from a Secret, and
-    the agents' Secret with the same key. Returns the key."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    key = generate_key(alg, kid="original", state="active")
-    entry = key.to_entry()
-    if alg == HMAC:
-        backend_data = {"PCS_HMAC_KEY": entry["secret"]}
-        agent_data = {"PCS_HMAC_KEY": entry["secret"]}
-        env = [*literal_env(PCS_SIGN_ALG="hmac"), secret_env("PCS_HMAC_KEY", "backend-key")]
-    else:
-        backend_data = {"PCS_ED25519_PUB_B64": entry["public_b64"]}
-        agent_data = {"PCS_ED25519_PRIV_B64": entry["private_b64"]}
-        env = [*literal_env(PCS_SIGN_ALG="ed25519"),
-               secret_env("PCS_ED25519_PUB_B64", "backend-key")]
-    env += literal_env(TOKEN_RATE="100")
-    for name, data in (("backend-key", backend_data), ("agent-key", agent_data)):
-        core.create_namespaced_secret(ns, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name), string_data=data))
-    apps.create_namespaced_deployment(ns, backend_deployment(env))
-    return key
-
-
-def keyrotation(name: str, alg: str, overlap: str = "3s", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "KeyRotation",
-            "metadata": {"name": name},
-            "spec": {"target": {"deployment": "fractal-lba-backend",
-                                "agentSecret": {"name": "agent-key"}},
-                     "algorithm": alg, "overlap": overlap, **spec}}
-
-
-def get_kr(api: Any, ns: str, name: str) -> dict[str, Any]:
-    return client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, ns, "keyrotations", name)
-
-
-def phase(api: Any, ns: str, name: str) -> str | None:
-    return (get_kr(api, ns, name).get("status") or {}).get("phase")
-
-
-def secret(api: Any, ns: str, name: str) -> dict[str, str]:
-    s = client.CoreV1Api(api).read_namespaced_secret(name, ns)
-    return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
-
-
-def agent_key_fingerprint(api: Any, ns: str, alg: str) -> str:
-    data = secret(api, ns, "agent-key")
-    if alg == HMAC:
-        return Key("a", HMAC, secret=data["PCS_HMAC_KEY"].encode()).fingerprint
-    return Key("a", ED25519, private_seed=base64.b64decode(data["PCS_ED25519_PRIV_B64"])
-               ).fingerprint
-
-
-def backend_fingerprints(api: Any, ns: str) -> list[str]:
-    dep = client.ApiClient().sanitize_for_serialization(
-        client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", ns))
-
-    def read(name: str, key: str) -> str | None:
-        try:
-            return secret(api, ns, name).get(key)
-        except client.ApiException:
-            return None
-
-    return backend_config(resolve_env(find_container(dep, None), read), EnvNames()).fingerprints
-
-
-class AcceptanceWatch(BackgroundCheck):
-    """Checks, over and over while a rotation runs, that the backend accepts the agents' key."""
-
-    def __init__(self, api: Any, ns: str, alg: str) -> None:
-        self.api, self.ns, self.alg = api, ns, alg
-        super().__init__()
-
-    def check(self) -> object:
-        agent = agent_key_fingerprint(self.api, self.ns, self.alg)
-        backend = backend_fingerprints(self.api, self.ns)
-        return None if agent in backend else (agent, backend)
+from tests.support import (
+    GROUP,
+    VERSION,
+    AcceptanceWatch,
+    LiveTestbed,
+    agent_key_fingerprint,
+    backend_fingerprints,
+    get_kr,
+    keyrotation,
+    kill_on_each_new_phase,
+    kubectl,
+    make_backend,
+    phase,
+    secret,
+    verify_history,
+    wait_for,
+)
 
 
 def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], logs: str) -> None:
@@ -106,14 +37,6 @@ def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], lo
     blob = json.dumps(kr) + json.dumps([e.message for e in events.items]) + logs
     for m in material:
         assert m not in blob, "key material leaked into status, events, annotations or logs"
-
-
-def verify_history(api: Any, operator_ns: str, kr: dict[str, Any]) -> None:
-    cm = client.CoreV1Api(api).read_namespaced_config_map("sigops-signal-pubkeys", operator_ns)
-    pubkeys = load_pubkeys(json.loads(cm.data["pubkeys.json"]))
-    history = kr["status"]["history"]
-    assert len(history) >= 5
-    verify_chain(history, pubkeys)
 
 
 @pytest.mark.parametrize("alg", [HMAC, ED25519])
@@ -320,32 +243,6 @@ def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_pat
     assert secret(api, namespace, "agent-key") == agent0
     assert backend_fingerprints(api, namespace) == [original.fingerprint]
     assert st["history"][-1]["payload"]["phase"] == "Aborted"
-
-
-class LiveTestbed:
-    """``sigops testbed backend`` reading its config from the Deployment, as a pod would."""
-
-    def __init__(self, cluster: Any, ns: str, tmp_path: Any, *extra: str) -> None:
-        import subprocess
-
-        from tests.conftest import REPO
-
-        self.log = tmp_path / f"backend{'-'.join(extra)}.log"
-        self.proc = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "sigops"), "testbed", "backend", "--listen",
-             "127.0.0.1:0", "--namespace", ns, "--deployment", "fractal-lba-backend",
-             "--poll-interval", "0.3", *extra],  # a later --listen wins
-            env=cluster.env, stdout=subprocess.PIPE, stderr=self.log.open("ab"),
-            start_new_session=True)
-        assert self.proc.stdout is not None
-        self.url = json.loads(self.proc.stdout.readline())["url"]
-
-    def __enter__(self) -> LiveTestbed:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def test_rotation_against_a_single_key_backend_is_refused_and_undone(

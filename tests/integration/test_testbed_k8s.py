@@ -26,7 +26,7 @@ from sigops.testbed.agents import AgentPlan, AgentSimulator
 from sigops.testbed.backend import Backend, BackendServer
 from sigops.testbed.keysource import SecretKey
 from sigops.testbed.reload import DeploymentWatcher
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 NAME = "fractal-lba-backend"
 

@@ -25,7 +25,7 @@ from sigops.testbed.faults import parse_fault
 from sigops.testbed.keysource import StaticKey
 from sigops.testbed.reload import config_from_env
 from sigops.testbed.rules import ALERT_NAME, write_rule_file
-from tests.conftest import BIN, wait_for
+from tests.support import BIN, wait_for
 
 pytestmark = pytest.mark.skipif(not (BIN / "prometheus").exists()
                                 or not (BIN / "alertmanager").exists(),

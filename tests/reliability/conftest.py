@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_incidents import TOKEN
 from tests.reliability import kit
+from tests.support import TOKEN
 
 kit.REGISTRY.add(TOKEN)  # the alert bearer token of the shared intake helpers
 

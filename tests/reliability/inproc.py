@@ -25,15 +25,9 @@ from sigops.rotation.model import TERMINAL
 from sigops.rotation.reconciler import RotationReconciler
 from sigops.settings import Settings, Target
 from sigops.signing.records import Signer
-from tests.integration.test_incidents import backend as literal_backend
-from tests.integration.test_incidents import envelope, pcs
-from tests.integration.test_keyrotation import (
-    backend_fingerprints,
-    keyrotation,
-    make_backend,
-    secret,
-)
 from tests.reliability import kit
+from tests.support import backend as literal_backend
+from tests.support import backend_fingerprints, envelope, keyrotation, make_backend, pcs, secret
 
 SIGNER_KEY = generate_key(ED25519, kid="reliability-inproc-signer", state="active")
 kit.REGISTRY.add_key(SIGNER_KEY)

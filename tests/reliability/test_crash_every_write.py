@@ -19,8 +19,8 @@ from kubernetes.client.rest import ApiException
 
 from sigops.core.keys import ED25519, HMAC, key_from_entry
 from sigops.core.signals import verify_chain, verify_signal
-from tests.integration.test_keyrotation import agent_key_fingerprint, backend_fingerprints
 from tests.reliability import inproc, kit
+from tests.support import agent_key_fingerprint, backend_fingerprints
 
 pytestmark = pytest.mark.usefixtures("inproc_log_scan")
 STEPS = ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]

@@ -30,18 +30,23 @@ from kubernetes import client, config
 from sigops.core.keys import HMAC, Key
 from sigops.dev.cluster import LocalCluster, free_port
 from sigops.dev.promstack import PromStack
-from tests.conftest import BIN, REPO, OperatorProcess
-from tests.integration.test_incidents import TOKEN, alert_post, backend, incidents
-from tests.integration.test_keyrotation import (
+from tests.reliability import kit
+from tests.support import (
+    BIN,
     GROUP,
+    REPO,
+    TOKEN,
     VERSION,
     AcceptanceWatch,
+    OperatorProcess,
+    alert_post,
+    backend,
     get_kr,
+    incidents,
     keyrotation,
     make_backend,
     phase,
 )
-from tests.reliability import kit
 
 STEPS = ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed")
 

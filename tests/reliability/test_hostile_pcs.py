@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from sigops import cli
 from sigops.core.diagnose import CAUSE_NAMES
-from tests.conftest import REPO
 from tests.reliability import kit
 from tests.reliability.pcsfuzz import (
     ALGS,
@@ -40,6 +39,7 @@ from tests.reliability.pcsfuzz import (
     mutate,
     signed_record,
 )
+from tests.support import REPO
 
 HYP = settings(max_examples=400, deadline=None, derandomize=False, database=None,
                suppress_health_check=list(HealthCheck))

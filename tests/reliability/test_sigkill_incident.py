@@ -16,22 +16,24 @@ from kubernetes import client
 
 from sigops.core.keys import HMAC, Key, generate_key, key_from_entry
 from sigops.core.signals import load_pubkeys
-from tests.conftest import BackgroundCheck, kill_on_each_new_phase
-from tests.integration.test_incidents import (
+from tests.reliability import kit
+from tests.reliability.test_signals import chain_attacks
+from tests.support import (
+    BackgroundCheck,
     SampleServer,
     alert_post,
     backend,
+    backend_fingerprints,
     envelope,
     incidents,
+    kill_on_each_new_phase,
     only_incident,
     pcs,
+    secret,
     start,
     token_rate,
     verify_records,
 )
-from tests.integration.test_keyrotation import backend_fingerprints, secret
-from tests.reliability import kit
-from tests.reliability.test_signals import chain_attacks
 
 
 class Monotonic(BackgroundCheck):

@@ -14,8 +14,8 @@ from typing import Any
 from kubernetes import client
 
 from sigops.core.keys import ED25519, HMAC, key_from_entry
-from tests.conftest import kill_on_each_new_phase
-from tests.integration.test_keyrotation import (
+from tests.reliability import kit
+from tests.support import (
     GROUP,
     VERSION,
     AcceptanceWatch,
@@ -23,12 +23,12 @@ from tests.integration.test_keyrotation import (
     backend_fingerprints,
     get_kr,
     keyrotation,
+    kill_on_each_new_phase,
     make_backend,
     phase,
     secret,
     verify_history,
 )
-from tests.reliability import kit
 
 STEPS = ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed")
 

@@ -25,8 +25,8 @@ from typing import Any
 from kubernetes import client
 
 from sigops.core.keys import HMAC, Key
-from tests.integration.test_incidents import TOKEN, backend, incidents, start
 from tests.reliability import kit
+from tests.support import TOKEN, backend, incidents, start
 
 
 def alert_doc(ns: str, fp: str, status: str = "firing", deployment: str = "fractal-lba-backend",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import require_tool
+from tests.support import require_tool
 
 from sigops.settings import Settings
 

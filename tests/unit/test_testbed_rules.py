@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import require_tool
+from tests.support import require_tool
 
 from sigops.dev.promstack import PromStack, ScrapeTarget
 from sigops.testbed.cli import main
