@@ -334,16 +334,21 @@ def test_intake_auth_dedupe_flood_and_rate_limit(api, namespace, operator_factor
     assert '"potential_attack": true' in logs and TOKEN not in logs and "wrong" not in logs
 
 
+def tampered_samples(key: Key, n: int, root: str, source: str) -> list[dict[str, Any]]:
+    """``n`` failed samples from ``source``: signed PCS whose merkle root was then changed."""
+    out = []
+    for i in range(n):
+        p = pcs(key, i)
+        p["merkle_root"] = root * 64
+        out.append(envelope(p, source))
+    return out
+
+
 def test_killed_mid_remediation_finishes_once(api, namespace, operator_factory, samples,
                                               tmp_path):
     key = Key("k", HMAC, secret=b"backend-key-for-crash")
     backend(api, namespace, key, token_rate="100")
-    bad = []
-    for i in range(10):
-        p = pcs(key, i)
-        p["merkle_root"] = "d" * 64
-        bad.append(envelope(p, "10.2.2.2"))
-    samples.samples = bad
+    samples.samples = tampered_samples(key, 10, "d", "10.2.2.2")
     op = start(operator_factory, tmp_path, namespace, samples.url)
     alert_post(op, namespace)
     for _ in range(3):  # die as soon as it is diagnosing/remediating, several times
@@ -362,12 +367,7 @@ def test_unresolved_incident_escalates_and_notifies(api, namespace, operator_fac
                                                    tmp_path):
     key = Key("k", HMAC, secret=b"backend-key-for-escalation")
     backend(api, namespace, key)
-    bad = []
-    for i in range(5):
-        p = pcs(key, i)
-        p["merkle_root"] = "c" * 64
-        bad.append(envelope(p, "10.3.3.3"))
-    samples.samples = bad
+    samples.samples = tampered_samples(key, 5, "c", "10.3.3.3")
     posts: list[dict[str, Any]] = []
 
     class Hook(BaseHTTPRequestHandler):

@@ -126,19 +126,27 @@ def drive_rotation(run: RotationRun, *, until: str | None = None,
             # let the controller's status write land first (see the xfail on 409s there).
             settle(run.api, run.ns)
             obj = run.obj()
-        if armed and crash_at is not None and crash_at[0] == phase:
-            run.kube.arm(crash_at[1])
-        start = len(run.kube.writes)
-        try:
-            rec.tick(obj)
-        except kit.Crash:
-            run.crashes += 1
-            armed = False
-            rec = run.reconciler()
-        finally:
-            run.trace += [(phase, i + 1, w) for i, w in enumerate(run.kube.writes[start:])]
-            run.kube.arm(None)
+        rec, armed = _tick(run, rec, obj, phase, armed, crash_at)
     raise AssertionError(f"rotation did not finish: {run.phase()}")
+
+
+def _tick(run: Any, rec: Any, obj: dict[str, Any], phase: str, armed: bool,
+          crash_at: tuple[str, int] | None) -> tuple[Any, bool]:
+    """One reconcile tick, crashing at write ``crash_at[1]`` of phase ``crash_at[0]`` (once,
+    while ``armed``); a crash restarts the reconciler. Returns (reconciler, still armed)."""
+    if armed and crash_at is not None and crash_at[0] == phase:
+        run.kube.arm(crash_at[1])
+    start = len(run.kube.writes)
+    try:
+        rec.tick(obj)
+    except kit.Crash:
+        run.crashes += 1
+        armed = False
+        rec = run.reconciler()
+    finally:
+        run.trace += [(phase, i + 1, w) for i, w in enumerate(run.kube.writes[start:])]
+        run.kube.arm(None)
+    return rec, armed
 
 
 def settle(api: Any, ns: str, timeout: float = 10.0) -> None:
@@ -304,18 +312,7 @@ def drive_incident(run: IncidentRun, *, crash_at: tuple[str, int] | None = None,
         if phase == "Resolved":  # the restore replaces the Deployment again: no 409 race
             settle(run.api, run.ns)
             obj = run.obj()
-        if armed and crash_at is not None and crash_at[0] == phase:
-            run.kube.arm(crash_at[1])
-        start = len(run.kube.writes)
-        try:
-            rec.tick(obj)
-        except kit.Crash:
-            run.crashes += 1
-            armed = False
-            rec = run.reconciler()
-        finally:
-            run.trace += [(phase, i + 1, w) for i, w in enumerate(run.kube.writes[start:])]
-            run.kube.arm(None)
+        rec, armed = _tick(run, rec, obj, phase, armed, crash_at)
         if on_tick:
             on_tick(run)
     raise AssertionError(f"incident did not finish: {run.obj().get('status')}")

@@ -44,6 +44,31 @@ def bump(section: str, **counts: int | float) -> None:
             cur[k] = cur.get(k, 0) + v
 
 
+CLI_RUNS = {"runs": 0, "tracebacks": 0}
+"""Counted by :func:`run_cli`: what the figures report, and what the tests require."""
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``sigops ARGV`` in process: (exit code, stdout, stderr); a traceback on stderr is
+    counted in :data:`CLI_RUNS` and fails the caller."""
+    import contextlib
+    import io
+
+    from sigops import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:
+            rc = int(e.code or 0)
+    CLI_RUNS["runs"] += 1
+    if "Traceback" in err.getvalue():
+        CLI_RUNS["tracebacks"] += 1
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    return rc, out.getvalue(), err.getvalue()
+
+
 def fuzz_seconds() -> float | None:
     """SIGOPS_FUZZ_SECONDS: run the fuzzers for this long instead of the short default."""
     raw = os.environ.get("SIGOPS_FUZZ_SECONDS")

@@ -8,8 +8,6 @@ seconds instead of its short default; ``fuzz_atheris.py`` is the coverage-guided
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -24,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sigops import cli
 from sigops.core.diagnose import CAUSE_NAMES
 from tests.reliability import kit
 from tests.reliability.pcsfuzz import (
@@ -263,14 +260,17 @@ def test_ten_mb_record_rejected_in_jsonl_and_single_json_via_real_cli(tmp_path: 
     (tmp_path / "big.jsonl").write_text(big + "\n")
     (tmp_path / "deep.jsonl").write_bytes(b"[" * 200_000 + b"]" * 200_000 + b"\n")
     (tmp_path / "bad.jsonl").write_bytes(b"\xff\xfe\n" + b'{"a": NaN}\n')
+    runs = tracebacks = 0
     for name in ("big.json", "big.jsonl", "deep.jsonl", "bad.jsonl"):
         p = subprocess.run([str(REPO / ".venv" / "bin" / "sigops"), "verify", "--keyring",
                             str(ring), "--summary", str(tmp_path / name)],
                            capture_output=True, text=True, timeout=120)
+        runs += 1
+        tracebacks += "Traceback" in p.stderr
         assert p.returncode == 1 and "Traceback" not in p.stderr, (name, p.stderr[-500:])
         summary = json.loads(p.stdout)
         assert summary["valid"] == 0 and set(summary["by_reason"]) == {"malformed"}, summary
-    kit.bump("pcs named hostile inputs", cli_process_runs=4, cli_tracebacks=0)
+    kit.bump("pcs named hostile inputs", cli_process_runs=runs, cli_tracebacks=tracebacks)
 
 
 def test_ten_mb_record_in_a_json_array_is_rejected(tmp_path: Path) -> None:
@@ -284,15 +284,7 @@ def test_ten_mb_record_in_a_json_array_is_rejected(tmp_path: Path) -> None:
 # -- the CLI under fuzz ---------------------------------------------------------------------------
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(argv)
-        except SystemExit as e:
-            rc = int(e.code or 0)
-    assert "Traceback" not in err.getvalue(), err.getvalue()
-    return rc, out.getvalue(), err.getvalue()
+_cli = kit.run_cli
 
 
 def test_cli_verify_and_diagnose_under_fuzz(tmp_path: Path) -> None:
@@ -336,10 +328,12 @@ def test_cli_verify_and_diagnose_under_fuzz(tmp_path: Path) -> None:
         assert set(rep["by_cause"]) <= set(CAUSE_NAMES)
         counts["diagnose runs"] += 1
 
+    before = dict(kit.CLI_RUNS)
     secs = kit.run_for_budget(body)
     kit.bump("cli fuzz (in process)", verify_runs=counts["verify runs"],
              diagnose_runs=counts["diagnose runs"], records=counts["records"],
-             valid=counts["valid"], tracebacks=0, seconds=round(secs, 1))
+             valid=counts["valid"], tracebacks=kit.CLI_RUNS["tracebacks"] - before["tracebacks"],
+             seconds=round(secs, 1))
 
 
 def test_cli_hostile_keyring_is_a_usage_error_without_traceback(tmp_path: Path) -> None:
