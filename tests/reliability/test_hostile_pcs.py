@@ -32,6 +32,7 @@ from tests.reliability.pcsfuzz import (
     KEYS,
     PROFILES,
     b64_noncanonical,
+    check,
     judged,
     mutate,
     signed_record,
@@ -279,6 +280,69 @@ def test_ten_mb_record_in_a_json_array_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "arr.json").write_text("[" + _signed_text(pad="x" * (10 << 20)) + "]")
     rc, out, _ = _cli(["verify", "--keyring", str(ring), "--summary", str(tmp_path / "arr.json")])
     assert (rc, json.loads(out)["by_reason"]) == (1, {"malformed": 1})
+
+
+# -- the inbox WAL under fuzz ---------------------------------------------------------------------
+
+
+def test_wal_reader_fuzz_no_crash_no_forgery() -> None:
+    """WAL files of legitimately signed records, then damaged at the byte level (noise, cut
+    lengths, flipped bytes, truncation): the reader never raises, a damaged entry is
+    ``malformed`` with a reason, and no entry whose signed bytes changed verifies."""
+    import random
+
+    from sigops.core.diagnose import Diagnoser
+    from sigops.core.wal import read_wal
+
+    outcomes: Counter[str] = Counter()
+
+    @HYP
+    @given(st.sampled_from(ALGS), st.sampled_from(PROFILES), st.integers(0, 2**32),
+           st.integers(1, 6), st.integers(0, 4))
+    def body(alg: str, profile: str, seed: int, n: int, damage: int) -> None:
+        rng = random.Random(seed)
+        recs = [json.dumps(signed_record(alg, profile, rng.randrange(3), 7 + i % 2),
+                           indent=rng.choice([None, 1])).encode() for i in range(n)]
+        data = bytearray(b"".join(b"2026-11-30T03:00:0%d.5Z|%d|%s\n" % (i % 10, len(r), r)
+                                  for i, r in enumerate(recs)))
+        for _ in range(damage):
+            op = rng.randrange(4)
+            at = rng.randrange(len(data) + 1)
+            if op == 0:
+                data[at:at] = rng.randbytes(rng.randint(1, 12))
+            elif op == 1 and at < len(data):
+                data[at] ^= 1 << rng.randrange(8)
+            elif op == 2:
+                del data[at:at + rng.randint(1, 30)]
+            else:
+                del data[at:]
+        d = Diagnoser(DIAGNOSERS[(alg, profile)].ring)
+        try:
+            entries = list(read_wal(bytes(data)))
+            for i, e in enumerate(entries):
+                v = d.settle(*d.judge_wal(e, i))
+                if e.error is not None:
+                    assert v.cause == "malformed" and v.detail and "wal:" in v.detail
+                    outcomes["damaged entry"] += 1
+                    continue
+                assert e.body is not None
+                outcome = check(alg, profile, e.body)  # the body as a record of its own
+                if v.valid and outcome not in ("valid-unchanged", FORGERY):
+                    outcome = FORGERY  # the WAL route accepted what the record route rejects
+                outcomes[outcome] += 1
+        except AssertionError:
+            raise
+        except Exception:
+            outcomes[CRASH] += 1
+            raise
+
+    secs = kit.run_for_budget(body)
+    n = outcomes.total()
+    kit.bump("wal fuzz (hypothesis)", entries=n, damaged_entries=outcomes["damaged entry"],
+             forgeries_accepted=outcomes[FORGERY], crashes=outcomes[CRASH],
+             seconds=round(secs, 1))
+    kit.figure("wal fuzz (hypothesis)", by_outcome=dict(outcomes))
+    assert n > 0 and outcomes[FORGERY] == 0 and outcomes[CRASH] == 0, dict(outcomes)
 
 
 # -- the CLI under fuzz ---------------------------------------------------------------------------

@@ -35,49 +35,107 @@ def _err(msg: str) -> None:
 # -- inputs ----------------------------------------------------------------------------------
 
 
-def _records(inputs: Sequence[str], lines: Callable[[IO[bytes]], Iterator[Any]] | None = None
-             ) -> Iterator[bytes | Any]:
-    """Raw records from every input in order: JSONL lines (bytes) or the elements of a
-    ``.json`` document. Blank lines are not records. A ``.json`` file that does not parse is
-    one (malformed) record. ``lines`` reads a JSONL stream (default: line by line)."""
+def _records(inputs: Sequence[str],
+             lines: Callable[[IO[bytes], bool], Iterator[Any]] | None = None,
+             fmt: str = "auto", since: Any = None, until: Any = None) -> Iterator[Any]:
+    """Raw records from every input in order: JSONL lines (bytes), the elements of a
+    ``.json`` document, or the entries of an inbox WAL (:class:`sigops.core.wal.WalEntry`).
+    Blank lines are not records. A ``.json`` file that does not parse is one (malformed)
+    record. ``lines(stream, plain)`` reads a JSONL stream (default: line by line; ``plain``:
+    a regular uncompressed file). gzip-compressed inputs are read as what they hold; ``fmt``
+    ``auto`` recognises a WAL by its first entry."""
+    from ..core.wal import looks_like_wal
+
     lines = lines or _lines
     for name in inputs:
-        if name == "-":
-            yield from lines(sys.stdin.buffer)
-            continue
-        p = Path(name)
-        if p.suffix == ".json":
-            try:
-                data = p.read_bytes()
-            except OSError as e:
-                raise UsageError(f"cannot read {name}: {e.strerror}") from None
-            stripped = data.lstrip()
-            if stripped.startswith(b"[") and stripped.rstrip().endswith(b"]"):
-                from ..core.errors import MalformedInput
-                from ..core.strictjson import loads
-
-                try:
-                    doc = loads(data, max(len(data), 1))
-                except MalformedInput:
-                    yield data
-                    continue
-                # Each element as its own record text, so the per-record size limit and the
-                # strict parse apply to it exactly as to a JSONL line.
-                for x in doc:
-                    yield json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode(
-                        "utf-8", "surrogatepass")
+        with _Input(name) as inp:
+            f = inp.stream
+            if fmt == "wal" or (fmt == "auto" and looks_like_wal(f.peek(64)[:64])):
+                yield from _wal_entries(inp, since, until)
+            elif name != "-" and Path(name).suffix == ".json":
+                yield from _json_document(f.read())
             else:
-                yield data
-            continue
+                yield from lines(f, inp.plain)
+
+
+class _Input:
+    """An input as a buffered binary stream: a file or ``-`` (stdin), either of them maybe
+    gzip-compressed. ``plain``: a regular file read as it is (it can be mapped or split)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> _Input:
+        import io
+
+        if self.name == "-":
+            raw: Any = sys.stdin.buffer
+            if not hasattr(raw, "peek"):
+                raw = io.BufferedReader(raw)
+        else:
+            try:
+                raw = open(self.name, "rb")  # noqa: SIM115 - closed in __exit__
+            except OSError as e:
+                raise UsageError(f"cannot read {self.name}: {e.strerror}") from None
+        self.raw = raw
+        self.plain = self.name != "-"
+        self.stream: Any = raw
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            import gzip
+
+            self.stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
+            self.plain = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.name != "-":
+            self.raw.close()
+
+
+def _wal_entries(inp: _Input, since: Any, until: Any) -> Iterator[Any]:
+    """The entries of a WAL input. A regular uncompressed file is mapped (memory stays flat on
+    any size); stdin and gzip are first copied to a temporary file, then mapped."""
+    import mmap
+    import os
+    import shutil
+    import tempfile
+
+    from ..core.wal import read_wal
+
+    with tempfile.TemporaryFile() as tmp:
+        if inp.plain:
+            fileno = inp.raw.fileno()
+        else:
+            shutil.copyfileobj(inp.stream, tmp, 1 << 20)
+            tmp.flush()
+            fileno = tmp.fileno()
+        if os.fstat(fileno).st_size == 0:
+            return
+        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as m:
+            yield from read_wal(m, since, until)
+
+
+def _json_document(data: bytes) -> Iterator[bytes]:
+    stripped = data.lstrip()
+    if stripped.startswith(b"[") and stripped.rstrip().endswith(b"]"):
+        from ..core.errors import MalformedInput
+        from ..core.strictjson import loads
+
         try:
-            f = p.open("rb")
-        except OSError as e:
-            raise UsageError(f"cannot read {name}: {e.strerror}") from None
-        with f:
-            yield from lines(f)
+            doc = loads(data, max(len(data), 1))
+        except MalformedInput:
+            yield data
+            return
+        # Each element as its own record text, so the per-record size limit and the strict
+        # parse apply to it exactly as to a JSONL line.
+        for x in doc:
+            yield json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode(
+                "utf-8", "surrogatepass")
+    else:
+        yield data
 
 
-def _lines(f: IO[bytes]) -> Iterator[bytes]:
+def _lines(f: IO[bytes], plain: bool = True) -> Iterator[bytes]:
     for line in f:
         if not line.isspace():  # never empty here; same test as line.strip(), without a copy
             yield line
@@ -136,12 +194,12 @@ def _batch(d: Any, args: argparse.Namespace, what: str, mode: str) -> tuple[Any,
         kw["spec"] = batch.WorkerSpec(args.keyring, args.profile, d.max_skew_seconds,
                                       args.max_bytes)
 
-        def blocks(f: IO[bytes]) -> Iterator[Any]:
-            return batch.file_blocks(f, seekable=f is not sys.stdin.buffer)
+        def blocks(f: IO[bytes], plain: bool) -> Iterator[Any]:
+            return batch.file_blocks(f, seekable=plain)
 
-        items = _records(args.inputs, blocks)
+        items = _records(args.inputs, blocks, args.format, args.since, args.until)
     else:
-        items = _records(args.inputs)
+        items = _records(args.inputs, None, args.format, args.since, args.until)
     return items, kw
 
 
@@ -327,6 +385,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _time(s: str) -> Any:
+    from ..core.errors import MalformedInput
+    from ..core.timeparse import parse_time
+
+    try:
+        return parse_time(s)
+    except MalformedInput as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
+
+
 def _non_negative(s: str) -> float:
     try:
         v = float(s)
@@ -361,11 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                         help="worker processes judging records (default 1); output and its "
                              "order are the same for any N")
+        sp.add_argument("--format", choices=("auto", "jsonl", "wal"), default="auto",
+                        help="input format: JSONL / .json, or the backend's inbox WAL "
+                             "(<time>|<length>|<body> entries); auto (default) recognises a "
+                             "WAL by its first entry. gzip-compressed inputs work either way")
+        sp.add_argument("--since", type=_time, metavar="TIME",
+                        help="WAL: only entries received at or after this ISO-8601 time")
+        sp.add_argument("--until", type=_time, metavar="TIME",
+                        help="WAL: only entries received before this ISO-8601 time")
 
     v = sub.add_parser("verify", help="verify PCS records, one JSON line each",
                        description="Verify PCS records. INPUT is a .json PCS (or a JSON array "
-                                   "of them), a .jsonl file, or - for JSONL on stdin. Records "
-                                   "are PCS objects or envelopes {pcs, received_at, source}.")
+                                   "of them), a .jsonl file, an inbox WAL file, or - for stdin "
+                                   "(gzip-compressed too). Records are PCS objects or envelopes "
+                                   "{pcs, received_at, source}; a WAL entry's time is its "
+                                   "received_at.")
     common(v)
     v.add_argument("--summary", action="store_true",
                    help="print one {total, valid, invalid, by_reason} object instead")

@@ -23,6 +23,7 @@ from typing import IO, Any, Literal
 
 from .diagnose import ContentBatch, Diagnoser, Verdict
 from .keys import load_keyring
+from .wal import WalEntry
 
 __all__ = ["Mode", "Valid", "Verdict", "Outcome", "WorkerSpec", "parallel_safe", "LineBlock",
            "FileRange", "Item", "file_blocks", "judge_block", "Settler", "run", "count",
@@ -88,8 +89,8 @@ class FileRange:
         return LineBlock(data).records()
 
 
-Item = bytes | LineBlock | FileRange
-"""One record, or a block of them."""
+Item = bytes | WalEntry | LineBlock | FileRange
+"""One record (a JSON text or an inbox WAL entry), or a block of them."""
 
 
 def file_blocks(f: IO[bytes], seekable: bool = True) -> Iterator[LineBlock | FileRange]:
@@ -119,9 +120,9 @@ def file_blocks(f: IO[bytes], seekable: bool = True) -> Iterator[LineBlock | Fil
         yield LineBlock(rest)
 
 
-def _records(items: Sequence[Item]) -> Iterator[bytes]:
+def _records(items: Sequence[Item]) -> Iterator[bytes | WalEntry]:
     for item in items:
-        if isinstance(item, bytes):
+        if isinstance(item, bytes | WalEntry):
             yield item
         else:
             yield from item.records()
@@ -158,12 +159,16 @@ def judge_block(d: Diagnoser, items: Sequence[Item], mode: Mode, start: int = 0)
     if mode == "verify":
         check = d.check_line
         for rec in _records(items):
-            rows.append(check(rec, n))
+            if isinstance(rec, WalEntry):
+                w, content = d.judge_wal(rec, n)
+                rows.append((w, None, content))
+            else:
+                rows.append(check(rec, n))
             n += 1
     else:
         judge = d.judge_line
         for rec in _records(items):
-            v, content = judge(rec, n)
+            v, content = d.judge_wal(rec, n) if isinstance(rec, WalEntry) else judge(rec, n)
             rows.append((v, None, content))
             n += 1
     return Judged(n - start, rows)
@@ -178,7 +183,11 @@ def _count_block(d: Diagnoser, items: Sequence[Item]) -> Judged:
     check = d.check_line
     valid = counts["valid"] = [0, 0]
     for rec in _records(items):
-        v, _, content = check(rec, n)
+        v: Verdict | None
+        if isinstance(rec, WalEntry):
+            v, content = d.judge_wal(rec, n)
+        else:
+            v, _, content = check(rec, n)
         if v is None:  # valid by the short route
             if not valid[0]:
                 valid[1] = n
@@ -300,7 +309,7 @@ def _tasks(items: Iterable[Item]) -> Iterator[list[Item]]:
     weight = 0
     for item in items:
         task.append(item)
-        weight += 1 if isinstance(item, bytes) else CHUNK_RECORDS
+        weight += 1 if isinstance(item, bytes | WalEntry) else CHUNK_RECORDS
         if weight >= CHUNK_RECORDS:
             yield task
             task, weight = [], 0

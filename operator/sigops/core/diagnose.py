@@ -22,6 +22,7 @@ from .pcs import PCS, Sample, content_of, parse_record, signing_message, typed_v
 from .scenarios import SCENARIOS
 from .strictjson import DEFAULT_MAX_BYTES, loads
 from .timeparse import parse_time
+from .wal import WalEntry
 
 __all__ = [
     "Cause",
@@ -247,6 +248,20 @@ class Diagnoser:
         except MalformedInput as e:
             return Verdict(index, "malformed", detail=e.reason), None
         return self.judge_obj(obj, index)
+
+    def judge_wal(self, entry: WalEntry, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
+        """:meth:`judge` of an inbox WAL entry: its body is the PCS as posted, its time the
+        ``received_at``; a damaged entry is ``malformed`` with the reader's reason."""
+        if entry.error is not None or entry.body is None:
+            return Verdict(index, "malformed", detail=f"wal: {entry.error}"), None
+        try:
+            obj = loads(entry.body, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason), None
+        if type(obj) is not dict:
+            return Verdict(index, "malformed", detail="a WAL entry's body must be a PCS object"
+                           ), None
+        return self.judge_obj({"pcs": obj, "received_at": entry.received_at}, index)
 
     def judge_obj(self, obj: Any, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
         """:meth:`judge` of a decoded record (a PCS or an envelope)."""
