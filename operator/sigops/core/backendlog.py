@@ -1,0 +1,124 @@
+"""The upstream backend's log lines about rejected PCS, counted.
+
+The upstream Go server writes one line per PCS whose signature it refused, with Go ``log``'s
+date/time prefix (``2006/01/02 15:04:05 ``)::
+
+    Signature verification failed for <pcs_id>: <err>
+    Signature verification failed for tenant <tenant>, PCS <pcs_id>: <err>
+
+:class:`LogSummary` reads lines one at a time (any iterable, so a pod's log can stream
+through it) and keeps counts per error kind, per tenant and per pod, and the most frequent
+failing pcs_ids. Other lines are ignored. Memory is bounded whatever the log holds: lines are
+cut at :data:`MAX_LINE`, and at most :data:`MAX_IDS` distinct pcs_ids are counted.
+
+>>> s = LogSummary()
+>>> s.add("2026/11/30 03:00:00 Signature verification failed for abc: HMAC verification "
+...       "failed: HMAC signature verification failed", pod="backend-1")
+True
+>>> s.add("2026/11/30 03:00:01 Signature verification failed for tenant t1, PCS def: "
+...       "signature is empty", pod="backend-2")
+True
+>>> s.add("2026/11/30 03:00:02 server listening on :8080")
+False
+>>> s.to_dict()["by_kind"], s.to_dict()["by_tenant"]
+({'hmac_mismatch': 1, 'empty_signature': 1}, {'t1': 1})
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["LogSummary", "parse_line", "KINDS", "MAX_LINE", "MAX_IDS"]
+
+MAX_LINE = 8192
+"""Longer lines are cut before they are looked at."""
+MAX_IDS = 10_000
+"""Distinct pcs_ids counted; later new ones only count in ``others``."""
+
+KINDS = (
+    ("empty_signature", "signature is empty"),
+    ("payload_error", "failed to generate signature"),
+    ("hmac_mismatch", "HMAC "),
+    ("ed25519_mismatch", "Ed25519 "),
+    ("invalid_signature", "invalid signature"),
+    ("no_verifier", "no verifier configured"),
+    ("no_verifier", "no fallback verifier"),
+    ("tenant_config", "HMAC key required"),
+    ("tenant_config", "Ed25519 public key required"),
+    ("tenant_config", "unknown signature algorithm"),
+)
+"""(kind, how the upstream error text starts), first match wins; else ``other``."""
+
+_STARTS = "|".join(re.escape(start) for _, start in KINDS)
+_HEAD = (r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)? )?"
+         r"Signature verification failed for "
+         r"(?:tenant (?P<tenant>[^,]{1,253}), PCS )?(?P<pcs>.*?): ")
+_KNOWN = re.compile(_HEAD + r"(?P<err>(?:" + _STARTS + r").*)$")
+"""A line whose error text starts as a known upstream error: the pcs_id may hold ': '."""
+_ANY = re.compile(_HEAD + r"(?P<err>.*)$")
+
+
+def parse_line(line: str) -> tuple[str, str | None, str, str] | None:
+    """``(kind, tenant, pcs_id, error text)`` of a rejection line, or None for other lines.
+
+    >>> parse_line("2026/11/30 03:00:00 Signature verification failed for x: signature is empty")
+    ('empty_signature', None, 'x', 'signature is empty')
+    """
+    text = line[:MAX_LINE].rstrip("\r\n")
+    m = _KNOWN.match(text) or _ANY.match(text)
+    if m is None:
+        return None
+    err = m.group("err")
+    kind = next((k for k, start in KINDS if err.startswith(start)), "other")
+    return kind, m.group("tenant"), m.group("pcs"), err
+
+
+class LogSummary:
+    """Counts of rejection lines; :meth:`to_dict` is what incident evidence shows."""
+
+    def __init__(self, top: int = 10) -> None:
+        self.top = top
+        self.lines = 0
+        self.rejections = 0
+        self.by_kind: Counter[str] = Counter()
+        self.by_tenant: Counter[str] = Counter()
+        self.by_pod: Counter[str] = Counter()
+        self.pcs_ids: Counter[str] = Counter()
+        self.others = 0
+        """Rejections whose pcs_id came after :data:`MAX_IDS` distinct ones."""
+
+    def add(self, line: str, pod: str | None = None) -> bool:
+        """Count one line; True if it was a rejection line."""
+        self.lines += 1
+        parsed = parse_line(line)
+        if parsed is None:
+            return False
+        kind, tenant, pcs_id, _ = parsed
+        self.rejections += 1
+        self.by_kind[kind] += 1
+        if tenant is not None:
+            self.by_tenant[tenant[:253]] += 1
+        if pod is not None:
+            self.by_pod[pod] += 1
+        pcs_id = pcs_id[:128]
+        if pcs_id in self.pcs_ids or len(self.pcs_ids) < MAX_IDS:
+            self.pcs_ids[pcs_id] += 1
+        else:
+            self.others += 1
+        return True
+
+    def add_all(self, lines: Iterable[str], pod: str | None = None) -> LogSummary:
+        for line in lines:
+            self.add(line, pod)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lines": self.lines, "rejections": self.rejections,
+                "by_kind": dict(self.by_kind), "by_tenant": dict(self.by_tenant),
+                "by_pod": dict(self.by_pod),
+                "top_pcs_ids": [{"pcs_id": p, "failures": n}
+                                for p, n in self.pcs_ids.most_common(self.top)],
+                "pcs_ids_not_counted": self.others}
