@@ -278,3 +278,26 @@ def test_one_table_of_scenario_letters() -> None:
     assert [x for x in LETTERS if REGISTRY[x].restore] == ["D"]
     with pytest.raises(ValueError, match="unknown scenario"):
         Settings(modes={"F": "auto"})
+
+
+def test_version_and_build_info_and_process_metrics(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    import tomllib
+
+    from prometheus_client import generate_latest
+    from tests.support import REPO
+
+    import sigops
+    from sigops import cli
+    from sigops.telemetry.metrics import REGISTRY
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert sigops.__version__ == version
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"sigops {version}"
+    text = generate_latest(REGISTRY).decode()
+    assert f'sigops_build_info{{version="{version}"}} 1.0' in text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
+                 "python_gc_objects_collected_total"):
+        assert f"\n{name}" in text, name

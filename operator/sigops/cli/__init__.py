@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Output is JSON on stdout; logs go to stderr. Exit 0 = ok/all valid, "
                "1 = something invalid or rejected, 2 = usage or configuration error.",
     )
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"sigops {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> None:

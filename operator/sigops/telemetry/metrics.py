@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from .. import __version__
 
 __all__ = ["REGISTRY", "INCIDENTS", "REMEDIATION_SECONDS", "SIGNALS_REJECTED",
-           "SIGNALS_RATE_LIMITED", "ROTATION_STEPS", "ALERTS_RECEIVED", "UP"]
+           "SIGNALS_RATE_LIMITED", "ROTATION_STEPS", "ALERTS_RECEIVED", "UP", "BUILD_INFO"]
 
 REGISTRY = CollectorRegistry()
+# The process, Python and GC metrics every Prometheus client exports by default: a private
+# registry has to ask for them.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+REGISTRY.register(GC_COLLECTOR)
+BUILD_INFO = Gauge("sigops_build_info", "Always 1; the labels say which sigops runs",
+                   ["version"], registry=REGISTRY)
+BUILD_INFO.labels(__version__).set(1)
 INCIDENTS = Counter("sigops_incidents", "SignatureIncidents opened, by cause and scenario",
                     ["cause", "scenario"], registry=REGISTRY)
 REMEDIATION_SECONDS = Histogram("sigops_remediation_seconds",
