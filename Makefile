@@ -50,11 +50,11 @@ e2e: venv tools
 	pytest -m e2e tests $(PYTEST_ARGS)
 
 cluster: venv tools
-	python -m sigops.dev.cluster up
+	python -m devtools.cluster up
 	kubectl --kubeconfig .dev/cluster/kubeconfig apply -f crds/
 
 cluster-down: venv
-	python -m sigops.dev.cluster down
+	python -m devtools.cluster down
 
 demo: venv tools
 	bash scripts/demo.sh
@@ -63,5 +63,5 @@ bench: venv tools
 	python benchmarks/run.py
 
 clean:
-	-python -m sigops.dev.cluster down
+	-python -m devtools.cluster down
 	rm -rf .dev $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -42,7 +42,7 @@ from common import (
     proc_threads,
 )
 
-from sigops.dev.stub import StubServer
+from devtools.stub import StubServer
 
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
 TOKEN = "bench-alert-token-0123456789"
@@ -54,7 +54,7 @@ DEPLOYMENT = "fractal-lba-backend"
 
 class Cluster:
     def __init__(self, workdir: Path) -> None:
-        from sigops.dev.cluster import LocalCluster
+        from devtools.cluster import LocalCluster
 
         self.local = LocalCluster(workdir=workdir, bindir=DEV_BIN)
         self.api: Any = None
@@ -171,7 +171,7 @@ class Operator:
                  ) -> None:
         import yaml
 
-        from sigops.dev.cluster import free_port
+        from devtools.cluster import free_port
 
         self.cluster, self.name = cluster, name
         workdir.mkdir(parents=True, exist_ok=True)

@@ -440,7 +440,7 @@ def _operator(r: dict[str, Any], a: Any) -> None:
     if "error" in o and len(o) <= 2:
         a(f"Failed: `{o['error']}`")
         return
-    a("Method: `sigops.dev.cluster.LocalCluster` (etcd, kube-apiserver, "
+    a("Method: `devtools.cluster.LocalCluster` (etcd, kube-apiserver, "
       "kube-controller-manager from `.dev/bin`, no kubelet) with `crds/` applied, started in "
       f"{_fmt(o.get('control_plane_start_s'), '.1f')} s. Each part starts its own `sigops run` "
       "(own `--config`, operator namespace, loopback ports for `--alerts-listen` and "

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def cluster() -> Iterator[object]:
     """The local control plane, started once per session (or reused via SIGOPS_TEST_KUBECONFIG
     pointing at a running `make cluster`). CRDs from crds/ are applied and established."""
-    from sigops.dev.cluster import LocalCluster
+    from devtools.cluster import LocalCluster
 
     reuse = os.environ.get("SIGOPS_TEST_KUBECONFIG")
     c: LocalCluster | None = None

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devtools.stub import StubServer
 from sigops.backend.config import EnvNames, backend_config, find_container, resolve_env
 from sigops.core.keys import ED25519, HMAC, Key, generate_key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
 from sigops.core.signals import load_pubkeys, verify_chain, verify_signal
-from sigops.dev.stub import StubServer
 from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ class OperatorProcess:
                  extra_env: dict[str, str] | None = None) -> None:
         import yaml
 
-        from sigops.dev.cluster import free_port
+        from devtools.cluster import free_port
 
         self.cluster, self.workdir = cluster, workdir
         self.config = workdir / "sigops.yaml"

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devtools.promstack import PromStack, ScrapeTarget
 from sigops.core.keys import HMAC, Key, generate_key
-from sigops.dev.promstack import PromStack, ScrapeTarget
 from sigops.testbed.agents import AgentPlan, AgentSimulator
 from sigops.testbed.faults import parse_fault
 from sigops.testbed.keysource import StaticKey

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devtools.stub import StubServer
 from sigops.core.keys import ED25519, HMAC, key_from_entry
-from sigops.dev.stub import StubServer
 from tests.support import (
     GROUP,
     VERSION,
@@ -215,7 +215,7 @@ class SpikyExporter(StubServer):
 
 
 def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_path):
-    from sigops.dev.promstack import PromStack
+    from devtools.promstack import PromStack
 
     original = make_backend(api, namespace, HMAC)
     agent0 = secret(api, namespace, "agent-key")

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from devtools.promstack import PromStack, ScrapeTarget
 from sigops.core.keys import HMAC, generate_key
-from sigops.dev.promstack import PromStack, ScrapeTarget
 from sigops.testbed.agents import AgentPlan, AgentSimulator
 from sigops.testbed.backend import Backend, BackendServer
 from sigops.testbed.faults import parse_fault

@@ -27,9 +27,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from devtools.cluster import LocalCluster, free_port
+from devtools.promstack import PromStack
 from sigops.core.keys import HMAC, Key
-from sigops.dev.cluster import LocalCluster, free_port
-from sigops.dev.promstack import PromStack
 from tests.reliability import kit
 from tests.support import (
     BIN,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tests.support import require_tool
 
-from sigops.dev.promstack import PromStack, ScrapeTarget
+from devtools.promstack import PromStack, ScrapeTarget
 from sigops.testbed.cli import main
 from sigops.testbed.rules import ALERT_NAME, duration, signature_failure_rule, write_rule_file
 

@@ -56,10 +56,11 @@ def wait(fn: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
 def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
     from kubernetes import client, config
 
-    from ..core.keys import HMAC, generate_key
-    from ..testbed.agents import AgentPlan, AgentSimulator
-    from ..testbed.keysource import SecretKey, StaticKey
-    from ..testbed.rules import write_rule_file
+    from sigops.core.keys import HMAC, generate_key
+    from sigops.testbed.agents import AgentPlan, AgentSimulator
+    from sigops.testbed.keysource import SecretKey, StaticKey
+    from sigops.testbed.rules import write_rule_file
+
     from .cluster import LocalCluster, free_port
     from .promstack import PromStack, ScrapeTarget
 
@@ -86,7 +87,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         for name in ("backend-key", "agent-key"):
             core.create_namespaced_secret(NS, client.V1Secret(
                 metadata=client.V1ObjectMeta(name=name), string_data={"PCS_HMAC_KEY": secret}))
-        from ..testbed.manifests import backend_deployment, literal_env, secret_env
+        from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
 
         apps.create_namespaced_deployment(NS, backend_deployment(
             [*literal_env(PCS_SIGN_ALG="hmac", TOKEN_RATE="1000"),
@@ -127,7 +128,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
              "--prometheus-url", stack.prometheus_url], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True))
         say(f"sigops running (alerts :{alerts_port}, metrics :{metrics_port})")
-        from ..kube.api import Kube
+        from sigops.kube.api import Kube
 
         healthy = AgentSimulator(AgentPlan(backend_url, rate=10, agents=3),
                                  SecretKey(Kube(api).secret_value, NS, "agent-key",
@@ -196,7 +197,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         say(f"incident {name}: {inc['status']['phase']} "
             f"(cause {inc['status'].get('cause')}, scenario {inc['status'].get('scenario')})")
         if keep:
-            down = f"python -m sigops.dev.cluster down --dir {WORK / 'cluster'}"
+            down = f"python -m devtools.cluster down --dir {WORK / 'cluster'}"
             print(f"\nKEEP=1: everything is still running.\n"
                   f"  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get kr,si -A\n"
                   f"  Prometheus: {stack.prometheus_url}\n  logs: {WORK}/*.log\n"

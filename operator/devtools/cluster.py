@@ -5,7 +5,7 @@ etcd, kube-apiserver (RBAC, token auth, a service-account signing key so TokenRe
 collector, namespaces, service accounts) on free loopback ports. No scheduler and no kubelet:
 pods never run, but Deployments still get ReplicaSets and revisions.
 
-``python -m sigops.dev.cluster up|down|status`` drives it by hand (``make cluster``).
+``python -m devtools.cluster up|down|status`` drives it by hand (``make cluster``).
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def _kill(pid: int, grace: float = 10.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sigops.dev.cluster")
+    p = argparse.ArgumentParser(prog="python -m devtools.cluster")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     p.add_argument("--bin", type=Path, default=DEFAULT_BIN)
