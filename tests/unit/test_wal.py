@@ -177,3 +177,54 @@ def test_format_flag_and_since(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     with pytest.raises(SystemExit) as e:
         call(capsys, "verify", "--since", "not a time", "--keyring", ring, str(p))
     assert e.value.code == 2 and "not an ISO-8601 time" in capsys.readouterr().err
+
+
+# -- the short route for WAL entries ----------------------------------------------------------
+
+@pytest.mark.parametrize("max_skew", [90, None])
+def test_wal_short_route_says_what_the_full_route_says(max_skew: int | None) -> None:
+    """sigops verify takes a short route for WAL entries too; with the entry time as
+    received_at it must give every entry the full route's outcome: skew past the limit, a key
+    whose window closed before the entry arrived, a retired or unknown key, tampering."""
+    import random
+
+    from pcskit import key_for
+
+    from sigops.core.diagnose import Diagnoser
+    from sigops.core.keys import KeyRing
+
+    closes = datetime(2025, 1, 19, 12, 5, tzinfo=UTC)
+    keys = [key_for("hmac-sha256", "a", "active"), key_for("ed25519", "b", "active"),
+            key_for("hmac-sha256", "c", "active", not_after=closes),
+            key_for("hmac-sha256", "r", "retired")]
+    stranger = key_for("hmac-sha256", "x", "active")
+    ring = KeyRing(tuple(keys), "python", max_skew_seconds=max_skew)
+    rng = random.Random(7)
+    data = b""
+    for i in range(400):
+        k = rng.choice([*keys, stranger])
+        body = json.dumps(signed(k, epoch=i % 50))
+        if rng.random() < 0.05:
+            body = body.replace('"epoch": ', '"epoch": 1')  # tampered content
+        ts = rng.choice(["2025-01-19T12:00:30Z", "2025-01-19T12:01:00Z",  # within 90 s
+                         "2025-01-19T12:03:00Z", "2025-01-19T11:55:00Z",  # skewed
+                         "2025-01-19T12:06:00Z"])  # after key c's window closed
+        data += entry(ts, body.encode())
+    short, full = Diagnoser(ring), Diagnoser(ring)
+    routes: dict[str, int] = {}
+    for i, e in enumerate(read_wal(data)):
+        v, kid, content = short.check_wal(e, i)
+        if v is None:
+            assert content is not None
+            short.remember(content[0], content)
+            got = ("valid", kid)
+            routes["short"] = routes.get("short", 0) + 1
+        else:
+            w = short.settle(v, content)
+            got = (w.cause, w.kid)
+        want = full.settle(*full.judge_wal(e, i))
+        assert got == (want.cause, want.kid), (i, e.received_at, got, want)
+        routes[want.cause] = routes.get(want.cause, 0) + 1
+    assert routes["short"] > 20 and routes["valid"] > 20, routes
+    assert routes.get("clock_skew", 0) > 20 if max_skew else "clock_skew" not in routes
+    assert routes.get("stale_key", 0) + routes.get("unverifiable", 0) > 20, routes

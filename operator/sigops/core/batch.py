@@ -158,12 +158,9 @@ def judge_block(d: Diagnoser, items: Sequence[Item], mode: Mode, start: int = 0)
     n = start
     if mode == "verify":
         check = d.check_line
+        check_wal = d.check_wal
         for rec in _records(items):
-            if isinstance(rec, WalEntry):
-                w, content = d.judge_wal(rec, n)
-                rows.append((w, None, content))
-            else:
-                rows.append(check(rec, n))
+            rows.append(check_wal(rec, n) if isinstance(rec, WalEntry) else check(rec, n))
             n += 1
     else:
         judge = d.judge_line
@@ -183,11 +180,7 @@ def _count_block(d: Diagnoser, items: Sequence[Item]) -> Judged:
     check = d.check_line
     valid = counts["valid"] = [0, 0]
     for rec in _records(items):
-        v: Verdict | None
-        if isinstance(rec, WalEntry):
-            v, content = d.judge_wal(rec, n)
-        else:
-            v, _, content = check(rec, n)
+        v, _, content = d.check_wal(rec, n) if isinstance(rec, WalEntry) else check(rec, n)
         if v is None:  # valid by the short route
             if not valid[0]:
                 valid[1] = n

@@ -205,15 +205,40 @@ class Diagnoser:
         verdict, content = self.judge_obj(obj, index)
         return verdict, None, content
 
-    def _short(self, obj: Any) -> tuple[str, tuple[Any, ...]] | None:
+    def check_wal(self, entry: WalEntry, index: int
+                  ) -> tuple[Verdict | None, str | None, tuple[Any, ...] | None]:
+        """:meth:`check_line` for an inbox WAL entry: the short route when its body is valid
+        by it, with the entry's time as ``received_at`` (key window and skew)."""
+        if entry.error is not None or entry.body is None or entry.received_at is None:
+            verdict, content = self.judge_wal(entry, index)
+            return verdict, None, content
+        try:
+            obj = loads(entry.body, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason), None, None
+        if type(obj) is dict:
+            try:
+                received: datetime | None = parse_time(entry.received_at)
+            except MalformedInput:
+                received = None
+            if received is not None:
+                hit = self._short(obj, received)
+                if hit is not None:
+                    return None, hit[0], hit[1]
+        verdict, content = self._judge_wal_obj(obj, entry.received_at, index)
+        return verdict, None, content
+
+    def _short(self, obj: Any, received: datetime | None = None
+               ) -> tuple[str, tuple[Any, ...]] | None:
         """``(kid, content)`` when ``obj`` is a bare PCS that is valid by the short route:
         well-typed, signed under the ring's profile by the key that matched last, that key
-        accepted by the backend and inside its window. None: :meth:`judge_obj` decides.
+        accepted by the backend and inside its window (at ``received``, else at its
+        ``sent_at``), and with ``received`` not further from ``sent_at`` than the skew limit.
+        None: :meth:`judge_obj` decides.
 
         The full route decides such a record the same way: with one possible signer per
         signature, the first (key, profile) pair that verifies is the only one, the replay
-        memo can only hold that answer, and a bare PCS has no received_at to check skew
-        against."""
+        memo can only hold that answer, and its key window and skew use the same times."""
         if not self._short_route or type(obj) is not dict or "pcs" in obj:
             return None
         values = typed_values(obj)
@@ -237,6 +262,12 @@ class Diagnoser:
         self.tried += 1
         if not key.verify(signing_message(canonical_bytes_of(values, own), alg), sig):
             return None
+        if received is not None:
+            limit = self.max_skew_seconds
+            if limit is not None and when is not None and \
+                    abs((received - when).total_seconds()) > limit:
+                return None  # clock_skew: the full route says so, with its numbers
+            when = received
         if key.valid_at(when) != 0 or not self.ring.accepts(key):
             return None
         return key.kid, content_of(values)
@@ -258,10 +289,14 @@ class Diagnoser:
             obj = loads(entry.body, self.max_bytes)
         except MalformedInput as e:
             return Verdict(index, "malformed", detail=e.reason), None
+        return self._judge_wal_obj(obj, entry.received_at, index)
+
+    def _judge_wal_obj(self, obj: Any, received_at: str | None, index: int
+                       ) -> tuple[Verdict, tuple[Any, ...] | None]:
         if type(obj) is not dict:
             return Verdict(index, "malformed", detail="a WAL entry's body must be a PCS object"
                            ), None
-        return self.judge_obj({"pcs": obj, "received_at": entry.received_at}, index)
+        return self.judge_obj({"pcs": obj, "received_at": received_at}, index)
 
     def judge_obj(self, obj: Any, index: int) -> tuple[Verdict, tuple[Any, ...] | None]:
         """:meth:`judge` of a decoded record (a PCS or an envelope)."""
