@@ -116,3 +116,42 @@ def test_alert_fires_posts_with_the_token_and_resolves(tmp_path: Path,
             assert all(a["status"] == "resolved" for a in post["alerts"])
             assert not [a for a in stack.alerts(ALERT_NAME) if a["state"] == "firing"]
             assert time.monotonic() - t_stop < 45
+
+
+def test_default_error_query_counts_one_target_whichever_counter_name_it_exports(
+        tmp_path: Path) -> None:
+    """Two backends behind one real Prometheus: one exports upstream's alert-rule name
+    (flk_signature_err), the other upstream's code name (flk_signature_errors). The default
+    query of each target sees its own errors only."""
+    from devtools.stub import StubServer
+    from sigops.prometheus.client import Prom
+    from sigops.settings import Settings
+
+    counts = {"a": 0.0, "b": 0.0}
+
+    def exporter(name: str, metric: str, per_scrape: float) -> StubServer:
+        def body() -> bytes:
+            counts[name] += per_scrape
+            return f"# TYPE {metric} counter\n{metric} {counts[name]}\n".encode()
+        return StubServer(body, "text/plain; version=0.0.4")
+
+    a = exporter("a", "flk_signature_err", 100.0)
+    b = exporter("b", "flk_signature_errors", 10.0)
+    targets = [ScrapeTarget(a.address, {"namespace": "team-a", "deployment": "backend"}),
+               ScrapeTarget(b.address, {"namespace": "team-b", "deployment": "backend"})]
+    settings = Settings()
+    try:
+        with PromStack(targets=targets, workdir=tmp_path / "prom") as stack:
+            prom = Prom(stack.prometheus_url)
+            query_a = settings.error_query("team-a", "backend")
+            query_b = settings.error_query("team-b", "backend")
+            wait_for(lambda: (prom.scalar(query_a) or 0) > 0 and (prom.scalar(query_b) or 0) > 0,
+                     60, what="both error rates")
+            ra, rb = prom.scalar(query_a), prom.scalar(query_b)
+            nobody = prom.scalar(settings.error_query("team-c", "backend"))
+    finally:
+        a.close()
+        b.close()
+    assert ra is not None and rb is not None
+    assert ra > 5 * rb > 0, (ra, rb)  # each sees its own counter, not the sum of both
+    assert nobody == 0.0

@@ -51,8 +51,13 @@ class Settings(_Model):
     targets: tuple[Target, ...] = ()
     modes: dict[str, Mode] = Field(default_factory=lambda: dict(DEFAULT_MODES))
     signature_error_metric: str = "flk_signature_err"
-    error_rate_query: str = "sum(rate({metric}[5m]))"
-    """PromQL; ``{metric}``, ``{namespace}`` and ``{deployment}`` are filled in."""
+    error_rate_query: str = ("sum(rate({metric}{{{scope}}}[5m])) "
+                             "or sum(rate({metric_alt}{{{scope}}}[5m]))")
+    """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
+    counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
+    ``{deployment}`` and ``{scope}`` (``namespace="…",deployment="…"`` with the label names
+    below). The default works whichever name the backend exports and counts one target's
+    errors only."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -108,8 +113,28 @@ class Settings(_Model):
         return self.targets[0] if len(self.targets) == 1 else None
 
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
-        return self.error_rate_query.format(metric=self.signature_error_metric,
+        """The error-rate query for one target (an empty name is not matched on).
+
+        >>> Settings().error_query("fractal-lba", "backend")  # doctest: +NORMALIZE_WHITESPACE
+        'sum(rate(flk_signature_err{namespace="fractal-lba",deployment="backend"}[5m])) or
+         sum(rate(flk_signature_errors{namespace="fractal-lba",deployment="backend"}[5m]))'
+        """
+        metric = self.signature_error_metric
+        alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
+        scope = ",".join(f'{label}="{_promql_string(value)}"' for label, value in (
+            (self.namespace_label, namespace), (self.deployment_label, deployment)) if value)
+        return self.error_rate_query.format(metric=metric, metric_alt=alt, scope=scope,
                                             namespace=namespace, deployment=deployment)
+
+
+UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",
+                          "flk_signature_errors": "flk_signature_err"}
+"""Upstream's code registers ``flk_signature_errors``; its alert rule and runbook say
+``flk_signature_err``. Each name's other one."""
+
+
+def _promql_string(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def load_settings(path: str | Path | None) -> Settings:
