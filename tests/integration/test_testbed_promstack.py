@@ -120,9 +120,9 @@ def test_alert_fires_posts_with_the_token_and_resolves(tmp_path: Path,
 
 def test_default_error_query_counts_one_target_whichever_counter_name_it_exports(
         tmp_path: Path) -> None:
-    """Two backends behind one real Prometheus: one exports upstream's alert-rule name
-    (flk_signature_err), the other upstream's code name (flk_signature_errors). The default
-    query of each target sees its own errors only."""
+    """Two backends in two namespaces behind one real Prometheus: one exports upstream's
+    alert-rule name (flk_signature_err), the other upstream's code name
+    (flk_signature_errors). The default query of each target sees its own errors only."""
     from devtools.stub import StubServer
     from sigops.prometheus.client import Prom
     from sigops.settings import Settings
@@ -137,8 +137,8 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
 
     a = exporter("a", "flk_signature_err", 100.0)
     b = exporter("b", "flk_signature_errors", 10.0)
-    targets = [ScrapeTarget(a.address, {"namespace": "team-a", "deployment": "backend"}),
-               ScrapeTarget(b.address, {"namespace": "team-b", "deployment": "backend"})]
+    targets = [ScrapeTarget(a.address, {"namespace": "team-a"}),
+               ScrapeTarget(b.address, {"namespace": "team-b"})]
     settings = Settings()
     try:
         with PromStack(targets=targets, workdir=tmp_path / "prom") as stack:

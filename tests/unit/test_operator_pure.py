@@ -37,10 +37,12 @@ def test_doctests(mod):
 def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     s = load_settings(None)
     assert s.modes["E"] == "approval" and s.error_rate_threshold == 10.0
-    # One target's errors, whichever of upstream's two counter names its backend exports.
+    # The target namespace's errors, whichever of upstream's two counter names it exports.
     assert s.error_query("ns", "dep") == (
-        'sum(rate(flk_signature_err{namespace="ns",deployment="dep"}[5m])) '
-        'or sum(rate(flk_signature_errors{namespace="ns",deployment="dep"}[5m]))')
+        'sum(rate(flk_signature_err{namespace="ns"}[5m])) '
+        'or sum(rate(flk_signature_errors{namespace="ns"}[5m]))')
+    assert Settings(namespace_label="kubernetes_namespace").error_query("a\"b").startswith(
+        'sum(rate(flk_signature_err{kubernetes_namespace="a\\"b"}[5m]))')
     bad = tmp_path / "c.yaml"
     bad.write_text("error_rate_treshold: 3\n")  # a typo must not fall back to a default
     with pytest.raises(ValueError):

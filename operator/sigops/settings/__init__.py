@@ -55,9 +55,11 @@ class Settings(_Model):
                              "or sum(rate({metric_alt}{{{scope}}}[5m]))")
     """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
     counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
-    ``{deployment}`` and ``{scope}`` (``namespace="…",deployment="…"`` with the label names
-    below). The default works whichever name the backend exports and counts one target's
-    errors only."""
+    ``{deployment}`` and ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`). The
+    default works whichever name the backend exports and counts the target's namespace only:
+    every Kubernetes scrape config labels the namespace, while a deployment label is rare (a
+    matcher on a missing label would make the guard blind). Put ``{deployment}`` in your own
+    query when your series carry it."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -116,13 +118,12 @@ class Settings(_Model):
         """The error-rate query for one target (an empty name is not matched on).
 
         >>> Settings().error_query("fractal-lba", "backend")  # doctest: +NORMALIZE_WHITESPACE
-        'sum(rate(flk_signature_err{namespace="fractal-lba",deployment="backend"}[5m])) or
-         sum(rate(flk_signature_errors{namespace="fractal-lba",deployment="backend"}[5m]))'
+        'sum(rate(flk_signature_err{namespace="fractal-lba"}[5m])) or
+         sum(rate(flk_signature_errors{namespace="fractal-lba"}[5m]))'
         """
         metric = self.signature_error_metric
         alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
-        scope = ",".join(f'{label}="{_promql_string(value)}"' for label, value in (
-            (self.namespace_label, namespace), (self.deployment_label, deployment)) if value)
+        scope = f'{self.namespace_label}="{_promql_string(namespace)}"' if namespace else ""
         return self.error_rate_query.format(metric=metric, metric_alt=alt, scope=scope,
                                             namespace=namespace, deployment=deployment)
 
