@@ -324,3 +324,24 @@ def test_rotation_against_a_multi_key_backend_probes_its_pods_live(
     assert st["phase"] == "Completed", st
     verified = next(h["payload"] for h in st["history"] if h["payload"]["phase"] == "Verified")
     assert "live backend accepts both keys (1 endpoint)" in verified["step"], verified
+
+
+def test_json_logs_name_the_rotation(api, namespace, operator_factory):
+    """``--log-format json`` (SIGOPS_LOG_FORMAT): every line of the operator's stderr is one
+    JSON object, and a rotation's step lines carry its name as a field."""
+    make_backend(api, namespace, HMAC)
+    op = operator_factory(extra_env={"SIGOPS_LOG_FORMAT": "json"})
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "keyrotations", keyrotation("logged", HMAC, dryRun=True))
+    wait_for(lambda: phase(api, namespace, "logged") == "Planned", timeout=30, what="a plan")
+
+    def step_line() -> dict[str, Any] | None:
+        docs = [json.loads(x) for x in op.logs().splitlines() if x.startswith("{")]
+        return next((d for d in docs if d.get("rotation") == f"{namespace}/logged"), None)
+
+    doc = wait_for(step_line, 10, what="the rotation's log line")
+    assert doc["phase"] == "Planned" and doc["level"] == "INFO" and doc["time"].endswith("Z")
+    assert doc["target"] == f"{namespace}/fractal-lba-backend"
+    # Every line the operator wrote (the harness marks each start with "==== start N ====").
+    lines = [x for x in op.logs().splitlines() if x.strip() and not x.startswith("====")]
+    assert lines and all(x.startswith("{") and json.loads(x) for x in lines), lines[:3]

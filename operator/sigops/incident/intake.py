@@ -247,7 +247,8 @@ class AlertIntake:
         if rate_limited is None:
             self.open[alert.fingerprint] = (target.namespace, name)
             log.info("incident %s/%s opened from %s (alert %s)", target.namespace, name, path,
-                     alert.fingerprint)
+                     alert.fingerprint, extra={"incident": f"{target.namespace}/{name}",
+                                               "target": signal_source(target)})
             return
         record = self.signer.record([], "signal.rate_limited",
                                     f"{target.namespace}/{target.deployment}", **rate_limited)

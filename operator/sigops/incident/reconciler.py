@@ -82,6 +82,12 @@ class IncidentReconciler:
         patch["observedGeneration"] = obj["metadata"].get("generation")
         self.kube.patch_status(obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"],
                                patch)
+        if phase and phase != st.get("phase"):
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            log.info("incident %s/%s: %s%s", ns, name, phase,
+                     f" ({condition[2]})" if condition else "",
+                     extra={"incident": f"{ns}/{name}", "target": self._target_id(obj),
+                            "phase": phase})
         st.update(patch)
 
     def _actions(self, obj: dict[str, Any], steps: list[dict[str, Any]], scenario: str,

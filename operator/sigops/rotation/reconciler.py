@@ -164,7 +164,9 @@ class RotationReconciler:
         st.update(patch)
         if step:
             self.kube.event(ctx.obj, f"Rotation{phase}", step)
-            log.info("keyrotation %s/%s: %s -> %s", ctx.ns, ctx.name, step, phase)
+            log.info("keyrotation %s/%s: %s -> %s", ctx.ns, ctx.name, step, phase,
+                     extra={"rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.target,
+                            "phase": phase})
 
     # -- guard -------------------------------------------------------------------------------
 

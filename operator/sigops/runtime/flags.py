@@ -37,6 +37,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
          "namespace of the operator's signing key Secret and public-key ConfigMap"),
     Flag("--kubeconfig", "KUBECONFIG", None,
          "kubeconfig file (default: in-cluster service account)"),
+    Flag("--log-format", "SIGOPS_LOG_FORMAT", "text",
+         "text, or json: one JSON object per line with incident/rotation names as fields"),
     # Overrides of the config file's values, for a quick change without editing it.
     Flag("--signature-error-metric", "SIGOPS_SIGNATURE_ERROR_METRIC", None,
          "signature error counter (config: signature_error_metric; default flk_signature_err)"),

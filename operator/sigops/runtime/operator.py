@@ -135,9 +135,13 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=os.environ.get("SIGOPS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    from .logs import configure
+
+    try:
+        configure(args.log_format or "text", os.environ.get("SIGOPS_LOG_LEVEL", "INFO"))
+    except ValueError as e:
+        sys.stderr.write(f"sigops: {e}\n")
+        return 2
     # kopf logs every successful timer run at INFO: with many resources that is hundreds of
     # lines a second of noise. Failures (WARNING and up) still show.
     logging.getLogger("kopf.objects").setLevel(os.environ.get("SIGOPS_KOPF_LOG_LEVEL",
