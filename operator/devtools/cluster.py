@@ -28,7 +28,7 @@ from pathlib import Path
 
 __all__ = ["LocalCluster", "free_port", "main"]
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO / ".dev" / "bin"
 DEFAULT_DIR = REPO / ".dev" / "cluster"
 CONTROLLERS = "deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token"

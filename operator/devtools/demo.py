@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".dev" / "bin"
 WORK = REPO / ".dev" / "demo"
 NS = "fractal-lba"

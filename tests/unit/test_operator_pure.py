@@ -308,3 +308,13 @@ def test_version_and_build_info_and_process_metrics(capsys: pytest.CaptureFixtur
     for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
                  "python_gc_objects_collected_total"):
         assert f"\n{name}" in text, name
+
+
+def test_devtools_find_the_repository() -> None:
+    """operator/devtools is outside the package: its paths still name this checkout."""
+    from tests.support import BIN, REPO
+
+    from devtools import cluster, demo
+
+    assert cluster.REPO == demo.REPO == REPO
+    assert cluster.DEFAULT_BIN == demo.BIN == BIN
