@@ -214,3 +214,23 @@ def test_jobs_all_valid_exit_zero(capsys: pytest.CaptureFixture[str], tmp_path: 
                     str(data))
     assert rc == 0
     assert json.loads(out) == {"total": 200, "valid": 200, "invalid": 0, "by_reason": {}}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_records_before_an_input_error_are_settled_first(jobs: int, tmp_path: Path) -> None:
+    """The batch engine hands on the records read before an input fails, then the error."""
+    kr = tmp_path / "ring.json"
+    kr.write_text(json.dumps(RING.to_dict()))
+    d = Diagnoser(RING)
+
+    def items() -> Any:
+        for i in range(5):
+            yield json.dumps(signed(ACTIVE, epoch=i)).encode()
+        raise EOFError("the input ended early")
+
+    spec = batch.WorkerSpec(str(kr), None, None, 1 << 20)
+    got: list[Any] = []
+    with pytest.raises(EOFError):
+        for outcome in batch.run(d, items(), "verify", jobs=jobs, spec=spec):
+            got.append(outcome)
+    assert [o.index for o in got] == [0, 1, 2, 3, 4]

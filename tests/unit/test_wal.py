@@ -228,3 +228,46 @@ def test_wal_short_route_says_what_the_full_route_says(max_skew: int | None) -> 
     assert routes["short"] > 20 and routes["valid"] > 20, routes
     assert routes.get("clock_skew", 0) > 20 if max_skew else "clock_skew" not in routes
     assert routes.get("stale_key", 0) + routes.get("unverifiable", 0) > 20, routes
+
+
+# -- inputs that arrive in pieces or end early -----------------------------------------------
+
+class Trickle(io.RawIOBase):
+    """A pipe that delivers a few bytes per read."""
+
+    def __init__(self, data: bytes, step: int = 5) -> None:
+        self.data, self.step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        k = min(len(b), self.step, len(self.data))
+        b[:k] = self.data[:k]
+        self.data = self.data[k:]
+        return k
+
+
+def test_a_wal_on_a_slow_pipe_is_still_recognised(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path, ring: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    p = wal_file(tmp_path)
+    _, want = call(capsys, "verify", "--keyring", ring, str(p))
+    for data in (p.read_bytes(), gzip.compress(p.read_bytes())):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(Trickle(data))))
+        assert call(capsys, "verify", "--keyring", ring, "-")[1] == want
+
+
+def test_an_input_that_ends_early_keeps_what_came_before(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path, ring: str) -> None:
+    lines = b"".join(json.dumps(signed(KEY, epoch=i)).encode() + b"\n" for i in range(50))
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(lines)
+    cut.write_bytes(whole[: len(whole) * 2 // 3])  # a gzip stream cut short
+    rc = cli.main(["verify", "--keyring", ring, str(cut)])
+    out = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out.err
+    assert "cannot read the input to its end" in out.err
+    got = [json.loads(x) for x in out.out.splitlines()]
+    assert got and all(x["valid"] for x in got) and [x["index"] for x in got] == list(
+        range(len(got)))

@@ -8,9 +8,11 @@ what it needs.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -50,7 +52,7 @@ def _records(inputs: Sequence[str],
     for name in inputs:
         with _Input(name) as inp:
             f = inp.stream
-            if fmt == "wal" or (fmt == "auto" and looks_like_wal(f.peek(64)[:64])):
+            if fmt == "wal" or (fmt == "auto" and looks_like_wal(inp.head())):
                 yield from _wal_entries(inp, since, until)
             elif name != "-" and Path(name).suffix == ".json":
                 yield from _json_document(f.read())
@@ -66,8 +68,6 @@ class _Input:
         self.name = name
 
     def __enter__(self) -> _Input:
-        import io
-
         if self.name == "-":
             raw: Any = sys.stdin.buffer
             if not hasattr(raw, "peek"):
@@ -80,16 +80,52 @@ class _Input:
         self.raw = raw
         self.plain = self.name != "-"
         self.stream: Any = raw
-        if raw.peek(2)[:2] == b"\x1f\x8b":
+        if self.head(2) == b"\x1f\x8b":
             import gzip
 
-            self.stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
+            self.stream = io.BufferedReader(gzip.GzipFile(fileobj=self.stream, mode="rb"))
             self.plain = False
         return self
+
+    def head(self, n: int = 64) -> bytes:
+        """The first ``n`` bytes of the stream (fewer only at its end), left unread. A pipe
+        may deliver them in pieces, so ``peek`` alone can see less than what is coming:
+        then they are read and put back in front."""
+        seen = bytes(self.stream.peek(n)[:n])
+        if len(seen) >= n or self.plain:
+            return seen
+        got = b""
+        while len(got) < n:
+            chunk = self.stream.read1(n - len(got))
+            if not chunk:
+                break
+            got += chunk
+        self.stream = io.BufferedReader(_Prefixed(got, self.stream))
+        return got
 
     def __exit__(self, *exc: object) -> None:
         if self.name != "-":
             self.raw.close()
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` first, then the rest of ``rest``: bytes read ahead, given back."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.pending, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.pending:
+            k = min(len(b), len(self.pending))
+            b[:k] = self.pending[:k]
+            self.pending = self.pending[k:]
+            return k
+        data = self.rest.read1(len(b))
+        b[:len(data)] = data
+        return len(data)
 
 
 def _wal_entries(inp: _Input, since: Any, until: Any) -> Iterator[Any]:
@@ -533,8 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         _err(str(e))
         return EXIT_USAGE
-    except BrokenPipeError:
-        return EXIT_OK
+    except (EOFError, OSError, zlib.error) as e:
+        # An input that ends early or is damaged (a cut gzip file): what came before it was
+        # judged and printed; say so, as a usage error, not a traceback.
+        if isinstance(e, BrokenPipeError):
+            return EXIT_OK
+        _err(f"cannot read the input to its end: {type(e).__name__}: {e}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

@@ -296,11 +296,20 @@ def parallel_safe(d: Diagnoser) -> bool:
 
 
 def _tasks(items: Iterable[Item]) -> Iterator[list[Item]]:
-    """Items grouped into tasks of about :data:`CHUNK_RECORDS` records; an error from
-    ``items`` comes after the tasks before it."""
+    """Items grouped into tasks of about :data:`CHUNK_RECORDS` records. An error from
+    ``items`` (an input that ends early) comes after the task of the records before it."""
     task: list[Item] = []
     weight = 0
-    for item in items:
+    it = iter(items)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            break
+        except Exception:
+            if task:
+                yield task
+            raise
         task.append(item)
         weight += 1 if isinstance(item, bytes | WalEntry) else CHUNK_RECORDS
         if weight >= CHUNK_RECORDS:

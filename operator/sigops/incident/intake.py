@@ -96,6 +96,11 @@ class AlertIntake:
             cm = self.kube.read_config_map(self.operator_namespace, RATELIMIT_CM)
             if cm is not None:
                 self.limiter.load_state(json.loads((cm.data or {}).get("state.json", "{}")))
+                # Saves from here on must count as newer than the one loaded, whatever this
+                # node's clock says.
+                saved = (cm.metadata.annotations or {}).get(SEQ_ANNOTATION, "")
+                if saved.isdigit():
+                    self._saved_seq = int(saved)
         except KubeError as e:
             log.warning("cannot read rate-limit state: %s", e.status)
         except ValueError:

@@ -114,7 +114,10 @@ class Kube:
             return None
 
     def secret_value(self, ns: str, name: str, key: str) -> str | None:
-        return secret_strings(self.read_secret(ns, name)).get(key)
+        """One key of a Secret as text (only that key is decoded)."""
+        sec = self.read_secret(ns, name)
+        value = (sec.data or {}).get(key) if sec is not None else None
+        return None if value is None else unb64(value)
 
     def write_secret(self, ns: str, name: str, data: dict[str, str],
                      existing: client.V1Secret | None, labels: dict[str, str] | None = None,

@@ -422,6 +422,11 @@ class RotationReconciler:
         old = self._old_signer(ctx, ring)
         answers = probe_overlap(urls, self.settings.probe_timeout, old, new,
                                 self.profile_of(ctx))
+        if not url:  # guessed pod URLs: a pod without the submit endpoint says nothing
+            answers = [a for a in answers if not a.no_submit_endpoint]
+            if not answers:
+                return (f"no live probe (the backend pods answer no submit endpoint at "
+                        f"{urls[0]}; set spec.target.probeURL)")
         seen = "; ".join(a.describe() for a in answers)
         if all(a.both_accepted for a in answers):
             return (f"live backend accepts {'both keys' if old else 'the new key'} "
