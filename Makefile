@@ -9,14 +9,21 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools lint test unit integration e2e cluster cluster-down demo bench clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+KUBECONFIG_DEV := $(CURDIR)/.dev/cluster/kubeconfig
+VALUES ?=
+
+.PHONY: help venv tools image lint test unit integration e2e node cluster cluster-down install uninstall demo bench clean
 
 help:
 	@echo "make test          set up and run lint + unit + integration + e2e tests (what CI runs)"
 	@echo "make demo          run sigops end to end on a local control plane (KEEP=1 keeps it up)"
 	@echo "make unit          fast tests, no cluster"
 	@echo "make integration   tests against the local control plane"
-	@echo "make cluster       start a local control plane (.dev/cluster/kubeconfig); cluster-down stops it"
+	@echo "make image         build the image sigops:$(VERSION) here (podman, no registry) and load it into the node"
+	@echo "make cluster       start a local one-node cluster whose pods run (.dev/cluster/kubeconfig)"
+	@echo "make cluster-down  stop it and restore what it changed on this machine"
+	@echo "make install       helm upgrade --install sigops into the local cluster (VALUES=file.yaml adds values)"
 	@echo "make bench         benchmarks -> benchmarks/results/, see BENCHMARKS.md"
 
 $(STAMP): pyproject.toml
@@ -37,7 +44,10 @@ lint: venv
 	bash scripts/check-crds.sh
 	helm lint --strict charts/sigops
 
-test: venv tools lint
+image: venv tools
+	bash scripts/image.sh
+
+test: venv tools image lint
 	pytest tests $(PYTEST_ARGS)
 
 unit: venv
@@ -46,15 +56,24 @@ unit: venv
 integration: venv tools
 	pytest -m integration tests $(PYTEST_ARGS)
 
-e2e: venv tools
+e2e: venv tools image
 	pytest -m e2e tests $(PYTEST_ARGS)
 
-cluster: venv tools
-	python -m devtools.cluster up
-	kubectl --kubeconfig .dev/cluster/kubeconfig apply -f crds/
+node: venv tools image
+	pytest -m node tests $(PYTEST_ARGS)
+
+cluster: venv tools image
+	python -m devtools.node up
 
 cluster-down: venv
-	python -m devtools.cluster down
+	python -m devtools.node down
+
+# The README's install, against the local cluster (the image is already on its node).
+install: venv tools
+	KUBECONFIG_DEV=$(KUBECONFIG_DEV) bash scripts/install.sh $(VALUES)
+
+uninstall: venv tools
+	helm --kubeconfig $(KUBECONFIG_DEV) uninstall sigops -n sigops-system --wait
 
 demo: venv tools
 	bash scripts/demo.sh
@@ -63,5 +82,5 @@ bench: venv tools
 	python benchmarks/run.py
 
 clean:
-	-python -m devtools.cluster down
+	-python -m devtools.node down
 	rm -rf .dev $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

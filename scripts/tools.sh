@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build (once) and cache the real parts the tests and the demo run against:
 #   etcd 3.5, kube-apiserver, kube-controller-manager, kubectl, helm  -- from Go modules
+#   kubelet, kube-scheduler, kube-proxy (the node)                     -- from Go modules
 #   prometheus, prometheus-alertmanager                                -- Debian packages
+#   containerd, runc, CNI plugins, podman, mmdebstrap (the node and
+#   the image; see devtools/node.py and scripts/image.sh)              -- Debian packages
 # Binaries are cached by version outside the repo ($SIGOPS_TOOLS_CACHE, default
 # ~/.cache/sigops/tools) and linked into .dev/bin. A second run takes seconds.
 #
@@ -35,7 +38,7 @@ go_env() {
 # let `go get` resolve it, build the packages into the cache's bin/.
 build_module() {
   local name=$1 helper=$2 bins=$3; shift 3
-  local mod version out work
+  local mod version out work kind=${name%%-*}
   mod=$(awk '$1=="require" {print $2; exit}' "$helper/go.mod")
   version=$(require_version "$helper/go.mod" "$mod")
   out=$cache/$name-$version
@@ -49,7 +52,7 @@ build_module() {
   work=$out/src
   rm -rf "$work" && mkdir -p "$work"
   cp "$helper/go.mod" "$work/go.mod"
-  if [ "$name" = kubernetes ]; then
+  if [ "$kind" = kubernetes ]; then
     gen_k8s_replaces "$version" >>"$work/go.mod"
   fi
   log "$name $version: resolving modules (first run downloads them)"
@@ -65,7 +68,7 @@ build_module() {
   if [ "$name" = helm ]; then
     ldflags="$ldflags -X helm.sh/helm/v3/internal/version.version=$version"
   fi
-  if [ "$name" = kubernetes ]; then
+  if [ "$kind" = kubernetes ]; then
     local minor=${version#v1.}; minor=${minor%%.*}
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ldflags="$ldflags -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
@@ -102,6 +105,19 @@ debian_tools() {
   local need=()
   [ -x /usr/bin/prometheus ] || need+=(prometheus)
   [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+  # The node (containerd + runc + CNI) and the image (podman, mmdebstrap; gcc + a static libc
+  # for the pause binary). iptables for kube-proxy.
+  [ -x /usr/bin/containerd ] || need+=(containerd)
+  [ -x /usr/sbin/runc ] || need+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  [ -x /usr/bin/podman ] || need+=(podman)
+  [ -x /usr/bin/mmdebstrap ] || need+=(mmdebstrap)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  command -v nft >/dev/null 2>&1 || need+=(nftables)
+  command -v nfacct >/dev/null 2>&1 || need+=(nfacct)
+  command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+  command -v gcc >/dev/null 2>&1 || need+=(gcc)
+  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]} (not started as services)"
     local sudo=""
@@ -115,7 +131,7 @@ debian_tools() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     [ $created_prc = 1 ] && $sudo rm -f $prc
     # If an init system started them anyway, stop them: tests run their own instances.
-    for s in prometheus prometheus-alertmanager; do
+    for s in prometheus prometheus-alertmanager containerd; do
       $sudo pkill -x "$s" 2>/dev/null || true
     done
   fi
@@ -139,6 +155,9 @@ go_tools() {
   build_module kubernetes "$here/tools/k8s" "kube-apiserver kube-controller-manager kubectl" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   build_module helm "$here/tools/helm" "helm" helm.sh/helm/v3/cmd/helm
+  # The node's parts: same Kubernetes release and helper go.mod, their own cache entry.
+  build_module kubernetes-node "$here/tools/k8s" "kubelet kube-scheduler kube-proxy" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
 }
 
 case "$what" in

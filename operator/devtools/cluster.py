@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 __all__ = ["LocalCluster", "free_port", "main"]
 
@@ -46,8 +47,9 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _write_pki(d: Path) -> None:
-    """A CA, the API server's serving cert and the service-account key pair."""
+def _write_pki(d: Path, ips: tuple[str, ...] = ("127.0.0.1", "10.0.0.1")) -> None:
+    """A CA, the API server's serving cert (for ``ips``), its client cert for kubelets
+    (system:masters) and the service-account key pair."""
     import ipaddress
 
     from cryptography import x509
@@ -73,7 +75,7 @@ def _write_pki(d: Path) -> None:
     srv_key = ec.generate_private_key(ec.SECP256R1())
     names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
     srv = (x509.CertificateBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
            .issuer_name(ca_name).public_key(srv_key.public_key())
@@ -81,7 +83,18 @@ def _write_pki(d: Path) -> None:
            .not_valid_before(start).not_valid_after(end)
            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
            .sign(ca_key, hashes.SHA256()))
+    kc_key = ec.generate_private_key(ec.SECP256R1())
+    kc = (x509.CertificateBuilder()
+          .subject_name(x509.Name([
+              x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+              x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+          .issuer_name(ca_name).public_key(kc_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(start).not_valid_after(end)
+          .sign(ca_key, hashes.SHA256()))
     sa_key = ec.generate_private_key(ec.SECP256R1())
+    (d / "kubelet-client.crt").write_bytes(kc.public_bytes(serialization.Encoding.PEM))
+    (d / "kubelet-client.key").write_bytes(pem_key(kc_key))
     (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (d / "ca.key").write_bytes(pem_key(ca_key))
     (d / "apiserver.crt").write_bytes(srv.public_bytes(serialization.Encoding.PEM))
@@ -89,7 +102,7 @@ def _write_pki(d: Path) -> None:
     (d / "sa.key").write_bytes(pem_key(sa_key))
     (d / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    for f in ("ca.key", "apiserver.key", "sa.key"):
+    for f in ("ca.key", "apiserver.key", "sa.key", "kubelet-client.key"):
         os.chmod(d / f, 0o600)
 
 
@@ -99,6 +112,8 @@ class LocalCluster:
 
     workdir: Path = DEFAULT_DIR
     bindir: Path = DEFAULT_BIN
+    host: str = "127.0.0.1"
+    service_cidr: str = "10.0.0.0/24"
     api_port: int = 0
     etcd_port: int = 0
     token: str = ""
@@ -110,7 +125,26 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.host}:{self.api_port}"
+
+    # What a node-running subclass changes: admission, authorization, controllers, extra
+    # tokens and certificate addresses.
+    controllers = CONTROLLERS
+
+    def _apiserver_args(self, pki: Path) -> list[str]:
+        return ["--authorization-mode", "RBAC",
+                "--allow-privileged=true", "--disable-admission-plugins", "ServiceAccount"]
+
+    def _controller_manager_args(self) -> list[str]:
+        return ["--use-service-account-credentials=false"]
+
+    def _extra_tokens(self) -> str:
+        return ""
+
+    def _service_ip(self) -> str:
+        import ipaddress
+
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     def _bin(self, name: str) -> str:
         p = self.bindir / name
@@ -128,11 +162,12 @@ class LocalCluster:
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = self.workdir / "pki"
-        _write_pki(pki)
+        _write_pki(pki, tuple(dict.fromkeys(("127.0.0.1", self.host, self._service_ip()))))
         self.etcd_port, peer = free_port(), free_port()
         self.api_port = free_port()
         self.token = secrets.token_hex(24)
         tokens = f'{self.token},sigops-admin,sigops-admin,"system:masters"\n'
+        tokens += self._extra_tokens()
         (pki / "tokens.csv").write_text(tokens)
         os.chmod(pki / "tokens.csv", 0o600)
         _log(f"starting etcd on 127.0.0.1:{self.etcd_port}")
@@ -149,18 +184,17 @@ class LocalCluster:
         self._spawn("kube-apiserver", [
             self._bin("kube-apiserver"),
             "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--bind-address", self.host, "--advertise-address", self.host,
             "--secure-port", str(self.api_port),
             "--tls-cert-file", str(pki / "apiserver.crt"),
             "--tls-private-key-file", str(pki / "apiserver.key"),
             "--client-ca-file", str(pki / "ca.crt"),
-            "--authorization-mode", "RBAC",
+            *self._apiserver_args(pki),
             "--token-auth-file", str(pki / "tokens.csv"),
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(pki / "sa.pub"),
             "--service-account-signing-key-file", str(pki / "sa.key"),
-            "--service-cluster-ip-range", "10.0.0.0/24",
-            "--allow-privileged=true", "--disable-admission-plugins", "ServiceAccount",
+            "--service-cluster-ip-range", self.service_cidr,
             "--enable-priority-and-fairness=false", "--profiling=false",
             "--v", "1",
         ])
@@ -173,15 +207,19 @@ class LocalCluster:
             "--authentication-kubeconfig", str(self.kubeconfig),
             "--authorization-kubeconfig", str(self.kubeconfig),
             "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
-            "--controllers", CONTROLLERS,
+            "--controllers", self.controllers,
             "--service-account-private-key-file", str(pki / "sa.key"),
             "--root-ca-file", str(pki / "ca.crt"),
-            "--use-service-account-credentials=false", "--leader-elect=false",
+            *self._controller_manager_args(), "--leader-elect=false",
             "--concurrent-deployment-syncs", "5", "--v", "1",
         ])
+        self._start_more(time.monotonic() - t0, timeout)
         self._save_state()
         _log(f"ready in {time.monotonic() - t0:.1f}s; KUBECONFIG={self.kubeconfig}")
         return self
+
+    def _start_more(self, elapsed: float, timeout: float) -> None:
+        """Hook for the node: more processes after the control plane."""
 
     def _write_kubeconfig(self) -> None:
         ca = (self.workdir / "pki" / "ca.crt").read_text()
@@ -225,16 +263,16 @@ class LocalCluster:
     def _save_state(self) -> None:
         (self.workdir / "state.json").write_text(json.dumps({
             "pids": self.pids, "api_port": self.api_port, "etcd_port": self.etcd_port,
-            "kubeconfig": str(self.kubeconfig)}))
+            "host": self.host, "kubeconfig": str(self.kubeconfig)}))
 
     @classmethod
-    def load(cls, workdir: Path = DEFAULT_DIR) -> LocalCluster | None:
+    def load(cls, workdir: Path = DEFAULT_DIR) -> Self | None:
         try:
             st = json.loads((workdir / "state.json").read_text())
         except (OSError, ValueError):
             return None
         c = cls(workdir=workdir, api_port=st["api_port"], etcd_port=st["etcd_port"],
-                pids=st["pids"])
+                host=st.get("host", "127.0.0.1"), pids=st["pids"])
         return c
 
     def running(self) -> bool:

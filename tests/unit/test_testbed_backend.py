@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -316,3 +317,32 @@ def test_concurrent_submits_are_all_counted(start: Any) -> None:
     assert codes.count(200) == 30 and codes.count(401) == 30
     st = srv.backend.stats()
     assert (st["ingest"], st["accepted"], st["signature_err"]) == (60, 30, 30)
+
+
+def test_drain_answers_not_ready_closes_connections_then_stops(start: Any) -> None:
+    """SIGTERM behaviour: while draining, submits still succeed but each reply closes its
+    connection and /healthz is 503; afterwards nothing listens and nothing was cut off."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    srv = start(env_for(KEY_A))
+    host, port = urlsplit(srv.url).hostname, urlsplit(srv.url).port
+    conn = http.client.HTTPConnection(host, port, timeout=5)  # a keep-alive client
+    conn.request("POST", "/v1/pcs/submit", body=json.dumps(fresh(KEY_A, 1)))
+    first = conn.getresponse()
+    first.read()
+    assert first.status == 200 and first.getheader("Connection") != "close"
+    left: list[int] = []
+    t = threading.Thread(target=lambda: left.append(srv.drain(delay=1.0, timeout=5)))
+    t.start()
+    time.sleep(0.2)
+    conn.request("POST", "/v1/pcs/submit", body=json.dumps(fresh(KEY_A, 2)))
+    during = conn.getresponse()
+    during.read()
+    assert during.status == 200 and during.getheader("Connection") == "close"
+    assert get(srv.url, "/healthz")[0] == 503
+    t.join(timeout=10)
+    assert left == [0]
+    with pytest.raises(OSError):
+        http.client.HTTPConnection(host, port, timeout=2).request("GET", "/healthz")

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -134,6 +134,15 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         op.incidents.tick(obj)
 
 
+def identity() -> str:
+    """Who this operator is to kopf: the pod name in a cluster, else host and pid. kopf's own
+    default asks the password database for the user, which fails for a UID with no entry (the
+    chart's 65532, random-UID platforms)."""
+    import socket
+
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
 def main(args: argparse.Namespace) -> int:
     from .logs import configure
 
@@ -194,7 +203,9 @@ def main(args: argparse.Namespace) -> int:
     namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
     try:
         kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
-                 namespaces=namespaces)
+                 namespaces=namespaces,
+                 # kopf's Identity is a NewType of str that it does not export.
+                 identity=cast(Any, identity()))
     finally:
         op.stop.set()
         alerts.shutdown()

@@ -105,6 +105,9 @@ class Backend:
         self._active: _Active | None = None
         self._apply_lock = threading.Lock()
         self.config_error: str | None = None
+        # Set on SIGTERM: /healthz says 503 and every reply closes its connection, so clients
+        # move to the other pods while the ones in flight finish here.
+        self.draining = False
         if config is not None:
             self.apply(config)
 
@@ -141,7 +144,7 @@ class Backend:
 
     @property
     def ready(self) -> bool:
-        return self._active is not None
+        return self._active is not None and not self.draining
 
     def current_config(self) -> dict[str, Any] | None:
         """The configuration in use, without key material (kids are fingerprint-derived)."""
@@ -250,6 +253,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], backend: Backend) -> None:
         self.backend = backend
+        self.inflight = 0  # requests being answered (not idle keep-alive connections)
+        self.inflight_lock = threading.Lock()
         super().__init__(addr, _Handler)
 
 
@@ -266,6 +271,26 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    def parse_request(self) -> bool:
+        # Counted once the request line and headers are in: an idle keep-alive connection is
+        # not a request in flight.
+        ok = super().parse_request()
+        if ok:
+            with self.server.inflight_lock:
+                self.server.inflight += 1
+            self._counted = True
+        return ok
+
+    def finish(self) -> None:
+        self._uncount()
+        super().finish()
+
+    def _uncount(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            with self.server.inflight_lock:
+                self.server.inflight -= 1
+
     def _send(self, status: int, body: bytes, ctype: str,
               headers: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
@@ -273,11 +298,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.server.backend.draining:
+            self.close_connection = True
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self._uncount()
 
     def _json(self, reply: Reply) -> None:
         self._send(reply.status, json.dumps(reply.body).encode() + b"\n", "application/json",
@@ -375,6 +403,30 @@ class BackendServer:
             self._srv = None
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def drain(self, delay: float = 2.0, timeout: float = 10.0) -> int:
+        """Stop like a server behind a Service should: for ``delay`` seconds keep answering but
+        report not ready and close each connection after its reply (the endpoints and the
+        clients move on), then stop accepting and wait up to ``timeout`` for the requests in
+        flight (the real server's graceful shutdown also waits 10 s). Returns how many were
+        still in flight at the deadline (0 when all finished)."""
+        self.backend.draining = True
+        log.info("draining: not ready, closing connections after each reply (%.1fs)", delay)
+        time.sleep(max(delay, 0.0))
+        srv = self._srv
+        left = 0
+        if srv is not None:
+            srv.shutdown()  # no new connections are accepted
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with srv.inflight_lock:
+                    left = srv.inflight
+                if left <= 0:
+                    break
+                time.sleep(0.02)
+        self.stop()
+        log.info("stopped (%d requests unfinished)", left)
+        return left
 
     def serve_forever(self) -> None:
         """Block until interrupted (the CLI's foreground mode)."""

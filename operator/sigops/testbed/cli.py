@@ -100,7 +100,7 @@ def _backend(a: argparse.Namespace) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        server.drain(a.shutdown_delay)
     finally:
         server.stop()
     return EXIT_OK
@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read config from this Deployment (e.g. fractal-lba-backend)")
     b.add_argument("--container", default=None, help="container name (default: the first)")
     b.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    b.add_argument("--shutdown-delay", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="on SIGTERM, keep answering this long while reporting not ready and "
+                   "closing connections, then finish the requests in flight and exit")
     b.set_defaults(func=_backend)
 
     g = sub.add_parser("agents", parents=[common],
