@@ -43,14 +43,30 @@ def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], lo
 def test_full_rotation(api, namespace, operator_factory, alg):
     old = make_backend(api, namespace, alg)
     op = operator_factory()
+    seen: dict[str, set[str]] = {}  # phase -> the Ready messages seen in it
+
+    def finished() -> bool:
+        st = get_kr(api, namespace, "rot").get("status") or {}
+        ready = {c["type"]: c for c in st.get("conditions") or []}.get("Ready")
+        if st.get("phase") and ready:
+            seen.setdefault(st["phase"], set()).add(ready["message"])
+        return st.get("phase") in ("Completed", "Aborted", "Failed")
+
     with AcceptanceWatch(api, namespace, alg) as watch:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations", keyrotation("rot", alg))
-        wait_for(lambda: phase(api, namespace, "rot") in ("Completed", "Aborted", "Failed"),
-                 timeout=60, what="rotation to finish")
+        wait_for(finished, timeout=60, interval=0.05, what="rotation to finish")
     kr = get_kr(api, namespace, "rot")
     st = kr["status"]
     assert st["phase"] == "Completed", st
+    # Ready says where the rotation is in each phase, not the first step's message throughout.
+    for ph, messages in seen.items():
+        if ph != "Completed":
+            assert all(m.startswith(f"{ph}:") for m in messages), (ph, messages)
+    assert len(seen) >= 3, seen
+    # A finished rotation keeps no finalizer: it (and its namespace) can go without sigops.
+    wait_for(lambda: not get_kr(api, namespace, "rot")["metadata"].get("finalizers"),
+             timeout=15, what="the finalizer to be removed")
     assert watch.checks > 20 and watch.violations == []
     ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")["keyring.json"])
     states = {k["kid"]: k["state"] for k in ring["keys"]}
@@ -67,6 +83,9 @@ def test_full_rotation(api, namespace, operator_factory, alg):
     # The pod template was bumped so pods roll; Deployment revisions record it.
     dep = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", namespace)
     assert "sigops.fractal-lba.io/keyring-revision" in dep.spec.template.metadata.annotations
+    # Two rollouts, no more: accept both keys (Overlapping), accept only the new (Completed).
+    # Promoting changes which key is primary, not what the backend accepts.
+    assert dep.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
     verify_history(api, op.operator_ns, kr)
     phases = [h["payload"]["phase"] for h in st["history"]]
     assert phases == ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]

@@ -149,9 +149,14 @@ def test_revision_changes_exactly_when_accepted_set_changes():
     assert revision_of(r2) == a
     r2.accepts = ["new"]
     assert revision_of(r2) != a
+    # Which accepted key is primary does not change what the backend accepts: no rollout
+    # (the live overlap probe has already refused single-key backends by then).
     r3 = r.copy()
-    r3.primary = "old"
-    assert revision_of(r3) != a
+    r3.primary = "old" if r.primary != "old" else "new"
+    assert revision_of(r3) == a
+    r4 = r.copy()
+    r4.accepts = list(reversed(r.accepts))
+    assert revision_of(r4) == a
 
 
 def test_desired_env_keeps_other_vars_in_place():

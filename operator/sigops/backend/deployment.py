@@ -167,3 +167,13 @@ class Backend:
 
         self.update(set_var)
         return previous[0]
+
+
+def rollout_done(dep: dict[str, Any]) -> bool:
+    """The Deployment's latest template runs on every replica and all of them are available."""
+    st, spec = dep.get("status") or {}, dep["spec"]
+    want = spec.get("replicas", 1)
+    return bool(st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+                and st.get("updatedReplicas", 0) == want
+                and st.get("replicas", 0) == want
+                and st.get("availableReplicas", 0) >= want)

@@ -108,10 +108,13 @@ class ManagedRing:
 
 
 def revision_of(ring: ManagedRing) -> str:
-    """A short digest of what the backend accepts; changes exactly when pods must roll."""
-    fps = [(kid, (ring.key(kid) or Key(kid, HMAC, secret=b"?")).fingerprint)
-           for kid in ring.accepts]
-    doc = json.dumps({"primary": ring.primary, "accepts": fps}, sort_keys=True)
+    """A short digest of what the backend accepts; changes exactly when pods must roll.
+
+    Only the accepted keys count, not which of them is primary: promoting the new key (the
+    agents switch, the backend accepts the same two keys) needs no rollout."""
+    fps = sorted((ring.key(kid) or Key(kid, HMAC, secret=b"?")).fingerprint
+                 for kid in ring.accepts)
+    doc = json.dumps({"accepts": fps})
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.timeparse import now_iso
 from ..kube.api import MANAGED, Conflict, Kube, secret_strings
+from .deployment import Backend, rollout_done
 
 __all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest"]
 
@@ -34,9 +35,15 @@ def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None
 
 
 def take_snapshot(kube: Kube, ns: str, deployment: str) -> bool:
-    """Snapshot the current template if it differs from the stored one; True if written."""
+    """Snapshot the current template if it differs from the stored one; True if written.
+
+    Not while the template is rolling out (not known to be good yet) nor while a rotation holds
+    the backend's keyring (its intermediate states are not a state to roll back to)."""
     dep = kube.read_deployment(ns, deployment)
-    if dep is None:
+    if dep is None or not rollout_done(dep):
+        return False
+    ring, _ = Backend(kube, ns, deployment).read_ring()
+    if ring is not None and ring.lock is not None:
         return False
     template = dep["spec"]["template"]
     digest = template_digest(template)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..backend.config import EnvNames, find_container
-from ..backend.deployment import Backend
+from ..backend.deployment import Backend, rollout_done
 from ..backend.keyring import REVISION_ANNOTATION, ManagedRing, keyring_secret_name, revision_of
 from ..backend.probe import probe_overlap, probe_pcs
 from ..core.diagnose import Diagnoser
@@ -147,6 +147,10 @@ class RotationReconciler:
         gen = ctx.obj["metadata"].get("generation")
         st = ctx.status
         conds = st.get("conditions") or []
+        if ready is None and progressing is not None and phase not in TERMINAL:
+            # Ready tells where the rotation is, in the words of the step under way, not the
+            # first step's message for every later phase.
+            ready = ("False", "Rotating", f"{phase}: {progressing[2]}")
         if ready:
             conds = set_condition(conds, "Ready", *ready, gen, now)
         if progressing:
@@ -291,7 +295,7 @@ class RotationReconciler:
         self._write_ring(ctx, ring, existing)
         new_key = ring.key(entry["kid"])
         assert new_key is not None
-        self._set(ctx, "Staged", ready=("False", "Rotating", "new key staged"),
+        self._set(ctx, "Staged", ready=("False", "Rotating", "Staged: new key staged"),
                   progressing=("True", "Staged", f"new key {new_key.kid} generated"),
                   newKeyId=new_key.kid, newKeyFingerprint=new_key.fingerprint,
                   previousKeyId=ring.primary or "",
@@ -369,12 +373,7 @@ class RotationReconciler:
         return "Overlapping"
 
     def _rollout_done(self, dep: dict[str, Any]) -> bool:
-        st, spec = dep.get("status") or {}, dep["spec"]
-        want = spec.get("replicas", 1)
-        return bool(st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
-                and st.get("updatedReplicas", 0) == want
-                and st.get("replicas", 0) == want
-                and st.get("availableReplicas", 0) >= want)
+        return rollout_done(dep)
 
     def _verify(self, ctx: _Ctx) -> str:
         ring, _ = self._locked_ring(ctx)

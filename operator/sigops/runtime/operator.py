@@ -117,7 +117,11 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if after != before and after:
             ROTATION_STEPS.labels(after).inc()
 
-    @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo")
+    # Only an open rotation has something to undo: kopf adds the finalizer while the filter
+    # matches and takes it off when the rotation ends, so a finished KeyRotation (or its
+    # namespace) can be deleted even with no operator running.
+    @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo",
+                    when=rotation_open)
     def keyrotation_delete(**kw: Any) -> None:
         obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
         if obj is not None:
