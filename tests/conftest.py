@@ -16,7 +16,8 @@ import pytest
 from tests.support import BIN, REPO, OperatorProcess
 
 _TIERS = {"unit": "unit", "interop": "unit", "golden": "unit",
-          "integration": "integration", "e2e": "e2e", "reliability": "reliability"}
+          "integration": "integration", "e2e": "e2e", "reliability": "reliability",
+          "node": "node"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,6 +56,45 @@ def cluster() -> Iterator[object]:
     if c is not None:
         c.stop()
         shutil.rmtree(c.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[object]:
+    """The local node whose pods run (devtools.node), started once per session, with the
+    image of `make image` loaded. One node per machine: a running `make cluster` is reused
+    and left running. A node started here is stopped at the end, and the machine must then be
+    as it was before (sysctls, iptables, nft, nfacct, host paths, cgroups, links): otherwise
+    the session fails at teardown with what is left."""
+    from devtools.node import DEFAULT_DIR, MachineState, NodeCluster
+
+    running = NodeCluster.load(DEFAULT_DIR)
+    own: NodeCluster | None = None
+    before: MachineState | None = None
+    if running is not None and running.running():
+        c = running
+    else:
+        workdir = REPO / ".dev" / "test-node"
+        leftover = NodeCluster.load(workdir)
+        if leftover is not None:  # an earlier session died: restore first
+            leftover.stop()
+        before = MachineState.capture()
+        shutil.rmtree(workdir, ignore_errors=True)
+        c = own = NodeCluster(workdir=workdir, bindir=BIN).start()
+    env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    yield type("Node", (), {"kubeconfig": c.kubeconfig, "env": env, "local": c})()
+    if own is not None and before is not None:
+        own.stop()
+        shutil.rmtree(own.workdir, ignore_errors=True)
+        left = before.differences(MachineState.capture())
+        assert left == [], "the node left machine-wide changes: " + "; ".join(left)
+
+
+@pytest.fixture(scope="session")
+def node_api(node: object) -> object:
+    """A kubernetes ApiClient for the node cluster (admin)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(node.kubeconfig))  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
