@@ -48,8 +48,14 @@ def uninstall_everything(node: object) -> None:
 
 
 def ensure_namespace(node: object, ns: str) -> None:
-    if kubectl(node, "get", "namespace", ns, check=False).returncode != 0:
-        kubectl(node, "create", "namespace", ns)
+    """``ns`` exists and is not on its way out (an earlier run's namespace may be
+    Terminating: wait for it to go, then create it again)."""
+    r = kubectl(node, "get", "namespace", ns, "-o", "json", check=False)
+    if r.returncode == 0:
+        if json.loads(r.stdout).get("status", {}).get("phase") != "Terminating":
+            return
+        wait_deleted(node, "namespace", ns, timeout=120)
+    kubectl(node, "create", "namespace", ns)
 
 
 def get_json(node: object, *args: str) -> Any:

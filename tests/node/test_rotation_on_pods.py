@@ -1,0 +1,290 @@
+"""KeyRotation against a backend whose pods run: the operator installed by the chart, the
+testbed backend as 2 replicas of the image reading its key from its environment (as the real
+backend does), agents submitting through the backend's Service all along.
+
+What an SRE needs from a rotation, checked on real rollouts: no legitimate PCS refused, never
+zero backends available, every pod accepting the new key and refusing the old one at the end;
+a backend whose new pods never become Ready leaves the agents alone and the old key accepted;
+the operator pod deleted mid-rotation and the new one finishing it exactly once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sigops.core.keys import HMAC, Key, generate_key, key_from_entry
+from tests.node.support import (
+    OPERATOR_NS,
+    RELEASE,
+    ensure_namespace,
+    get_json,
+    helm,
+    operator_pods,
+    pod_ready,
+    wait_operator_ready,
+)
+from tests.support import REPO, kubectl, pcs, wait_for
+
+GROUP = "sigops.fractal-lba.io"
+NAMESPACES = ("node-rotation", "node-crashloop", "node-restart")
+BACKEND = "fractal-lba-backend"
+IMAGE = "sigops:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def operator(node: object) -> Iterator[object]:
+    """sigops installed by the chart, watching the namespaces of this module's backends."""
+    for ns in NAMESPACES:
+        ensure_namespace(node, ns)
+    targets = [{"namespace": ns, "deployment": BACKEND, "default": i == 0}
+               for i, ns in enumerate(NAMESPACES)]
+    helm(node, "upgrade", "--install", RELEASE, "charts/sigops", "-n", OPERATOR_NS,
+         "--create-namespace", "--wait", "--timeout", "3m",
+         "--set-json", f"targets={json.dumps(targets)}",
+         "--set", "keyRotation.minOverlap=1s", "--set", "keyRotation.reconcileInterval=1",
+         "--set", "keyRotation.overlapProbeGrace=30s",
+         "--set", "remediation.rolloutTimeout=40s", "--set", "logLevel=DEBUG")
+    wait_operator_ready(node)
+    yield node
+    helm(node, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
+    for ns in NAMESPACES:
+        kubectl(node, "delete", "namespace", ns, "--wait=false", check=False)
+
+
+def apply(node: object, obj: dict[str, Any], ns: str) -> None:
+    r = subprocess.run([str(REPO / ".dev" / "bin" / "kubectl"), "apply", "-n", ns, "-f", "-"],
+                       input=json.dumps(obj), env=node.env,  # type: ignore[attr-defined]
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def backend(node: object, ns: str, key: Key, crash_on_overlap: bool = False) -> str:
+    """Secrets for the backend and the agents, the backend Deployment (2 replicas of the image,
+    key from the Secret through env) and its Service. Returns the Service's ClusterIP.
+
+    ``crash_on_overlap``: the backend's new version exits at start whenever it is given more
+    than one key (a stand-in for any release that cannot start with the new config)."""
+    secret = key.to_entry()["secret"]
+    for name in ("backend-key", "agent-key"):
+        apply(node, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                     "stringData": {"PCS_HMAC_KEY": secret}}, ns)
+    args = ["testbed", "backend", "--listen", "0.0.0.0:8080"]
+    container: dict[str, Any] = {
+        "name": "backend", "image": IMAGE, "imagePullPolicy": "Never", "args": args,
+        "env": [{"name": "PCS_SIGN_ALG", "value": "hmac"},
+                {"name": "PCS_HMAC_KEY", "valueFrom": {"secretKeyRef": {
+                    "name": "backend-key", "key": "PCS_HMAC_KEY"}}}],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                           "periodSeconds": 1, "failureThreshold": 1},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "runAsUser": 65532,
+                            "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if crash_on_overlap:
+        container["command"] = ["/bin/sh", "-c",
+                                'if [ -n "$PCS_HMAC_KEYS" ]; then echo "cannot start" >&2; '
+                                'exit 1; fi; exec sigops "$@"', "sh"]
+    labels = {"app": BACKEND}
+    apply(node, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": BACKEND},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [container],
+                                       "terminationGracePeriodSeconds": 15}}}}, ns)
+    apply(node, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": BACKEND},
+                 "spec": {"selector": labels,
+                          "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}},
+          ns)
+    wait_for(lambda: (get_json(node, "deployment", "-n", ns, BACKEND).get("status") or {})
+             .get("availableReplicas") == 2, timeout=120, what="2 available backend pods")
+    ip = str(get_json(node, "service", "-n", ns, BACKEND)["spec"]["clusterIP"])
+    wait_for(lambda: _healthy(f"http://{ip}:8080"), timeout=30,
+             what="the Service to reach the backend (kube-proxy rules)")
+    return ip
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def keyrotation(name: str, overlap: str = "8s") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "KeyRotation",
+            "metadata": {"name": name},
+            "spec": {"target": {"deployment": BACKEND, "agentSecret": {"name": "agent-key"}},
+                     "algorithm": HMAC, "overlap": overlap}}
+
+
+def kr_status(node: object, ns: str, name: str) -> dict[str, Any]:
+    return get_json(node, "keyrotation", "-n", ns, name).get("status") or {}
+
+
+def post_pcs(url: str, key: Key, i: int) -> int:
+    body = pcs(key, 10_000 + i + int(time.time() * 1000) % 1_000_000 * 100)
+    req = urllib.request.Request(f"{url}/v1/pcs/submit", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def backend_pods(node: object, ns: str) -> list[dict[str, Any]]:
+    pods = get_json(node, "pods", "-n", ns, "-l", f"app={BACKEND}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+class Agents:
+    """`sigops testbed agents` through the Service, reading the agents' Secret as it changes
+    (the way agents get their key), stopped with SIGTERM; its report counts answers."""
+
+    def __init__(self, node: object, ns: str, cluster_ip: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sigops.cli", "testbed", "agents",
+             "--url", f"http://{cluster_ip}:8080", "--secret", f"{ns}/agent-key/PCS_HMAC_KEY",
+             "--kubeconfig", str(node.kubeconfig), "--rate", "20", "--workers", "4",  # type: ignore[attr-defined]
+             "--duration", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.env)  # type: ignore[attr-defined]
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=60)
+        assert out.strip(), err
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return report
+
+
+class Availability(threading.Thread):
+    """The fewest available backend replicas seen, polled every 0.2 s."""
+
+    def __init__(self, node: object, ns: str) -> None:
+        super().__init__(daemon=True)
+        self.node, self.ns = node, ns
+        self.lowest = 99
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            st = get_json(self.node, "deployment", "-n", self.ns, BACKEND).get("status") or {}
+            self.lowest = min(self.lowest, int(st.get("availableReplicas") or 0))
+            self.samples += 1
+            self.done.wait(0.2)
+
+
+def new_key_of(node: object, ns: str, status: dict[str, Any]) -> Key:
+    data = get_json(node, "secret", "-n", ns, f"sigops-keyring-{BACKEND}")["data"]
+    ring = json.loads(base64.b64decode(data["keyring.json"]))
+    entry = next(k for k in ring["keys"] if k["kid"] == status["newKeyId"])
+    return key_from_entry(entry)
+
+
+def test_rotation_on_running_pods_refuses_no_legitimate_pcs(operator: object) -> None:
+    node, ns = operator, "node-rotation"
+    old = generate_key(HMAC, kid="original", state="active")
+    ip = backend(node, ns, old)
+    assert post_pcs(f"http://{ip}:8080", old, 0) == 200
+    agents = Agents(node, ns, ip)
+    watch = Availability(node, ns)
+    watch.start()
+    try:
+        time.sleep(3)  # traffic before the rotation starts
+        apply(node, keyrotation("rot"), ns)
+        wait_for(lambda: kr_status(node, ns, "rot").get("phase") in
+                 ("Completed", "Aborted", "Failed"), timeout=240, interval=1,
+                 what="the rotation to finish")
+        time.sleep(3)  # traffic after it
+    finally:
+        report = agents.stop()
+        watch.done.set()
+        watch.join()
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Completed", st
+    # Every PCS the agents signed with the key their Secret held was accepted: no 401, and
+    # the drained pods cut no request off.
+    assert report["sent"] > 100, report
+    assert set(report["by_status"]) == {"200"}, report
+    assert watch.samples > 50 and watch.lowest >= 2, (watch.lowest, watch.samples)
+    # Real rollouts happened (overlap, then new key only) and every pod now runs the result.
+    dep = get_json(node, "deployment", "-n", ns, BACKEND)
+    assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    new = new_key_of(node, ns, st)
+    pods = backend_pods(node, ns)
+    assert len(pods) == 2 and all(pod_ready(p) for p in pods)
+    for p in pods:
+        url = f"http://{p['status']['podIP']}:8080"
+        assert post_pcs(url, new, 1) == 200, p["metadata"]["name"]
+        assert post_pcs(url, old, 2) == 401, p["metadata"]["name"]
+    # The step before promotion proved both keys on the running pods.
+    verified = next(h for h in st["history"] if h["payload"]["phase"] == "Verified")
+    assert "live backend accepts both keys (2 endpoints)" in verified["payload"]["step"]
+
+
+def test_backend_that_cannot_start_with_the_overlap_leaves_agents_alone(operator: object
+                                                                       ) -> None:
+    node, ns = operator, "node-crashloop"
+    old = generate_key(HMAC, kid="original", state="active")
+    ip = backend(node, ns, old, crash_on_overlap=True)
+    apply(node, keyrotation("rot"), ns)
+    wait_for(lambda: kr_status(node, ns, "rot").get("phase") in
+             ("Completed", "Aborted", "Failed"), timeout=180, interval=1,
+             what="the rotation to give up")
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Aborted", st
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert ready["reason"] == "RolloutTimeout" and "undone" in ready["message"], ready
+    assert not any(h["payload"]["phase"] == "Promoted" for h in st["history"])
+    # The agents kept their key, and the backend (its old pods never left) still accepts it.
+    agent = get_json(node, "secret", "-n", ns, "agent-key")["data"]["PCS_HMAC_KEY"]
+    assert base64.b64decode(agent).decode() == old.to_entry()["secret"]
+    wait_for(lambda: (get_json(node, "deployment", "-n", ns, BACKEND).get("status") or {})
+             .get("updatedReplicas") == 2 and len(backend_pods(node, ns)) == 2,
+             timeout=120, what="the backend back on its old template")
+    assert post_pcs(f"http://{ip}:8080", old, 3) == 200
+    for p in backend_pods(node, ns):
+        assert post_pcs(f"http://{p['status']['podIP']}:8080", old, 4) == 200
+
+
+def test_operator_pod_deleted_mid_rotation_finishes_once(operator: object) -> None:
+    node, ns = operator, "node-restart"
+    old = generate_key(HMAC, kid="original", state="active")
+    ip = backend(node, ns, old)
+    agents = Agents(node, ns, ip)
+    try:
+        apply(node, keyrotation("rot", overlap="15s"), ns)
+        wait_for(lambda: kr_status(node, ns, "rot").get("phase") in ("Verified", "Promoted",
+                                                                     "Retiring"),
+                 timeout=180, interval=0.3, what="the rotation past its overlap check")
+        first = operator_pods(node)[0]["metadata"]["name"]
+        kubectl(node, "delete", "pod", "-n", OPERATOR_NS, first, "--wait=false")
+        wait_for(lambda: any(p["metadata"]["name"] != first and pod_ready(p)
+                             for p in operator_pods(node)),
+                 timeout=120, what="a new operator pod")
+        wait_for(lambda: kr_status(node, ns, "rot").get("phase") in
+                 ("Completed", "Aborted", "Failed"), timeout=180, interval=1,
+                 what="the rotation to finish")
+    finally:
+        report = agents.stop()
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Completed", st
+    phases = [h["payload"]["phase"] for h in st["history"]]
+    assert phases == ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]
+    assert "401" not in report["by_status"], report
