@@ -288,3 +288,38 @@ def test_operator_pod_deleted_mid_rotation_finishes_once(operator: object) -> No
     phases = [h["payload"]["phase"] for h in st["history"]]
     assert phases == ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]
     assert "401" not in report["by_status"], report
+
+
+def test_hand_the_backend_back_after_uninstall(operator: object) -> None:
+    """runbooks/key-rotation.md section 7, run as written (namespace substituted) after the
+    rotation of the first test: the backend reads the user's own Secret again, with the key
+    the rotation left, and keeps accepting it. Last in this module: it uninstalls sigops."""
+    import re
+
+    node, ns = operator, "node-rotation"
+    st = kr_status(node, ns, "rot")
+    assert st.get("phase") == "Completed", "needs the completed rotation of the first test"
+    new = new_key_of(node, ns, st)
+    helm(node, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
+    text = (REPO / "runbooks" / "key-rotation.md").read_text()
+    section = text[text.index("## 7. Handing the backend back"):text.index("## Related")]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    script = "set -euo pipefail\n" + "\n".join(blocks).replace("ns=fractal-lba", f"ns={ns}")
+    r = subprocess.run(["bash", "-c", script], env=node.env,  # type: ignore[attr-defined]
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert new.to_entry()["secret"] not in r.stdout + r.stderr  # nothing printed
+    dep = get_json(node, "deployment", "-n", ns, BACKEND)
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+            for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+            if "valueFrom" in e}
+    assert refs == {"PCS_HMAC_KEY": "backend-key", "PCS_HMAC_KEYS": "backend-key"}, refs
+    own = get_json(node, "secret", "-n", ns, "backend-key")["data"]
+    assert "keyring.json" not in own
+    assert base64.b64decode(own["PCS_HMAC_KEY"]).decode() == new.to_entry()["secret"]
+    wait_for(lambda: len(backend_pods(node, ns)) == 2
+             and all(pod_ready(p) for p in backend_pods(node, ns)),
+             timeout=120, what="the backend rolled onto its own Secret")
+    for p in backend_pods(node, ns):
+        assert post_pcs(f"http://{p['status']['podIP']}:8080", new, 5) == 200
