@@ -81,7 +81,10 @@ class PromStack:
                  rule_files: Sequence[str | Path] = (), webhook_url: str | None = None,
                  webhook_token: str | None = None, workdir: str | Path | None = None,
                  bindir: str | Path = DEFAULT_BIN, interval: str = "1s",
-                 repeat_interval: str = "1m", job: str = "flk-backend") -> None:
+                 repeat_interval: str = "1m", job: str = "flk-backend",
+                 host: str = "127.0.0.1",
+                 scrape_configs: Sequence[dict[str, Any]] | None = None,
+                 prom_port: int = 0) -> None:
         self.targets = [t if isinstance(t, ScrapeTarget) else ScrapeTarget(t) for t in targets]
         self.rule_files = [Path(r).resolve() for r in rule_files]
         self.webhook_url = webhook_url
@@ -92,7 +95,11 @@ class PromStack:
         self.interval = interval
         self.repeat_interval = repeat_interval
         self.job = job
-        self.prom_port = 0
+        # Where Prometheus listens (the node's pods reach the bridge address, not loopback),
+        # and scrape jobs given whole (e.g. Kubernetes service discovery of pods).
+        self.host = host
+        self.scrape_configs = list(scrape_configs) if scrape_configs is not None else None
+        self.prom_port = prom_port  # 0: a free one at start
         self.am_port = 0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -102,7 +109,7 @@ class PromStack:
     def prometheus_url(self) -> str:
         if not self.prom_port:
             raise RuntimeError("PromStack not started")
-        return f"http://127.0.0.1:{self.prom_port}"
+        return f"http://{self.host}:{self.prom_port}"
 
     @property
     def alertmanager_url(self) -> str:
@@ -144,7 +151,8 @@ class PromStack:
             "rule_files": [str(r) for r in self.rule_files],
             "alerting": {"alertmanagers": [
                 {"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]},
-            "scrape_configs": [{"job_name": self.job, "static_configs": static}],
+            "scrape_configs": (self.scrape_configs if self.scrape_configs is not None
+                               else [{"job_name": self.job, "static_configs": static}]),
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -170,7 +178,7 @@ class PromStack:
         am_dir, prom_dir = self.workdir / "alertmanager", self.workdir / "prometheus"
         for d in (am_dir, prom_dir):
             (d / "data").mkdir(parents=True, exist_ok=True)
-        self.am_port, self.prom_port = free_port(), free_port()
+        self.am_port, self.prom_port = free_port(), self.prom_port or free_port()
         try:
             (am_dir / "alertmanager.yml").write_text(_yaml(self._alertmanager_config(am_dir)))
             self._spawn("alertmanager", [
@@ -186,7 +194,7 @@ class PromStack:
                 self._bin("prometheus"),
                 f"--config.file={prom_dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={prom_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                f"--web.listen-address={self.host}:{self.prom_port}",
                 "--storage.tsdb.retention.time=1d",
                 f"--rules.alert.resend-delay={self.interval}",
                 "--log.level=info",

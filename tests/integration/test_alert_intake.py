@@ -32,8 +32,8 @@ def intake(api: Any, ns: str) -> AlertIntake:
     return AlertIntake(Kube(api), Prom(None), settings, SIGNER, ns, token="t")
 
 
-def alert(fp: str, group: str = "g1") -> AlertInfo:
-    return AlertInfo(ALERT, "firing", fp, {"alertname": ALERT}, group_key=group)
+def alert(fp: str, group: str = "g1", status: str = "firing", **labels: str) -> AlertInfo:
+    return AlertInfo(ALERT, status, fp, {"alertname": ALERT, **labels}, group_key=group)
 
 
 def incidents(api: Any, ns: str, fp: str) -> list[dict[str, Any]]:
@@ -101,8 +101,9 @@ def test_other_alerts_do_not_wait_for_a_slow_one(api: Any, namespace: str) -> No
     t.start()
     time.sleep(0.2)
     t0 = time.monotonic()
-    assert it.handle(alert("fa57"), "alertmanager") == "created"
-    assert time.monotonic() - t0 < 5, "an alert of another fingerprint went ahead"
+    other = alert("fa57", namespace=namespace, deployment="other-backend")
+    assert it.handle(other, "alertmanager") == "created"
+    assert time.monotonic() - t0 < 5, "an alert of another target went ahead"
     assert t.is_alive(), "while the slow one is still in flight"
     # Copies of the slow alert wait for it and then are duplicates.
     waiters = [threading.Thread(target=lambda: slow.setdefault(
@@ -118,3 +119,41 @@ def test_other_alerts_do_not_wait_for_a_slow_one(api: Any, namespace: str) -> No
     assert slow == {"r": "created", "copy": "duplicate"}
     assert len(incidents(api, namespace, "5104")) == 1
     assert len(incidents(api, namespace, "fa57")) == 1
+
+
+def test_alerts_of_one_target_share_one_incident_until_all_resolve(api: Any, namespace: str
+                                                                   ) -> None:
+    """The upstream rule fires once per backend pod: one incident for the target, which
+    counts its alert resolved only when every joined alert has resolved."""
+    it = intake(api, namespace)
+    pod_a, pod_b = alert("a0a0", pod="backend-a"), alert("b0b0", pod="backend-b")
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda a=a: results.append(it.handle(a, "alertmanager")))
+               for a in (pod_a, pod_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(results) == ["created", "joined"]
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "signatureincidents")["items"]
+    assert len(items) == 1
+    inc = items[0]
+    first = inc["spec"]["alert"]["fingerprint"]
+    second = "b0b0" if first == "a0a0" else "a0a0"
+    assert inc["status"]["relatedAlerts"] == [second]
+    name = inc["metadata"]["name"]
+
+    def status() -> dict[str, Any]:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "signatureincidents", name)
+        return dict(obj.get("status") or {})
+
+    # A fresh intake (a restarted operator) still finds the joined alert's incident.
+    it2 = intake(api, namespace)
+    assert it2.handle(alert(second, group="g2"), "alertmanager") == "duplicate"
+    assert it2.handle(alert(first, status="resolved"), "alertmanager") == "resolved"
+    assert "alertResolvedAt" not in status(), "one of its alerts still fires"
+    assert it2.handle(alert(second, status="resolved"), "alertmanager") == "resolved"
+    st = status()
+    assert st["alertResolvedAt"] and sorted(st["resolvedAlerts"]) == ["a0a0", "b0b0"]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from sigops.core.keys import HMAC, Key, generate_key, key_from_entry
+from sigops.testbed.manifests import backend_service, literal_env, running_backend, secret_env
 from tests.node.support import (
     OPERATOR_NS,
     RELEASE,
@@ -79,36 +80,16 @@ def backend(node: object, ns: str, key: Key, crash_on_overlap: bool = False) -> 
     for name in ("backend-key", "agent-key"):
         apply(node, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                      "stringData": {"PCS_HMAC_KEY": secret}}, ns)
-    args = ["testbed", "backend", "--listen", "0.0.0.0:8080"]
-    container: dict[str, Any] = {
-        "name": "backend", "image": IMAGE, "imagePullPolicy": "Never", "args": args,
-        "env": [{"name": "PCS_SIGN_ALG", "value": "hmac"},
-                {"name": "PCS_HMAC_KEY", "valueFrom": {"secretKeyRef": {
-                    "name": "backend-key", "key": "PCS_HMAC_KEY"}}}],
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                           "periodSeconds": 1, "failureThreshold": 1},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "runAsUser": 65532,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-    }
+    dep = running_backend([*literal_env(PCS_SIGN_ALG="hmac"),
+                           secret_env("PCS_HMAC_KEY", "backend-key")], IMAGE)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["imagePullPolicy"] = "Never"
     if crash_on_overlap:
         container["command"] = ["/bin/sh", "-c",
                                 'if [ -n "$PCS_HMAC_KEYS" ]; then echo "cannot start" >&2; '
                                 'exit 1; fi; exec sigops "$@"', "sh"]
-    labels = {"app": BACKEND}
-    apply(node, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": BACKEND},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                 "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container],
-                                       "terminationGracePeriodSeconds": 15}}}}, ns)
-    apply(node, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": BACKEND},
-                 "spec": {"selector": labels,
-                          "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}},
-          ns)
+    apply(node, dep, ns)
+    apply(node, backend_service(), ns)
     wait_for(lambda: (get_json(node, "deployment", "-n", ns, BACKEND).get("status") or {})
              .get("availableReplicas") == 2, timeout=120, what="2 available backend pods")
     ip = str(get_json(node, "service", "-n", ns, BACKEND)["spec"]["clusterIP"])

@@ -77,6 +77,26 @@ def _samples_from_configmap(kube: Kube, ns: str, ref: dict[str, Any]) -> list[by
     return [line.encode() for line in text.splitlines() if line.strip()][:MAX_SAMPLES]
 
 
+def _samples_from_pods(backend: Backend, dep: dict[str, Any], timeout: float
+                       ) -> tuple[list[Any], str | None]:
+    """The failed samples of every ready backend pod, up to MAX_SAMPLES in all. A pod that
+    does not answer is skipped (the others still count); none answering is no source."""
+    raw: list[Any] = []
+    answered = 0
+    urls = backend.pod_urls(dep, "")
+    for url in urls:
+        if len(raw) >= MAX_SAMPLES:
+            break
+        try:
+            raw += _samples_from_backend(url, timeout)[:MAX_SAMPLES - len(raw)]
+            answered += 1
+        except (OSError, ValueError) as e:
+            log.info("samples from %s: %s", url, type(e).__name__)
+    if not answered:
+        return [], None
+    return raw, f"{answered} of {len(urls)} backend pods /v1/samples/failures"
+
+
 def _samples_from_backend(url: str, timeout: float) -> list[Any]:
     with urllib.request.urlopen(f"{url.rstrip('/')}/v1/samples/failures?limit={MAX_SAMPLES}",
                                 timeout=timeout) as r:
@@ -199,7 +219,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
                     continue
                 ok = bool(accepted and accepted.classify_obj(probe_pcs(k), 0).valid)
                 ev.probe.append({"kid": k.kid, "fingerprint": k.fingerprint, "accepted": ok})
-    # Samples: an attached ConfigMap, else the backend's sample endpoint.
+    # Samples: an attached ConfigMap, else the backend's sample endpoint, else each running
+    # backend pod's own (each pod keeps the failures it answered; a Service would show one).
     raw: list[Any] = []
     ref = (spec.get("samples") or {}).get("configMapRef")
     try:
@@ -209,6 +230,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         elif target.backend_url:
             raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
             ev.samples_source = f"{target.backend_url}/v1/samples/failures"
+        elif dep is not None:
+            raw, ev.samples_source = _samples_from_pods(backend, dep, settings.probe_timeout)
     except (KubeError, OSError, ValueError) as e:
         ev.notes.append(f"cannot read samples: {type(e).__name__}")
     if raw and ev.ring is not None:

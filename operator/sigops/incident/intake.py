@@ -85,6 +85,7 @@ class AlertIntake:
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
         self.seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
+        self.target_locks: dict[str, threading.Lock] = {}  # signal source -> its lock
         self.limiter = SlidingWindowLimiter(settings.signal_rate_limit,
                                             parse_duration(settings.signal_rate_window))
         self._load_limiter()
@@ -157,10 +158,57 @@ class AlertIntake:
             if ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
                 self.open[fp] = (ns, obj["metadata"]["name"])
                 return str(obj["metadata"]["name"])
+        # An alert that joined another alert's incident (after a restart: not in memory).
+        for obj in self.kube.list_cr(ns, "signatureincidents"):
+            st = obj.get("status") or {}
+            if (st.get("phase") or "Detected") in OPEN and fp in (st.get("relatedAlerts") or []):
+                self.open[fp] = (ns, obj["metadata"]["name"])
+                return str(obj["metadata"]["name"])
         return None
 
+    def _open_of_target(self, target: Target) -> dict[str, Any] | None:
+        """The open, non-rate-limited incident of ``target`` (oldest first), if any."""
+        items = self.kube.list_cr(target.namespace, "signatureincidents")
+        mine = [i for i in items
+                if ((i.get("spec") or {}).get("target") or {}).get("deployment")
+                == target.deployment
+                and ((i.get("status") or {}).get("phase") or "Detected") in OPEN
+                and RATE_LIMITED_LABEL not in (i["metadata"].get("labels") or {})]
+        mine.sort(key=lambda i: (i["metadata"].get("creationTimestamp", ""),
+                                 i["metadata"]["name"]))
+        return mine[0] if mine else None
+
+    def _join_open_of_target(self, target: Target, fp: str) -> str | None:
+        """Another alert for a target that already has an open incident (the same rule firing
+        for each backend pod, say) joins that incident instead of opening a second one that
+        would act on the same backend at the same time. The incident's alert counts as
+        resolved only once every alert that joined it has resolved."""
+        inc = self._open_of_target(target)
+        if inc is None:
+            return None
+        name = str(inc["metadata"]["name"])
+        related = list((inc.get("status") or {}).get("relatedAlerts") or [])
+        if fp not in related:
+            self.kube.patch_status(target.namespace, "signatureincidents", name,
+                                   {"relatedAlerts": [*related, fp]})
+        self.open[fp] = (target.namespace, name)
+        log.info("alert %s joined incident %s/%s (same target)", fp, target.namespace, name,
+                 extra={"incident": f"{target.namespace}/{name}"})
+        return name
+
+    def _resolve(self, target: Target, name: str, fp: str) -> None:
+        inc = self.kube.get_cr(target.namespace, "signatureincidents", name) or {}
+        st = inc.get("status") or {}
+        own = ((inc.get("spec") or {}).get("alert") or {}).get("fingerprint")
+        alerts = {a for a in [own, *(st.get("relatedAlerts") or [])] if a}
+        resolved = sorted({*(st.get("resolvedAlerts") or []), fp})
+        patch: dict[str, Any] = {"resolvedAlerts": resolved}
+        if alerts <= set(resolved):
+            patch["alertResolvedAt"] = now_iso()
+        self.kube.patch_status(target.namespace, "signatureincidents", name, patch)
+
     def handle(self, alert: AlertInfo, path: str) -> str:
-        """One alert: created, duplicate, resolved, rate_limited, ignored or no_target.
+        """One alert: created, joined, duplicate, resolved, rate_limited, ignored or no_target.
 
         A duplicate of an alert whose API calls are in flight waits for them: then it is a
         duplicate, or (the first one failed) it is handled in its place, so a failure never
@@ -192,22 +240,31 @@ class AlertIntake:
             done.set()
 
     def _handle_alert(self, alert: AlertInfo, path: str) -> str:
-        """The API side of one alert; only one per fingerprint runs at a time."""
+        """The API side of one alert; only one per fingerprint runs at a time, and only one
+        per target (two alerts of one target must not both open an incident)."""
         target = self.target_for(alert.labels)
         if target is None:
             log.warning("alert %s has no target (labels %s/%s missing, no default target)",
                         alert.fingerprint, self.settings.namespace_label,
                         self.settings.deployment_label)
             return "no_target"
+        with self.lock:
+            tlock = self.target_locks.setdefault(signal_source(target), threading.Lock())
+        with tlock:
+            return self._handle_for_target(alert, target, path)
+
+    def _handle_for_target(self, alert: AlertInfo, target: Target, path: str) -> str:
         name = self._find_open(target.namespace, alert.fingerprint)
         if alert.status == "resolved":
             if name:
-                self.kube.patch_status(target.namespace, "signatureincidents", name,
-                                       {"alertResolvedAt": now_iso()})
+                self._resolve(target, name, alert.fingerprint)
                 return "resolved"
             return "duplicate"
         if name:
             return "duplicate"
+        joined = self._join_open_of_target(target, alert.fingerprint)
+        if joined:
+            return "joined"
         with self.lock:
             adm = admit(self.limiter, signal_source(target))
         decision = adm.decision

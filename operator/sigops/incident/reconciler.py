@@ -308,10 +308,12 @@ class IncidentReconciler:
             alerts = self.prom.firing(self.settings.alert_name)
             if alerts is not None:
                 fp = ((obj.get("spec") or {}).get("alert") or {}).get("fingerprint")
+                # Alerts that joined this incident (the rule firing for each pod) count too.
+                fps = {fp, *(st.get("relatedAlerts") or [])} if fp else set()
                 from .alertmanager import alert_fingerprint
 
                 firing = any(alert_fingerprint({k: v for k, v in a.items()
-                                                if k not in ("__name__", "alertstate")}) == fp
+                                                if k not in ("__name__", "alertstate")}) in fps
                              or not fp for a in alerts)
         resolved_alert = bool(st.get("alertResolvedAt")) or firing is False
         under = rate is not None and rate < self.settings.error_rate_threshold

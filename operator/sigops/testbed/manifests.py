@@ -1,14 +1,24 @@
-"""Manifests for drills, tests and the demo: the backend Deployment the testbed stands in for.
+"""Manifests for drills, tests and the demo: the backend Deployment the testbed stands in for,
+and the testbed as pods (backend, its Service, agents) for a cluster whose pods run.
 
-Pure builders (dicts the API accepts as they are). ``replicas`` defaults to 0: on a control
-plane without a kubelet the testbed backend plays the pods, reading this Deployment.
+Pure builders (dicts the API accepts as they are). :func:`backend_deployment`'s ``replicas``
+defaults to 0: on a control plane without a kubelet the testbed backend plays the pods,
+reading this Deployment. :func:`running_backend` is the testbed backend as the pods of a
+Deployment, reading its configuration from its environment as the real backend does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["backend_deployment", "literal_env", "secret_env"]
+__all__ = ["backend_deployment", "literal_env", "secret_env", "running_backend",
+           "backend_service", "agents", "RESTRICTED"]
+
+# A container that passes the restricted Pod Security Standard with a read-only root.
+RESTRICTED: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "runAsUser": 65532, "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def literal_env(**values: str) -> list[dict[str, Any]]:
@@ -32,3 +42,71 @@ def backend_deployment(env: list[dict[str, Any]], name: str = "fractal-lba-backe
                               "spec": {"containers": [{"name": container, "image": image,
                                                        "env": env}]}}},
     }
+
+
+def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-lba-backend",
+                    replicas: int = 2, args: tuple[str, ...] = (),
+                    port: int = 8080) -> dict[str, Any]:
+    """``sigops testbed backend`` as ``replicas`` pods of ``image``: port ``http``, ready when
+    its config loaded (``/healthz``), rolling one extra pod at a time and never below
+    ``replicas`` available, draining on SIGTERM."""
+    labels = {"app": name}
+    container = {
+        "name": "backend", "image": image, "imagePullPolicy": "IfNotPresent",
+        "args": ["testbed", "backend", "--listen", f"0.0.0.0:{port}", *args], "env": env,
+        "ports": [{"name": "http", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                           "periodSeconds": 1, "failureThreshold": 1},
+        "securityContext": RESTRICTED,
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [container],
+                                       "terminationGracePeriodSeconds": 15}}},
+    }
+
+
+def backend_service(name: str = "fractal-lba-backend", port: int = 8080) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name},
+                     "ports": [{"name": "http", "port": port, "targetPort": "http"}]}}
+
+
+def agents(name: str, image: str, url: str, key_args: list[str],
+           env: list[dict[str, Any]] | None = None, rate: float = 10, count: int = 3,
+           read_secret: str | None = None) -> list[dict[str, Any]]:
+    """``sigops testbed agents`` as a one-pod Deployment posting to ``url``. With
+    ``read_secret`` the pod may read that Secret (``--secret NS/NAME/KEY`` follows a
+    rotation), through a ServiceAccount and Role of its own."""
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "containers": [{
+            "name": "agents", "image": image, "imagePullPolicy": "IfNotPresent",
+            "args": ["testbed", "agents", "--url", url, "--rate", str(rate),
+                     "--agents", str(count), "--agent-prefix", name, *key_args],
+            "env": env or [], "securityContext": RESTRICTED}],
+        "automountServiceAccountToken": read_secret is not None,
+    }
+    out: list[dict[str, Any]] = []
+    if read_secret is not None:
+        spec["serviceAccountName"] = name
+        out += [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": name},
+             "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                        "resourceNames": [read_secret], "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name}]},
+        ]
+    out.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                         "template": {"metadata": {"labels": labels}, "spec": spec}}})
+    return out
