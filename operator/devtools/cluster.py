@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _log("not running")
         return 0
+    return print_status(existing)
+
+
+def print_status(existing: LocalCluster | None) -> int:
+    """``status``: whether it runs, its kubeconfig and the processes' memory; exit 1 if not."""
     if existing and existing.running():
         print(json.dumps({"running": True, "kubeconfig": str(existing.kubeconfig),
                           "rss_mb": existing.rss_mb()}))

@@ -38,7 +38,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.cluster import DEFAULT_BIN, REPO, LocalCluster, _alive, _kill, free_port
+from devtools.cluster import (
+    DEFAULT_BIN,
+    REPO,
+    LocalCluster,
+    _alive,
+    _kill,
+    free_port,
+    print_status,
+)
 
 __all__ = ["MachineState", "NodeCluster", "main"]
 
@@ -633,9 +641,6 @@ state = "{d / 'state'}"
             for m in sorted(set(mounts), key=len, reverse=True):
                 _run(["umount", "-l", m], check=False)
 
-    def rss_mb(self) -> dict[str, float]:
-        return super().rss_mb()
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devtools.node")
@@ -666,12 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         for ref in existing.load_images():
             _log(f"loaded {ref}")
         return 0
-    if existing is not None and existing.running():
-        print(json.dumps({"running": True, "kubeconfig": str(existing.kubeconfig),
-                          "rss_mb": existing.rss_mb()}))
-        return 0
-    print(json.dumps({"running": False}))
-    return 1
+    return print_status(existing)
 
 
 if __name__ == "__main__":

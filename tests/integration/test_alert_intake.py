@@ -138,6 +138,12 @@ def test_alerts_of_one_target_share_one_incident_until_all_resolve(api: Any, nam
     items = client.CustomObjectsApi(api).list_namespaced_custom_object(
         GROUP, VERSION, namespace, "signatureincidents")["items"]
     assert len(items) == 1
+    # An alert that differs in more than the instance (another severity) is its own incident.
+    assert it.handle(alert("c0c0", pod="backend-a", severity="critical"),
+                     "alertmanager") == "created"
+    items = [i for i in client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "signatureincidents")["items"]
+        if i["spec"]["alert"]["fingerprint"] != "c0c0"]
     inc = items[0]
     first = inc["spec"]["alert"]["fingerprint"]
     second = "b0b0" if first == "a0a0" else "a0a0"

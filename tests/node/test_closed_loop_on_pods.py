@@ -3,7 +3,7 @@ its chart, the backend as 2 pods of the image, agents as pods, Prometheus scrapi
 Alertmanager posting to the operator's Service. A KeyRotation waits for real rollouts; a
 forgotten agent group then fires the alert once per backend pod, and sigops opens one
 incident, diagnoses it from the pods' own failed samples, runs scenario A (another real
-rollout) and resolves it."""
+rollout) and resolves it, once, although its pod is deleted while the incident acts."""
 
 from __future__ import annotations
 
@@ -65,6 +65,19 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
                       what="the alert")
     assert firing
 
+    # The operator pod dies mid-incident (its action taken or under way): the new pod
+    # resumes from the incident's status and acts no second time.
+    def acting() -> str | None:
+        for i in flk.get("signatureincidents", "-n", NS)["items"]:
+            if (i.get("status") or {}).get("phase") in ("Remediating", "Verifying"):
+                return str(i["metadata"]["name"])
+        return None
+
+    wait_for(acting, timeout=120, interval=0.2, what="the incident acting")
+    first = flk.get("pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=sigops")["items"]
+    flk.kubectl("delete", "pod", "-n", OPERATOR_NS, first[0]["metadata"]["name"],
+                "--wait=false")
+
     def ended() -> list[dict[str, Any]]:
         items = flk.get("signatureincidents", "-n", NS)["items"]
         return [i for i in items if (i.get("status") or {}).get("phase")
@@ -78,6 +91,8 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
     st = inc["status"]
     assert (st["phase"], st["cause"], st["scenario"]) == ("Resolved", "KeyRotationInProgress",
                                                           "A"), st.get("message")
+    actions = [a["payload"]["summary"] for a in st.get("actions") or []]
+    assert len(actions) == 1, actions  # once, across the operator's restart
     samples = st["evidence"]["samples"]
     assert samples["source"].endswith("backend pods /v1/samples/failures"), samples
     assert samples["source"].startswith("2 of 2"), samples
@@ -93,3 +108,60 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
                         "--pubkeys", str(tmp_path / "pubkeys.json"),
                         str(tmp_path / "signal.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bad_signing_change_rolled_back_to_the_earlier_replicaset(flk: Flk) -> None:
+    """Someone rolls out a wrong backend key: the agents' PCS fail on every pod, the alert
+    fires, sigops diagnoses a recent signing change and runs scenario E: the Deployment goes
+    back to its last known good template, which is the earlier ReplicaSet, scaled up again."""
+    prom_port = free_port()
+    flk.install(prom_port)
+    good, bad = generate_key(HMAC, kid="good"), generate_key(HMAC, kid="bad")
+    url = flk.backend(good)
+    stack = flk.monitoring(prom_port)
+    flk.agents("agents", url, rate=15, count=3)
+    wait_for(lambda: stack.query("sum(rate(flk_accepted[10s])) > 0"), timeout=90, interval=1,
+             what="the agents' PCS accepted")
+    wait_for(lambda: flk.kubectl("get", "secret", "-n", NS, "sigops-lkg-fractal-lba-backend",
+                                 check=False), timeout=60, interval=1,
+             what="a last-known-good snapshot while healthy")
+
+    def replicasets() -> dict[str, dict[str, Any]]:
+        return {rs["metadata"]["labels"]["pod-template-hash"]: rs
+                for rs in flk.get("replicasets", "-n", NS, "-l", "app=fractal-lba-backend")[
+                    "items"]}
+
+    (good_hash,) = replicasets()
+
+    def roll_out_bad_key() -> bool:  # a bad signing config rolls out (retried on a 409)
+        dep = flk.get("deployment", "-n", NS, "fractal-lba-backend")
+        for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if e["name"] == "PCS_HMAC_KEY":
+                e.pop("valueFrom", None)
+                e["value"] = bad.to_entry()["secret"]
+        try:
+            flk.kubectl("replace", "-f", "-", input=json.dumps(dep))
+            return True
+        except RuntimeError:
+            return False
+
+    wait_for(roll_out_bad_key, timeout=20, interval=0.5, what="the bad change applied")
+    wait_for(lambda: len(replicasets()) == 2 and replicasets()[good_hash]["status"].get(
+        "replicas", 0) == 0, timeout=120, interval=1, what="the bad template rolled out")
+
+    def ended() -> list[dict[str, Any]]:
+        return [i for i in flk.get("signatureincidents", "-n", NS)["items"]
+                if (i.get("status") or {}).get("phase") in ("Resolved", "Escalated")]
+
+    (inc,) = wait_for(ended, timeout=300, interval=1, what="the incident to end")
+    st = inc["status"]
+    assert (st["phase"], st["scenario"]) == ("Resolved", "E"), st.get("message")
+    assert st["evidence"]["recentSigningChange"] is True
+    assert [a["payload"]["action"] for a in st["actions"]] == ["rollback-template"]
+    # Back on the earlier ReplicaSet: its pods run again, the bad one is scaled to 0.
+    rs = replicasets()
+    assert rs[good_hash]["status"].get("readyReplicas") == 2, rs[good_hash]["status"]
+    assert all(r["spec"]["replicas"] == 0 for h, r in rs.items() if h != good_hash)
+    pods = flk.get("pods", "-n", NS, "-l", "app=fractal-lba-backend")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert {p["metadata"]["labels"]["pod-template-hash"] for p in live} == {good_hash}

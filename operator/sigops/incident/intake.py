@@ -65,6 +65,16 @@ class Admission:
     """Open the SignalRateLimited record (the first refusal of a window only)."""
 
 
+# Labels that name one instance of a target (a pod, a scrape endpoint): an alert that differs
+# from another only in these is the same alert of the same backend.
+INSTANCE_LABELS = frozenset({"pod", "pod_name", "instance", "container", "endpoint", "node",
+                             "kubernetes_pod_name"})
+
+
+def _without_instance(labels: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in labels.items() if k not in INSTANCE_LABELS}
+
+
 def admit(limiter: SlidingWindowLimiter, source: str) -> Admission:
     """Count one signal from ``source`` (the caller holds the intake's lock)."""
     d = limiter.check(source)
@@ -178,13 +188,19 @@ class AlertIntake:
                                  i["metadata"]["name"]))
         return mine[0] if mine else None
 
-    def _join_open_of_target(self, target: Target, fp: str) -> str | None:
-        """Another alert for a target that already has an open incident (the same rule firing
-        for each backend pod, say) joins that incident instead of opening a second one that
-        would act on the same backend at the same time. The incident's alert counts as
-        resolved only once every alert that joined it has resolved."""
+    def _join_open_of_target(self, target: Target, alert: AlertInfo) -> str | None:
+        """The same alert of the same target from another instance (the rule firing for each
+        backend pod: the labels differ only in ``pod``, ``instance`` ...) joins the open
+        incident instead of opening a second one that would act on the same backend at the
+        same time. The incident's alert counts as resolved only once every alert that joined
+        it has resolved. Alerts that differ otherwise stay incidents of their own."""
+        fp = alert.fingerprint
         inc = self._open_of_target(target)
         if inc is None:
+            return None
+        theirs = ((inc.get("spec") or {}).get("alert") or {}).get("labels") or {}
+        if theirs == alert.labels or \
+                _without_instance(theirs) != _without_instance(alert.labels):
             return None
         name = str(inc["metadata"]["name"])
         related = list((inc.get("status") or {}).get("relatedAlerts") or [])
@@ -262,7 +278,7 @@ class AlertIntake:
             return "duplicate"
         if name:
             return "duplicate"
-        joined = self._join_open_of_target(target, alert.fingerprint)
+        joined = self._join_open_of_target(target, alert)
         if joined:
             return "joined"
         with self.lock:
