@@ -124,7 +124,7 @@ def operator_factory(cluster: object, tmp_path: Path) -> Iterator[object]:
 
     def make(settings: dict | None = None, prometheus_url: str | None = None,
              start: bool = True, **kw: object) -> OperatorProcess:
-        base = {"reconcile_interval": 0.5, "min_overlap": "1s"}
+        base = {"reconcile_interval": 0.5, "min_overlap": "1s", "last_known_good_after": "0s"}
         op = OperatorProcess(cluster, tmp_path, {**base, **(settings or {})}, prometheus_url,
                              **kw)  # type: ignore[arg-type]
         started.append(op)

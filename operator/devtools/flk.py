@@ -81,7 +81,14 @@ class Flk:
     # -- the pieces --------------------------------------------------------------------------
 
     def namespace(self) -> None:
-        if self.kubectl("get", "namespace", self.ns, check=False).strip() == "":
+        """Create the namespace (after an earlier one of the name has finished terminating)."""
+        def phase() -> str:
+            out = self.kubectl("get", "namespace", self.ns, "-o",
+                               "jsonpath={.status.phase}", check=False)
+            return out.strip()
+
+        self.wait(lambda: phase() != "Terminating", 180, f"namespace {self.ns} to go")
+        if phase() == "":
             self.kubectl("create", "namespace", self.ns)
 
     def backend(self, key: Key, replicas: int = 2) -> str:

@@ -70,6 +70,7 @@ def chart_values(target_ns: str, **over: Any) -> Doc:
                      "default": True}],
         "scenarioB": {"mode": "auto", "labelNodes": False},
         "scenarioD": {"mode": "auto", "cooldown": "2s"},
+        "scenarioE": {"mode": "approval", "lastKnownGoodAfter": "0s"},
         "keyRotation": {"minOverlap": "1s", "reconcileInterval": 0.5},
         "remediation": {"verifyTimeout": "20s"},
         "alerts": {"token": {"value": TOKEN}},

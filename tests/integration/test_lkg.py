@@ -32,6 +32,8 @@ def test_no_snapshot_mid_rollout_or_while_a_rotation_holds_the_ring(api: Any,
     assert held is not None
     held.lock = None
     backend.write_ring(held, HMAC, existing)
+    # A template younger than the soak time is not known good yet.
+    assert take_snapshot(kube, namespace, DEP, min_age=3600) is False
     assert take_snapshot(kube, namespace, DEP) is True
     first = read_snapshot(kube, namespace, DEP)
     assert first is not None

@@ -24,17 +24,19 @@ NS = "node-loop"
 
 
 @pytest.fixture
-def flk(node: object, tmp_path: Path) -> Iterator[Flk]:
-    f = Flk(node.env, node.kubeconfig, tmp_path, NS, BIN)  # type: ignore[attr-defined]
+def flk(node: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flk]:
+    # A namespace per test: the previous test's may still be terminating.
+    ns = f"{NS}-{'e' if 'rolled_back' in request.node.name else 'a'}"
+    f = Flk(node.env, node.kubeconfig, tmp_path, ns, BIN)  # type: ignore[attr-defined]
     f.namespace()
     yield f
     f.stop()
     f.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
-    f.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    f.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def phase_of(flk: Flk, kind: str, name: str) -> str | None:
-    return (flk.get(kind, "-n", NS, name).get("status") or {}).get("phase")
+    return (flk.get(kind, "-n", flk.ns, name).get("status") or {}).get("phase")
 
 
 def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_path: Path) -> None:
@@ -68,7 +70,7 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
     # The operator pod dies mid-incident (its action taken or under way): the new pod
     # resumes from the incident's status and acts no second time.
     def acting() -> str | None:
-        for i in flk.get("signatureincidents", "-n", NS)["items"]:
+        for i in flk.get("signatureincidents", "-n", flk.ns)["items"]:
             if (i.get("status") or {}).get("phase") in ("Remediating", "Verifying"):
                 return str(i["metadata"]["name"])
         return None
@@ -79,12 +81,12 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
                 "--wait=false")
 
     def ended() -> list[dict[str, Any]]:
-        items = flk.get("signatureincidents", "-n", NS)["items"]
+        items = flk.get("signatureincidents", "-n", flk.ns)["items"]
         return [i for i in items if (i.get("status") or {}).get("phase")
                 in ("Resolved", "Escalated")]
 
     done = wait_for(ended, timeout=300, interval=1, what="the incident to end")
-    items = flk.get("signatureincidents", "-n", NS)["items"]
+    items = flk.get("signatureincidents", "-n", flk.ns)["items"]
     assert len(items) == 1, [(i["metadata"]["name"], i.get("status", {}).get("phase"))
                              for i in items]
     inc = done[0]
@@ -115,26 +117,28 @@ def test_bad_signing_change_rolled_back_to_the_earlier_replicaset(flk: Flk) -> N
     fires, sigops diagnoses a recent signing change and runs scenario E: the Deployment goes
     back to its last known good template, which is the earlier ReplicaSet, scaled up again."""
     prom_port = free_port()
-    flk.install(prom_port)
+    # A template counts as last known good after 15 s of health here (default 5m): longer
+    # than a bad change takes to show its errors, so it is never snapshotted itself.
+    flk.install(prom_port, scenarioE={"lastKnownGoodAfter": "15s"})
     good, bad = generate_key(HMAC, kid="good"), generate_key(HMAC, kid="bad")
     url = flk.backend(good)
     stack = flk.monitoring(prom_port)
     flk.agents("agents", url, rate=15, count=3)
     wait_for(lambda: stack.query("sum(rate(flk_accepted[10s])) > 0"), timeout=90, interval=1,
              what="the agents' PCS accepted")
-    wait_for(lambda: flk.kubectl("get", "secret", "-n", NS, "sigops-lkg-fractal-lba-backend",
+    wait_for(lambda: flk.kubectl("get", "secret", "-n", flk.ns, "sigops-lkg-fractal-lba-backend",
                                  check=False), timeout=60, interval=1,
              what="a last-known-good snapshot while healthy")
 
     def replicasets() -> dict[str, dict[str, Any]]:
         return {rs["metadata"]["labels"]["pod-template-hash"]: rs
-                for rs in flk.get("replicasets", "-n", NS, "-l", "app=fractal-lba-backend")[
+                for rs in flk.get("replicasets", "-n", flk.ns, "-l", "app=fractal-lba-backend")[
                     "items"]}
 
     (good_hash,) = replicasets()
 
     def roll_out_bad_key() -> bool:  # a bad signing config rolls out (retried on a 409)
-        dep = flk.get("deployment", "-n", NS, "fractal-lba-backend")
+        dep = flk.get("deployment", "-n", flk.ns, "fractal-lba-backend")
         for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
             if e["name"] == "PCS_HMAC_KEY":
                 e.pop("valueFrom", None)
@@ -150,7 +154,7 @@ def test_bad_signing_change_rolled_back_to_the_earlier_replicaset(flk: Flk) -> N
         "replicas", 0) == 0, timeout=120, interval=1, what="the bad template rolled out")
 
     def ended() -> list[dict[str, Any]]:
-        return [i for i in flk.get("signatureincidents", "-n", NS)["items"]
+        return [i for i in flk.get("signatureincidents", "-n", flk.ns)["items"]
                 if (i.get("status") or {}).get("phase") in ("Resolved", "Escalated")]
 
     (inc,) = wait_for(ended, timeout=300, interval=1, what="the incident to end")
@@ -162,6 +166,6 @@ def test_bad_signing_change_rolled_back_to_the_earlier_replicaset(flk: Flk) -> N
     rs = replicasets()
     assert rs[good_hash]["status"].get("readyReplicas") == 2, rs[good_hash]["status"]
     assert all(r["spec"]["replicas"] == 0 for h, r in rs.items() if h != good_hash)
-    pods = flk.get("pods", "-n", NS, "-l", "app=fractal-lba-backend")["items"]
+    pods = flk.get("pods", "-n", flk.ns, "-l", "app=fractal-lba-backend")["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert {p["metadata"]["labels"]["pod-template-hash"] for p in live} == {good_hash}

@@ -377,7 +377,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
                                                          "skewMetric": "node_skew"},
         "scenarioC": {"mode": "approval"},
         "scenarioD": {"mode": "dryRun", "tokenRate": 20, "cooldown": "1h"},
-        "scenarioE": {"mode": "auto", "autoWindow": "10m"},
+        "scenarioE": {"mode": "auto", "autoWindow": "10m", "lastKnownGoodAfter": "90s"},
         "detection": {"alertName": "Spike", "signatureErrorMetric": "flk_signature_errors",
                       "errorRateQuery": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
                       "errorRateThreshold": 2.5, "alertPollInterval": 7,
@@ -393,7 +393,8 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
     want = {
         "modes": {"A": "approval", "B": "dryRun", "C": "approval", "D": "dryRun", "E": "auto"},
         "label_nodes": False, "ntp_label": "chrony=on", "skew_metric": "node_skew",
-        "token_rate": "20", "cooldown": "1h", "e_auto_window": "10m", "alert_name": "Spike",
+        "token_rate": "20", "cooldown": "1h", "e_auto_window": "10m",
+        "last_known_good_after": "90s", "alert_name": "Spike",
         "signature_error_metric": "flk_signature_errors",
         "error_rate_query": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
         "error_rate_threshold": 2.5, "alert_poll_interval": 7.0, "namespace_label": "ns",

@@ -111,6 +111,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "token_rate" ($v.scenarioD.tokenRate | toString)
   "cooldown" $v.scenarioD.cooldown
   "e_auto_window" $v.scenarioE.autoWindow
+  "last_known_good_after" $v.scenarioE.lastKnownGoodAfter
   "verify_timeout" $v.remediation.verifyTimeout
   "escalate_after" $v.remediation.escalateAfter
   "wait_for_rollout" $v.remediation.waitForRollout

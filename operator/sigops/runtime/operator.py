@@ -61,7 +61,8 @@ class Operator:
                                                                           t.deployment))
                         if rate is None or rate >= self.settings.error_rate_threshold:
                             continue
-                    take_snapshot(self.kube, t.namespace, t.deployment)
+                    take_snapshot(self.kube, t.namespace, t.deployment,
+                                  self.settings.seconds("last_known_good_after"))
                 except Exception:  # noqa: BLE001 - keep snapshotting other targets
                     log.exception("last-known-good snapshot of %s/%s failed", t.namespace,
                                   t.deployment)

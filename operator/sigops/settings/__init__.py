@@ -78,6 +78,9 @@ class Settings(_Model):
     """How long after resolution a tightened TOKEN_RATE stays before it is restored."""
     e_auto_window: str = "30m"
     """E runs without approval when the spike began within this window after a signing change."""
+    last_known_good_after: str = "5m"
+    """A template becomes scenario E's last known good only once its rollout has run this long
+    while healthy: a bad change is not snapshotted before its errors show."""
     token_rate: str = "50"
     ntp_label: str = "ntp=enabled"
     label_nodes: bool = True
@@ -91,7 +94,8 @@ class Settings(_Model):
     service_id: str = "sigops"
 
     @field_validator("min_overlap", "rollout_timeout", "overlap_probe_grace", "verify_timeout",
-                     "escalate_after", "cooldown", "e_auto_window", "signal_rate_window")
+                     "escalate_after", "cooldown", "e_auto_window", "signal_rate_window",
+                     "last_known_good_after")
     @classmethod
     def _durations(cls, v: str) -> str:
         return _dur(v)
