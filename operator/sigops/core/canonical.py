@@ -233,7 +233,9 @@ def _go_text(x: float) -> str:
 
 def _fixed9_text(x: float) -> str:
     """``format_fixed9_float(round_half_up_9(x))``."""
-    return f"{_half_up_9_of_repr(repr(x), x):.9f}"
+    r = repr(x)
+    t = _nine_decimals(r)
+    return t if t is not None else f"{_half_up_9_of_repr(r, x):.9f}"
 
 
 _FUSED_TEXT: Mapping[tuple[Callable[[float], float], Callable[[float], str]],
@@ -307,9 +309,30 @@ assert SORTED_ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "
                         "shard_id"), "canonical_bytes_of lists its values in this order"
 
 
+def _nine_decimals(r: str) -> str | None:
+    """The repr ``r`` rounded half-up to exactly nine decimals, as text, for the common
+    full-precision form: no exponent, more than nine decimals, at most six integer digits (so
+    at most 15 significant digits are kept, and the kept text is what ``repr`` and ``.9f`` of
+    the rounded double write). None otherwise, or when rounding up carries (a ninth decimal 9).
+    """
+    if "e" in r:
+        return None
+    dot = r.find(".")
+    if len(r) - dot <= 10 or dot - (r[0] == "-") > 6:
+        return None
+    if r[dot + 10] < "5":
+        return r[:dot + 10]
+    last = r[dot + 9]
+    return None if last == "9" else r[:dot + 9] + chr(ord(last) + 1)
+
+
 def _python_float_text(r: str, x: float) -> str:
     """``format_python_float(round_half_up_9(x))`` given ``r = repr(x)``: ``r`` itself when
     there is nothing to round."""
+    t = _nine_decimals(r)
+    if t is not None:  # repr drops trailing zeros but keeps one digit after the point
+        t = t.rstrip("0")
+        return t + "0" if t[-1] == "." else t
     v = _half_up_9_of_repr(r, x)
     return r if v is x else repr(v)  # the very same object back: nothing was rounded
 
