@@ -66,7 +66,9 @@ halfway = st.builds(lambda m, k: float(Decimal(m * 10 + 5).scaleb(-k)),
                     st.integers(min_value=10, max_value=20))
 seventeen = st.builds(lambda a, b: a / b, st.integers(1, 10**9), st.integers(3, 10**9)).filter(
     lambda x: len(repr(x).replace("-", "").replace(".", "").split("e")[0].lstrip("0")) >= 17)
-any_double = st.one_of(hyp_floats, raw_bits, halfway, seventeen,
+# x * 1e9 an exact half, or close to one: where Go's halves-away-from-zero shows.
+scaled_half = st.builds(lambda k: (k + 0.5) / 1e9, st.integers(-(10**15), 10**15))
+any_double = st.one_of(hyp_floats, raw_bits, halfway, seventeen, scaled_half,
                        halfway.map(lambda x: -x)).filter(in_range)
 
 # Hand-worked from DESIGN.md section 2 (half-up at nine decimals on the shortest repr).
@@ -101,7 +103,8 @@ def test_hand_worked_rounding(x: float, want: float) -> None:
 
 
 EDGES = [x for x, _ in HAND] + [
-    1e-9, 5e-10, -5e-10, 1.5e-9, -1.5e-9, 2.5e-9, 1e-4, 9.999999999999999e-05, 1e15 + 0.5,
+    1e-9, 5e-10, -5e-10, 0.5 / 1e9, -0.5 / 1e9, 2.5 / 1e9, -3.5 / 1e9, 1.5e-9, -1.5e-9,
+    2.5e-9, 1e-4, 9.999999999999999e-05, 1e15 + 0.5,
     4503599.6274, 2**52 / 1e9, 2**53 / 1e9, 2.2250738585072014e-308, 1.7976931348623157e299,
     0.7286696819777281, -0.07787537342431614, 1.0000000005, 2.0746415705, 1e-05, 1e21, 1e20,
 ]

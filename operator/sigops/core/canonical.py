@@ -160,7 +160,11 @@ def format_go_float(x: float) -> str:
     >>> [format_go_float(v) for v in (1.0, 0.2, 1e-7, 1.5e-7, 1e21, 1e20, 1e-5, -0.0)]
     ['1', '0.2', '1e-7', '1.5e-7', '1e+21', '100000000000000000000', '0.00001', '-0']
     """
-    r = repr(x)
+    return _go_form(repr(x), x)
+
+
+def _go_form(r: str, x: float) -> str:
+    """:func:`format_go_float` of ``x`` whose ``repr`` is ``r``."""
     a = abs(x)
     if a != 0.0 and (a < 1e-6 or a >= 1e21):
         # Go's 'e' format has the same shortest digits as Python's repr; encoding/json then
@@ -221,13 +225,22 @@ def _python_text(x: float) -> str:
     return _python_float_text(repr(x), x)
 
 
-def _go_text(x: float) -> str:
-    """``format_go_float(round_go_9(x))``: a repr without exponent (1e-4 <= |v| < 1e16, inside
-    Go's plain range) is Go's form less a trailing ``.0``."""
-    v = round_go_9(x)
+def _go_text(x: float, copysign: Callable[[float, float], float] = math.copysign) -> str:
+    """``format_go_float(round_go_9(x))`` in one step. ``round(y)`` is the nearest integer
+    with halves to even; Go's math.Round takes halves away from zero, so an exact half moves
+    out by one; zero keeps the sign of ``x``. A repr without exponent (1e-4 <= |v| < 1e16,
+    inside Go's plain range) is Go's form less a trailing ``.0``."""
+    y = x * 1e9
+    t = round(y)
+    h = y - t  # exact: y and t are within one half of each other
+    if h == 0.5 and y > 0.0:
+        t += 1
+    elif h == -0.5 and y < 0.0:
+        t -= 1
+    v = t / 1e9 if t else copysign(0.0, x)
     r = repr(v)
     if "e" in r:
-        return format_go_float(v)
+        return _go_form(r, v)
     return r[:-2] if r.endswith(".0") else r
 
 
