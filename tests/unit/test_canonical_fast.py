@@ -66,9 +66,14 @@ halfway = st.builds(lambda m, k: float(Decimal(m * 10 + 5).scaleb(-k)),
                     st.integers(min_value=10, max_value=20))
 seventeen = st.builds(lambda a, b: a / b, st.integers(1, 10**9), st.integers(3, 10**9)).filter(
     lambda x: len(repr(x).replace("-", "").replace(".", "").split("e")[0].lstrip("0")) >= 17)
+# As agents send them: at most nine decimals (the plain route), up to 10^7.
+nine_decimal = st.builds(lambda m, k: float(Decimal(m).scaleb(-k)),
+                         st.integers(min_value=-(10**16), max_value=10**16),
+                         st.integers(min_value=0, max_value=9))
 # x * 1e9 an exact half, or close to one: where Go's halves-away-from-zero shows.
 scaled_half = st.builds(lambda k: (k + 0.5) / 1e9, st.integers(-(10**15), 10**15))
-any_double = st.one_of(hyp_floats, raw_bits, halfway, seventeen, scaled_half,
+big = st.floats(min_value=1e5, max_value=1e16)  # where Go's rounding stops being exact
+any_double = st.one_of(hyp_floats, raw_bits, halfway, seventeen, scaled_half, nine_decimal, big,
                        halfway.map(lambda x: -x)).filter(in_range)
 
 # Hand-worked from DESIGN.md section 2 (half-up at nine decimals on the shortest repr).
@@ -106,7 +111,11 @@ EDGES = [x for x, _ in HAND] + [
     1e-9, 5e-10, -5e-10, 0.5 / 1e9, -0.5 / 1e9, 2.5 / 1e9, -3.5 / 1e9, 1.5e-9, -1.5e-9,
     2.5e-9, 1e-4, 9.999999999999999e-05, 1e15 + 0.5,
     4503599.6274, 2**52 / 1e9, 2**53 / 1e9, 2.2250738585072014e-308, 1.7976931348623157e299,
-    0.7286696819777281, -0.07787537342431614, 1.0000000005, 2.0746415705, 1e-05, 1e21, 1e20,
+    0.7286696819777281, -0.07787537342431614,
+    # Few decimals, many integer digits: Go's x*1e9/1e9 moves these by one unit in the last
+    # place (so a plain repr needs at most six integer digits).
+    711480577.9255843, 846351221.0098845, 4389616301006669.5, 999999.999999999, -999999.5,
+    1.0000000005, 2.0746415705, 1e-05, 1e21, 1e20,
 ]
 
 
@@ -116,10 +125,19 @@ def test_edge_values_every_profile(x: float, profile: str) -> None:
     fast_and_reference_agree(x, profile)
 
 
+def is_plain(r: str) -> bool:
+    """No exponent, at most nine decimals, at most six integer digits."""
+    return "e" not in r and 6 >= r.find(".") >= len(r) - 10
+
+
 def fast_and_reference_agree(x: float, profile: str) -> None:
     p = PROFILE_ROWS[profile]
     reference_round = round_half_up_9_reference if p.round is round_half_up_9 else p.round
-    assert p.float_text(x) == p.format_float(reference_round(x))
+    want = p.format_float(reference_round(x))
+    r = repr(x)
+    assert p.text(r, x) == want
+    if is_plain(r):  # the plain route, where no profile has anything to round
+        assert (r if p.plain is None else p.plain(r, x)) == want
     values = ("p", "m", 1, "s", x, -x, x / 3, 1.0)
     subset = dict(zip(SIGNED_FIELDS, values, strict=True))
     assert canonical_bytes_of(values, p) == canonical_bytes_reference(subset, p)
@@ -135,7 +153,7 @@ def test_fast_rounding_is_the_decimal_rounding_on_every_double(x: float) -> None
 
 @SETTINGS
 @given(any_double, st.sampled_from(PROFILES))
-def test_fused_float_text_is_round_then_format(x: float, profile: str) -> None:
+def test_fused_and_plain_routes_are_round_then_format(x: float, profile: str) -> None:
     fast_and_reference_agree(x, profile)
 
 

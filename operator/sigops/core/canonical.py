@@ -160,11 +160,7 @@ def format_go_float(x: float) -> str:
     >>> [format_go_float(v) for v in (1.0, 0.2, 1e-7, 1.5e-7, 1e21, 1e20, 1e-5, -0.0)]
     ['1', '0.2', '1e-7', '1.5e-7', '1e+21', '100000000000000000000', '0.00001', '-0']
     """
-    return _go_form(repr(x), x)
-
-
-def _go_form(r: str, x: float) -> str:
-    """:func:`format_go_float` of ``x`` whose ``repr`` is ``r``."""
+    r = repr(x)
     a = abs(x)
     if a != 0.0 and (a < 1e-6 or a >= 1e21):
         # Go's 'e' format has the same shortest digits as Python's repr; encoding/json then
@@ -179,6 +175,21 @@ def _go_form(r: str, x: float) -> str:
     if r.endswith(".0"):
         r = r[:-2]
     return r
+
+
+def _go_exponent_form(r: str, x: float) -> str:
+    """:func:`format_go_float` of ``x`` whose ``repr`` ``r`` has an exponent, from the repr's
+    digits: Go writes 1e-6 <= |x| < 1e21 without one (the digits moved to the point)."""
+    a = abs(x)
+    mant, _, exp = r.partition("e")
+    if a < 1e-6 or a >= 1e21:  # Go's exponent form: no leading zero in the exponent
+        return f"{mant}e{exp[0]}{exp[1:].lstrip('0')}"
+    neg = mant[0] == "-"
+    digits = mant[neg:].replace(".", "")
+    k = int(exp)
+    if k < 0:  # 1e-6 <= |x| < 1e-4: 0.0000dd
+        return "-" * neg + "0." + "0" * (-k - 1) + digits
+    return "-" * neg + digits + "0" * (k - len(digits) + 1)  # 1e16 <= |x| < 1e21: integral
 
 
 def format_fixed9_float(x: float) -> str:
@@ -220,16 +231,44 @@ def escape_go(s: str) -> str:
     return escape_go_reference(s)
 
 
-def _python_text(x: float) -> str:
-    """``format_python_float(round_half_up_9(x))``, one ``repr`` when nothing is rounded."""
-    return _python_float_text(repr(x), x)
+def _nine_decimals(r: str) -> str | None:
+    """The repr ``r`` rounded half-up to exactly nine decimals, as text, for the common
+    full-precision form: no exponent, more than nine decimals, at most six integer digits (so
+    at most 15 significant digits are kept, and the kept text is what ``repr`` and ``.9f`` of
+    the rounded double write). None otherwise, or when rounding up carries (a ninth decimal 9).
+    """
+    if "e" in r:
+        return None
+    dot = r.find(".")
+    if len(r) - dot <= 10 or dot - (r[0] == "-") > 6:
+        return None
+    if r[dot + 10] < "5":
+        return r[:dot + 10]
+    last = r[dot + 9]
+    return None if last == "9" else r[:dot + 9] + chr(ord(last) + 1)
 
 
-def _go_text(x: float, copysign: Callable[[float, float], float] = math.copysign) -> str:
-    """``format_go_float(round_go_9(x))`` in one step. ``round(y)`` is the nearest integer
-    with halves to even; Go's math.Round takes halves away from zero, so an exact half moves
-    out by one; zero keeps the sign of ``x``. A repr without exponent (1e-4 <= |v| < 1e16,
-    inside Go's plain range) is Go's form less a trailing ``.0``."""
+# Fused round-and-write routes: ``text(repr(x), x) == format_float(round(x))`` for a profile's
+# (round, format_float) pair, on every double (tests/unit/test_canonical_fast.py). Each takes
+# the repr, which every route needs, so it is made once.
+
+
+def _python_text(r: str, x: float) -> str:
+    """``format_python_float(round_half_up_9(x))``: ``r`` itself when nothing is rounded."""
+    t = _nine_decimals(r)
+    if t is not None:  # repr drops trailing zeros but keeps one digit after the point
+        t = t.rstrip("0")
+        return t + "0" if t[-1] == "." else t
+    v = _half_up_9_of_repr(r, x)
+    return r if v is x else repr(v)  # the very same object back: nothing was rounded
+
+
+def _go_text(r: str, x: float, copysign: Callable[[float, float], float] = math.copysign
+             ) -> str:
+    """``format_go_float(round_go_9(x))``. ``round(y)`` is the nearest integer with halves to
+    even; Go's math.Round takes halves away from zero, so an exact half moves out by one; zero
+    keeps the sign of ``x``. A repr without exponent (1e-4 <= |v| < 1e16, inside Go's plain
+    range) is Go's form less a trailing ``.0``."""
     y = x * 1e9
     t = round(y)
     h = y - t  # exact: y and t are within one half of each other
@@ -240,25 +279,37 @@ def _go_text(x: float, copysign: Callable[[float, float], float] = math.copysign
     v = t / 1e9 if t else copysign(0.0, x)
     r = repr(v)
     if "e" in r:
-        return _go_form(r, v)
+        return _go_exponent_form(r, v)
     return r[:-2] if r.endswith(".0") else r
 
 
-def _fixed9_text(x: float) -> str:
+def _fixed9_text(r: str, x: float) -> str:
     """``format_fixed9_float(round_half_up_9(x))``."""
-    r = repr(x)
     t = _nine_decimals(r)
     return t if t is not None else f"{_half_up_9_of_repr(r, x):.9f}"
 
 
-_FUSED_TEXT: Mapping[tuple[Callable[[float], float], Callable[[float], str]],
-                     Callable[[float], str]] = {
-    (round_half_up_9, format_python_float): _python_text,
-    (round_go_9, format_go_float): _go_text,
-    (round_half_up_9, format_fixed9_float): _fixed9_text,
+# Plain routes, for a repr with no exponent, at most nine decimals and at most six integer
+# digits (a "plain repr"): no profile rounds such a value (half-up keeps its nine decimals; Go's
+# x*1e9 lands within 0.13 of the integer, so math.Round(x*1e9)/1e9 is the double nearest the
+# same decimal, x), so each only writes it. None: write the repr as it is.
+
+
+def _go_plain(r: str, x: float) -> str:
+    return r[:-2] if r.endswith(".0") else r
+
+
+def _fixed9_plain(r: str, x: float) -> str:
+    return f"{x:.9f}"
+
+
+_FUSED: Mapping[tuple[Callable[[float], float], Callable[[float], str]],
+                tuple[Callable[[str, float], str], Callable[[str, float], str] | None]] = {
+    (round_half_up_9, format_python_float): (_python_text, None),
+    (round_go_9, format_go_float): (_go_text, _go_plain),
+    (round_half_up_9, format_fixed9_float): (_fixed9_text, _fixed9_plain),
 }
-"""Fused round-and-write routes of the known profiles, each proven equal to its composition
-by a property test over arbitrary doubles (tests/unit/test_canonical_fast.py)."""
+"""(fused route, plain route) of each known (round, format_float) pair."""
 
 _REFERENCE: Mapping[Callable[..., Any], Callable[..., Any]] = {
     round_half_up_9: round_half_up_9_reference,
@@ -282,9 +333,12 @@ class Profile:
     """The canonical object as one format string: keys in ``order``, one ``%s`` per value."""
     permutation: tuple[int, ...] = field(init=False, repr=False, compare=False)
     """For each key of ``order``, its index in :data:`SIGNED_FIELDS`."""
-    float_text: Callable[[float], str] = field(init=False, repr=False, compare=False)
-    """``format_float(round(x))`` in one step: a fused route where :data:`_FUSED_TEXT` has
-    one for this (round, format_float) pair, equal to the composition on every double."""
+    text: Callable[[str, float], str] = field(init=False, repr=False, compare=False)
+    """``text(repr(x), x) == format_float(round(x))``: a fused route for the known
+    (round, format_float) pairs, else that composition."""
+    plain: Callable[[str, float], str] | None = field(init=False, repr=False, compare=False)
+    """:attr:`text` for a plain repr (no exponent, at most nine decimals and six integer
+    digits), where the known profiles have nothing to round; None: the repr itself."""
     pick: Callable[[Sequence[Any]], tuple[Any, ...]] = field(init=False, repr=False,
                                                               compare=False)
     """Values in :data:`SIGNED_FIELDS` order to values in ``order``."""
@@ -297,8 +351,13 @@ class Profile:
         object.__setattr__(self, "permutation",
                            tuple(SIGNED_FIELDS.index(k) for k in self.order))
         rnd, ff = self.round, self.format_float
-        object.__setattr__(self, "float_text", _FUSED_TEXT.get(
-            (rnd, ff), lambda x: ff(rnd(x))))
+
+        def composed(r: str, x: float) -> str:
+            return ff(rnd(x))
+
+        text, plain = _FUSED.get((rnd, ff), (composed, composed))
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "plain", plain)
         object.__setattr__(self, "pick", itemgetter(*self.permutation))
 
 
@@ -316,38 +375,9 @@ PROFILES: Mapping[str, Profile] = {
 }
 PROFILE_NAMES = tuple(PROFILES)
 
-# The fused default route below lists its values in sorted order.
-_SORTED_TEMPLATE = PROFILES["python"].template
+# canonical_bytes_of lists the values of a sorted profile in this order.
 assert SORTED_ORDER == ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r",
                         "shard_id"), "canonical_bytes_of lists its values in this order"
-
-
-def _nine_decimals(r: str) -> str | None:
-    """The repr ``r`` rounded half-up to exactly nine decimals, as text, for the common
-    full-precision form: no exponent, more than nine decimals, at most six integer digits (so
-    at most 15 significant digits are kept, and the kept text is what ``repr`` and ``.9f`` of
-    the rounded double write). None otherwise, or when rounding up carries (a ninth decimal 9).
-    """
-    if "e" in r:
-        return None
-    dot = r.find(".")
-    if len(r) - dot <= 10 or dot - (r[0] == "-") > 6:
-        return None
-    if r[dot + 10] < "5":
-        return r[:dot + 10]
-    last = r[dot + 9]
-    return None if last == "9" else r[:dot + 9] + chr(ord(last) + 1)
-
-
-def _python_float_text(r: str, x: float) -> str:
-    """``format_python_float(round_half_up_9(x))`` given ``r = repr(x)``: ``r`` itself when
-    there is nothing to round."""
-    t = _nine_decimals(r)
-    if t is not None:  # repr drops trailing zeros but keeps one digit after the point
-        t = t.rstrip("0")
-        return t + "0" if t[-1] == "." else t
-    v = _half_up_9_of_repr(r, x)
-    return r if v is x else repr(v)  # the very same object back: nothing was rounded
 
 
 def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python") -> bytes:
@@ -364,26 +394,27 @@ def canonical_bytes(subset: Mapping[str, Any], profile: str | Profile = "python"
 def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python") -> bytes:
     """:func:`canonical_bytes` of the subset's values in :data:`SIGNED_FIELDS` order."""
     p = profile if isinstance(profile, Profile) else PROFILES[profile]
-    rnd, ff, esc = p.round, p.format_float, p.escape
+    esc = p.escape
     pid, root, epoch, shard, d0, c0, r0, b0 = values
-    if p.order is SORTED_ORDER and rnd is round_half_up_9 and ff is format_python_float:
-        # The default profile, fused; the template wants (D_hat, budget, coh_star, epoch,
-        # merkle_root, pcs_id, r, shard_id).
-        df, bf, cf, rf = float(d0), float(b0), float(c0), float(r0)
-        d, b, c, r = repr(df), repr(bf), repr(cf), repr(rf)
-        # Each repr already rounded (no exponent, at most nine decimals): the common case,
-        # checked inline, since this runs once per record verified.
-        if not ("e" not in d and "e" not in b and "e" not in c and "e" not in r
-                and 0 <= d.find(".") >= len(d) - 10 and 0 <= b.find(".") >= len(b) - 10
-                and 0 <= c.find(".") >= len(c) - 10 and 0 <= r.find(".") >= len(r) - 10):
-            fl = _python_float_text
-            d, b, c, r = fl(d, df), fl(b, bf), fl(c, cf), fl(r, rf)
-        text = _SORTED_TEMPLATE % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
+    df, cf, rf, bf = float(d0), float(c0), float(r0), float(b0)
+    d, c, r, b = repr(df), repr(cf), repr(rf), repr(bf)
+    # Every repr plain (no exponent, at most nine decimals and six integer digits): the
+    # common case, checked inline, since this runs once per record verified.
+    if ("e" not in d and "e" not in c and "e" not in r and "e" not in b
+            and 6 >= d.find(".") >= len(d) - 10 and 6 >= c.find(".") >= len(c) - 10
+            and 6 >= r.find(".") >= len(r) - 10 and 6 >= b.find(".") >= len(b) - 10):
+        plain = p.plain
+        if plain is not None:
+            d, c, r, b = plain(d, df), plain(c, cf), plain(r, rf), plain(b, bf)
     else:
-        ft = p.float_text
-        text = p.template % p.pick((esc(pid), esc(root), epoch, esc(shard), ft(float(d0)),
-                                    ft(float(c0)), ft(float(r0)), ft(float(b0))))
-    return text.encode("utf-8", "surrogatepass")
+        text = p.text
+        d, c, r, b = text(d, df), text(c, cf), text(r, rf), text(b, bf)
+    if p.order is SORTED_ORDER:  # (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r,
+        #                            shard_id)
+        out = p.template % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
+    else:
+        out = p.template % p.pick((esc(pid), esc(root), epoch, esc(shard), d, c, r, b))
+    return out.encode("utf-8", "surrogatepass")
 
 
 def canonical_bytes_reference(subset: Mapping[str, Any], profile: str | Profile = "python"
