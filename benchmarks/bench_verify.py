@@ -289,7 +289,7 @@ def _example(data: Path) -> dict[str, Any]:
 
 
 def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
-        ed_rounds: int = 3, shape_n: int = 50_000, shape_rounds: int = 3,
+        ed_rounds: int = 3, shape_n: int = 100_000, shape_rounds: int = 3,
         shape_ed_n: int = 20_000, shape_ed_rounds: int = 3) -> dict[str, Any]:
     res: dict[str, Any] = {"records": n, "rounds": rounds}
     log(f"part 1: generating {n:,} HMAC-signed upstream-shaped PCS")
