@@ -255,10 +255,17 @@ def _nine_decimals(r: str) -> str | None:
 
 def _python_text(r: str, x: float) -> str:
     """``format_python_float(round_half_up_9(x))``: ``r`` itself when nothing is rounded."""
-    t = _nine_decimals(r)
-    if t is not None:  # repr drops trailing zeros but keeps one digit after the point
-        t = t.rstrip("0")
-        return t + "0" if t[-1] == "." else t
+    if "e" not in r:  # _nine_decimals, inline: this runs for every full-precision float
+        dot = r.find(".")
+        if len(r) - dot > 10 and dot - (r[0] == "-") <= 6:
+            if r[dot + 10] < "5":  # repr drops trailing zeros, keeps a digit after the point
+                t = r[:dot + 10].rstrip("0")
+                return t + "0" if t[-1] == "." else t
+            last = r[dot + 9]
+            if last != "9":
+                return r[:dot + 9] + chr(ord(last) + 1)
+    if -4.9e-10 < x < 4.9e-10:  # so is its repr, within a hair of it: below half of 1e-9
+        return "-0.0" if r[0] == "-" else "0.0"
     v = _half_up_9_of_repr(r, x)
     return r if v is x else repr(v)  # the very same object back: nothing was rounded
 
@@ -276,8 +283,11 @@ def _go_text(r: str, x: float, copysign: Callable[[float, float], float] = math.
         t += 1
     elif h == -0.5 and y < 0.0:
         t -= 1
-    v = t / 1e9 if t else copysign(0.0, x)
-    r = repr(v)
+    if not t:  # a zero, with the sign of x
+        return "-0" if copysign(1.0, x) < 0.0 else "0"
+    v = t / 1e9
+    if v != x:  # else x's own repr will do
+        r = repr(v)
     if "e" in r:
         return _go_exponent_form(r, v)
     return r[:-2] if r.endswith(".0") else r
@@ -286,7 +296,11 @@ def _go_text(r: str, x: float, copysign: Callable[[float, float], float] = math.
 def _fixed9_text(r: str, x: float) -> str:
     """``format_fixed9_float(round_half_up_9(x))``."""
     t = _nine_decimals(r)
-    return t if t is not None else f"{_half_up_9_of_repr(r, x):.9f}"
+    if t is not None:
+        return t
+    if -4.9e-10 < x < 4.9e-10:  # rounds to a zero of its sign, as in _python_text
+        return "-0.000000000" if r[0] == "-" else "0.000000000"
+    return f"{_half_up_9_of_repr(r, x):.9f}"
 
 
 # Plain routes, for a repr with no exponent, at most nine decimals and at most six integer
