@@ -426,6 +426,10 @@ def canonical_bytes_of(values: Sequence[Any], profile: str | Profile = "python")
     if p.order is SORTED_ORDER:  # (D_hat, budget, coh_star, epoch, merkle_root, pcs_id, r,
         #                            shard_id)
         out = p.template % (d, b, c, epoch, esc(root), esc(pid), r, esc(shard))
+    elif esc is escape_go and _GO_PLAIN.fullmatch(pid + root + shard) is not None:
+        # Nothing to escape in any of the three (one check for three): quotes only.
+        out = p.template % p.pick(('"' + pid + '"', '"' + root + '"', epoch, '"' + shard + '"',
+                                   d, c, r, b))
     else:
         out = p.template % p.pick((esc(pid), esc(root), epoch, esc(shard), d, c, r, b))
     return out.encode("utf-8", "surrogatepass")
