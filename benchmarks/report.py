@@ -114,6 +114,15 @@ def _shape_name(row: dict[str, Any]) -> str:
     return f"{row['shape']}/{row['profile']}"
 
 
+def _kept(row: dict[str, Any]) -> str:
+    """Rounds kept, and how many of those ran while other work kept more than the threshold
+    of cores busy (all are kept when too few calm ones could be had)."""
+    info = row.get("round_selection") or {}
+    calm = info.get("rounds_run", 0) - info.get("contended_rounds", 0)
+    kept = info.get("rounds_kept", 0)
+    return f"{kept} ({max(0, kept - calm)})"
+
+
 def _floats(row: dict[str, Any]) -> str:
     return " ".join(f"`{v!r}`" for v in row["example"].values())
 
@@ -666,13 +675,15 @@ def _shapes(v: dict[str, Any], a: Any) -> None:
         a("")
         a("| shape / profile | first record's signed floats | sigops records/s | "
           "upstream records/s | "
-          "floor records/s | sigops / upstream | sigops / floor | upstream valid |")
-        a("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "floor records/s | sigops / upstream | sigops / floor | upstream valid | "
+          "rounds kept (contended) |")
+        a("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for x in hm:
             a(f"| {_shape_name(x)} | {_floats(x)} | "
               f"{_fmt(x['sigops_records_per_s'])} | {_fmt(x['upstream_records_per_s'])} | "
               f"{_fmt(x['floor_records_per_s'])} | **{x['paired_vs_upstream']:.2f}x** | "
-              f"{x['paired_vs_floor']:.2f}x | {_fmt(x['upstream_valid'])} |")
+              f"{x['paired_vs_floor']:.2f}x | {_fmt(x['upstream_valid'])} | "
+              f"{_kept(x)} |")
     if ed_rows:
         a("")
         a(f"Ed25519, {ed_rows[0]['records']:,} records per file, against the raw verify loop "
@@ -680,9 +691,9 @@ def _shapes(v: dict[str, Any], a: Any) -> None:
         a("")
         a("| shape / profile | first record's signed floats | sigops records/s | "
           "raw loop verifies/s | "
-          "sigops / raw | per core (records per CPU-s) |")
-        a("| --- | --- | --- | --- | --- | --- |")
+          "sigops / raw | per core (records per CPU-s) | rounds kept (contended) |")
+        a("| --- | --- | --- | --- | --- | --- | --- |")
         for x in ed_rows:
             a(f"| {_shape_name(x)} | {_floats(x)} | "
               f"{_fmt(x['sigops_records_per_s'])} | {_fmt(x['raw_loop_verifies_per_s'])} | "
-              f"{x['vs_raw']:.2f}x | **{x['per_core_vs_raw']:.2f}x** |")
+              f"{x['vs_raw']:.2f}x | **{x['per_core_vs_raw']:.2f}x** | {_kept(x)} |")
