@@ -42,13 +42,15 @@ def _variants_hmac(data: Path, ring: Path) -> dict[str, list[str]]:
     }
 
 
-def _check(name: str, r: ProcRun, n: int) -> None:
-    """Every variant must have read (and, where it checks, accepted) all ``n`` records."""
+def _check(name: str, r: ProcRun, n: int, all_valid: bool = True) -> None:
+    """Every variant must have read (and, where it checks, accepted) all ``n`` records;
+    ``all_valid`` False: read them all (upstream's python path on another profile's records
+    does the same work and finds them invalid)."""
     try:
         out = json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise RuntimeError(f"{name}: no JSON summary (rc {r.rc}): {r.stderr[-400:]}") from None
-    if out.get("total") != n or out.get("valid", n) != n:
+    if out.get("total") != n or (all_valid and out.get("valid", n) != n):
         raise RuntimeError(f"{name}: expected {n} valid records, got {out}")
 
 
@@ -72,7 +74,8 @@ def _wait_calm() -> None:
 
 
 def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
-            timeout: float, extra: int) -> tuple[dict[str, list[ProcRun]], dict[str, Any]]:
+            timeout: float, extra: int, any_valid: tuple[str, ...] = ()
+            ) -> tuple[dict[str, list[ProcRun]], dict[str, Any]]:
     """``rounds`` interleaved rounds (the order rotates). A round during which other work
     kept more than CONTENDED cores busy in any run is repeated, at most ``extra`` times; the
     uncontended rounds are kept when there are at least ``rounds`` of them, else all."""
@@ -85,7 +88,7 @@ def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
         one: dict[str, ProcRun] = {}
         for name in order:
             res = run_measured(variants[name], timeout=timeout)
-            _check(name, res, n)
+            _check(name, res, n, name not in any_valid)
             one[name] = res
         done.append(one)
         busy = max(x.others for x in one.values())
@@ -212,8 +215,82 @@ def _profile(data: Path, ring: Path, work: Path, n: int = 20000) -> list[dict[st
     return rows[:12]
 
 
+HMAC_SHAPES = (("nine", "python"), ("full", "python"), ("integral", "python"),
+               ("negative_tiny", "python"), ("nine", "go"), ("full", "go"),
+               ("negative_tiny", "go"), ("nine", "fixed9"), ("full", "fixed9"))
+"""(record shape, canonical profile) rows measured with HMAC, each against upstream and the
+floor on the same file."""
+ED_SHAPES = (("nine", "python"), ("full", "python"), ("full", "go"))
+"""(record shape, canonical profile) rows measured with Ed25519 against the raw verify loop."""
+
+
+def _shape_rows(work: Path, n: int, rounds: int, ed_n: int, ed_rounds: int
+                ) -> list[dict[str, Any]]:
+    """One row per (shape, profile, alg): ``sigops verify --summary`` in one process against
+    upstream's path and the floor (HMAC) or the raw verify loop (Ed25519), same file, same
+    run, interleaved rounds."""
+    rows: list[dict[str, Any]] = []
+    key, ed = pcsdata.hmac_key(), pcsdata.ed_key()
+    assert ed.public is not None
+    pub = base64.b64encode(ed.public).decode()
+    for alg, shapes, count, rnds in (("hmac-sha256", HMAC_SHAPES, n, rounds),
+                                     ("ed25519", ED_SHAPES, ed_n, ed_rounds)):
+        for shape, profile in shapes:
+            what = f"{shape}/{profile}/{alg}"
+            log(f"part 1 shapes: {what}, {count:,} records, {rnds} rounds")
+            k = key if alg == "hmac-sha256" else ed
+            data, ring = work / "shape.jsonl", work / "shape_ring.json"
+            pcsdata.write_jsonl(data, pcsdata.signed_records(count, k, seed=3, profile=profile,
+                                                             shape=shape))
+            pcsdata.write_keyring(ring, [k], profile)
+            sig = [SIGOPS, "verify", "--keyring", str(ring), "--summary", str(data)]
+            if alg == "hmac-sha256":
+                secret = pcsdata.HMAC_SECRET
+                variants = {
+                    "upstream": [PYTHON, str(HERE / "upstream_verify.py"), secret, str(data)],
+                    "floor": [PYTHON, str(HERE / "floor_verify.py"), secret, str(data)],
+                    "sigops_j1": sig}
+            else:
+                variants = {"raw_loop": [PYTHON, str(HERE / "ed25519_raw.py"), pub, str(data),
+                                         profile], "sigops_j1": sig}
+            runs, info = _rounds(variants, count, rnds, what, timeout=300, extra=2,
+                                 any_valid=("upstream",) if profile != "python" else ())
+            row: dict[str, Any] = {"shape": shape, "profile": profile, "alg": alg,
+                                   "records": count, "round_selection": info,
+                                   "example": _example(data)}
+            rates = _rates(runs, count)
+            row["sigops_records_per_s"] = rates["sigops_j1"]["records_per_s"]["median"]
+            row["sigops_records_per_cpu_s"] = rates["sigops_j1"]["records_per_cpu_s"]["median"]
+            if alg == "hmac-sha256":
+                for base in ("upstream", "floor"):
+                    row[f"{base}_records_per_s"] = rates[base]["records_per_s"]["median"]
+                    row[f"vs_{base}"] = (row["sigops_records_per_s"]
+                                         / row[f"{base}_records_per_s"])
+                    row[f"paired_vs_{base}"] = _paired(runs, "sigops_j1", base)
+                row["upstream_valid"] = json.loads(
+                    runs["upstream"][0].stdout.strip().splitlines()[-1])["valid"]
+            else:
+                raw = [json.loads(r.stdout) for r in runs["raw_loop"]]
+                row["raw_loop_verifies_per_s"] = median([x["per_second"] for x in raw])
+                row["raw_loop_verifies_per_cpu_s"] = median([x["per_cpu_second"] for x in raw])
+                row["vs_raw"] = row["sigops_records_per_s"] / row["raw_loop_verifies_per_s"]
+                row["per_core_vs_raw"] = (row["sigops_records_per_cpu_s"]
+                                          / row["raw_loop_verifies_per_cpu_s"])
+            rows.append(row)
+            data.unlink(missing_ok=True)
+    return rows
+
+
+def _example(data: Path) -> dict[str, Any]:
+    """The four signed floats of the file's first record, as written: what the shape means."""
+    with data.open("rb") as f:
+        first = json.loads(f.readline())
+    return {k: first[k] for k in ("D_hat", "coh_star", "r", "budget")}
+
+
 def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
-        ed_rounds: int = 3) -> dict[str, Any]:
+        ed_rounds: int = 3, shape_n: int = 100_000, shape_rounds: int = 3,
+        shape_ed_n: int = 20_000, shape_ed_rounds: int = 3) -> dict[str, Any]:
     res: dict[str, Any] = {"records": n, "rounds": rounds}
     log(f"part 1: generating {n:,} HMAC-signed upstream-shaped PCS")
     key = pcsdata.hmac_key()
@@ -279,4 +356,5 @@ def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
         "sigops_j2_per_core_vs_raw": sig["sigops_j2"]["records_per_cpu_s"]["median"] / raw_cpu}
     for p in (data, ed_data):
         p.unlink(missing_ok=True)
+    res["shapes"] = _shape_rows(work, shape_n, shape_rounds, shape_ed_n, shape_ed_rounds)
     return res

@@ -4,7 +4,7 @@ Reading the JSONL, canonicalising and hashing happen first and are not timed; th
 ``public_key.verify(sig, sha256(canonical))`` per record. Prints
 ``{"total", "valid", "seconds", "cpu_seconds", "per_second", "per_cpu_second"}``.
 
-Usage: python ed25519_raw.py PUBLIC_B64 FILE.jsonl
+Usage: python ed25519_raw.py PUBLIC_B64 FILE.jsonl [PROFILE]   (default profile: python)
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from sigops.core.canonical import SIGNED_FIELDS, canonical_bytes
 
 def main() -> int:
     pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(sys.argv[1]))
+    profile = sys.argv[3] if len(sys.argv) > 3 else "python"
     pairs = []
     with open(sys.argv[2], "rb") as f:
         for line in f:
             pcs = json.loads(line)
             subset = {k: pcs[k] for k in SIGNED_FIELDS}
-            msg = hashlib.sha256(canonical_bytes(subset, "python")).digest()
+            msg = hashlib.sha256(canonical_bytes(subset, profile)).digest()
             pairs.append((base64.b64decode(pcs["sig"]), msg))
     verify, valid = pub.verify, 0
     t0, c0 = time.perf_counter(), time.process_time()

@@ -1,9 +1,10 @@
 """Generated inputs for the benchmarks: upstream-shaped, signed PCS records and key rings.
 
-The records follow ``../shared/interop/kakeya-golden/pcs_tiny_case_1.json``: every field of
-the upstream agent's PCS, the four signed floats already rounded to 9 decimals (as the agent
-sends them), ``v_star`` at full float precision, ``pcs_id`` = sha256(merkle_root|epoch|shard_id).
-Everything is deterministic (seeded), so two runs verify the same bytes.
+The records follow upstream's golden ``pcs_tiny_case_1.json``: every field of the upstream
+agent's PCS, the four signed floats already rounded to 9 decimals (as the agent sends them),
+``v_star`` at full float precision, ``pcs_id`` = sha256(merkle_root|epoch|shard_id). Other
+record shapes (:data:`SHAPES`) change only the four signed floats. Everything is deterministic
+(seeded), so two runs verify the same bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sigops.core.keys import ED25519, HMAC, Key
 from sigops.core.pcs import expected_pcs_id, sign_pcs
 
 __all__ = ["HMAC_SECRET", "hmac_key", "ed_key", "upstream_pcs", "write_jsonl", "write_keyring",
-           "SENT_AT"]
+           "SENT_AT", "SHAPES", "signed_records"]
 
 HMAC_SECRET = "bench-hmac-secret-0123456789abcdef"
 SENT_AT = datetime(2025, 1, 19, 12, 0, 0, tzinfo=UTC)
@@ -66,11 +67,44 @@ def upstream_pcs(rng: random.Random, seq: int, shard: int = 0) -> dict[str, Any]
     }
 
 
+def _full(rng: random.Random, x: float) -> float:
+    """Full double precision (17 significant digits mostly): an agent that does not pre-round."""
+    return x + rng.uniform(-1e-3, 1e-3)
+
+
+def _integral(rng: random.Random, x: float) -> float:
+    """Integral floats (``2.0``; ``2`` in the go form)."""
+    return float(round(x * 4))
+
+
+def _negative_tiny(rng: random.Random, x: float) -> float:
+    """Negative full-precision values and tiny ones written with an exponent (``-3.1e-07``,
+    ``4.2e-11``, which rounds to zero)."""
+    if rng.random() < 0.5:
+        return -_full(rng, x)
+    return rng.choice((-1.0, 1.0)) * rng.uniform(1.0, 9.99) * 10.0 ** -rng.randint(5, 12)
+
+
+SHAPES: dict[str, Any] = {
+    "nine": None,  # as the upstream agent sends them: rounded to 9 decimals
+    "full": _full,
+    "integral": _integral,
+    "negative_tiny": _negative_tiny,
+}
+"""Record shapes by name: how the four signed floats look (None: as generated)."""
+
+
 def signed_records(n: int, key: Key, seed: int = 1, profile: str = "python",
-                   shards: int = 16) -> Iterator[dict[str, Any]]:
+                   shards: int = 16, shape: str = "nine") -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
+    reshape = SHAPES[shape]
+    shape_rng = random.Random(seed + 1_000_003)  # the nine-decimal records stay as they were
     for i in range(n):
-        yield sign_pcs(upstream_pcs(rng, i, i % shards), key, profile)
+        pcs = upstream_pcs(rng, i, i % shards)
+        if reshape is not None:
+            for k in ("D_hat", "coh_star", "r", "budget"):
+                pcs[k] = reshape(shape_rng, pcs[k])
+        yield sign_pcs(pcs, key, profile)
 
 
 def write_jsonl(path: Path, records: Iterator[dict[str, Any]]) -> int:

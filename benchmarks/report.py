@@ -30,6 +30,21 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"topic": topic, "name": name, "target": target, "measured": measured,
                     "met": bool(met)})
 
+    hm, ed_rows = shape_rows(r)
+    if hm:
+        w, f = hm[0], min(hm, key=lambda x: x["paired_vs_floor"])
+        ru, rf = w["paired_vs_upstream"], f["paired_vs_floor"]
+        add("shapes", "every record shape: sigops verify >= 1x upstream (must)", ">= 1.00x",
+            f"weakest {_shape_name(w)}: {ru:.2f}x", ru >= 1.0)
+        add("shapes", "every record shape: sigops verify >= 2x upstream (goal)", ">= 2.00x",
+            f"weakest {_shape_name(w)}: {ru:.2f}x", ru >= 2.0)
+        add("shapes", "every record shape: sigops verify >= 0.8x the floor (goal)", ">= 0.80x",
+            f"weakest {_shape_name(f)}: {rf:.2f}x", rf >= 0.8)
+    if ed_rows:
+        w = ed_rows[0]
+        add("shapes-ed25519", "every record shape: Ed25519 sigops verify within 10% of the raw "
+            "loop, per core", ">= 0.90x", f"weakest {_shape_name(w)}: "
+            f"{w['per_core_vs_raw']:.2f}x", w["per_core_vs_raw"] >= 0.9)
     ratios = _get(r, "verify", "hmac_ratios")
     if ratios:
         for key, label in (("sigops_j1", "sigops verify"),
@@ -85,9 +100,58 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def shape_rows(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The record-shape rows of the run, weakest first: HMAC by the ratio to upstream, Ed25519
+    by the per-core ratio to the raw verify loop."""
+    rows = _get(r, "verify", "shapes") or []
+    hm = sorted((x for x in rows if x["alg"] == "hmac-sha256"),
+                key=lambda x: x["paired_vs_upstream"])
+    ed = sorted((x for x in rows if x["alg"] == "ed25519"), key=lambda x: x["per_core_vs_raw"])
+    return hm, ed
+
+
+def _shape_name(row: dict[str, Any]) -> str:
+    return f"{row['shape']}/{row['profile']}"
+
+
+def _kept(row: dict[str, Any]) -> str:
+    """Rounds kept, and how many of those ran while other work kept more than the threshold
+    of cores busy (all are kept when too few calm ones could be had)."""
+    info = row.get("round_selection") or {}
+    calm = info.get("rounds_run", 0) - info.get("contended_rounds", 0)
+    kept = info.get("rounds_kept", 0)
+    return f"{kept} ({max(0, kept - calm)})"
+
+
+def _floats(row: dict[str, Any]) -> str:
+    return " ".join(f"`{v!r}`" for v in row["example"].values())
+
+
 def limits(r: dict[str, Any]) -> dict[str, str]:
     """What limits each topic, in this run's own numbers."""
     out: dict[str, str] = {}
+    hm, ed_rows = shape_rows(r)
+    if hm:
+        w = hm[0]
+        best = hm[-1]
+        us = {_shape_name(x): 1e6 / x["sigops_records_per_cpu_s"] for x in hm}
+        up = [1e6 / x["upstream_records_per_s"] for x in hm]
+        out["shapes"] = (
+            f"the weakest shape, {_shape_name(w)}, costs sigops {us[_shape_name(w)]:.1f} us of "
+            f"CPU per record against {us[_shape_name(best)]:.1f} us for the strongest, "
+            f"{_shape_name(best)} (table 'Record shapes'); upstream's path took "
+            f"{min(up):.1f} to {max(up):.1f} us of wall time per record across the shapes. "
+            "Most of sigops' cost is the per-record work every shape shares (see the HMAC "
+            "rows below: hardened parse, type checks, canonical bytes, the signed content "
+            "kept for the tamper check), which one pure-Python process cannot halve.")
+    if ed_rows:
+        w = ed_rows[0]
+        out["shapes-ed25519"] = (
+            f"{_shape_name(w)}: one Ed25519 verify costs "
+            f"{1e6 / w['raw_loop_verifies_per_cpu_s']:.1f} us of CPU in the raw loop and sigops "
+            f"{1e6 / w['sigops_records_per_cpu_s']:.1f} us per record: the same per-record "
+            "reading, checking and canonicalisation as the HMAC rows, plus a SHA-256, come on "
+            "top of the verify (see the Ed25519 goal below).")
     v = r.get("verify") or {}
     if "hmac" in v:
         st = v.get("stages_us_per_record") or {}
@@ -202,6 +266,11 @@ def markdown(r: dict[str, Any]) -> str:
     if r.get("quick"):
         a("")
         a("**This is a `--quick` smoke run: sizes are far below the real ones.**")
+    missing = [p for p in ("verify", "diagnose", "operator") if p not in (r.get("parts") or ())]
+    if missing:
+        a("")
+        a(f"Parts run: {', '.join(r.get('parts') or ())}; not run in this run (so not "
+          f"reported here): {', '.join(missing)} (`--parts`).")
     a("")
     a("## Machine")
     a("")
@@ -327,6 +396,7 @@ def _verify(r: dict[str, Any], a: Any) -> None:
         for row in prof[:10]:
             a(f"| `{row['function']}` | {row['calls']:,} | {row['tottime_s']:.3f} | "
               f"{row['cumtime_s']:.3f} |")
+    _shapes(v, a)
     e = v.get("ed25519")
     if e:
         a("")
@@ -581,3 +651,49 @@ def _operator(r: dict[str, Any], a: Any) -> None:
               "the interval only costs CPU for objects still at work.")
     else:
         a(f"Failed: `{i.get('error')}`")
+
+
+def _shapes(v: dict[str, Any], a: Any) -> None:
+    hm, ed_rows = shape_rows({"verify": v})
+    if not hm and not ed_rows:
+        return
+    a("")
+    a("### Record shapes (weakest first)")
+    a("")
+    a("The same verification on records that differ only in their four signed floats, each "
+      "shape and profile its own file (signed with `sign_pcs` under that profile), "
+      "`sigops verify --summary` in one process against the baselines on the same file, "
+      "interleaved rounds in the same run; ratios are medians of the per-round ratios. "
+      "Shapes: `nine` (9 decimals, as the upstream agent sends them), `full` (full double "
+      "precision), `integral` (`2.0`), `negative_tiny` (negative full-precision values and "
+      "tiny ones such as `-3.1e-07` or `4.2e-11`, which round to zero). On the `go` and "
+      "`fixed9` files upstream's path does the same work and finds the records invalid "
+      "(column 'upstream valid'), since it only knows the python form.")
+    if hm:
+        a("")
+        a(f"HMAC-SHA256, {hm[0]['records']:,} records per file:")
+        a("")
+        a("| shape / profile | first record's signed floats | sigops records/s | "
+          "upstream records/s | "
+          "floor records/s | sigops / upstream | sigops / floor | upstream valid | "
+          "rounds kept (contended) |")
+        a("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for x in hm:
+            a(f"| {_shape_name(x)} | {_floats(x)} | "
+              f"{_fmt(x['sigops_records_per_s'])} | {_fmt(x['upstream_records_per_s'])} | "
+              f"{_fmt(x['floor_records_per_s'])} | **{x['paired_vs_upstream']:.2f}x** | "
+              f"{x['paired_vs_floor']:.2f}x | {_fmt(x['upstream_valid'])} | "
+              f"{_kept(x)} |")
+    if ed_rows:
+        a("")
+        a(f"Ed25519, {ed_rows[0]['records']:,} records per file, against the raw verify loop "
+          "(`ed25519_raw.py` with the file's profile):")
+        a("")
+        a("| shape / profile | first record's signed floats | sigops records/s | "
+          "raw loop verifies/s | "
+          "sigops / raw | per core (records per CPU-s) | rounds kept (contended) |")
+        a("| --- | --- | --- | --- | --- | --- | --- |")
+        for x in ed_rows:
+            a(f"| {_shape_name(x)} | {_floats(x)} | "
+              f"{_fmt(x['sigops_records_per_s'])} | {_fmt(x['raw_loop_verifies_per_s'])} | "
+              f"{x['vs_raw']:.2f}x | **{x['per_core_vs_raw']:.2f}x** | {_kept(x)} |")

@@ -132,8 +132,10 @@ def typed_values(obj: Mapping[str, Any]) -> tuple[Any, ...] | None:
             and pid.isascii() and root.isascii() and shard.isascii()
             and type(e) is int and -MAX_SAFE_INTEGER <= e <= MAX_SAFE_INTEGER
             and type(d) is float and type(c) is float and type(r) is float and type(b) is float
-            and isfinite(d * 1e9) and isfinite(c * 1e9) and isfinite(r * 1e9)
-            and isfinite(b * 1e9)):
+            # One test for four: a product that overflows is an infinity, and a sum with an
+            # infinity in it is an infinity or NaN (a large sum that overflows only sends the
+            # record to parse_pcs, which checks each value).
+            and isfinite(d * 1e9 + c * 1e9 + r * 1e9 + b * 1e9)):
         return pid, root, e, shard, d, c, r, b
     return None
 
