@@ -17,7 +17,7 @@ VALUES ?=
 
 help:
 	@echo "make test          set up and run lint + unit + integration + e2e tests (what CI runs)"
-	@echo "make demo          run sigops end to end on a local control plane (KEEP=1 keeps it up)"
+	@echo "make demo          run sigops end to end on the local node (KEEP=1 keeps it up)"
 	@echo "make unit          fast tests, no cluster"
 	@echo "make integration   tests against the local control plane"
 	@echo "make image         build the image sigops:$(VERSION) here (podman, no registry) and load it into the node"
@@ -75,7 +75,7 @@ install: venv tools
 uninstall: venv tools
 	helm --kubeconfig $(KUBECONFIG_DEV) uninstall sigops -n sigops-system --wait
 
-demo: venv tools
+demo: venv tools image
 	bash scripts/demo.sh
 
 bench: venv tools
