@@ -66,7 +66,9 @@ class Flk:
 
     def apply(self, *objs: dict[str, Any], ns: str | None = None) -> None:
         doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)})
-        self.kubectl("apply", "-n", ns or self.ns, "-f", "-", input=doc)
+        # Server-side: a client-side apply would copy Secrets' values into an annotation.
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-n", ns or self.ns,
+                     "-f", "-", input=doc)
 
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json"))

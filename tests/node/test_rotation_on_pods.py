@@ -64,7 +64,9 @@ def operator(node: object) -> Iterator[object]:
 
 
 def apply(node: object, obj: dict[str, Any], ns: str) -> None:
-    r = subprocess.run([str(REPO / ".dev" / "bin" / "kubectl"), "apply", "-n", ns, "-f", "-"],
+    # Server-side: a client-side apply would copy Secrets' values into an annotation.
+    r = subprocess.run([str(REPO / ".dev" / "bin" / "kubectl"), "apply", "--server-side",
+                        "--force-conflicts", "-n", ns, "-f", "-"],
                        input=json.dumps(obj), env=node.env,  # type: ignore[attr-defined]
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -296,7 +298,10 @@ def test_hand_the_backend_back_after_uninstall(operator: object) -> None:
             for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
             if "valueFrom" in e}
     assert refs == {"PCS_HMAC_KEY": "backend-key", "PCS_HMAC_KEYS": "backend-key"}, refs
-    own = get_json(node, "secret", "-n", ns, "backend-key")["data"]
+    own_secret = get_json(node, "secret", "-n", ns, "backend-key")
+    # No copy of the key in an annotation (a client-side apply would leave one).
+    assert new.to_entry()["secret"] not in json.dumps(own_secret["metadata"])
+    own = own_secret["data"]
     assert "keyring.json" not in own
     assert base64.b64decode(own["PCS_HMAC_KEY"]).decode() == new.to_entry()["secret"]
     wait_for(lambda: len(backend_pods(node, ns)) == 2
