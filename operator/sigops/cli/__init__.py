@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 import zlib
@@ -401,6 +402,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
+def cmd_wal_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..runtime.httpd import parse_listen
+    from ..runtime.walreader import serve
+
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"--dir {args.dir!r} is not a directory")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args.dir, host, port, args.max_bytes)
+    return EXIT_OK
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -535,6 +554,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--state", default="pending",
                    choices=("pending", "active", "retiring", "retired"))
     k.set_defaults(func=cmd_keygen)
+
+    w = sub.add_parser("wal", help="serve the backend's inbox WAL tail (a read-only sidecar)")
+    wsub = w.add_subparsers(dest="wal_verb", metavar="serve", parser_class=_Parser)
+    ws = wsub.add_parser(
+        "serve", help="serve the tail of a WAL directory over HTTP (GET /v1/wal)",
+        description="A read-only sidecar for the FLK backend pod: serves the newest intact "
+                    "inbox WAL entries (GET /v1/wal?since=TIME&max_bytes=N) so sigops can "
+                    "diagnose from the PCS the backend refused. Mount the backend's WAL "
+                    "volume read-only.",
+        epilog="example: sigops wal serve --dir /data/wal --listen 0.0.0.0:8079")
+    ws.add_argument("--dir", required=True, help="the backend's WAL_DIR")
+    ws.add_argument("--listen", default="0.0.0.0:8079", help="host:port (default 0.0.0.0:8079)")
+    ws.add_argument("--max-bytes", type=_positive_int, default=8 << 20, metavar="N",
+                    help="most bytes one answer holds (default 8388608)")
+    ws.set_defaults(func=cmd_wal_serve)
+
+    def wal_help(_: argparse.Namespace) -> int:
+        w.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    w.set_defaults(func=wal_help)
 
     r = sub.add_parser("run", help="run the operator (kopf) with its alert receiver",
                        description="Run the operator. Every flag is also an environment "

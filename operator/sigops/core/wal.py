@@ -28,7 +28,7 @@ from datetime import datetime
 from .errors import MalformedInput
 from .timeparse import parse_time
 
-__all__ = ["WalEntry", "read_wal", "looks_like_wal", "HEADER"]
+__all__ = ["WalEntry", "read_wal", "looks_like_wal", "HEADER", "entry_bytes", "whole_entries"]
 
 HEADER = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d))"
                     rb"\|(\d{1,12})\|")
@@ -131,3 +131,27 @@ def read_wal(buf: Buffer, since: datetime | None = None, until: datetime | None 
         if (since is not None and when < since) or (until is not None and when >= until):
             continue
         yield WalEntry(m.start(), bytes(buf[m.end():body_end]), stamp)
+
+
+def entry_bytes(entry: WalEntry) -> bytes:
+    """An intact entry written back exactly as the backend wrote it."""
+    if entry.body is None or entry.received_at is None:
+        raise ValueError("a damaged entry has no bytes of its own")
+    return f"{entry.received_at}|{len(entry.body)}|".encode() + entry.body + b"\n"
+
+
+def whole_entries(chunk: Buffer, since: datetime | None = None, cut: bool = False
+                  ) -> tuple[bytes, int]:
+    """The intact entries of ``chunk`` received at or after ``since``, as WAL bytes, and how
+    many damaged entries were left out. With ``cut`` the chunk is the tail of a file that
+    may begin mid-entry: what comes before its first intact entry is not counted as damage.
+    """
+    out: list[bytes] = []
+    damaged = 0
+    for e in read_wal(chunk, since=since):
+        if e.error is not None:
+            if not (cut and not out):
+                damaged += 1
+            continue
+        out.append(entry_bytes(e))
+    return b"".join(out), damaged

@@ -12,20 +12,22 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.deployment import Backend
 from ..backend.keyring import REVISION_ANNOTATION
 from ..backend.probe import probe_pcs
 from ..core.diagnose import Diagnoser, Verdict, aggregate
-from ..core.errors import KeyringError
+from ..core.errors import KeyringError, MalformedInput
 from ..core.keys import Key, KeyRing
-from ..core.timeparse import format_time
+from ..core.timeparse import format_time, parse_time
+from ..core.wal import WalEntry
 from ..kube.api import Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..rotation.model import TERMINAL
 from ..settings import Settings, Target
+from .backendpods import PodEvidence, gather_pods
 
 __all__ = ["Evidence", "gather"]
 
@@ -49,6 +51,9 @@ class Evidence:
     probe: list[dict[str, Any]] = field(default_factory=list)
     samples_source: str | None = None
     notes: list[str] = field(default_factory=list)
+    pods: PodEvidence | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Each source tried: ``{source, status: ok|unavailable|skipped, detail}``."""
 
     @property
     def rotation_in_progress(self) -> bool:
@@ -66,7 +71,14 @@ class Evidence:
             "skewMetricSeconds": self.skew_metric,
             "goldenProbe": self.probe,
             "notes": self.notes,
+            "sources": self.sources + (self.pods.sources if self.pods else []),
+            "pods": self.pods.pods if self.pods else [],
+            "logs": self.pods.logs.to_dict() if self.pods and self.pods.logs else None,
+            "events": self.pods.events if self.pods else [],
         }
+
+    def source(self, name: str, status: str, detail: str) -> None:
+        self.sources.append({"source": name, "status": status, "detail": detail})
 
 
 def _samples_from_configmap(kube: Kube, ns: str, ref: dict[str, Any]) -> list[bytes]:
@@ -123,6 +135,8 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
         except KeyringError:
             fps, alg = [], None
         out.append({
+            "name": rs.metadata.name,
+            "hash": (rs.metadata.labels or {}).get("pod-template-hash"),
             "revision": int(ann.get("deployment.kubernetes.io/revision", "0")),
             "created": format_time(rs.metadata.creation_timestamp),
             "alg": alg, "fingerprints": fps,
@@ -163,6 +177,21 @@ def _diagnosis_ring(backend: Backend, ring_doc: Any, effective: Any,
     return KeyRing(tuple(keys.values()), profile=target.profile,
                    max_skew_seconds=target.max_skew_seconds,
                    backend_accepts=frozenset(k.kid for fp, k in keys.items() if fp in accepted))
+
+
+LOOKBACK = timedelta(minutes=10)
+"""Logs and WAL are read from this long before the alert started (the alert fires after its
+rate window and ``for``), and at most :data:`MAX_WINDOW` back."""
+MAX_WINDOW = timedelta(hours=1)
+
+
+def _window_start(spec: dict[str, Any], now: datetime, settings: Settings) -> datetime:
+    starts = ((spec.get("alert") or {}).get("startsAt") or "").strip()
+    try:
+        start = parse_time(starts) - LOOKBACK if starts else now - LOOKBACK
+    except MalformedInput:
+        start = now - LOOKBACK
+    return min(max(start, now - MAX_WINDOW), now - timedelta(seconds=60))
 
 
 def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
@@ -220,7 +249,9 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
                 ok = bool(accepted and accepted.classify_obj(probe_pcs(k), 0).valid)
                 ev.probe.append({"kid": k.kid, "fingerprint": k.fingerprint, "accepted": ok})
     # Samples: an attached ConfigMap, else the backend's sample endpoint, else each running
-    # backend pod's own (each pod keeps the failures it answered; a Service would show one).
+    # backend pod's own (each pod keeps the failures it answered; a Service would show one),
+    # else -- as a real FLK backend gives them -- the PCS its logs name as refused, read from
+    # its inbox WAL. The pods' state, clocks, logs and Events are evidence either way.
     raw: list[Any] = []
     ref = (spec.get("samples") or {}).get("configMapRef")
     try:
@@ -230,14 +261,28 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         elif target.backend_url:
             raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
             ev.samples_source = f"{target.backend_url}/v1/samples/failures"
-        elif dep is not None:
+        else:
             raw, ev.samples_source = _samples_from_pods(backend, dep, settings.probe_timeout)
     except (KubeError, OSError, ValueError) as e:
         ev.notes.append(f"cannot read samples: {type(e).__name__}")
+    if ev.samples_source:
+        ev.source("samples", "ok", f"{len(raw)} failed samples from {ev.samples_source}")
+    else:
+        ev.source("samples", "unavailable", "no ConfigMap attached, no backendURL, and no "
+                  "backend pod serves /v1/samples/failures (a real FLK backend has none)")
+    ev.pods = gather_pods(
+        kube, backend.ns, dep, target.container,
+        {r["hash"]: r["revision"] for r in revs if r.get("hash")},
+        [r["name"] for r in revs if r.get("name")], _window_start(spec, now, settings), now,
+        settings.probe_timeout, read_wal_entries=not raw)
+    if not raw and ev.pods.wal:
+        raw = list(ev.pods.wal)
+        ev.samples_source = f"inbox WAL of the backend pods ({len(raw)} entries)"
     if raw and ev.ring is not None:
         d = Diagnoser(ev.ring)
-        ev.verdicts = [d.classify_line(r, i) if isinstance(r, bytes) else d.classify_obj(r, i)
-                       for i, r in enumerate(raw)]
+        ev.verdicts = [d.settle(*d.judge_wal(r, i)) if isinstance(r, WalEntry)
+                       else d.classify_line(r, i) if isinstance(r, bytes)
+                       else d.classify_obj(r, i) for i, r in enumerate(raw)]
         ev.report = aggregate(ev.verdicts, max_skew_seconds=ev.ring.max_skew_seconds,
                               recent_config_change=ev.recent_signing_change,
                               verifier_profile=ev.ring.profile)

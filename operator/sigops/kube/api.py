@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -210,6 +211,41 @@ class Kube:
         pods = self._call(f"list pods in {ns}", self.core.list_namespaced_pod, ns,
                           label_selector=selector)
         out: list[dict[str, Any]] = self.api.sanitize_for_serialization(pods).get("items", [])
+        return out
+
+    def pod_log_lines(self, ns: str, pod: str, container: str | None, since_seconds: int,
+                      limit_bytes: int, max_line: int = 8192) -> Iterator[str]:
+        """The pod's log of the last ``since_seconds``, at most ``limit_bytes`` of it, one line
+        at a time (streamed: memory stays bounded whatever the log holds; lines are cut at
+        ``max_line`` bytes, undecodable bytes replaced)."""
+        kw: dict[str, Any] = {"since_seconds": max(1, since_seconds),
+                              "limit_bytes": limit_bytes, "_preload_content": False}
+        if container:
+            kw["container"] = container
+        r = self._call(f"read log of pod {ns}/{pod}", self.core.read_namespaced_pod_log, pod,
+                       ns, **kw)
+        try:
+            rest = b""
+            for chunk in r.stream(65536):
+                rest += chunk
+                *lines, rest = rest.split(b"\n")
+                for line in lines:
+                    yield line[:max_line].decode("utf-8", "replace")
+                if len(rest) > max_line:  # a line without end: keep its head only
+                    yield rest[:max_line].decode("utf-8", "replace")
+                    rest = b""
+            if rest:
+                yield rest[:max_line].decode("utf-8", "replace")
+        except urllib3.exceptions.HTTPError as e:
+            raise KubeError(0, f"read log of pod {ns}/{pod}: {type(e).__name__}") from None
+        finally:
+            r.release_conn()
+
+    def list_events(self, ns: str) -> list[dict[str, Any]]:
+        """The namespace's Events (core/v1), at most 1000."""
+        evs = self._call(f"list events in {ns}", self.core.list_namespaced_event, ns,
+                         limit=1000)
+        out: list[dict[str, Any]] = self.api.sanitize_for_serialization(evs).get("items", [])
         return out
 
     # -- custom resources ---------------------------------------------------------------------

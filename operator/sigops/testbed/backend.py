@@ -36,6 +36,7 @@ from .bucket import TokenBucket
 from .dedup import DEFAULT_TTL, DedupCache
 from .metrics import CONTENT_TYPE, BackendMetrics
 from .reload import DeploymentWatcher, LoadedConfig
+from .upstream import InboxWal, RejectionLog, error_text
 
 __all__ = ["BackendSettings", "Reply", "Backend", "BackendServer", "SUBMIT_PATH",
            "SAMPLES_PATH"]
@@ -62,6 +63,11 @@ class BackendSettings:
     samples_max: int = 1000
     """How many recent signature failures ``/v1/samples/failures`` keeps."""
     max_body_bytes: int = 64 * 1024
+    wal_dir: str | None = None
+    """Append every request body to ``<wal_dir>/inbox-YYYYMMDD.wal`` before verifying it,
+    as upstream does (``WAL_DIR``)."""
+    samples_endpoint: bool = True
+    """Serve ``/v1/samples/failures`` (upstream has no such endpoint: off to act like it)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Backend:
         self._dedup = DedupCache(settings.dedup_ttl_seconds, settings.dedup_max_entries)
         self._samples: deque[dict[str, Any]] = deque(maxlen=settings.samples_max)
         self._samples_lock = threading.Lock()
+        self.wal = InboxWal(settings.wal_dir) if settings.wal_dir else None
+        self.rejections = RejectionLog()
         self._active: _Active | None = None
         self._apply_lock = threading.Lock()
         self.config_error: str | None = None
@@ -198,6 +206,13 @@ class Backend:
         if not a.bucket.take():
             m.inc("rate_limited")
             return Reply(429, {"error": "rate limited"}, {"Retry-After": "1"})
+        if self.wal is not None:
+            try:
+                self.wal.append(body, time.time_ns() + int(self.settings.clock_offset_seconds
+                                                           * 1e9))
+            except OSError as e:
+                log.error("inbox WAL append failed: %s", e)
+                return Reply(500, {"error": "internal error"})
         try:
             obj = loads(body, self.settings.max_body_bytes)
             pcs = parse_pcs(obj)
@@ -223,6 +238,8 @@ class Backend:
             m.inc("accepted")
             return Reply(200, {"status": "accepted", "pcs_id": pcs.pcs_id})
         m.inc("signature_err")
+        self.rejections.rejected(pcs.pcs_id, error_text(a.config.backend.alg, cause),
+                                 self.clock())
         received = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._samples_lock:
             self._samples.append({"pcs": obj, "received_at": received, "source": source})
@@ -339,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/healthz":
             ok = backend.ready
             self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
-        elif url.path == SAMPLES_PATH:
+        elif url.path == SAMPLES_PATH and backend.settings.samples_endpoint:
             raw = parse_qs(url.query).get("limit", ["100"])[0]
             if not raw.isdigit():
                 self._json(Reply(400, {"error": "limit must be a non-negative integer"}))

@@ -68,7 +68,9 @@ def _backend(a: argparse.Namespace) -> int:
         settings = BackendSettings(
             profile=a.profile, max_skew_seconds=a.max_skew, clock_offset_seconds=a.clock_offset,
             signature_error_metric=a.signature_error_metric, dedup_ttl_seconds=a.dedup_ttl,
-            samples_max=a.samples_max, max_body_bytes=a.max_body)
+            samples_max=a.samples_max, max_body_bytes=a.max_body,
+            wal_dir=a.wal_dir or os.environ.get("WAL_DIR") or None,
+            samples_endpoint=not a.no_samples_endpoint)
         names = EnvNames()
         if a.single_key:
             names = single_key_names(names)
@@ -200,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dedup-ttl", type=_seconds, default=14 * 86400.0, metavar="DURATION")
     b.add_argument("--samples-max", type=int, default=1000, metavar="N")
     b.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES")
+    b.add_argument("--wal-dir", default=None, metavar="DIR",
+                   help="append every request body to DIR/inbox-YYYYMMDD.wal before verifying "
+                        "it, as upstream does (default: WAL_DIR if set, else no WAL)")
+    b.add_argument("--no-samples-endpoint", action="store_true",
+                   help="no /v1/samples/failures (upstream has none): diagnosis must use the "
+                        "logs and the WAL")
     b.add_argument("--single-key", action="store_true",
                    help="verify with PCS_HMAC_KEY / PCS_ED25519_PUB_B64 only and ignore "
                         "PCS_HMAC_KEYS / PCS_ED25519_PUBS_B64, as the upstream Go server does")

@@ -1,0 +1,289 @@
+"""Evidence from the backend's pods, as a real FLK backend gives it: each pod's state and
+clock, its log lines about refused PCS, its inbox WAL (through the ``sigops wal serve``
+sidecar), and the Events on the Deployment, its ReplicaSets, pods and Secrets.
+
+Read-only and bounded: logs are streamed (at most :data:`LOG_LIMIT_BYTES` per pod), WAL
+answers are capped, at most :data:`MAX_PODS` pods are asked. A pod that does not answer is
+recorded as such and the others still count. No key material is read here: logs, WAL bodies
+(signed PCS) and Events hold none.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..backend.config import find_container
+from ..core.backendlog import LogSummary
+from ..core.errors import MalformedInput
+from ..core.strictjson import loads
+from ..core.timeparse import format_time, parse_time
+from ..core.wal import WalEntry, read_wal
+from ..kube.api import Kube, KubeError
+
+__all__ = ["PodEvidence", "gather_pods", "WAL_PORT_NAME", "LOG_LIMIT_BYTES", "MAX_PODS",
+           "CLOCK_TOLERANCE_SECONDS"]
+
+log = logging.getLogger("sigops.evidence")
+
+WAL_PORT_NAME = "flk-wal"
+"""The container port of the ``sigops wal serve`` sidecar in the backend pod."""
+LOG_LIMIT_BYTES = 4 << 20
+"""Most log bytes read per pod."""
+WAL_LIMIT_BYTES = 8 << 20
+"""Most WAL bytes asked of one pod's sidecar."""
+MAX_PODS = 20
+MAX_WAL_SAMPLES = 2000
+CLOCK_TOLERANCE_SECONDS = 5.0
+"""A pod whose ``Date`` header is further than this from ours counts as off (the header has
+one-second resolution, and the request takes time)."""
+
+
+@dataclass
+class PodEvidence:
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    logs: LogSummary | None = None
+    wal: list[WalEntry] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def source(self, name: str, status: str, detail: str) -> None:
+        self.sources.append({"source": name, "status": status, "detail": detail})
+
+    @property
+    def clocks_off(self) -> dict[str, float]:
+        return {p["name"]: p["clockOffsetSeconds"] for p in self.pods
+                if p.get("clockOffsetSeconds") is not None
+                and abs(p["clockOffsetSeconds"]) > CLOCK_TOLERANCE_SECONDS}
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _port(pod: dict[str, Any], name: str | None, container: str | None) -> int | None:
+    """The pod's container port called ``name`` (any container), else ``container``'s
+    ``http`` port or its first port."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if name is not None and p.get("name") == name:
+                return int(p["containerPort"])
+    if name is not None:
+        return None
+    c = find_container({"spec": {"template": {"spec": pod.get("spec") or {}}}}, container)
+    ports = c.get("ports") or []
+    p = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+    return int(p["containerPort"]) if p else None
+
+
+def _base(pod: dict[str, Any], port: int) -> str:
+    ip = (pod.get("status") or {}).get("podIP") or ""
+    return f"http://{f'[{ip}]' if ':' in ip else ip}:{port}"
+
+
+def clock_offset(url: str, timeout: float) -> float | None:
+    """The server's clock minus ours, from its ``Date`` header (None if it gave none)."""
+    start = time.time()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            date = r.headers.get("Date")
+            r.read(1024)
+    except urllib.error.HTTPError as e:  # a pod that is not ready still has a clock
+        date = e.headers.get("Date")
+    end = time.time()
+    if not date:
+        return None
+    theirs = email.utils.parsedate_to_datetime(date).timestamp()
+    # The header is truncated to the second: its middle is half a second later.
+    return round(theirs + 0.5 - (start + end) / 2, 1)
+
+
+def _pod_row(pod: dict[str, Any], revisions: dict[str, int]) -> dict[str, Any]:
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    statuses = st.get("containerStatuses") or []
+    waiting = [s["state"]["waiting"].get("reason") for s in statuses
+               if (s.get("state") or {}).get("waiting")]
+    row: dict[str, Any] = {
+        "name": meta.get("name"), "phase": st.get("phase"), "ready": _ready(pod),
+        "restarts": sum(int(s.get("restartCount") or 0) for s in statuses),
+        "revision": revisions.get((meta.get("labels") or {}).get("pod-template-hash", "")),
+        "clockOffsetSeconds": None,
+    }
+    if waiting:
+        row["waiting"] = sorted({w for w in waiting if w})
+    return row
+
+
+def _event_row(e: dict[str, Any]) -> dict[str, Any]:
+    obj = e.get("involvedObject") or {}
+    return {"time": e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp"),
+            "type": e.get("type"), "reason": e.get("reason"),
+            "object": f"{(obj.get('kind') or '').lower()}/{obj.get('name')}",
+            "count": e.get("count") or 1, "message": (e.get("message") or "")[:300]}
+
+
+def _secret_names(dep: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    spec = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for c in spec.get("containers") or []:
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name"):
+                names.add(ref["name"])
+        for ef in c.get("envFrom") or []:
+            if (ef.get("secretRef") or {}).get("name"):
+                names.add(ef["secretRef"]["name"])
+    for v in spec.get("volumes") or []:
+        if (v.get("secret") or {}).get("secretName"):
+            names.add(v["secret"]["secretName"])
+    return names
+
+
+def _failing_or_unparsed(entry: WalEntry, failing: set[str] | None) -> bool:
+    """A WAL entry worth judging: its pcs_id is one the logs name as refused (every entry
+    when the logs named none), or its body is not a PCS at all (upstream answered 400)."""
+    if entry.error is not None or entry.body is None:
+        return True
+    if failing is None:
+        return True
+    try:
+        obj = loads(entry.body, 1 << 20)
+    except MalformedInput:
+        return True
+    pcs_id = obj.get("pcs_id") if isinstance(obj, dict) else None
+    return not isinstance(pcs_id, str) or pcs_id in failing
+
+
+def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
+                revisions: dict[str, int], replica_sets: list[str], since: datetime,
+                now: datetime, timeout: float, read_wal_entries: bool) -> PodEvidence:
+    """Everything the backend's pods tell about the window ``[since, now]``.
+
+    ``revisions`` maps pod-template-hash to the Deployment revision; ``replica_sets`` are the
+    Deployment's ReplicaSet names (their Events count). With ``read_wal_entries`` the failing
+    PCS are looked up in each pod's WAL sidecar."""
+    pe = PodEvidence()
+    match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    name = (dep.get("metadata") or {}).get("name", "")
+    try:
+        pods = [p for p in kube.list_pods(ns, ",".join(f"{k}={v}"
+                                                       for k, v in sorted(match.items())))
+                if not (p.get("metadata") or {}).get("deletionTimestamp")][:MAX_PODS]
+    except KubeError as e:
+        pe.source("pods", "unavailable", f"cannot list pods: {e.status}")
+        return pe
+    if not pods:
+        pe.source("pods", "unavailable", "no pods")
+    container_name = container or find_container(dep, None).get("name")
+    since_seconds = int(max(1.0, (now - since).total_seconds()))
+
+    # State and clock of each pod.
+    asked = 0
+    for pod in pods:
+        row = _pod_row(pod, revisions)
+        port = _port(pod, None, container)
+        if row["phase"] == "Running" and port and (pod.get("status") or {}).get("podIP"):
+            asked += 1
+            try:
+                row["clockOffsetSeconds"] = clock_offset(_base(pod, port) + "/healthz",
+                                                         timeout)
+            except (OSError, ValueError) as e:
+                log.info("clock of pod %s: %s", row["name"], type(e).__name__)
+        pe.pods.append(row)
+    if pods:
+        clocks = sum(1 for p in pe.pods if p["clockOffsetSeconds"] is not None)
+        off = pe.clocks_off
+        pe.source("pods", "ok", f"{len(pods)} pods, {sum(p['ready'] for p in pe.pods)} ready, "
+                  f"{sum(p['restarts'] for p in pe.pods)} restarts; clock read from "
+                  f"{clocks} of {asked} (Date header)"
+                  + (f"; off by more than {CLOCK_TOLERANCE_SECONDS:g}s: "
+                     + ", ".join(f"{n} ({o:+g}s)" for n, o in sorted(off.items()))
+                     if off else ""))
+
+    # Logs: the upstream rejection lines, counted.
+    summary = LogSummary()
+    read, failed = 0, []
+    for pod in pods:
+        pod_name = pod["metadata"]["name"]
+        try:
+            summary.add_all(kube.pod_log_lines(ns, pod_name, container_name, since_seconds,
+                                               LOG_LIMIT_BYTES), pod=pod_name)
+            read += 1
+        except KubeError as e:
+            failed.append(f"{pod_name}: {e.status or type(e).__name__}")
+    if read:
+        pe.logs = summary
+        pe.source("logs", "ok", f"{summary.rejections} rejection lines in {summary.lines} lines "
+                  f"of the last {since_seconds}s from {read} of {len(pods)} pods"
+                  + (f"; failed: {', '.join(failed)}" if failed else ""))
+    elif pods:
+        pe.source("logs", "unavailable", "; ".join(failed) or "no pod log")
+
+    # The WAL, through each pod's sidecar.
+    if read_wal_entries:
+        failing = set(summary.pcs_ids) if pe.logs is not None and summary.rejections else None
+        with_sidecar = [p for p in pods if _port(p, WAL_PORT_NAME, None)
+                        and (p.get("status") or {}).get("podIP")]
+        got, notes = 0, []
+        for pod in with_sidecar:
+            if len(pe.wal) >= MAX_WAL_SAMPLES:
+                break
+            port = _port(pod, WAL_PORT_NAME, None)
+            assert port is not None
+            url = (f"{_base(pod, port)}/v1/wal?since={format_time(since - timedelta(seconds=1))}"
+                   f"&max_bytes={WAL_LIMIT_BYTES}")
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    data = r.read(WAL_LIMIT_BYTES + 1)
+            except (OSError, ValueError) as e:
+                notes.append(f"{pod['metadata']['name']}: {type(e).__name__}")
+                continue
+            got += 1
+            for entry in read_wal(data[:WAL_LIMIT_BYTES]):
+                if _failing_or_unparsed(entry, failing):
+                    pe.wal.append(entry)
+                    if len(pe.wal) >= MAX_WAL_SAMPLES:
+                        break
+        if not with_sidecar:
+            pe.source("wal", "unavailable", f"no backend pod has a {WAL_PORT_NAME!r} port "
+                      "(add the sigops wal serve sidecar)")
+        elif not got:
+            pe.source("wal", "unavailable", "; ".join(notes))
+        else:
+            picked = ("entries of the pcs_ids the logs name as refused" if failing is not None
+                      else "all entries (the logs named no refused pcs_id)")
+            pe.source("wal", "ok", f"{len(pe.wal)} {picked} from {got} of "
+                      f"{len(with_sidecar)} sidecars"
+                      + (f"; failed: {', '.join(notes)}" if notes else ""))
+
+    # Events on the Deployment, its ReplicaSets, its pods and the Secrets it reads.
+    wanted = ({("deployment", name)} | {("replicaset", r) for r in replica_sets}
+              | {("pod", p["metadata"]["name"]) for p in pods}
+              | {("secret", s) for s in _secret_names(dep)})
+    try:
+        rows = []
+        for event in kube.list_events(ns):
+            obj = event.get("involvedObject") or {}
+            if ((obj.get("kind") or "").lower(), obj.get("name")) not in wanted:
+                continue
+            row = _event_row(event)
+            try:
+                if row["time"] and parse_time(row["time"]) < since:
+                    continue
+            except MalformedInput:
+                pass
+            rows.append(row)
+        pe.events = sorted(rows, key=lambda r: r["time"] or "")[-30:]
+        warnings = sum(1 for r in rows if r["type"] == "Warning")
+        pe.source("events", "ok", f"{len(rows)} events ({warnings} warnings) on the "
+                  "Deployment, its ReplicaSets, pods and Secrets in the window")
+    except KubeError as e:
+        pe.source("events", "unavailable", f"cannot list events: {e.status}")
+    return pe

@@ -1,0 +1,76 @@
+"""Pieces of the pod evidence that need no cluster: a pod's clock from its Date header (the
+testbed backend's clock set wrong on purpose), which WAL entries are judged, pod rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pcskit import hmac_key
+from test_testbed_backend import env_for
+
+from sigops.core.wal import WalEntry
+from sigops.incident.backendpods import (
+    _failing_or_unparsed,
+    _pod_row,
+    _secret_names,
+    clock_offset,
+)
+from sigops.testbed.backend import Backend, BackendServer, BackendSettings
+from sigops.testbed.reload import config_from_env
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("offset", [0.0, 42.0, -300.0])
+def test_clock_offset_from_the_date_header(offset: float) -> None:
+    b = Backend(BackendSettings(clock_offset_seconds=offset),
+                config_from_env(env_for(hmac_key("k"))))
+    srv = BackendServer(b, "127.0.0.1", 0)
+    srv.start()
+    try:
+        got = clock_offset(f"{srv.url}/healthz", 5)
+        assert got is not None and abs(got - offset) <= 1.0, got
+        b.draining = True  # 503 still has a Date header
+        got = clock_offset(f"{srv.url}/healthz", 5)
+        assert got is not None and abs(got - offset) <= 1.0
+    finally:
+        srv.stop()
+
+
+def entry(body: bytes | None, error: str | None = None) -> WalEntry:
+    return WalEntry(0, body, None if body is None else "2026-11-30T03:00:00Z", error)
+
+
+def test_only_refused_ids_and_non_pcs_bodies_are_judged() -> None:
+    failing = {"bad-1"}
+    assert _failing_or_unparsed(entry(json.dumps({"pcs_id": "bad-1"}).encode()), failing)
+    assert not _failing_or_unparsed(entry(json.dumps({"pcs_id": "ok-1"}).encode()), failing)
+    assert _failing_or_unparsed(entry(b"{not json"), failing)
+    assert _failing_or_unparsed(entry(b'{"pcs_id": 5}'), failing)
+    assert _failing_or_unparsed(entry(b'{"pcs_id": "a", "pcs_id": "b"}'), failing)  # dup key
+    assert _failing_or_unparsed(entry(None, "torn"), failing)
+    # no refused id known (no logs): every entry
+    assert _failing_or_unparsed(entry(json.dumps({"pcs_id": "ok-1"}).encode()), None)
+
+
+def test_pod_row_counts_restarts_and_names_the_revision() -> None:
+    pod = {"metadata": {"name": "be-1", "labels": {"pod-template-hash": "abc"}},
+           "status": {"phase": "Running",
+                      "conditions": [{"type": "Ready", "status": "False"}],
+                      "containerStatuses": [
+                          {"restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+                          {"restartCount": 1, "state": {"running": {}}}]}}
+    row = _pod_row(pod, {"abc": 4})
+    assert row == {"name": "be-1", "phase": "Running", "ready": False, "restarts": 4,
+                   "revision": 4, "clockOffsetSeconds": None, "waiting": ["CrashLoopBackOff"]}
+
+
+def test_secret_names_of_the_backend() -> None:
+    dep = {"spec": {"template": {"spec": {
+        "containers": [{"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s1",
+                                                                              "key": "k"}}},
+                                {"name": "B", "value": "x"}],
+                        "envFrom": [{"secretRef": {"name": "s2"}}]}],
+        "volumes": [{"name": "v", "secret": {"secretName": "s3"}}]}}}}
+    assert _secret_names(dep) == {"s1", "s2", "s3"}
