@@ -93,16 +93,20 @@ class Flk:
         if phase() == "":
             self.kubectl("create", "namespace", self.ns)
 
-    def backend(self, key: Key, replicas: int = 2) -> str:
+    def backend(self, key: Key, replicas: int = 2, upstream: bool = False,
+                args: tuple[str, ...] = (), sidecar: bool = True) -> str:
         """Secrets backend-key and agent-key holding ``key``, the backend Deployment and its
-        Service; waits for the pods and for the Service to answer. Returns the Service URL."""
+        Service; waits for the pods and for the Service to answer. Returns the Service URL.
+        ``upstream``: no samples endpoint, an inbox WAL and its reader sidecar, like the real
+        FLK backend (see ``running_backend``)."""
         secret = key.to_entry()["secret"]
         self.apply(*({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
                       "stringData": {"PCS_HMAC_KEY": secret}}
                      for n in ("backend-key", "agent-key")))
         self.apply(running_backend([*literal_env(PCS_SIGN_ALG="hmac", TOKEN_RATE="1000"),
                                     secret_env("PCS_HMAC_KEY", "backend-key")], self.image,
-                                   replicas=replicas),
+                                   replicas=replicas, upstream=upstream, args=args,
+                                   sidecar=sidecar),
                    backend_service())
         self.wait(lambda: (self.get("deployment", "-n", self.ns, BACKEND).get("status") or {})
                   .get("availableReplicas") == replicas, 120, f"{replicas} backend pods")
@@ -111,18 +115,18 @@ class Flk:
         self.wait(lambda: _answers(f"{url}/healthz"), 30, "the backend Service")
         return url
 
-    def agents(self, name: str, url: str, *, rate: float, count: int, old_key: Key | None = None
-               ) -> None:
+    def agents(self, name: str, url: str, *, rate: float, count: int, old_key: Key | None = None,
+               args: tuple[str, ...] = ()) -> None:
         """Agents as a pod: following the agents' Secret (``old_key`` None), or signing with a
         fixed old key from a Secret of their own (a group nobody updated)."""
         if old_key is None:
             objs = agents(name, self.image, url,
-                          ["--secret", f"{self.ns}/agent-key/PCS_HMAC_KEY"],
+                          ["--secret", f"{self.ns}/agent-key/PCS_HMAC_KEY", *args],
                           rate=rate, count=count, read_secret="agent-key")
         else:
             self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                         "stringData": {"PCS_HMAC_KEY": old_key.to_entry()["secret"]}})
-            objs = agents(name, self.image, url, ["--key-env", "PCS_HMAC_KEY"],
+            objs = agents(name, self.image, url, ["--key-env", "PCS_HMAC_KEY", *args],
                           env=[secret_env("PCS_HMAC_KEY", name)], rate=rate, count=count)
         self.apply(*objs)
 

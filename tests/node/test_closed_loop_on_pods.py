@@ -43,7 +43,8 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
     prom_port = free_port()
     flk.install(prom_port)
     old = generate_key(HMAC, kid="original", state="active")
-    url = flk.backend(old)
+    # The backend as upstream's: no samples endpoint; its logs and inbox WAL are the evidence.
+    url = flk.backend(old, upstream=True)
     stack = flk.monitoring(prom_port)
     flk.agents("healthy-agents", url, rate=10, count=3)
     wait_for(lambda: stack.query("sum(rate(flk_accepted[10s])) > 0"), timeout=90, interval=1,
@@ -95,9 +96,17 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
                                                           "A"), st.get("message")
     actions = [a["payload"]["summary"] for a in st.get("actions") or []]
     assert len(actions) == 1, actions  # once, across the operator's restart
-    samples = st["evidence"]["samples"]
-    assert samples["source"].endswith("backend pods /v1/samples/failures"), samples
-    assert samples["source"].startswith("2 of 2"), samples
+    evidence = st["evidence"]
+    assert evidence["samples"]["source"].startswith("inbox WAL of the backend pods"), evidence
+    sources = {s["source"]: s for s in evidence["sources"]}
+    assert sources["samples"]["status"] == "unavailable", sources
+    assert sources["logs"]["status"] == sources["wal"]["status"] == "ok", sources
+    assert "from 2 of 2 pods (sidecar)" in sources["wal"]["detail"], sources["wal"]
+    logs = evidence["logs"]
+    assert logs["by_kind"].get("hmac_mismatch", 0) > 0 and len(logs["by_pod"]) == 2, logs
+    by_cause = evidence["samples"]["report"]["by_cause"]
+    assert by_cause.get("stale_key", 0) + by_cause.get("pending_key", 0) > 0, by_cause
+    assert {p["ready"] for p in evidence["pods"]} == {True}, evidence["pods"]
     # The forgotten agents' key is accepted again; nobody signs with a refused key any more.
     wait_for(lambda: stack.query("sum(rate(flk_signature_err[10s])) == 0"), timeout=60,
              interval=1, what="the error rate back to 0")

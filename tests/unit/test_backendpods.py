@@ -74,3 +74,25 @@ def test_secret_names_of_the_backend() -> None:
                         "envFrom": [{"secretRef": {"name": "s2"}}]}],
         "volumes": [{"name": "v", "secret": {"secretName": "s3"}}]}}}}
     assert _secret_names(dep) == {"s1", "s2", "s3"}
+
+
+def test_the_documented_sidecar_patch_is_the_one_the_tests_run() -> None:
+    """runbooks/wal-reader-sidecar.yaml (what users apply) and the manifest builder the node
+    tests deploy describe the same container, volume and WAL_DIR."""
+    import tomllib
+
+    import yaml
+    from tests.support import REPO
+
+    from sigops.testbed.manifests import WAL_DIR, running_backend, wal_reader
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    doc = yaml.safe_load((REPO / "runbooks" / "wal-reader-sidecar.yaml").read_text())
+    pod = doc["spec"]["template"]["spec"]
+    backend, sidecar = pod["containers"]
+    assert sidecar == wal_reader(f"sigops:{version}")
+    built = running_backend([], f"sigops:{version}", upstream=True)["spec"]["template"]["spec"]
+    assert pod["volumes"] == built["volumes"]
+    assert backend["volumeMounts"] == built["containers"][0]["volumeMounts"]
+    assert backend["env"] == [{"name": "WAL_DIR", "value": WAL_DIR}]
+    assert {"name": "WAL_DIR", "value": WAL_DIR} in built["containers"][0]["env"]

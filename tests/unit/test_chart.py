@@ -175,6 +175,7 @@ CASES: dict[str, Doc] = {
     "cluster-wide": {"clusterWide": True},
     "dry-run": {"mode": "dryRun", "prometheus": {"url": "http://prometheus.monitoring:9090"}},
     "paused": {"paused": True},
+    "wal-exec": {"evidence": {"walExec": {"enabled": True, "dir": "/var/lib/flk/wal"}}},
     "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}}},
 }
 
@@ -245,8 +246,22 @@ def test_target_role_has_exactly_the_calls_of_the_handlers(
     want |= {("apps", "deployments", v) for v in ("get", "update")}  # replace, never patch
     want |= {("apps", "replicasets", "list")}
     want |= {("", "pods", "list")}  # the live overlap probe finds the backend's pods
-    want |= {("", "events", "create")}
+    want |= {("", "pods/log", "get")}  # the backend's rejection lines (evidence)
+    want |= {("", "events", "create"), ("", "events", "list")}  # Events on the backend
     assert got == want
+
+
+def test_pods_exec_only_when_reading_the_wal_by_exec_is_on(
+        rendered: dict[str, list[Doc]]) -> None:
+    def exec_verbs(case: str) -> set[str]:
+        return {v for r in kinds(rendered[case], "Role") for res in r["rules"]
+                if "pods/exec" in res["resources"] for v in res["verbs"]}
+
+    assert all(not exec_verbs(case) for case in CASES if case != "wal-exec")
+    assert exec_verbs("wal-exec") == {"create", "get"}
+    cfg = config_of(rendered["wal-exec"])
+    assert (cfg["wal_exec"], cfg["wal_exec_dir"]) == (True, "/var/lib/flk/wal")
+    assert Settings.model_validate(cfg).wal_exec
 
 
 def test_cluster_role_defaults(rendered: dict[str, list[Doc]]) -> None:
@@ -290,7 +305,8 @@ def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None
     (group,) = rule["spec"]["groups"]
     (alert,) = group["rules"]
     assert alert["alert"] == "FLKSignatureFailuresSpike"
-    assert alert["expr"] == "rate(flk_signature_err[5m]) > 10"
+    assert alert["expr"] == ("(rate(flk_signature_err[5m]) or rate(flk_signature_errors[5m]))"
+                             " > 10")
     assert alert["for"] == "5m"
     assert alert["labels"] == {"severity": "warning", "component": "backend"}
     assert alert["annotations"]["runbook_url"].endswith("runbooks/signature-failures-spike.md")
@@ -300,6 +316,30 @@ def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None
     p = subprocess.run([require_tool("promtool"), "check", "rules", str(f)],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+    # Prometheus's own rule engine: it fires for a backend exporting either name, and not
+    # below the threshold.
+    series = {"flk_signature_err": "0+900x20", "flk_signature_errors": "0+900x20"}
+    description = ("fractal-lba is rejecting more than 10 PCS submissions per second with 401 "
+                   "(current rate 15.0/s). sigops answers this alert automatically; see its "
+                   "SignatureIncident.")
+    for name, values in series.items():
+        test = {"rule_files": [str(f)], "evaluation_interval": "1m", "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": f'{name}{{namespace="fractal-lba",pod="b-1"}}', "values": values},
+                {"series": f'{name}{{namespace="quiet",pod="b-2"}}', "values": "0+60x20"}],
+            "alert_rule_test": [{"eval_time": "12m", "alertname": "FLKSignatureFailuresSpike",
+                                 "exp_alerts": [{"exp_labels": {
+                                     "severity": "warning", "component": "backend",
+                                     "namespace": "fractal-lba", "pod": "b-1"},
+                                     "exp_annotations": {
+                                         **alert["annotations"],
+                                         "description": description}}]}]}]}
+        t = tmp_path / f"test-{name}.yaml"
+        t.write_text(yaml.safe_dump(test))
+        p = subprocess.run([require_tool("promtool"), "test", "rules", str(t)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, name + p.stdout + p.stderr
 
 
 def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
@@ -387,6 +427,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
                         "rolloutTimeout": "3m", "probeTimeout": 1.5},
         "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2, "overlapProbeGrace": "45s"},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
+        "evidence": {"walExec": {"enabled": True, "dir": "/wal"}},
     }
     cfg = Settings.model_validate(config_of(render(values, tmp=tmp_path)))
     default = Settings()
@@ -403,7 +444,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "rollout_timeout": "3m", "probe_timeout": 1.5, "min_overlap": "24h",
         "overlap_probe_grace": "45s",
         "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
-        "service_id": "sigops-eu",
+        "service_id": "sigops-eu", "wal_exec": True, "wal_exec_dir": "/wal",
     }
     got = cfg.model_dump()
     for field, value in want.items():

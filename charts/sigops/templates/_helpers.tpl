@@ -117,6 +117,8 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "wait_for_rollout" $v.remediation.waitForRollout
   "rollout_timeout" $v.remediation.rolloutTimeout
   "probe_timeout" $v.remediation.probeTimeout
+  "wal_exec" $v.evidence.walExec.enabled
+  "wal_exec_dir" $v.evidence.walExec.dir
   "overlap_probe_grace" $v.keyRotation.overlapProbeGrace
   "min_overlap" $v.keyRotation.minOverlap
   "reconcile_interval" $v.keyRotation.reconcileInterval

@@ -24,7 +24,7 @@ from ..core.backendlog import LogSummary
 from ..core.errors import MalformedInput
 from ..core.strictjson import loads
 from ..core.timeparse import format_time, parse_time
-from ..core.wal import WalEntry, read_wal
+from ..core.wal import WalEntry, read_wal, whole_entries
 from ..kube.api import Kube, KubeError
 
 __all__ = ["PodEvidence", "gather_pods", "WAL_PORT_NAME", "LOG_LIMIT_BYTES", "MAX_PODS",
@@ -163,12 +163,14 @@ def _failing_or_unparsed(entry: WalEntry, failing: set[str] | None) -> bool:
 
 def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
                 revisions: dict[str, int], replica_sets: list[str], since: datetime,
-                now: datetime, timeout: float, read_wal_entries: bool) -> PodEvidence:
+                now: datetime, timeout: float, read_wal_entries: bool,
+                wal_exec_dir: str | None = None) -> PodEvidence:
     """Everything the backend's pods tell about the window ``[since, now]``.
 
     ``revisions`` maps pod-template-hash to the Deployment revision; ``replica_sets`` are the
     Deployment's ReplicaSet names (their Events count). With ``read_wal_entries`` the failing
-    PCS are looked up in each pod's WAL sidecar."""
+    PCS are looked up in each pod's WAL sidecar, or, for pods without one and only with
+    ``wal_exec_dir``, read with ``tail -c`` through ``pods/exec``."""
     pe = PodEvidence()
     match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     name = (dep.get("metadata") or {}).get("name", "")
@@ -226,42 +228,10 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
     elif pods:
         pe.source("logs", "unavailable", "; ".join(failed) or "no pod log")
 
-    # The WAL, through each pod's sidecar.
+    # The WAL, through each pod's sidecar (or, when allowed, pods/exec).
     if read_wal_entries:
         failing = set(summary.pcs_ids) if pe.logs is not None and summary.rejections else None
-        with_sidecar = [p for p in pods if _port(p, WAL_PORT_NAME, None)
-                        and (p.get("status") or {}).get("podIP")]
-        got, notes = 0, []
-        for pod in with_sidecar:
-            if len(pe.wal) >= MAX_WAL_SAMPLES:
-                break
-            port = _port(pod, WAL_PORT_NAME, None)
-            assert port is not None
-            url = (f"{_base(pod, port)}/v1/wal?since={format_time(since - timedelta(seconds=1))}"
-                   f"&max_bytes={WAL_LIMIT_BYTES}")
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    data = r.read(WAL_LIMIT_BYTES + 1)
-            except (OSError, ValueError) as e:
-                notes.append(f"{pod['metadata']['name']}: {type(e).__name__}")
-                continue
-            got += 1
-            for entry in read_wal(data[:WAL_LIMIT_BYTES]):
-                if _failing_or_unparsed(entry, failing):
-                    pe.wal.append(entry)
-                    if len(pe.wal) >= MAX_WAL_SAMPLES:
-                        break
-        if not with_sidecar:
-            pe.source("wal", "unavailable", f"no backend pod has a {WAL_PORT_NAME!r} port "
-                      "(add the sigops wal serve sidecar)")
-        elif not got:
-            pe.source("wal", "unavailable", "; ".join(notes))
-        else:
-            picked = ("entries of the pcs_ids the logs name as refused" if failing is not None
-                      else "all entries (the logs named no refused pcs_id)")
-            pe.source("wal", "ok", f"{len(pe.wal)} {picked} from {got} of "
-                      f"{len(with_sidecar)} sidecars"
-                      + (f"; failed: {', '.join(notes)}" if notes else ""))
+        _wal(pe, kube, ns, pods, container_name, since, now, timeout, failing, wal_exec_dir)
 
     # Events on the Deployment, its ReplicaSets, its pods and the Secrets it reads.
     wanted = ({("deployment", name)} | {("replicaset", r) for r in replica_sets}
@@ -280,10 +250,92 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
             except MalformedInput:
                 pass
             rows.append(row)
-        pe.events = sorted(rows, key=lambda r: r["time"] or "")[-30:]
+        # Warnings first (probe failures, back-offs, failed mounts), then the newest others.
+        rows.sort(key=lambda r: r["time"] or "")
+        warn = [r for r in rows if r["type"] == "Warning"][-10:]
+        pe.events = sorted(warn + [r for r in rows if r["type"] != "Warning"][-5:],
+                           key=lambda r: r["time"] or "")
         warnings = sum(1 for r in rows if r["type"] == "Warning")
         pe.source("events", "ok", f"{len(rows)} events ({warnings} warnings) on the "
                   "Deployment, its ReplicaSets, pods and Secrets in the window")
     except KubeError as e:
         pe.source("events", "unavailable", f"cannot list events: {e.status}")
     return pe
+
+
+def _wal_days(since: datetime, now: datetime) -> list[str]:
+    """The ``YYYYMMDD`` of each UTC day from ``since`` to ``now``, at most 3."""
+    days: list[str] = []
+    t = since
+    while t <= now + timedelta(days=1) and len(days) < 3:
+        day = t.strftime("%Y%m%d")
+        if day <= now.strftime("%Y%m%d") and day not in days:
+            days.append(day)
+        t += timedelta(days=1)
+    return days
+
+
+def _wal(pe: PodEvidence, kube: Kube, ns: str, pods: list[dict[str, Any]],
+         container: str | None, since: datetime, now: datetime, timeout: float,
+         failing: set[str] | None, exec_dir: str | None) -> None:
+    got, notes, via = 0, [], set()
+    reachable = [p for p in pods if (p.get("status") or {}).get("podIP")
+                 and (p.get("status") or {}).get("phase") == "Running"]
+    for pod in reachable:
+        if len(pe.wal) >= MAX_WAL_SAMPLES:
+            break
+        name = pod["metadata"]["name"]
+        port = _port(pod, WAL_PORT_NAME, None)
+        if port is not None:
+            url = (f"{_base(pod, port)}/v1/wal?since="
+                   f"{format_time(since - timedelta(seconds=1))}&max_bytes={WAL_LIMIT_BYTES}")
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    data = r.read(WAL_LIMIT_BYTES)
+            except (OSError, ValueError) as e:
+                notes.append(f"{name}: {type(e).__name__}")
+                continue
+            via.add("sidecar")
+        elif exec_dir is not None:
+            parts = []
+            for day in _wal_days(since, now):
+                path = f"{exec_dir.rstrip('/')}/inbox-{day}.wal"
+                try:
+                    out, err = kube.exec_output(ns, name, container,
+                                                ["tail", "-c", str(WAL_LIMIT_BYTES), path],
+                                                WAL_LIMIT_BYTES, timeout=max(timeout, 10.0))
+                except KubeError as e:
+                    notes.append(f"{name}: exec {e.status or 'failed'}")
+                    break
+                if not out and err and "No such file" not in err:
+                    notes.append(f"{name}: tail: {err.strip()[:120]}")
+                parts.append(whole_entries(out, since, cut=True)[0])
+            else:
+                data = b"".join(parts)
+                via.add("pods/exec")
+                got += 1
+                _pick(pe, data, failing)
+            continue
+        else:
+            continue
+        got += 1
+        _pick(pe, data, failing)
+    if not via and not notes:
+        pe.source("wal", "unavailable", f"no backend pod has a {WAL_PORT_NAME!r} port (add "
+                  "the sigops wal serve sidecar) and reading by pods/exec is off")
+    elif not got:
+        pe.source("wal", "unavailable", "; ".join(notes))
+    else:
+        picked = ("entries of the pcs_ids the logs name as refused" if failing is not None
+                  else "all entries (the logs named no refused pcs_id)")
+        pe.source("wal", "ok", f"{len(pe.wal)} {picked} from {got} of {len(reachable)} pods "
+                  f"({', '.join(sorted(via))})" + (f"; failed: {', '.join(notes)}"
+                                                    if notes else ""))
+
+
+def _pick(pe: PodEvidence, data: bytes, failing: set[str] | None) -> None:
+    for entry in read_wal(data):
+        if len(pe.wal) >= MAX_WAL_SAMPLES:
+            return
+        if _failing_or_unparsed(entry, failing):
+            pe.wal.append(entry)

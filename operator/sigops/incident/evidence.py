@@ -274,7 +274,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
         kube, backend.ns, dep, target.container,
         {r["hash"]: r["revision"] for r in revs if r.get("hash")},
         [r["name"] for r in revs if r.get("name")], _window_start(spec, now, settings), now,
-        settings.probe_timeout, read_wal_entries=not raw)
+        settings.probe_timeout, read_wal_entries=not raw,
+        wal_exec_dir=settings.wal_exec_dir if settings.wal_exec else None)
     if not raw and ev.pods.wal:
         raw = list(ev.pods.wal)
         ev.samples_source = f"inbox WAL of the backend pods ({len(raw)} entries)"

@@ -241,6 +241,40 @@ class Kube:
         finally:
             r.release_conn()
 
+    def exec_output(self, ns: str, pod: str, container: str | None, command: list[str],
+                    limit_bytes: int, timeout: float = TIMEOUT) -> tuple[bytes, str]:
+        """Run ``command`` (no shell) in the container; (stdout up to ``limit_bytes``, the
+        head of stderr). Over a client of its own: the websocket call swaps a method of the
+        client it runs on, which must not touch the shared one other threads use."""
+        import time
+
+        from kubernetes.stream import stream
+
+        api = client.CoreV1Api(client.ApiClient(self.api.configuration))
+        kw: dict[str, Any] = {"command": command, "stdout": True, "stderr": True,
+                              "stdin": False, "tty": False, "binary": True,
+                              "_preload_content": False, "_request_timeout": timeout}
+        if container:
+            kw["container"] = container
+        try:
+            resp = stream(api.connect_get_namespaced_pod_exec, pod, ns, **kw)
+        except ApiException as e:
+            raise typed_error(e, f"exec in pod {ns}/{pod}") from None
+        except Exception as e:  # websocket handshake and transport errors
+            raise KubeError(0, f"exec in pod {ns}/{pod}: {type(e).__name__}") from None
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while resp.is_open() and time.monotonic() < deadline and len(out) <= limit_bytes:
+                resp.update(timeout=1)
+                if resp.peek_stdout():
+                    out += resp.read_stdout()
+                if resp.peek_stderr():
+                    err += resp.read_stderr()[:4096]
+        finally:
+            resp.close()
+        return bytes(out[:limit_bytes]), bytes(err[:300]).decode("utf-8", "replace")
+
     def list_events(self, ns: str) -> list[dict[str, Any]]:
         """The namespace's Events (core/v1), at most 1000."""
         evs = self._call(f"list events in {ns}", self.core.list_namespaced_event, ns,

@@ -81,6 +81,13 @@ class Settings(_Model):
     last_known_good_after: str = "5m"
     """A template becomes scenario E's last known good only once its rollout has run this long
     while healthy: a bad change is not snapshotted before its errors show."""
+    wal_exec: bool = False
+    """Read the backend's inbox WAL with ``pods/exec`` (``tail -c`` in the backend container)
+    from pods that have no ``sigops wal serve`` sidecar. Off by default: exec is a strong
+    permission (the chart grants it only with ``evidence.walExec.enabled``)."""
+    wal_exec_dir: str = "data/wal"
+    """The backend's ``WAL_DIR`` as its container sees it (relative to its working
+    directory, upstream's default)."""
     token_rate: str = "50"
     ntp_label: str = "ntp=enabled"
     label_nodes: bool = True

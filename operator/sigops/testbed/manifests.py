@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["backend_deployment", "literal_env", "secret_env", "running_backend",
-           "backend_service", "agents", "RESTRICTED"]
+           "backend_service", "agents", "wal_reader", "RESTRICTED", "WAL_DIR", "WAL_PORT"]
 
 # A container that passes the restricted Pod Security Standard with a read-only root.
 RESTRICTED: dict[str, Any] = {
@@ -44,13 +44,42 @@ def backend_deployment(env: list[dict[str, Any]], name: str = "fractal-lba-backe
     }
 
 
+WAL_DIR = "/var/lib/flk/wal"
+"""Where the backend pods keep their inbox WAL (``WAL_DIR``), an emptyDir volume ``wal``."""
+WAL_PORT = 8079
+
+
+def wal_reader(image: str, wal_dir: str = WAL_DIR, volume: str = "wal",
+               port: int = WAL_PORT) -> dict[str, Any]:
+    """The ``sigops wal serve`` sidecar: the backend pod's WAL volume mounted read-only, its
+    tail served on port ``flk-wal`` (what sigops' evidence looks for)."""
+    return {
+        "name": "wal-reader", "image": image, "imagePullPolicy": "IfNotPresent",
+        "args": ["wal", "serve", "--dir", wal_dir, "--listen", f"0.0.0.0:{port}"],
+        "ports": [{"name": "flk-wal", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "flk-wal"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"},
+                      "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": volume, "mountPath": wal_dir, "readOnly": True}],
+        "securityContext": RESTRICTED,
+    }
+
+
 def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-lba-backend",
                     replicas: int = 2, args: tuple[str, ...] = (),
-                    port: int = 8080) -> dict[str, Any]:
+                    port: int = 8080, upstream: bool = False,
+                    sidecar: bool = True) -> dict[str, Any]:
     """``sigops testbed backend`` as ``replicas`` pods of ``image``: port ``http``, ready when
     its config loaded (``/healthz``), rolling one extra pod at a time and never below
-    ``replicas`` available, draining on SIGTERM."""
+    ``replicas`` available, draining on SIGTERM.
+
+    ``upstream``: leave only what the real FLK backend leaves -- no samples endpoint, an inbox
+    WAL in ``WAL_DIR`` (an emptyDir) read by the :func:`wal_reader` sidecar (unless not
+    ``sidecar``: then only ``pods/exec`` reaches it), the rejection lines in the pod log."""
     labels = {"app": name}
+    if upstream:
+        args = (*args, "--no-samples-endpoint")
+        env = [*env, {"name": "WAL_DIR", "value": WAL_DIR}]
     container = {
         "name": "backend", "image": image, "imagePullPolicy": "IfNotPresent",
         "args": ["testbed", "backend", "--listen", f"0.0.0.0:{port}", *args], "env": env,
@@ -59,14 +88,18 @@ def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-
                            "periodSeconds": 1, "failureThreshold": 1},
         "securityContext": RESTRICTED,
     }
+    pod: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 15}
+    if upstream:
+        container["volumeMounts"] = [{"name": "wal", "mountPath": WAL_DIR}]
+        if sidecar:
+            pod["containers"].append(wal_reader(image))
+        pod["volumes"] = [{"name": "wal", "emptyDir": {"sizeLimit": "256Mi"}}]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                  "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container],
-                                       "terminationGracePeriodSeconds": 15}}},
+                 "template": {"metadata": {"labels": labels}, "spec": pod}},
     }
 
 

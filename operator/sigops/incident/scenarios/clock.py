@@ -34,13 +34,19 @@ def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
         for n in ctx.kube.list_nodes():
             if (n.metadata.labels or {}).get(key) != value:
                 nodes.append(n.metadata.name)
+    pods_off = ctx.evidence.pods.clocks_off if ctx.evidence.pods else {}
     measured = {"samples": skew or None, "skewMetricSeconds": ctx.evidence.skew_metric,
-                "backendDateOffsetSeconds": _backend_date_offset(ctx)}
+                "backendDateOffsetSeconds": _backend_date_offset(ctx),
+                "backendPodsOff": pods_off}
+    off = ("; backend pods with a clock off: "
+           + ", ".join(f"{name} ({offset:+g}s)" for name, offset in sorted(pods_off.items()))
+           if pods_off else "; no backend pod clock off")
     steps: list[dict[str, Any]] = [{
         "action": "measure-skew", "measured": measured,
         "summary": f"Measured clock skew: offset {skew.get('offset_seconds', 'n/a')}s, "
                    f"scope {skew.get('scope', 'unknown')}, suspect "
-                   f"{skew.get('suspect', 'unknown')}; signature tolerances left unchanged"}]
+                   f"{skew.get('suspect', 'unknown')}{off}; signature tolerances left "
+                   "unchanged"}]
     steps.append({"action": "label-nodes-for-ntp", "label": ctx.settings.ntp_label,
                   "nodes": sorted(nodes),
                   "summary": f"Labelled {len(nodes)} node(s) {ctx.settings.ntp_label} for the "
