@@ -73,3 +73,27 @@ def test_memory_is_bounded_on_huge_and_hostile_logs() -> None:
     assert d["rejections"] == MAX_IDS + 500
     s.add_all(["\xff" * 100_000] * 10)
     assert s.to_dict()["lines"] == MAX_IDS + 511
+
+
+def _chunked(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 4096])
+def test_lines_of_a_chunked_stream_are_the_lines(size: int) -> None:
+    from sigops.core.backendlog import lines_of
+
+    text = ("2026/11/30 03:00:00 Signature verification failed for a: signature is empty\n"
+            "short\n\nlast without newline")
+    assert list(lines_of(_chunked(text.encode(), size))) == text.split("\n")
+
+
+def test_lines_of_a_huge_binary_log_stay_bounded() -> None:
+    from sigops.core.backendlog import lines_of
+
+    huge = b"\xff\x00" * 3_000_000 + b"\n" + b"ok line\n" + b"x" * 100_000
+    lines = list(lines_of(_chunked(huge, 65536), max_line=100))
+    assert [len(line) <= 100 for line in lines] == [True, True, True]
+    assert lines[1] == "ok line" and lines[2] == "x" * 100
+    s = LogSummary().add_all(lines_of(_chunked(huge, 65536)))
+    assert s.lines == 3 and s.rejections == 0

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["LogSummary", "parse_line", "KINDS", "MAX_LINE", "MAX_IDS"]
+__all__ = ["LogSummary", "parse_line", "lines_of", "KINDS", "MAX_LINE", "MAX_IDS"]
 
 MAX_LINE = 8192
 """Longer lines are cut before they are looked at."""
@@ -59,6 +59,36 @@ _HEAD = (r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)? )?"
 _KNOWN = re.compile(_HEAD + r"(?P<err>(?:" + _STARTS + r").*)$")
 """A line whose error text starts as a known upstream error: the pcs_id may hold ': '."""
 _ANY = re.compile(_HEAD + r"(?P<err>.*)$")
+
+
+def lines_of(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[str]:
+    r"""The lines of a byte stream that arrives in chunks (a pod log read from the API), each
+    at most ``max_line`` bytes, undecodable bytes replaced. Memory stays bounded by one chunk
+    plus ``max_line`` whatever the stream holds: a line longer than that yields its head and
+    its rest is skipped up to the next newline.
+
+    >>> list(lines_of([b"ab", b"c\nd", b"e\n", b"\xff"], max_line=2))
+    ['ab', 'de', '\ufffd']
+    """
+    rest = b""
+    skipping = False
+    for chunk in chunks:
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                if not skipping:
+                    rest += chunk[start:start + max_line + 1 - len(rest)]
+                    if len(rest) > max_line:
+                        yield rest[:max_line].decode("utf-8", "replace")
+                        rest, skipping = b"", True
+                break
+            if not skipping:
+                yield (rest + chunk[start:nl])[:max_line].decode("utf-8", "replace")
+            rest, skipping = b"", False
+            start = nl + 1
+    if rest and not skipping:
+        yield rest[:max_line].decode("utf-8", "replace")
 
 
 def parse_line(line: str) -> tuple[str, str | None, str, str] | None:

@@ -17,6 +17,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from ..core.backendlog import lines_of
 from ..core.errors import SigopsError
 
 __all__ = ["Kube", "KubeError", "NotFound", "Conflict", "Forbidden", "GROUP", "VERSION",
@@ -225,17 +226,7 @@ class Kube:
         r = self._call(f"read log of pod {ns}/{pod}", self.core.read_namespaced_pod_log, pod,
                        ns, **kw)
         try:
-            rest = b""
-            for chunk in r.stream(65536):
-                rest += chunk
-                *lines, rest = rest.split(b"\n")
-                for line in lines:
-                    yield line[:max_line].decode("utf-8", "replace")
-                if len(rest) > max_line:  # a line without end: keep its head only
-                    yield rest[:max_line].decode("utf-8", "replace")
-                    rest = b""
-            if rest:
-                yield rest[:max_line].decode("utf-8", "replace")
+            yield from lines_of(r.stream(65536), max_line)
         except urllib3.exceptions.HTTPError as e:
             raise KubeError(0, f"read log of pod {ns}/{pod}: {type(e).__name__}") from None
         finally:
