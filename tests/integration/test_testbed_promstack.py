@@ -120,9 +120,11 @@ def test_alert_fires_posts_with_the_token_and_resolves(tmp_path: Path,
 
 def test_default_error_query_counts_one_target_whichever_counter_name_it_exports(
         tmp_path: Path) -> None:
-    """Two backends in two namespaces behind one real Prometheus: one exports upstream's
-    alert-rule name (flk_signature_err), the other upstream's code name
-    (flk_signature_errors). The default query of each target sees its own errors only."""
+    """Backends behind one real Prometheus: one exports upstream's alert-rule name
+    (flk_signature_err), the other upstream's code name (flk_signature_errors), in two
+    namespaces; a third Deployment shares team-a's namespace, with pod labels on both. The
+    default query of each target sees its own errors only: by its pods where the series carry
+    a pod label, else by its namespace."""
     from devtools.stub import StubServer
     from sigops.prometheus.client import Prom
     from sigops.settings import Settings
@@ -135,9 +137,13 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
             return f"# TYPE {metric} counter\n{metric} {counts[name]}\n".encode()
         return StubServer(body, "text/plain; version=0.0.4")
 
+    counts["a2"] = 0.0
     a = exporter("a", "flk_signature_err", 100.0)
+    a2 = exporter("a2", "flk_signature_err", 1000.0)
     b = exporter("b", "flk_signature_errors", 10.0)
-    targets = [ScrapeTarget(a.address, {"namespace": "team-a"}),
+    targets = [ScrapeTarget(a.address, {"namespace": "team-a", "pod": "backend-5c54f8bbf4-h6c4v"}),
+               ScrapeTarget(a2.address, {"namespace": "team-a",
+                                         "pod": "backend-canary-7d9f8b6c5-x2x9k"}),
                ScrapeTarget(b.address, {"namespace": "team-b"})]
     settings = Settings()
     try:
@@ -147,11 +153,16 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
             query_b = settings.error_query("team-b", "backend")
             wait_for(lambda: (prom.scalar(query_a) or 0) > 0 and (prom.scalar(query_b) or 0) > 0,
                      60, what="both error rates")
+            query_a2 = settings.error_query("team-a", "backend-canary")
+            wait_for(lambda: (prom.scalar(query_a2) or 0) > 0, 60, what="the canary's rate")
             ra, rb = prom.scalar(query_a), prom.scalar(query_b)
+            ra2 = prom.scalar(query_a2)
             nobody = prom.scalar(settings.error_query("team-c", "backend"))
     finally:
         a.close()
+        a2.close()
         b.close()
-    assert ra is not None and rb is not None
+    assert ra is not None and rb is not None and ra2 is not None
     assert ra > 5 * rb > 0, (ra, rb)  # each sees its own counter, not the sum of both
+    assert ra2 > 5 * ra, (ra2, ra)  # backend-canary's pods are not backend's, and vice versa
     assert nobody == 0.0

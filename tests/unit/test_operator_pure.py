@@ -38,8 +38,11 @@ def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     s = load_settings(None)
     assert s.modes["E"] == "approval" and s.error_rate_threshold == 10.0
     # The target namespace's errors, whichever of upstream's two counter names it exports.
+    pods = 'pod=~"dep-[a-z0-9]+-[a-z0-9]+"'
     assert s.error_query("ns", "dep") == (
-        'sum(rate(flk_signature_err{namespace="ns"}[5m])) '
+        f'sum(rate(flk_signature_err{{namespace="ns",{pods}}}[5m])) '
+        f'or sum(rate(flk_signature_errors{{namespace="ns",{pods}}}[5m])) '
+        'or sum(rate(flk_signature_err{namespace="ns"}[5m])) '
         'or sum(rate(flk_signature_errors{namespace="ns"}[5m]))')
     assert Settings(namespace_label="kubernetes_namespace").error_query("a\"b").startswith(
         'sum(rate(flk_signature_err{kubernetes_namespace="a\\"b"}[5m]))')
@@ -78,6 +81,8 @@ def test_flag_overrides():
                  "signature_error_metric": "flk_signature_errors"}
     s = Settings.model_validate({**Settings().model_dump(by_alias=True), **o})
     assert s.error_query() == ("sum(rate(flk_signature_errors{}[5m])) "
+                               "or sum(rate(flk_signature_err{}[5m])) "
+                               "or sum(rate(flk_signature_errors{}[5m])) "
                                "or sum(rate(flk_signature_err{}[5m]))")
     with pytest.raises(ValueError):
         flags.overrides(p.parse_args(["--modes", "A"]))

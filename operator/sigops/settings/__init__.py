@@ -6,6 +6,7 @@ rejected: a typo in a threshold must not silently fall back to a default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, cast
 
@@ -51,15 +52,16 @@ class Settings(_Model):
     targets: tuple[Target, ...] = ()
     modes: dict[str, Mode] = Field(default_factory=lambda: dict(DEFAULT_MODES))
     signature_error_metric: str = "flk_signature_err"
-    error_rate_query: str = ("sum(rate({metric}{{{scope}}}[5m])) "
-                             "or sum(rate({metric_alt}{{{scope}}}[5m]))")
+    error_rate_query: str = (
+        "sum(rate({metric}{{{pod_scope}}}[5m])) or sum(rate({metric_alt}{{{pod_scope}}}[5m])) "
+        "or sum(rate({metric}{{{scope}}}[5m])) or sum(rate({metric_alt}{{{scope}}}[5m]))")
     """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
     counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
-    ``{deployment}`` and ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`). The
-    default works whichever name the backend exports and counts the target's namespace only:
-    every Kubernetes scrape config labels the namespace, while a deployment label is rare (a
-    matcher on a missing label would make the guard blind). Put ``{deployment}`` in your own
-    query when your series carry it."""
+    ``{deployment}``, ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`) and
+    ``{pod_scope}`` (the same plus ``pod=~"<deployment>-<hash>-<id>"``: the Deployment's
+    pods). The default counts the target's own pods, whichever name the backend exports;
+    where the series carry no ``pod`` label it falls back to the target's namespace (a
+    matcher on a missing label alone would make the guard blind)."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -126,17 +128,25 @@ class Settings(_Model):
         return self.targets[0] if len(self.targets) == 1 else None
 
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
-        """The error-rate query for one target (an empty name is not matched on).
+        r"""The error-rate query for one target (an empty name is not matched on).
 
-        >>> Settings().error_query("fractal-lba", "backend")  # doctest: +NORMALIZE_WHITESPACE
-        'sum(rate(flk_signature_err{namespace="fractal-lba"}[5m])) or
-         sum(rate(flk_signature_errors{namespace="fractal-lba"}[5m]))'
+        >>> print(Settings().error_query("flk", "be").replace(" or ", "\nor "))
+        sum(rate(flk_signature_err{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
+        or sum(rate(flk_signature_errors{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
+        or sum(rate(flk_signature_err{namespace="flk"}[5m]))
+        or sum(rate(flk_signature_errors{namespace="flk"}[5m]))
         """
         metric = self.signature_error_metric
         alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
         scope = f'{self.namespace_label}="{_promql_string(namespace)}"' if namespace else ""
+        # A Deployment's pods are <name>-<template hash>-<id> (names are DNS labels: only a
+        # dot is a regex character in them).
+        name = re.sub(r"[^a-z0-9.-]", "", deployment).replace(".", "\\.")
+        pods = f'pod=~"{_promql_string(name)}-[a-z0-9]+-[a-z0-9]+"' if name else ""
+        pod_scope = ",".join(m for m in (scope, pods) if m)
         return self.error_rate_query.format(metric=metric, metric_alt=alt, scope=scope,
-                                            namespace=namespace, deployment=deployment)
+                                            pod_scope=pod_scope, namespace=namespace,
+                                            deployment=deployment)
 
 
 UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",
