@@ -71,8 +71,10 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         say("sigops running: " + flk.kubectl("get", "pods", "-n", OPERATOR_NS,
                                              "-o", "wide").splitlines()[-1])
         old = generate_key(HMAC, kid="original", state="active")
-        url = flk.backend(old)
-        say(f"backend: 2 pods behind {url} (key {old.fingerprint} from Secret backend-key)")
+        url = flk.backend(old, upstream=True)
+        say(f"backend: 2 pods behind {url} (key {old.fingerprint} from Secret backend-key); "
+            "like the real FLK backend it has no samples endpoint: it logs each refused PCS "
+            "and keeps an inbox WAL, served read-only by the sigops wal serve sidecar")
         stack = flk.monitoring(prom_port)
         say(f"Prometheus {stack.prometheus_url} scrapes the backend pods (rule "
             f"FLKSignatureFailuresSpike: rate > 2/s over 10s, for 3s); Alertmanager "
@@ -126,8 +128,9 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         flk.wait(story, 300, "the incident to end", interval=1.0)
         name = last.splitlines()[1].split()[0]
         inc: dict[str, Any] = flk.get("si", name, "-n", NS)
-        ev = (inc["status"].get("evidence") or {}).get("samples") or {}
-        say(f"evidence: failed samples from {ev.get('source')}")
+        evidence = inc["status"].get("evidence") or {}
+        for src in evidence.get("sources") or []:
+            say(f"evidence {src['source']}: {src['status']}: {src['detail']}")
         for a in inc["status"].get("actions", []):
             say(f"action: {a['payload']['summary']}")
         print("\n" + inc["status"].get("communication", ""), flush=True)

@@ -26,7 +26,8 @@ NS = "node-loop"
 @pytest.fixture
 def flk(node: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flk]:
     # A namespace per test: the previous test's may still be terminating.
-    ns = f"{NS}-{'e' if 'rolled_back' in request.node.name else 'a'}"
+    name = request.node.name
+    ns = f"{NS}-{'e' if 'rolled_back' in name else 'd' if 'tamper' in name else 'a'}"
     f = Flk(node.env, node.kubeconfig, tmp_path, ns, BIN)  # type: ignore[attr-defined]
     f.namespace()
     yield f
@@ -178,3 +179,44 @@ def test_bad_signing_change_rolled_back_to_the_earlier_replicaset(flk: Flk) -> N
     pods = flk.get("pods", "-n", flk.ns, "-l", "app=fractal-lba-backend")["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert {p["metadata"]["labels"]["pod-template-hash"] for p in live} == {good_hash}
+
+
+def test_tamper_flood_tightens_the_rate_on_running_pods_then_restores_it(flk: Flk) -> None:
+    """Attackers post tampered PCS beside honest agents: sigops diagnoses malicious activity,
+    runs D (TOKEN_RATE tightened: a real rollout of 2 pods), the signature errors fall, the
+    incident resolves, and after the cool-down the old TOKEN_RATE comes back (another
+    rollout). Pods stay available throughout."""
+    prom_port = free_port()
+    flk.install(prom_port, scenarioD={"tokenRate": "1", "cooldown": "5s"})
+    key = generate_key(HMAC, kid="k")
+    # With the samples endpoint: it records who sent each PCS (X-Agent-Id), which an inbox
+    # WAL does not, so D can name the failing sources.
+    url = flk.backend(key)
+    stack = flk.monitoring(prom_port)
+    flk.agents("honest", url, rate=3, count=2)
+    wait_for(lambda: stack.query("sum(rate(flk_accepted[10s])) > 0"), timeout=90, interval=1,
+             what="the honest agents' PCS accepted")
+    flk.agents("attacker", url, rate=20, count=2, args=("--fault", "tamper"))
+
+    def token_rate() -> str | None:
+        dep = flk.get("deployment", "-n", flk.ns, "fractal-lba-backend")
+        env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next((e.get("value") for e in env if e["name"] == "TOKEN_RATE"), None)
+
+    (inc,) = wait_for(lambda: [i for i in flk.get("signatureincidents", "-n", flk.ns)["items"]
+                               if (i.get("status") or {}).get("phase") in ("Resolved",
+                                                                           "Escalated")],
+                      timeout=300, interval=1, what="the incident to end")
+    st = inc["status"]
+    assert (st["phase"], st["cause"], st["scenario"]) == ("Resolved", "MaliciousActivity",
+                                                          "D"), st.get("message")
+    tighten = st["actions"][0]["payload"]
+    assert (tighten["previous"], tighten["value"]) == ("1000", "1"), tighten
+    sources = [s["source"] for s in st["actions"][1]["payload"]["sources"]]
+    assert sources and all(s.startswith("attacker") for s in sources), sources
+    assert st["evidence"]["samples"]["report"]["by_cause"].get("tampered", 0) > 0
+    wait_for(lambda: token_rate() == "1000", timeout=120, interval=1,
+             what="TOKEN_RATE restored after the cool-down")
+    wait_for(lambda: (flk.get("deployment", "-n", flk.ns, "fractal-lba-backend").get("status")
+                      or {}).get("updatedReplicas") == 2, timeout=120, interval=1,
+             what="the restored template rolled out")
