@@ -6,8 +6,11 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from devtools.flk import Flk
 from tests.support import BIN, REPO, kubectl, wait_for
 
 RELEASE, OPERATOR_NS = "sigops", "sigops-system"
@@ -95,3 +98,14 @@ def wait_deleted(node: object, *args: str, timeout: float = 60) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{' '.join(args)} still exists after {timeout}s")
+
+
+def flk_in(node: object, tmp_path: Path, ns: str) -> Iterator[Flk]:
+    """A fixture body: namespace ``ns`` on the node (after an earlier one of the name has
+    gone), then the release uninstalled and the namespace deleted."""
+    f = Flk(node.env, node.kubeconfig, tmp_path, ns, BIN)  # type: ignore[attr-defined]
+    f.namespace()
+    yield f
+    f.stop()
+    f.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
+    f.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from devtools.cluster import free_port
-from devtools.flk import OPERATOR_NS, RELEASE, Flk
+from devtools.flk import OPERATOR_NS, Flk
 from sigops.core.keys import HMAC, generate_key
-from tests.support import BIN, REPO, wait_for
+from tests.node.support import flk_in
+from tests.support import REPO, wait_for
 
 NS = "node-loop"
 
@@ -27,13 +28,8 @@ NS = "node-loop"
 def flk(node: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flk]:
     # A namespace per test: the previous test's may still be terminating.
     name = request.node.name
-    ns = f"{NS}-{'e' if 'rolled_back' in name else 'd' if 'tamper' in name else 'a'}"
-    f = Flk(node.env, node.kubeconfig, tmp_path, ns, BIN)  # type: ignore[attr-defined]
-    f.namespace()
-    yield f
-    f.stop()
-    f.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
-    f.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    yield from flk_in(node, tmp_path,
+                      f"{NS}-{'e' if 'rolled_back' in name else 'd' if 'tamper' in name else 'a'}")
 
 
 def phase_of(flk: Flk, kind: str, name: str) -> str | None:

@@ -12,21 +12,17 @@ from typing import Any
 import pytest
 
 from devtools.cluster import free_port
-from devtools.flk import BACKEND, OPERATOR_NS, RELEASE, Flk
+from devtools.flk import BACKEND, Flk
 from sigops.core.keys import HMAC, generate_key
 from sigops.testbed.manifests import WAL_DIR
-from tests.support import BIN, wait_for
+from tests.node.support import flk_in
+from tests.support import wait_for
 
 
 @pytest.fixture
 def flk(node: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flk]:
-    ns = "node-up-" + request.node.name.split("_")[1]  # one namespace per scenario
-    f = Flk(node.env, node.kubeconfig, tmp_path, ns, BIN)  # type: ignore[attr-defined]
-    f.namespace()
-    yield f
-    f.stop()
-    f.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
-    f.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    # one namespace per scenario
+    yield from flk_in(node, tmp_path, "node-up-" + request.node.name.split("_")[1])
 
 
 def ended(flk: Flk) -> list[dict[str, Any]]:
