@@ -96,3 +96,14 @@ def test_the_documented_sidecar_patch_is_the_one_the_tests_run() -> None:
     assert backend["volumeMounts"] == built["containers"][0]["volumeMounts"]
     assert backend["env"] == [{"name": "WAL_DIR", "value": WAL_DIR}]
     assert {"name": "WAL_DIR", "value": WAL_DIR} in built["containers"][0]["env"]
+
+
+def test_a_pod_without_the_named_container_has_no_port() -> None:
+    from sigops.incident.backendpods import _port
+
+    pod = {"spec": {"containers": [{"name": "api", "ports": [{"name": "http",
+                                                               "containerPort": 9000}]}]}}
+    assert _port(pod, None, "api") == 9000
+    assert _port(pod, None, None) == 9000
+    assert _port(pod, None, "backend") is None
+    assert _port(pod, "flk-wal", None) is None

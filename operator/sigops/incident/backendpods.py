@@ -21,7 +21,7 @@ from typing import Any
 
 from ..backend.config import find_container
 from ..core.backendlog import LogSummary
-from ..core.errors import MalformedInput
+from ..core.errors import KeyringError, MalformedInput
 from ..core.strictjson import loads
 from ..core.timeparse import format_time, parse_time
 from ..core.wal import WalEntry, read_wal, whole_entries
@@ -77,7 +77,10 @@ def _port(pod: dict[str, Any], name: str | None, container: str | None) -> int |
                 return int(p["containerPort"])
     if name is not None:
         return None
-    c = find_container({"spec": {"template": {"spec": pod.get("spec") or {}}}}, container)
+    try:
+        c = find_container({"spec": {"template": {"spec": pod.get("spec") or {}}}}, container)
+    except KeyringError:  # a pod of another template, without that container
+        return None
     ports = c.get("ports") or []
     p = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
     return int(p["containerPort"]) if p else None
@@ -183,7 +186,10 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
         return pe
     if not pods:
         pe.source("pods", "unavailable", "no pods")
-    container_name = container or find_container(dep, None).get("name")
+    try:
+        container_name = container or find_container(dep, None).get("name")
+    except KeyringError:
+        container_name = None
     since_seconds = int(max(1.0, (now - since).total_seconds()))
 
     # State and clock of each pod.
