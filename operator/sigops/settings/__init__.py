@@ -54,14 +54,16 @@ class Settings(_Model):
     signature_error_metric: str = "flk_signature_err"
     error_rate_query: str = (
         "sum(rate({metric}{{{pod_scope}}}[5m])) or sum(rate({metric_alt}{{{pod_scope}}}[5m])) "
-        "or sum(rate({metric}{{{scope}}}[5m])) or sum(rate({metric_alt}{{{scope}}}[5m]))")
+        "or ((sum(rate({metric}{{{scope}}}[5m])) or sum(rate({metric_alt}{{{scope}}}[5m]))) "
+        "unless on() (count({metric}{{{pod_any}}}) or count({metric_alt}{{{pod_any}}})))")
     """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
     counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
-    ``{deployment}``, ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`) and
+    ``{deployment}``, ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`),
     ``{pod_scope}`` (the same plus ``pod=~"<deployment>-<hash>-<id>"``: the Deployment's
-    pods). The default counts the target's own pods, whichever name the backend exports;
-    where the series carry no ``pod`` label it falls back to the target's namespace (a
-    matcher on a missing label alone would make the guard blind)."""
+    pods) and ``{pod_any}`` (``{scope}`` plus ``pod!=""``). The default counts the target's
+    own pods, whichever name the backend exports; only where the namespace's series carry no
+    ``pod`` label at all does it count the namespace (a matcher on a missing label alone would
+    make the guard blind, and borrowing a neighbour Deployment's errors would mislead it)."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -130,11 +132,14 @@ class Settings(_Model):
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
         r"""The error-rate query for one target (an empty name is not matched on).
 
-        >>> print(Settings().error_query("flk", "be").replace(" or ", "\nor "))
+        >>> q = Settings().error_query("flk", "be")
+        >>> print(q.replace(" or ", "\nor ").replace(" unless", "\nunless"))
         sum(rate(flk_signature_err{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
         or sum(rate(flk_signature_errors{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
-        or sum(rate(flk_signature_err{namespace="flk"}[5m]))
-        or sum(rate(flk_signature_errors{namespace="flk"}[5m]))
+        or ((sum(rate(flk_signature_err{namespace="flk"}[5m]))
+        or sum(rate(flk_signature_errors{namespace="flk"}[5m])))
+        unless on() (count(flk_signature_err{namespace="flk",pod!=""})
+        or count(flk_signature_errors{namespace="flk",pod!=""})))
         """
         metric = self.signature_error_metric
         alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
@@ -144,9 +149,10 @@ class Settings(_Model):
         name = re.sub(r"[^a-z0-9.-]", "", deployment).replace(".", "\\.")
         pods = f'pod=~"{_promql_string(name)}-[a-z0-9]+-[a-z0-9]+"' if name else ""
         pod_scope = ",".join(m for m in (scope, pods) if m)
+        pod_any = ",".join(m for m in (scope, 'pod!=""') if m)
         return self.error_rate_query.format(metric=metric, metric_alt=alt, scope=scope,
-                                            pod_scope=pod_scope, namespace=namespace,
-                                            deployment=deployment)
+                                            pod_scope=pod_scope, pod_any=pod_any,
+                                            namespace=namespace, deployment=deployment)
 
 
 UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",
