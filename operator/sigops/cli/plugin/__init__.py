@@ -216,7 +216,7 @@ def _request(args: argparse.Namespace, kind: str, build: Any) -> int:
             if e.status in (409, 422):  # changed since it was read: check it again
                 continue
             raise PluginError(str(e)) from None
-        sys.stdout.write(f"{ref} {done} by {who['user']}\n")
+        sys.stdout.write(f"{ref}: {done}\n")
         return EXIT_OK
     raise PluginError(f"{ref} kept changing while we tried to patch it; try again")
 
@@ -231,7 +231,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
         verb = "approved" if decision == "approve" else "denied"
         then = ("the operator runs it on its next tick" if decision == "approve" else
                 "the operator tries the next candidate or escalates")
-        return ops, f"scenario {scen} {verb} ({then}; follow with kubectl sigops explain)"
+        return ops, (f"scenario {scen} {verb} by {who['user']}; {then} (follow it with "
+                     f"kubectl sigops explain {args.ref})")
 
     return _request(args, "si", build)
 
@@ -242,8 +243,8 @@ def cmd_abort(args: argparse.Namespace) -> int:
     def build(obj: dict[str, Any], who: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         phase = (obj.get("status") or {}).get("phase") or "Pending"
         return abort_patch(obj, who, _iso(_now())), (
-            f"abort requested in phase {phase} (the operator undoes every change and marks it "
-            "Aborted)")
+            f"abort requested by {who['user']} in phase {phase}; the operator undoes every "
+            f"change and marks it Aborted (follow it with kubectl sigops explain {args.ref})")
 
     return _request(args, "kr", build)
 
