@@ -358,6 +358,10 @@ def test_figure_has_threshold_and_one_marker_per_action(tmp_path: Path) -> None:
     assert data["rate_points"] == 60
     saved = plot.save_png(fig, tmp_path / "p.png")
     assert plot.read_png_figure_data(tmp_path / "p.png") == json.loads(json.dumps(saved))
+    # Actions in the same second share one number label, above the frame.
+    same = [(T0, "a"), (T0, "b"), (T0 + timedelta(seconds=30), "c")]
+    texts = sorted(t.get_text() for t in plot.figure(_points(), 10.0, same, "t").axes[0].texts)
+    assert texts == ["1,2", "3"]
     # The check can fail: a figure missing a marker is seen as such.
     assert len(plot.figure_data(plot.figure(_points(), 10.0, marks[:2], "t"))["actions"]) == 2
 

@@ -67,9 +67,11 @@ class Prom:
         try:
             res: list[dict[str, Any]] = self._c().custom_query_range(
                 promql, start_time=datetime.fromtimestamp(start, UTC),
-                end_time=datetime.fromtimestamp(end, UTC), step=f"{max(step, 1.0):g}s")
+                # seconds as a number: a duration string may not have a fraction ("1.5s")
+                end_time=datetime.fromtimestamp(end, UTC), step=f"{max(step, 1.0):.3f}")
         except Exception as e:  # noqa: BLE001 - any client/HTTP error means "unknown"
-            log.warning("prometheus range query failed: %s", type(e).__name__)
+            log.warning("prometheus range query failed: %s: %s", type(e).__name__,
+                        str(e)[:200])
             return None
         total: dict[float, float] = {}
         for r in res:

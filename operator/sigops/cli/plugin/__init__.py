@@ -304,6 +304,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         NO_MATPLOTLIB,
         PLOT_FILE,
         build_markdown,
+        incident_span,
         incident_window,
         markers,
         rate_summary,
@@ -348,7 +349,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif points:
         name = obj["metadata"]["name"]
         fig = plot.figure(points, threshold, markers(obj),
-                          f"{tns}/{dep}: signature error rate during {name}")
+                          f"{tns}/{dep}: signature error rate during {name}",
+                          span=incident_span(obj, now))
         plot.save_png(fig, out / PLOT_FILE)
         plot_name = PLOT_FILE
     verification = None

@@ -32,8 +32,10 @@ def available() -> bool:
 
 
 def figure(points: Sequence[tuple[float, float]], threshold: float,
-           actions: Sequence[tuple[datetime, str]], title: str) -> Any:
-    """A matplotlib Figure (Agg canvas) of the rate ``points`` (unix time, errors/s)."""
+           actions: Sequence[tuple[datetime, str]], title: str,
+           span: tuple[datetime, datetime] | None = None) -> Any:
+    """A matplotlib Figure (Agg canvas) of the rate ``points`` (unix time, errors/s), the
+    threshold, one vertical line per action and, shaded, ``span`` (the incident open)."""
     import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -49,19 +51,29 @@ def figure(points: Sequence[tuple[float, float]], threshold: float,
     ax.axhline(threshold, color="#c0392b", linestyle="--", linewidth=1.2, gid="threshold",
                label=f"alert threshold {threshold:g}/s")
     top = max([threshold, *values]) * 1.15 or 1.0
+    if span is not None:
+        ax.axvspan(_num(span[0]), _num(span[1]), color="#f0c040", alpha=0.12, gid="incident",
+                   label="incident open")
+    groups: dict[float, list[int]] = {}  # actions in the same second share one number label
     for i, (t, _label) in enumerate(actions):
-        ax.axvline(_num(t), color="#2e8b57", linewidth=1.0, alpha=0.85, gid=f"action-{i}",
-                   label="sigops action" if i == 0 else None)
-        ax.annotate(str(i + 1), (_num(t), top * 0.97), ha="center", va="top",
-                    fontsize=8, color="#2e8b57", gid=f"action-label-{i}")
+        x = _num(t)
+        ax.axvline(x, color="#2e8b57", linewidth=1.0, alpha=0.85, gid=f"action-{i}",
+                   label="sigops action (numbered as in the report)" if i == 0 else None)
+        groups.setdefault(round(x * 86400), []).append(i)
+    for key, idx in groups.items():
+        # above the frame, in axes height: never hidden by the curve or the legend
+        ax.annotate(",".join(str(i + 1) for i in idx), (key / 86400, 1.01),
+                    xycoords=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8,
+                    color="#2e8b57", gid=f"action-label-{idx[0]}")
     ax.set_ylim(0, top)
     ax.set_ylabel("signature errors / s")
     ax.set_xlabel("time (UTC)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=14)
     ax.xaxis.set_major_formatter(
         mdates.DateFormatter("%H:%M:%S", tz=UTC))  # type: ignore[no-untyped-call]
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8,
+              frameon=False)
     fig.tight_layout()
     return fig
 
@@ -70,6 +82,14 @@ def _num(t: datetime) -> float:
     import matplotlib.dates as mdates
 
     return float(mdates.date2num(t))  # type: ignore[no-untyped-call]
+
+
+def _rfc3339_ms(t: datetime) -> str:
+    """UTC to the millisecond (date numbers are floats: a second may come back as .999999),
+    without a fraction when it is a whole second, as sigops' records write times."""
+    ms = round(t.timestamp() * 1000)
+    whole = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{ms % 1000:03d}Z" if ms % 1000 else f"{whole}Z"
 
 
 def figure_data(fig: Any) -> dict[str, Any]:
@@ -87,7 +107,7 @@ def figure_data(fig: Any) -> dict[str, Any]:
                 xs = {_num(x) if isinstance(x, datetime) else float(x)
                       for x in line.get_xdata()}
                 x = mdates.num2date(next(iter(xs))).astimezone(UTC)  # type: ignore[no-untyped-call]
-                out["actions"].append({"gid": gid, "x": x.isoformat().replace("+00:00", "Z"),
+                out["actions"].append({"gid": gid, "x": _rfc3339_ms(x),
                                        "vertical": len(xs) == 1})
             elif gid == "rate":
                 out["rate_points"] = len(line.get_xdata())

@@ -17,7 +17,7 @@ from .refs import ago, parse_ts
 from .story import incident_story
 
 __all__ = ["Window", "incident_window", "durations", "markers", "build_markdown",
-           "rate_summary", "PLOT_FILE", "NO_MATPLOTLIB"]
+           "rate_summary", "incident_span", "PLOT_FILE", "NO_MATPLOTLIB"]
 
 PLOT_FILE = "error-rate.png"
 NO_MATPLOTLIB = ("The error-rate picture needs matplotlib: `pip install 'sigops[report]'`, then "
@@ -104,7 +104,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _cell(s: Any) -> str:
-    return str(s if s is not None else "—").replace("|", "\\|").replace("\n", " ")
+    return str(s if s not in (None, "") else "—").replace("|", "\\|").replace("\n", " ")
 
 
 def build_markdown(obj: Mapping[str, Any], *, plot: str | None, plot_note: str | None,
@@ -156,7 +156,7 @@ def build_markdown(obj: Mapping[str, Any], *, plot: str | None, plot_note: str |
     lines += ["", "## Evidence", ""]
     lines += [f"- **{e['source']}**: {e['finding']}" for e in s["evidence"]] or ["- none"]
     lines += ["", "## Cause", "",
-              f"{diag.get('cause') or 'Not diagnosed.'}"
+              (f"{diag['cause']}." if diag.get("cause") else "Not diagnosed.")
               + (f" Candidates in order: {', '.join(diag['candidates'])}."
                  if diag["candidates"] else "")
               + (f" The detection is signed by `{diag['signedBy']}`." if diag.get("signedBy")
@@ -191,6 +191,12 @@ def build_markdown(obj: Mapping[str, Any], *, plot: str | None, plot_note: str |
               "_To be written by the people who handled the incident: why the cause happened, "
               "what stops it next time._", ""]
     return "\n".join(lines)
+
+
+def incident_span(obj: Mapping[str, Any], now: datetime) -> tuple[datetime, datetime]:
+    """From the incident's creation to its resolution or escalation (now while open)."""
+    created = _created(obj) or now
+    return created, max(_end(obj) or now, created)
 
 
 def rate_summary(points: Sequence[tuple[float, float]]) -> dict[str, Any] | None:
