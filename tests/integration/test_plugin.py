@@ -29,6 +29,7 @@ from tests.support import (
     envelope,
     get_kr,
     keyrotation,
+    kubectl,
     make_backend,
     pcs,
     phase,
@@ -297,3 +298,65 @@ def test_refusals_on_missing_objects_and_wrong_kinds(cluster, api, namespace):
     assert out.returncode == 2 and "si/nope not found" in out.stderr
     out = sigops(cluster, "abort", "si/nope", "-n", namespace)
     assert out.returncode == 2 and "this verb takes kr/NAME" in out.stderr
+
+
+def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespace, tmp_path):
+    """The chart's ValidatingAdmissionPolicy: a new decision or abort request must name the
+    user making the request. kubectl sigops passes; claiming to be someone else does not."""
+    helm = REPO / ".dev" / "bin" / "helm"
+    if not helm.exists():
+        pytest.skip("helm missing: run `make tools`")
+    manifest = subprocess.run(
+        [str(helm), "template", "plugin-test", str(REPO / "charts" / "sigops"),
+         "--show-only", "templates/admissionpolicy.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    (tmp_path / "vap.yaml").write_text(manifest)
+    kubectl(cluster, "apply", "-f", str(tmp_path / "vap.yaml"))
+    try:
+        kc, user = person(api, cluster, namespace, tmp_path, "dave")
+        co = client.CustomObjectsApi(api)
+        co.create_namespaced_custom_object(GROUP, VERSION, namespace, "signatureincidents", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
+            "metadata": {"name": "drill"},
+            "spec": {"source": "person", "target": {"deployment": "fractal-lba-backend"}}})
+        forged = json.dumps({"spec": {"decisions": [
+            {"scenario": "E", "decision": "approve", "user": "someone-else"}]}})
+
+        def refused() -> str | None:
+            out = kubectl(cluster, "--kubeconfig", str(kc), "patch", "si", "drill",
+                           "--type", "merge", "-p", forged, check=False)
+            if out.returncode == 0:  # the policy is not active yet: take it back, try again
+                co.patch_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                  "signatureincidents", "drill",
+                                                  {"spec": {"decisions": None}})
+                return None
+            return out.stderr
+
+        err = wait_for(refused, 30, 0.5, what="the admission policy to refuse a forged user")
+        assert "may only gain entries that name the requesting user" in err
+        # The plugin names the user the API server gave: admitted, and the operator-side
+        # reader finds it.
+        co.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "signatureincidents", "drill",
+            {"status": {"phase": "AwaitingApproval", "scenario": "E", "conditions": [
+                {"type": "Ready", "status": "False", "reason": "AwaitingApproval",
+                 "message": "m", "lastTransitionTime": "2026-11-30T10:00:00Z"}]}})
+        out = sigops(cluster, "approve", "si/drill", kubeconfig=kc)
+        assert out.returncode == 0, out.stderr
+        spec = si(api, namespace, "drill")["spec"]
+        assert spec["decisions"][0]["user"] == user
+        # Entries already there pass when someone else (the admin) changes the spec.
+        co.patch_namespaced_custom_object(GROUP, VERSION, namespace, "signatureincidents",
+                                          "drill", {"spec": {"mode": "approval"}})
+        # The same for an abort request on a KeyRotation.
+        co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
+                                           keyrotation("r", HMAC, overlap="1h"))
+        out = kubectl(cluster, "--kubeconfig", str(kc), "patch", "kr", "r", "--type", "merge",
+                       "-p", json.dumps({"spec": {"abort": True, "abortRequestedBy": {
+                           "user": "someone-else"}}}), check=False)
+        assert out.returncode != 0 and "must name the requesting user" in out.stderr
+        out = sigops(cluster, "abort", "kr/r", kubeconfig=kc)
+        assert out.returncode == 0, out.stderr
+        assert get_kr(api, namespace, "r")["spec"]["abortRequestedBy"]["user"] == user
+    finally:
+        kubectl(cluster, "delete", "-f", str(tmp_path / "vap.yaml"), check=False)
