@@ -229,10 +229,13 @@ class IncidentReconciler:
         spec = obj.get("spec") or {}
         if scenario in (spec.get("deny") or []):
             who = decided_by(spec, scenario, "deny")
-            self._patch(obj, {"actions": self._actions(
-                obj, [decision_step("deny", scenario, who)], scenario, "denied")})
+            # Recorded in the same status write that moves the incident on, so a restart in
+            # between neither loses nor repeats it.
+            denied = self._actions(obj, [decision_step("deny", scenario, who)], scenario,
+                                   "denied")
             self.kube.event(obj, "Denied", f"scenario {scenario} denied by {who['user']}")
-            return self._next_candidate(obj, f"scenario {scenario} denied by {who['user']}")
+            return self._next_candidate(obj, f"scenario {scenario} denied by {who['user']}",
+                                        {"actions": denied})
         if scenario in (spec.get("approve") or []):
             who = decided_by(spec, scenario, "approve")
             self._patch(obj, {"actions": self._actions(
@@ -342,24 +345,27 @@ class IncidentReconciler:
                                              "error rate down")
         return "Verifying"
 
-    def _next_candidate(self, obj: dict[str, Any], why: str) -> str:
+    def _next_candidate(self, obj: dict[str, Any], why: str,
+                        extra: dict[str, Any] | None = None) -> str:
         st = obj["status"]
         cands = list(st.get("candidates") or [])
         tried = list(st.get("tried") or []) + [st.get("scenario")]
         rest = [c for c in cands if c not in tried]
         self.kube.event(obj, "ScenarioFailed", why, "Warning")
         if not rest:
-            self._patch(obj, {"tried": tried, "pendingActions": None})
-            self._escalate(obj, "RemediationFailed", why)
+            self._escalate(obj, "RemediationFailed", why,
+                           {"tried": tried, "pendingActions": None, **(extra or {})})
             return "Escalated"
         self._patch(obj, {"tried": tried, "scenario": rest[0], "pendingActions": None,
-                          "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause"))},
+                          "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause")),
+                          **(extra or {})},
                     "Diagnosing", ("Ready", "False", "NextCandidate",
                                    f"{why}; trying scenario {rest[0]}"))
         return self._gate(obj)
 
-    def _escalate(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        self._patch(obj, {"escalatedAt": now_iso(self.clock())}, "Escalated",
+    def _escalate(self, obj: dict[str, Any], reason: str, message: str,
+                  extra: dict[str, Any] | None = None) -> None:
+        self._patch(obj, {"escalatedAt": now_iso(self.clock()), **(extra or {})}, "Escalated",
                     ("Ready", "False", reason, message))
         self.kube.event(obj, "Escalated", message, "Warning")
         url = self.settings.notification_url
