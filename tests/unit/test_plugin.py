@@ -432,3 +432,36 @@ def test_no_key_material_in_what_it_writes(tmp_path: Path,
     written = capsys.readouterr().out + (tmp_path / "r" / "report.md").read_text()
     private = KEY.to_entry()["private_b64"]
     assert private not in written
+
+
+def test_kubectl_and_bash_use_the_completions() -> None:
+    """The real kubectl finds `kubectl sigops` and its completer on PATH; bash completes from
+    the generated scripts."""
+    import os
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    kubectl = repo / ".dev" / "bin" / "kubectl"
+    venv = repo / ".venv" / "bin"
+    if not kubectl.exists() or not (venv / "kubectl-sigops").exists():
+        pytest.skip("kubectl or the installed scripts missing: run `make venv tools`")
+    env = {**os.environ, "PATH": f"{venv}:{kubectl.parent}:{os.environ['PATH']}",
+           "KUBECONFIG": "/nonexistent"}
+
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60).stdout
+
+    assert run(str(kubectl), "__complete", "sigops", "ap").splitlines() == ["approve", ":4"]
+    assert run(str(kubectl), "__complete", "sigops", "abort", "").splitlines() == ["kr/", ":4"]
+    from sigops import __version__
+
+    assert run(str(kubectl), "sigops", "--version").strip() == f"kubectl-sigops {__version__}"
+    bash = shutil.which("bash")
+    assert bash is not None
+    for prog, words, want in (("kubectl-sigops", "kubectl-sigops ex", "explain"),
+                              ("sigops", "sigops verify --pro", "--profile")):
+        script = (f"source <({prog} completion bash); COMP_WORDS=({words}); "
+                  f"COMP_CWORD={len(words.split()) - 1}; _{prog.replace('-', '_')}_complete; "
+                  'echo "${COMPREPLY[@]}"')
+        assert run(bash, "-c", script).strip() == want
