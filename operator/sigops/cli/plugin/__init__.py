@@ -401,7 +401,8 @@ examples:
   kubectl get si flk-sig-x7k2p -o yaml > si.yaml     # ... later, offline:
   kubectl sigops verify -f si.yaml --pubkeys pubkeys.json
   kubectl sigops report si/flk-sig-x7k2p -o report/ --prometheus-url http://prometheus:9090
-  source <(kubectl sigops completion bash)
+  source <(kubectl-sigops completion bash)           # `kubectl sigops <TAB>` completes
+                                                    # through kubectl's own completion
 """
 
 
@@ -450,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
 
     for verb, what in (("approve", "let the operator run the scenario an incident waits for"),
-                       ("deny", "refuse it: the next candidate is tried, else it escalates")):
+                       ("deny", "refuse the scenario an incident waits for: the next "
+                                "candidate is tried, else it escalates")):
         d = sub_parser(verb, what,
                        f"{what[0].upper()}{what[1:]}. Only for an incident AwaitingApproval "
                        "(scenarios in approval mode); anything else is refused and nothing "
