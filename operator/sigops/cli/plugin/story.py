@@ -8,10 +8,13 @@ signed parts of it are genuine.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
 from ...core.scenarios import SCENARIOS
 from .refs import parse_ts, ref_of
+
+UTC = UTC
 
 __all__ = ["story", "incident_story", "rotation_story", "render", "commands_for",
            "ROTATION_TERMINAL"]
@@ -219,8 +222,8 @@ def rotation_story(obj: Mapping[str, Any]) -> dict[str, Any]:
     cmds = commands_for(obj)
     waiting = None
     if cmds:
-        waiting = {"on": ("the overlap window (old key accepted until "
-                          f"{st.get('overlapUntil')})" if phase in ("Promoted", "Retiring")
+        waiting = {"on": (f"the overlap window (old key accepted until {st['overlapUntil']})"
+                          if phase in ("Promoted", "Retiring") and st.get("overlapUntil")
                           else "the operator's next step"), "commands": cmds}
     elif spec.get("abort") and phase not in ROTATION_TERMINAL:
         waiting = {"on": "the operator to undo it (abort requested)", "commands": []}
@@ -245,7 +248,7 @@ def rotation_story(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def _when(s: Any) -> str:
     t = parse_ts(s)
-    return t.strftime("%Y-%m-%d %H:%M:%S") if t else str(s or "-")
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if t else str(s or "-")
 
 
 def render(s: Mapping[str, Any]) -> str:
@@ -279,7 +282,8 @@ def render(s: Mapping[str, Any]) -> str:
                              else "")
                           + (f"; detection signed by {d['signedBy']}" if d.get("signedBy")
                              else "")])
-        section("Plan", s["plan"] or ["(no pending plan)"])
+        section("Plan", s["plan"] or ["(nothing pending" + ("; what ran is under Actions)"
+                                                            if s["actions"] else ")")])
         section("Actions", [f"{_when(x['at'])}  {x['summary']}  [{x['result']}]"
                             + (f"  by {x['by']}" if x.get("by") else "")
                             + f"  signed by {x['signer'] or '-'}" for x in s["actions"]])
@@ -306,7 +310,8 @@ def render(s: Mapping[str, Any]) -> str:
                           + (f"  by {x['by']}" if x.get("by") else "")
                           + f"  signed by {x['signer'] or '-'}" for x in s["steps"]])
     o = s["outcome"]
-    section("Outcome", [f"{o['phase']}" + (f" ({o['reason']})" if o.get("reason") else "")
+    section("Outcome", [f"{o['phase']}" + (f" ({o['reason']})" if o.get("reason")
+                                           and o["reason"] != o["phase"] else "")
                         + (f": {o['message']}" if o.get("message") else "")])
     w = s.get("waiting")
     if w:
