@@ -14,8 +14,6 @@ from typing import Any
 from ...core.scenarios import SCENARIOS
 from .refs import parse_ts, ref_of
 
-UTC = UTC
-
 __all__ = ["story", "incident_story", "rotation_story", "render", "commands_for",
            "ROTATION_TERMINAL"]
 
