@@ -12,12 +12,12 @@ from datetime import UTC
 from typing import Any
 
 from ...core.scenarios import SCENARIOS
+from ...rotation.model import TERMINAL as ROTATION_TERMINAL
 from .refs import parse_ts, ref_of
 
 __all__ = ["story", "incident_story", "rotation_story", "render", "commands_for",
            "ROTATION_TERMINAL"]
 
-ROTATION_TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
 _INCIDENT_DONE = frozenset({"Resolved", "Escalated", "RateLimited"})
 
 
