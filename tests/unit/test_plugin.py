@@ -465,3 +465,40 @@ def test_kubectl_and_bash_use_the_completions() -> None:
                   f"COMP_CWORD={len(words.split()) - 1}; _{prog.replace('-', '_')}_complete; "
                   'echo "${COMPREPLY[@]}"')
         assert run(bash, "-c", script).strip() == want
+
+
+@pytest.mark.parametrize("has_matplotlib", [True, False])
+def test_report_with_rate_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 has_matplotlib: bool) -> None:
+    """The report verb end to end with Prometheus' answer stubbed (the real one is in
+    tests/e2e): a picture with matplotlib, the way to get one without it."""
+    from sigops.prometheus.client import Prom
+
+    if has_matplotlib:
+        pytest.importorskip("matplotlib")
+    asked: list[tuple[str, float, float, float]] = []
+
+    def fake_range(self: Prom, q: str, start: float, end: float, step: float
+                   ) -> list[tuple[float, float]]:
+        asked.append((q, start, end, step))
+        return _points()
+
+    monkeypatch.setattr(Prom, "range", fake_range)
+    monkeypatch.setattr(plot, "available", lambda: has_matplotlib)
+    f, k = _files(tmp_path, incident(actions=3))
+    out = tmp_path / "r"
+    assert main(["report", "-f", str(f), "--pubkeys", str(k), "-o", str(out),
+                 "--prometheus-url", "http://prom.invalid:9090", "--threshold", "10"]) == 0
+    q, start, end, step = asked[0]
+    assert 'namespace="fractal-lba"' in q  # the operator's default query for the target
+    assert start == (T0 - timedelta(seconds=90) - report.LEAD).timestamp()  # from the alert
+    assert end > start and step >= 1.0
+    md = (out / "report.md").read_text()
+    assert "Peak 30.00/s" in md
+    if has_matplotlib:
+        data = plot.read_png_figure_data(out / report.PLOT_FILE)
+        assert data is not None and data["threshold"] == [10.0] and len(data["actions"]) == 3
+        assert "(error-rate.png)" in md
+    else:
+        assert not (out / report.PLOT_FILE).exists()
+        assert "pip install 'sigops[report]'" in md
