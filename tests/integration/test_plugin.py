@@ -360,3 +360,34 @@ def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespa
         assert get_kr(api, namespace, "r")["spec"]["abortRequestedBy"]["user"] == user
     finally:
         kubectl(cluster, "delete", "-f", str(tmp_path / "vap.yaml"), check=False)
+
+
+def test_a_request_built_on_a_stale_read_changes_nothing(api, namespace):
+    """The patch approve/deny/abort send tests the resourceVersion they checked: if the object
+    changed in between, the API server refuses it (and the plugin reads and checks again)."""
+    from sigops.cli.plugin.requests import decision_patch
+    from sigops.kube.api import Kube, KubeError
+
+    co = client.CustomObjectsApi(api)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "signatureincidents", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
+        "metadata": {"name": "stale"}, "spec": {"source": "person"}})
+    co.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "signatureincidents", "stale",
+        {"status": {"phase": "AwaitingApproval", "scenario": "E"}})
+    read = si(api, namespace, "stale")
+    _, ops = decision_patch(read, "approve", {"user": "erin"}, "2026-11-30T10:00:00Z")
+    # Meanwhile the incident moves on (here: the operator's status write).
+    co.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "signatureincidents", "stale",
+        {"status": {"phase": "Escalated"}})
+    kube = Kube(api)
+    with pytest.raises(KubeError) as e:
+        kube.json_patch_cr(namespace, "signatureincidents", "stale", ops)
+    assert e.value.status in (409, 422), e.value
+    assert "approve" not in si(api, namespace, "stale")["spec"]
+    # On a fresh read the same request applies.
+    _, ops = decision_patch(si(api, namespace, "stale") | {"status": read["status"]},
+                            "approve", {"user": "erin"}, "t")
+    kube.json_patch_cr(namespace, "signatureincidents", "stale", ops)
+    assert si(api, namespace, "stale")["spec"]["approve"] == ["E"]
