@@ -391,3 +391,31 @@ def test_a_request_built_on_a_stale_read_changes_nothing(api, namespace):
                             "approve", {"user": "erin"}, "t")
     kube.json_patch_cr(namespace, "signatureincidents", "stale", ops)
     assert si(api, namespace, "stale")["spec"]["approve"] == ["E"]
+
+
+def test_an_approval_given_before_it_was_asked_is_recorded(api, namespace, operator_factory,
+                                                           samples, tmp_path):
+    """A person opens an incident with the scenario already approved (D in approval mode):
+    it runs without waiting, and its signed actions still start with who approved."""
+    key = Key("k", HMAC, secret=b"backend-key-for-preapproval")
+    backend(api, namespace, key, token_rate="100")
+    bad = []
+    for i in range(10):
+        p = pcs(key, i)
+        p["merkle_root"] = "e" * 64  # changed after signing: tampering, scenario D
+        bad.append(envelope(p, "10.1.1.1"))
+    samples.samples = bad
+    start(operator_factory, tmp_path, namespace, samples.url,
+          modes={"A": "auto", "B": "auto", "C": "auto", "D": "approval", "E": "approval"})
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "signatureincidents", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureIncident",
+            "metadata": {"name": "pre"},
+            "spec": {"source": "person", "target": {"deployment": "fractal-lba-backend"},
+                     "approve": ["D"], "decisions": [
+                         {"scenario": "D", "decision": "approve", "user": "sigops-admin"}]}})
+    inc = wait_for(lambda: _phase_in(api, namespace, "Verifying", "Resolved", "Escalated"), 30,
+                   what="the pre-approved scenario to run")
+    acts = [a["payload"] for a in inc["status"]["actions"]]
+    assert (acts[0]["action"], acts[0]["by"]["user"]) == ("approve", "sigops-admin")
+    assert acts[1]["action"] == "tighten-token-rate"

@@ -219,7 +219,14 @@ class IncidentReconciler:
                          why))
             self.kube.event(obj, "AwaitingApproval", why)
             return "AwaitingApproval"
-        self._patch(obj, {}, "Remediating",
+        patch: dict[str, Any] = {}
+        if scenario in approved and needs_approval(
+                scenario, mode, [], recent_signing_change=ev.recent_signing_change):
+            # Approved before it was asked: the signed history still says who let it run.
+            who = decided_by(obj.get("spec") or {}, scenario, "approve")
+            patch["actions"] = self._actions(obj, [decision_step("approve", scenario, who)],
+                                             scenario, "approved")
+        self._patch(obj, patch, "Remediating",
                     ("Ready", "False", "Remediating", f"running scenario {scenario}"))
         return self._remediate(obj)
 
