@@ -360,6 +360,14 @@ def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespa
         assert get_kr(api, namespace, "r")["spec"]["abortRequestedBy"]["user"] == user
     finally:
         kubectl(cluster, "delete", "-f", str(tmp_path / "vap.yaml"), check=False)
+        # The API server drops the policy a moment later: wait, so later tests see none.
+        probe = json.dumps({"spec": {"decisions": [
+            {"scenario": "E", "decision": "deny", "user": "nobody-in-particular"}]}})
+        if kubectl(cluster, "get", "si", "drill", "-n", namespace, check=False).returncode == 0:
+            wait_for(lambda: kubectl(cluster, "patch", "si", "drill", "-n", namespace,
+                                     "--type", "merge", "-p", probe, check=False
+                                     ).returncode == 0, 30, 0.5,
+                     what="the admission policy to be gone")
 
 
 def test_a_request_built_on_a_stale_read_changes_nothing(api, namespace):
@@ -376,19 +384,20 @@ def test_a_request_built_on_a_stale_read_changes_nothing(api, namespace):
         GROUP, VERSION, namespace, "signatureincidents", "stale",
         {"status": {"phase": "AwaitingApproval", "scenario": "E"}})
     read = si(api, namespace, "stale")
-    _, ops = decision_patch(read, "approve", {"user": "erin"}, "2026-11-30T10:00:00Z")
+    kube = Kube(api)
+    who = kube.whoami()  # the admin here; the chart's admission policy wants the real name
+    _, ops = decision_patch(read, "approve", who, "2026-11-30T10:00:00Z")
     # Meanwhile the incident moves on (here: the operator's status write).
     co.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "signatureincidents", "stale",
         {"status": {"phase": "Escalated"}})
-    kube = Kube(api)
     with pytest.raises(KubeError) as e:
         kube.json_patch_cr(namespace, "signatureincidents", "stale", ops)
     assert e.value.status in (409, 422), e.value
     assert "approve" not in si(api, namespace, "stale")["spec"]
     # On a fresh read the same request applies.
     _, ops = decision_patch(si(api, namespace, "stale") | {"status": read["status"]},
-                            "approve", {"user": "erin"}, "t")
+                            "approve", who, "t")
     kube.json_patch_cr(namespace, "signatureincidents", "stale", ops)
     assert si(api, namespace, "stale")["spec"]["approve"] == ["E"]
 
