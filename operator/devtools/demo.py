@@ -11,6 +11,8 @@
    stale keys from the pods' failed samples, runs scenario A (key overlap, another rollout),
    the error rate falls, the alert resolves and the incident ends Resolved; its signed
    detection is verified as an observer would.
+4. The post-incident report of that incident (``kubectl sigops report``): Markdown and the
+   picture of the error rate from the demo's Prometheus, in .dev/demo/report/.
 
 KEEP=1 leaves everything running and prints how to look around.
 """
@@ -147,7 +149,22 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
             f"(cause {inc['status'].get('cause')}, scenario {inc['status'].get('scenario')})")
         print("\n$ kubectl get pods,kr,si -A\n" + flk.kubectl("get", "pods,kr,si", "-A"),
               flush=True)
-        ok = inc["status"]["phase"] == "Resolved" and ver.returncode == 0
+        say("--- the post-incident report (kubectl sigops report) ---")
+        report_dir = WORK / "report"
+        rep = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "kubectl-sigops"), "report", f"si/{name}", "-n", NS,
+             "-o", str(report_dir), "--prometheus-url", stack.prometheus_url,
+             "--query", f'sum(rate(flk_signature_err{{namespace="{NS}"}}[10s]))',
+             "--threshold", "2", "--operator-namespace", OPERATOR_NS],
+            env=env, capture_output=True, text=True, timeout=120)
+        sys.stdout.write(rep.stdout)
+        if rep.returncode != 0 or rep.stderr.strip():
+            sys.stdout.write(rep.stderr)
+        say(f"report of {name}: {report_dir / 'report.md'}"
+            + (f" and {report_dir / 'error-rate.png'}"
+               if (report_dir / "error-rate.png").exists() else " (no picture)"))
+        ok = (inc["status"]["phase"] == "Resolved" and ver.returncode == 0
+              and rep.returncode == 0)
         if keep:
             print(f"KEEP=1: everything is still running.\n"
                   f"  export KUBECONFIG={node.kubeconfig}\n  kubectl get pods,kr,si -A\n"

@@ -232,7 +232,8 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(cluster, api, name
             assert p.stdout.count("(server dry run)") == len(docs), p.stdout
         assert seen == {"Deployment", "Service", "NetworkPolicy", "PrometheusRule",
                         "ConfigMap", "Secret", "CustomResourceDefinition", "Role",
-                        "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"}
+                        "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount",
+                        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
         # And nothing was created by the dry run.
         assert kubectl(cluster, "get", "deploy,sa,role", "-n", operator_ns, "-o", "name",
                        ).stdout.strip() in ("", "serviceaccount/default")

@@ -581,9 +581,33 @@ def test_runbooks_exist_and_name_real_commands() -> None:
     spike = (REPO / "runbooks" / "signature-failures-spike.md").read_text()
     rotation = (REPO / "runbooks" / "key-rotation.md").read_text()
     assert "sigops signal verify --pubkeys" in spike and "sigops-signal-pubkeys" in spike
-    assert """'{"spec":{"approve":["E"]}}'""" in spike
+    # The everyday actions are the plugin's commands, not raw patches.
+    assert "kubectl sigops approve si/flk-sig-x7k2p" in spike
+    assert "kubectl sigops deny si/flk-sig-x7k2p" in spike
+    assert "kubectl sigops verify si/flk-sig-x7k2p" in spike
+    assert "kubectl sigops report si/flk-sig-x7k2p" in spike
+    assert '"approve":' not in spike
     for phase in ("Pending", "Staged", "Overlapping", "Verified", "Promoted", "Retiring",
                   "Completed", "Aborted", "Failed", "Planned"):
         assert f"`{phase}`" in rotation, phase
-    assert "abort: true" in rotation or '"abort":true' in rotation
+    assert "kubectl sigops abort kr/backend-2026-11" in rotation
+    assert '"abort":true' not in rotation
+    # Every `kubectl sigops VERB` a runbook or the README names is a verb the plugin has, with
+    # flags it takes.
+    import re
+    import shlex
+
+    from sigops.cli.plugin import build_parser
+
+    parser = build_parser()
+    readme = (REPO / "README.md").read_text()
+    named = re.findall(r"kubectl sigops ([a-z]+(?: [^`\n|#]*)?)", spike + rotation + readme)
+    assert len(named) >= 10
+    for cmd in named:
+        argv = shlex.split(cmd.replace("\\", " ").strip())
+        if argv[0] in ("is", "the"):  # prose ("kubectl sigops is ...")
+            continue
+        args = parser.parse_args(argv + ["-o", "x"] if argv[0] == "report"
+                                 and "-o" not in argv else argv)
+        assert args.verb == argv[0], cmd
 

@@ -396,6 +396,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(build_parser(), "sigops", args.shell))
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.operator import main as run_main
 
@@ -468,8 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sigops",
         description="Verify and diagnose FLK PCS signatures; rotate keys and answer "
                     "signature-failure spikes on Kubernetes.",
-        epilog="Output is JSON on stdout; logs go to stderr. Exit 0 = ok/all valid, "
+        epilog="examples:\n"
+               "  sigops keygen --alg hmac-sha256 --kid k1 --state active > k1.json\n"
+               "  sigops verify --keyring K.json --summary pcs.jsonl\n"
+               "  sigops diagnose --keyring K.json --max-skew 30 inbox-20261130.wal.gz\n"
+               "  sigops signal verify --pubkeys pubkeys.json signal.json\n"
+               "  source <(sigops completion bash)\n"
+               "  kubectl sigops --help        # incidents and rotations on a cluster\n\n"
+               "Output is JSON on stdout; logs go to stderr. Exit 0 = ok/all valid, "
                "1 = something invalid or rejected, 2 = usage or configuration error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from .. import __version__
 
@@ -584,6 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(r)
     r.set_defaults(func=cmd_run)
 
+    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh)",
+                       description="Print a completion script for sigops.",
+                       epilog="examples:\n  source <(sigops completion bash)\n"
+                              "  sigops completion zsh > \"${fpath[1]}/_sigops\"",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("shell", choices=("bash", "zsh"))
+    c.set_defaults(func=cmd_completion)
+
     # Listed for --help only: main() hands `sigops testbed ...` to the testbed's own parser.
     t = sub.add_parser("testbed", help="reference backend and agent simulator for drills",
                        add_help=False)
@@ -597,6 +620,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..testbed.cli import main as testbed_main
 
         return testbed_main(args_in[1:])
+    if args_in[:1] == ["__complete"]:  # the completion script asks for candidates
+        from .completion import candidates
+
+        for c in candidates(build_parser(), args_in[1:]):
+            sys.stdout.write(c + "\n")
+        return EXIT_OK
     argv = args_in
     parser = build_parser()
     args = parser.parse_args(argv)

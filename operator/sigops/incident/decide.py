@@ -86,6 +86,7 @@ def communication(*, phase: str, cause: str | None, scenario: str | None,
     done = [a for a in actions if a.get("result") != "planned"]
     lines += [f"- {a.get('summary', a.get('action', ''))}" for a in done] or ["- none yet"]
     lines += ["", "Mitigation:"]
+    acted = [a for a in done if a.get("result") not in ("approved", "denied")]
     lines.append(f"- {SCENARIOS[scenario].mitigation}"
-                 if scenario is not None and scenario in SCENARIOS and done else "- none yet")
+                 if scenario is not None and scenario in SCENARIOS and acted else "- none yet")
     return "\n".join(lines)

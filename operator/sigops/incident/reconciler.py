@@ -28,7 +28,7 @@ from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
 from .evidence import Evidence, gather
 from .scenarios import ScenarioContext, ScenarioError, scenario_for
 
-__all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of"]
+__all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of", "decided_by", "decision_step"]
 
 log = logging.getLogger("sigops.incident")
 PLURAL = "signatureincidents"
@@ -210,26 +210,45 @@ class IncidentReconciler:
         self._patch(obj, {"pendingActions": {"scenario": scenario, "steps": steps}})
         if needs_approval(scenario, mode, approved,
                           recent_signing_change=ev.recent_signing_change):
+            name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
             why = "dry run: plan in status.pendingActions" if mode == "dryRun" else (
-                f"scenario {scenario} needs approval: kubectl patch si "
-                f"{obj['metadata']['name']} --type merge -p "
-                f"'{{\"spec\":{{\"approve\":[\"{scenario}\"]}}}}'")
+                f"scenario {scenario} needs approval: kubectl sigops approve si/{name} -n {ns} "
+                f"(or deny si/{name})")
             self._patch(obj, {}, "AwaitingApproval",
                         ("Ready", "False", "DryRun" if mode == "dryRun" else "AwaitingApproval",
                          why))
             self.kube.event(obj, "AwaitingApproval", why)
             return "AwaitingApproval"
-        self._patch(obj, {}, "Remediating",
+        patch: dict[str, Any] = {}
+        if scenario in approved and needs_approval(
+                scenario, mode, [], recent_signing_change=ev.recent_signing_change):
+            # Approved before it was asked: the signed history still says who let it run.
+            who = decided_by(obj.get("spec") or {}, scenario, "approve")
+            patch["actions"] = self._actions(obj, [decision_step("approve", scenario, who)],
+                                             scenario, "approved")
+        self._patch(obj, patch, "Remediating",
                     ("Ready", "False", "Remediating", f"running scenario {scenario}"))
         return self._remediate(obj)
 
     def _awaiting(self, obj: dict[str, Any]) -> str:
         st = obj["status"]
         scenario = st.get("scenario")
-        approved = (obj.get("spec") or {}).get("approve") or []
-        if scenario in approved:
-            self._patch(obj, {}, "Remediating",
-                        ("Ready", "False", "Approved", f"scenario {scenario} approved"))
+        spec = obj.get("spec") or {}
+        if scenario in (spec.get("deny") or []):
+            who = decided_by(spec, scenario, "deny")
+            # Recorded in the same status write that moves the incident on, so a restart in
+            # between neither loses nor repeats it.
+            denied = self._actions(obj, [decision_step("deny", scenario, who)], scenario,
+                                   "denied")
+            self.kube.event(obj, "Denied", f"scenario {scenario} denied by {who['user']}")
+            return self._next_candidate(obj, f"scenario {scenario} denied by {who['user']}",
+                                        {"actions": denied})
+        if scenario in (spec.get("approve") or []):
+            who = decided_by(spec, scenario, "approve")
+            self._patch(obj, {"actions": self._actions(
+                obj, [decision_step("approve", scenario, who)], scenario, "approved")},
+                "Remediating", ("Ready", "False", "Approved",
+                                f"scenario {scenario} approved by {who['user']}"))
             return self._remediate(obj)
         return "AwaitingApproval"
 
@@ -333,24 +352,27 @@ class IncidentReconciler:
                                              "error rate down")
         return "Verifying"
 
-    def _next_candidate(self, obj: dict[str, Any], why: str) -> str:
+    def _next_candidate(self, obj: dict[str, Any], why: str,
+                        extra: dict[str, Any] | None = None) -> str:
         st = obj["status"]
         cands = list(st.get("candidates") or [])
         tried = list(st.get("tried") or []) + [st.get("scenario")]
         rest = [c for c in cands if c not in tried]
         self.kube.event(obj, "ScenarioFailed", why, "Warning")
         if not rest:
-            self._patch(obj, {"tried": tried, "pendingActions": None})
-            self._escalate(obj, "RemediationFailed", why)
+            self._escalate(obj, "RemediationFailed", why,
+                           {"tried": tried, "pendingActions": None, **(extra or {})})
             return "Escalated"
         self._patch(obj, {"tried": tried, "scenario": rest[0], "pendingActions": None,
-                          "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause"))},
+                          "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause")),
+                          **(extra or {})},
                     "Diagnosing", ("Ready", "False", "NextCandidate",
                                    f"{why}; trying scenario {rest[0]}"))
         return self._gate(obj)
 
-    def _escalate(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        self._patch(obj, {"escalatedAt": now_iso(self.clock())}, "Escalated",
+    def _escalate(self, obj: dict[str, Any], reason: str, message: str,
+                  extra: dict[str, Any] | None = None) -> None:
+        self._patch(obj, {"escalatedAt": now_iso(self.clock()), **(extra or {})}, "Escalated",
                     ("Ready", "False", reason, message))
         self.kube.event(obj, "Escalated", message, "Warning")
         url = self.settings.notification_url
@@ -390,6 +412,31 @@ class IncidentReconciler:
         self._patch(obj, {"actions": self._actions(obj, [restored], scenario, "restored"),
                           "restore": None})
         self.kube.event(obj, f"Scenario{scenario}Restored", restored["summary"])
+
+
+UNKNOWN_USER = "unknown (spec changed without kubectl sigops)"
+
+
+def decided_by(spec: dict[str, Any], scenario: str, decision: str) -> dict[str, Any]:
+    """Who approved or denied ``scenario``: the last matching entry of ``spec.decisions``
+    (``kubectl sigops approve|deny`` writes the user the API server named), else unknown.
+
+    >>> decided_by({"decisions": [{"scenario": "E", "decision": "approve", "user": "ann"}]},
+    ...            "E", "approve")["user"]
+    'ann'
+    """
+    for d in reversed(spec.get("decisions") or []):
+        if isinstance(d, dict) and d.get("scenario") == scenario \
+                and d.get("decision") == decision and d.get("user"):
+            return {k: d[k] for k in ("user", "uid", "groups", "at") if d.get(k)}
+    return {"user": UNKNOWN_USER}
+
+
+def decision_step(decision: str, scenario: str, who: dict[str, Any]) -> dict[str, Any]:
+    """The signed action record of a person's decision on a scenario."""
+    verb = "approved" if decision == "approve" else "denied"
+    return {"action": decision, "by": who,
+            "summary": f"Scenario {scenario} {verb} by {who['user']}"}
 
 
 def _float(v: Any) -> float | None:

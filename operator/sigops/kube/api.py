@@ -87,6 +87,46 @@ class Kube:
         config.load_incluster_config()
         return cls(client.ApiClient())
 
+    @classmethod
+    def for_user(cls, context: str | None = None) -> Kube:
+        """The person's kubeconfig, as kubectl reads it: ``KUBECONFIG`` (a list of files is
+        merged) else ``~/.kube/config``, its current context unless ``context`` is given."""
+        try:
+            return cls(config.new_client_from_config(context=context))
+        except config.ConfigException as e:
+            raise KubeError(0, f"kubeconfig: {e}") from None
+
+    @staticmethod
+    def context_namespace(context: str | None = None) -> str:
+        """The namespace of the (current or given) kubeconfig context, ``default`` if unset."""
+        try:
+            contexts, current = config.list_kube_config_contexts()
+        except config.ConfigException as e:
+            raise KubeError(0, f"kubeconfig: {e}") from None
+        chosen = next((c for c in contexts if c.get("name") == context), None) \
+            if context else current
+        if chosen is None:
+            raise KubeError(0, f"kubeconfig: no context named {context!r}")
+        ns = (chosen.get("context") or {}).get("namespace")
+        return str(ns) if ns else "default"
+
+    def whoami(self) -> dict[str, Any]:
+        """The requesting user as the API server sees these credentials (SelfSubjectReview):
+        ``{"user", "uid"?, "groups"?}``."""
+        body = client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1",
+                                          kind="SelfSubjectReview")
+        r = self._call("self subject review",
+                       client.AuthenticationV1Api(self.api).create_self_subject_review, body)
+        info = r.status.user_info if r.status is not None else None
+        if info is None or not info.username:
+            raise KubeError(0, "the API server did not name the requesting user")
+        out: dict[str, Any] = {"user": info.username}
+        if info.uid:
+            out["uid"] = info.uid
+        if info.groups:
+            out["groups"] = sorted(info.groups)
+        return out
+
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """``fn(*args, **kw)`` with the request timeout; API errors come out typed."""
         try:
@@ -282,6 +322,23 @@ class Kube:
                        GROUP, VERSION, ns, plural, **kw)
         items: list[dict[str, Any]] = r.get("items", [])
         return items
+
+    def list_cr_all(self, plural: str) -> list[dict[str, Any]]:
+        """Custom resources of one kind in every namespace."""
+        r = self._call(f"list {plural}", self.custom.list_cluster_custom_object,
+                       GROUP, VERSION, plural)
+        items: list[dict[str, Any]] = r.get("items", [])
+        return items
+
+    def json_patch_cr(self, ns: str, plural: str, name: str, ops: list[dict[str, Any]]
+                      ) -> dict[str, Any]:
+        """An RFC 6902 JSON patch of a custom resource (a ``test`` op of the resourceVersion
+        makes it apply only to the object that was read; otherwise 422 or 409)."""
+        r: dict[str, Any] = self._call(
+            f"patch {plural} {ns}/{name}", self.custom.patch_namespaced_custom_object,
+            GROUP, VERSION, ns, plural, name, ops,
+            _content_type="application/json-patch+json")
+        return r
 
     def get_cr(self, ns: str, plural: str, name: str) -> dict[str, Any] | None:
         try:

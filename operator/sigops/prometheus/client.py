@@ -56,6 +56,34 @@ class Prom:
                 total += v
         return total
 
+    def range(self, promql: str, start: float, end: float, step: float
+              ) -> list[tuple[float, float]] | None:
+        """The sum over series of a range query, as ``(unix time, value)`` points in time
+        order (non-finite values left out); None when unknown."""
+        if not self.url:
+            return None
+        from datetime import UTC, datetime
+
+        try:
+            res: list[dict[str, Any]] = self._c().custom_query_range(
+                promql, start_time=datetime.fromtimestamp(start, UTC),
+                # seconds as a number: a duration string may not have a fraction ("1.5s")
+                end_time=datetime.fromtimestamp(end, UTC), step=f"{max(step, 1.0):.3f}")
+        except Exception as e:  # noqa: BLE001 - any client/HTTP error means "unknown"
+            log.warning("prometheus range query failed: %s: %s", type(e).__name__,
+                        str(e)[:200])
+            return None
+        total: dict[float, float] = {}
+        for r in res:
+            for t, v in r.get("values") or []:
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(x):
+                    total[float(t)] = total.get(float(t), 0.0) + x
+        return sorted(total.items())
+
     def firing(self, alertname: str) -> list[dict[str, str]] | None:
         """Label sets of firing alerts with this name (Prometheus' ALERTS series)."""
         res = self.query(f'ALERTS{{alertname="{alertname}",alertstate="firing"}}')

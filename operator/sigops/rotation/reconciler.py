@@ -43,7 +43,7 @@ from .model import (
     undo_secret_name,
 )
 
-__all__ = ["RotationReconciler", "StepError"]
+__all__ = ["RotationReconciler", "StepError", "abort_requested_by"]
 
 log = logging.getLogger("sigops.keyrotation")
 PLURAL = "keyrotations"
@@ -100,7 +100,9 @@ class RotationReconciler:
         ctx = self._ctx(obj, status)
         try:
             if ctx.spec.get("abort"):
-                self._abort(ctx, "AbortRequested", "spec.abort set by a person")
+                who = abort_requested_by(ctx.spec)
+                self._abort(ctx, "AbortRequested", f"abort requested by {who['user']}",
+                            requested_by=who)
                 return "Aborted"
             if phase != "Pending":
                 self._guard(ctx)
@@ -142,7 +144,7 @@ class RotationReconciler:
 
     def _set(self, ctx: _Ctx, phase: str, *, ready: tuple[str, str, str] | None = None,
              progressing: tuple[str, str, str] | None = None, step: str | None = None,
-             **fields: Any) -> None:
+             signed: dict[str, Any] | None = None, **fields: Any) -> None:
         now = now_iso(self.clock())
         gen = ctx.obj["metadata"].get("generation")
         st = ctx.status
@@ -163,7 +165,8 @@ class RotationReconciler:
                 phase=phase, rotation=f"{ctx.ns}/{ctx.name}",
                 new_key=st.get("newKeyId") or fields.get("newKeyId"),
                 previous_key=st.get("previousKeyId") or fields.get("previousKeyId"),
-                fingerprint=st.get("newKeyFingerprint") or fields.get("newKeyFingerprint"))
+                fingerprint=st.get("newKeyFingerprint") or fields.get("newKeyFingerprint"),
+                **(signed or {}))
         self.kube.patch_status(ctx.ns, PLURAL, ctx.name, patch)
         st.update(patch)
         if step:
@@ -536,8 +539,10 @@ class RotationReconciler:
 
     # -- abort -------------------------------------------------------------------------------
 
-    def _abort(self, ctx: _Ctx, reason: str, message: str) -> None:
-        """Undo every change from the snapshot, then mark the rotation Aborted."""
+    def _abort(self, ctx: _Ctx, reason: str, message: str,
+               requested_by: dict[str, Any] | None = None) -> None:
+        """Undo every change from the snapshot, then mark the rotation Aborted. A person's
+        abort names who asked in the signed history record."""
         name = undo_secret_name(ctx.name)
         snap_sec = self.kube.read_secret(ctx.ns, name)
         if snap_sec is not None:
@@ -582,8 +587,25 @@ class RotationReconciler:
         self._set(ctx, "Aborted", ready=("False", reason, msg),
                   progressing=("False", reason, msg), message=msg,
                   step=f"aborted ({reason}): {message}; restored the previous keyring, "
-                       "Deployment env and agent Secret")
+                       "Deployment env and agent Secret",
+                  signed={"requested_by": requested_by} if requested_by else None)
         self.kube.event(ctx.obj, "RotationAborted", msg, "Warning")
+
+
+UNKNOWN_USER = "unknown (spec.abort set without kubectl sigops)"
+
+
+def abort_requested_by(spec: dict[str, Any]) -> dict[str, Any]:
+    """Who asked for the abort: ``spec.abortRequestedBy`` (``kubectl sigops abort`` writes the
+    user the API server named), else unknown.
+
+    >>> abort_requested_by({"abort": True})["user"]
+    'unknown (spec.abort set without kubectl sigops)'
+    """
+    who = spec.get("abortRequestedBy")
+    if isinstance(who, dict) and who.get("user"):
+        return {k: who[k] for k in ("user", "uid", "groups", "at") if who.get(k)}
+    return {"user": UNKNOWN_USER}
 
 
 def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None:
