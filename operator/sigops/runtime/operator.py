@@ -13,13 +13,12 @@ import kopf
 
 from ..incident.reconciler import TERMINAL_INCIDENT
 from ..kube.api import GROUP, VERSION, Kube
-from ..prometheus.client import Prom
+from ..prometheus.client import Prom, PromAuth, PromConfigError
 from ..rotation.model import TERMINAL as KR_TERMINAL
 from ..settings import Settings, load_settings
 from ..signing.records import Signer
 from ..signing.store import ensure_signing_key
 from ..telemetry.metrics import ROTATION_STEPS, UP
-from .httpd import MetricsHandler, serve
 
 __all__ = ["main", "Operator", "register"]
 
@@ -179,13 +178,18 @@ def main(args: argparse.Namespace) -> int:
         return 2
     key = ensure_signing_key(kube, args.operator_namespace)
     signer = Signer(key, settings.service_id)
-    prom = Prom(args.prometheus_url)
+    try:
+        prom = Prom(args.prometheus_url, auth=prom_auth(args))
+    except PromConfigError as e:
+        log.error("%s", e)
+        return 2
     if not prom.configured:
         log.warning("no --prometheus-url: KeyRotations run unguarded, no ALERTS poll")
     op = Operator(kube, prom, settings, signer, args.operator_namespace)
     registry = kopf.OperatorRegistry()
     register(registry, op)
-    from ..incident.intake import AlertIntake, make_handler, read_token
+    from ..incident.intake import AlertIntake, read_token
+    from .web import Endpoints, TLSFiles
 
     try:
         token = read_token(args.alerts_token_file)
@@ -195,15 +199,33 @@ def main(args: argparse.Namespace) -> int:
     intake = AlertIntake(kube, prom, settings, signer, args.operator_namespace, token)
     if token is None:
         log.warning("no --alerts-token-file: every alert post is refused (401)")
-    alerts = serve(args.alerts_listen, make_handler(intake))
-    log.info("alert receiver on %s:%d (POST /v1/alerts)", *alerts.server_address[:2])
+    tls: TLSFiles | None = None
+    if bool(args.alerts_tls_cert_file) != bool(args.alerts_tls_key_file):
+        log.error("--alerts-tls-cert-file and --alerts-tls-key-file go together")
+        return 2
+    if args.alerts_tls_cert_file:
+        try:
+            tls = TLSFiles(args.alerts_tls_cert_file, args.alerts_tls_key_file)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            log.error("cannot load the receiver's certificate and key: %s",
+                      type(e).__name__)
+            return 2
+    endpoints = Endpoints(intake, args.alerts_listen, args.metrics_listen,
+                          live=lambda: (op.ready.is_set(), "started"),
+                          ready=lambda: (op.ready.is_set(), "started"), tls=tls)
+    try:
+        endpoints.start()
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        return 2
+    log.info("alert receiver on %s:%d (POST /v1/alerts, %s)", *endpoints.alerts_address,
+             "TLS" if tls else "plain HTTP")
+    log.info("metrics and health on %s:%d (/metrics, /livez, /readyz, /healthz)",
+             *endpoints.metrics_address)
     if prom.configured:
         threading.Thread(target=intake.poll_forever, args=(op.stop,), daemon=True,
                          name="alerts-poll").start()
     threading.Thread(target=op.keep_last_known_good, daemon=True, name="lkg").start()
-    MetricsHandler.healthy = staticmethod(op.ready.is_set)
-    metrics = serve(args.metrics_listen, MetricsHandler)
-    log.info("metrics and healthz on %s:%d", *metrics.server_address[:2])
     UP.set(1)
     namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
     try:
@@ -213,6 +235,24 @@ def main(args: argparse.Namespace) -> int:
                  identity=cast(Any, identity()))
     finally:
         op.stop.set()
-        alerts.shutdown()
-        metrics.shutdown()
+        endpoints.stop()
     return 0
+
+
+def prom_auth(args: argparse.Namespace) -> PromAuth:
+    """The Prometheus connection settings of the flags, checked (PromConfigError)."""
+    skip = (args.prometheus_insecure_skip_verify or "false").strip().lower()
+    if skip not in ("true", "false"):
+        raise PromConfigError("--prometheus-insecure-skip-verify must be true or false")
+    auth = PromAuth(ca_file=args.prometheus_ca_file or None,
+                    cert_file=args.prometheus_cert_file or None,
+                    key_file=args.prometheus_key_file or None,
+                    bearer_token_file=args.prometheus_bearer_token_file or None,
+                    basic_auth_user=args.prometheus_basic_auth_user or None,
+                    basic_auth_password_file=args.prometheus_basic_auth_password_file or None,
+                    insecure_skip_verify=skip == "true")
+    auth.check()
+    if auth.insecure_skip_verify:
+        log.warning("Prometheus certificate verification is OFF "
+                    "(--prometheus-insecure-skip-verify)")
+    return auth
