@@ -176,6 +176,15 @@ CASES: dict[str, Doc] = {
     "dry-run": {"mode": "dryRun", "prometheus": {"url": "http://prometheus.monitoring:9090"}},
     "paused": {"paused": True},
     "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}}},
+    "secure": {"prometheus": {"url": "https://prometheus.monitoring:9090",
+                              "tls": {"caSecret": {"name": "prom-ca", "key": "ca.pem"},
+                                      "clientCertSecret": "sigops-client"},
+                              "basicAuth": {"username": "sigops",
+                                            "passwordSecret": {"name": "prom-pw"}}},
+               "alerts": {"tls": {"secretName": "sigops-receiver-tls"}}},
+    "prometheus-bearer": {"prometheus": {"url": "https://p:9090",
+                                         "bearerTokenSecret": {"name": "prom-token"},
+                                         "tls": {"insecureSkipVerify": True}}},
 }
 
 
@@ -546,3 +555,68 @@ def test_runbooks_exist_and_name_real_commands() -> None:
         assert f"`{phase}`" in rotation, phase
     assert "abort: true" in rotation or '"abort":true' in rotation
 
+
+
+# -- secure connections -----------------------------------------------------------------------
+
+def _pod(docs: list[Doc]) -> tuple[Doc, dict[str, Doc], dict[str, Doc]]:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    return c, {m["name"]: m for m in c["volumeMounts"]}, {v["name"]: v for v in pod["volumes"]}
+
+
+def test_no_credentials_by_default(rendered: dict[str, list[Doc]]) -> None:
+    env = env_of(rendered["defaults"])
+    assert not [k for k in env if k.startswith(("SIGOPS_PROMETHEUS_", "SIGOPS_ALERTS_TLS"))]
+    _, mounts, vols = _pod(rendered["defaults"])
+    assert "prometheus-auth" not in vols and "alerts-tls" not in vols
+
+
+def test_secure_connections_reach_the_operator_as_files(rendered: dict[str, list[Doc]]
+                                                        ) -> None:
+    docs = rendered["secure"]
+    env = env_of(docs)
+    _, mounts, vols = _pod(docs)
+    # Every file the env names is in a mounted volume, under the key the values chose.
+    prom_dir = mounts["prometheus-auth"]["mountPath"]
+    sources = {s["secret"]["name"]: s["secret"]["items"]
+               for s in vols["prometheus-auth"]["projected"]["sources"]}
+    assert sources == {
+        "prom-ca": [{"key": "ca.pem", "path": "ca.crt"}],
+        "sigops-client": [{"key": "tls.crt", "path": "tls.crt"},
+                          {"key": "tls.key", "path": "tls.key"}],
+        "prom-pw": [{"key": "password", "path": "password"}]}
+    assert env["SIGOPS_PROMETHEUS_CA_FILE"] == f"{prom_dir}/ca.crt"
+    assert env["SIGOPS_PROMETHEUS_CERT_FILE"] == f"{prom_dir}/tls.crt"
+    assert env["SIGOPS_PROMETHEUS_KEY_FILE"] == f"{prom_dir}/tls.key"
+    assert env["SIGOPS_PROMETHEUS_BASIC_AUTH_USER"] == "sigops"
+    assert env["SIGOPS_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"] == f"{prom_dir}/password"
+    assert "SIGOPS_PROMETHEUS_INSECURE_SKIP_VERIFY" not in env
+    assert "SIGOPS_PROMETHEUS_BEARER_TOKEN_FILE" not in env
+    tls_dir = mounts["alerts-tls"]["mountPath"]
+    assert vols["alerts-tls"]["secret"]["secretName"] == "sigops-receiver-tls"
+    assert env["SIGOPS_ALERTS_TLS_CERT_FILE"] == f"{tls_dir}/tls.crt"
+    assert env["SIGOPS_ALERTS_TLS_KEY_FILE"] == f"{tls_dir}/tls.key"
+    # The flags the env sets exist.
+    from sigops.runtime.flags import RUN_FLAGS
+
+    known = {f.env for f in RUN_FLAGS}
+    assert {k for k in env if k.startswith("SIGOPS_")} <= known | {"SIGOPS_LOG_LEVEL"}
+    bearer = env_of(rendered["prometheus-bearer"])
+    assert bearer["SIGOPS_PROMETHEUS_BEARER_TOKEN_FILE"].endswith("/token")
+    assert bearer["SIGOPS_PROMETHEUS_INSECURE_SKIP_VERIFY"] == "true"
+
+
+def test_notes_with_receiver_tls(tmp_path: Path) -> None:
+    notes = _notes(tmp_path, {"alerts": {"tls": {"secretName": "rx-tls"}}})
+    assert "https://rel-sigops.sigops-system.svc:8080/v1/alerts" in notes
+    assert "tls_config:" in notes and "ca_file:" in notes
+
+
+def test_bearer_and_basic_auth_are_exclusive(tmp_path: Path) -> None:
+    vf = tmp_path / "v.yaml"
+    vf.write_text(yaml.safe_dump({"prometheus": {
+        "bearerTokenSecret": {"name": "t"},
+        "basicAuth": {"username": "u", "passwordSecret": {"name": "p"}}}}))
+    p = helm("template", "rel", "--values", str(vf))
+    assert p.returncode != 0 and "exclusive" in p.stderr
