@@ -392,7 +392,7 @@ def only_incident(api: Any, ns: str) -> dict[str, Any]:
 
 
 def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
-          **settings: Any) -> Any:
+          env: dict[str, str] | None = None, **settings: Any) -> Any:
     tok = tmp_path / "token"
     tok.write_text(TOKEN)
     target = {"namespace": ns, "deployment": "fractal-lba-backend"}
@@ -401,7 +401,7 @@ def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
     target.update(settings.pop("target_extra", {}))
     base = {"targets": [target], "verify_timeout": "20s", "cooldown": "2s"}
     op = operator_factory({**base, **settings}, start=False,
-                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok)})
+                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok), **(env or {})})
     return op.start()
 
 

@@ -434,11 +434,12 @@ def metric_values(port: int, name: str) -> dict[str, float]:
 
 
 def rejected_by_reason(port: int) -> dict[str, int]:
+    """Rejections counted per reason (the reasons still at 0 left out)."""
     vals = metric_values(port, "sigops_signals_rejected_total")
     out = {}
     for k, v in vals.items():
         m = re.search(r'reason="([^"]*)"', k)
-        if m:
+        if m and v:
             out[m.group(1)] = int(v)
     return out
 

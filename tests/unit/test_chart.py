@@ -106,8 +106,8 @@ def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     env = env_of(docs)
     assert env["SIGOPS_METRICS_LISTEN"] == f"0.0.0.0:{ports['metrics']}"
     assert env["SIGOPS_ALERTS_LISTEN"] == f"0.0.0.0:{ports['alerts']}"
@@ -182,6 +182,10 @@ CASES: dict[str, Doc] = {
                               "basicAuth": {"username": "sigops",
                                             "passwordSecret": {"name": "prom-pw"}}},
                "alerts": {"tls": {"secretName": "sigops-receiver-tls"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"},
+                                      "scrapeTimeout": "10s"},
+                   "healthRules": {"enabled": True, "labels": {"release": "kps"}},
+                   "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}},
     "prometheus-bearer": {"prometheus": {"url": "https://p:9090",
                                          "bearerTokenSecret": {"name": "prom-token"},
                                          "tls": {"insecureSkipVerify": True}}},
@@ -620,3 +624,66 @@ def test_bearer_and_basic_auth_are_exclusive(tmp_path: Path) -> None:
         "basicAuth": {"username": "u", "passwordSecret": {"name": "p"}}}}))
     p = helm("template", "rel", "--values", str(vf))
     assert p.returncode != 0 and "exclusive" in p.stderr
+
+
+# -- watching sigops ---------------------------------------------------------------------------
+
+def test_monitoring_objects_are_off_by_default(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["defaults"]
+    assert not kinds(docs, "ServiceMonitor") and not kinds(docs, "PrometheusRule")
+    assert not [d for d in kinds(docs, "ConfigMap") if "grafana_dashboard" in
+                d["metadata"]["labels"]]
+
+
+def test_service_monitor_scrapes_the_metrics_port(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["monitoring"]
+    sm = one(docs, "ServiceMonitor")
+    svc = one(docs, "Service")
+    assert sm["metadata"]["labels"]["release"] == "kps"
+    selected = sm["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]} and ep["port"] == "metrics"
+    assert ep["path"] == "/metrics" and ep["interval"] == "30s" and ep["scrapeTimeout"] == "10s"
+
+
+def test_health_rules_pass_promtool_and_select_sigops(rendered: dict[str, list[Doc]],
+                                                      tmp_path: Path) -> None:
+    rules = [d for d in kinds(rendered["monitoring"], "PrometheusRule")
+             if d["metadata"]["name"].endswith("-health")]
+    (rule,) = rules
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"SigopsDown", "SigopsAbsent", "SigopsStuck", "SigopsNotReady",
+                           "SigopsIntakeRejecting", "SigopsIncidentEscalated",
+                           "SigopsKeyRotationStuck", "SigopsSignalsRateLimited"}
+    # The job is the Service's name, as a ServiceMonitor names it.
+    svc = one(rendered["monitoring"], "Service")["metadata"]["name"]
+    for r in alerts.values():
+        assert f'job="{svc}",namespace="{RELEASE_NS}"' in r["expr"], r["alert"]
+        assert r["labels"]["severity"] and r["annotations"]["runbook_url"]
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump(rule["spec"]))
+    p = subprocess.run([require_tool("promtool"), "check", "rules", str(f)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS: 8 rules found" in p.stdout
+
+
+def test_dashboard_config_map_for_the_grafana_sidecar(rendered: dict[str, list[Doc]]) -> None:
+    (cm,) = [d for d in kinds(rendered["monitoring"], "ConfigMap")
+             if d["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    dash = json.loads(cm["data"]["sigops.json"])
+    assert dash == json.loads((CHART / "files" / "dashboards" / "sigops.json").read_text())
+    assert dash["uid"] == "sigops-operator"
+    titles = " | ".join(p["title"] for p in dash["panels"])
+    for topic in ("cause and scenario", "phases", "error rate per target", "Rotations",
+                  "latency", "Rejections"):
+        assert topic in titles, topic
+    (marker,) = dash["annotations"]["list"]
+    assert "sigops_remediation_actions_total" in marker["expr"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))

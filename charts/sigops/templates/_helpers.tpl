@@ -161,3 +161,9 @@ Secret key lands under the fixed file name the Deployment's env points at.
 {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/* The label matchers of sigops' own series: its scrape job (the Service's name, as a
+ServiceMonitor names it) in the release namespace. */}}
+{{- define "sigops.jobSelector" -}}
+job="{{ default (include "sigops.fullname" .) .Values.healthRules.job }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}

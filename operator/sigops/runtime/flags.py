@@ -55,6 +55,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
          "namespace of the operator's signing key Secret and public-key ConfigMap"),
     Flag("--kubeconfig", "KUBECONFIG", None,
          "kubeconfig file (default: in-cluster service account)"),
+    Flag("--stuck-after", "SIGOPS_STUCK_AFTER", "300",
+         "seconds a reconcile step or an alert post may run before liveness fails"),
     Flag("--log-format", "SIGOPS_LOG_FORMAT", "text",
          "text, or json: one JSON object per line with incident/rotation names as fields"),
     # Overrides of the config file's values, for a quick change without editing it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -14,22 +15,37 @@ import kopf
 from ..incident.reconciler import TERMINAL_INCIDENT
 from ..kube.api import GROUP, VERSION, Kube
 from ..prometheus.client import Prom, PromAuth, PromConfigError
+from ..rotation.model import DEFAULT_OVERLAP, window_seconds
 from ..rotation.model import TERMINAL as KR_TERMINAL
 from ..settings import Settings, load_settings
 from ..signing.records import Signer
 from ..signing.store import ensure_signing_key
-from ..telemetry.metrics import ROTATION_STEPS, UP
+from ..telemetry.metrics import (
+    ACTIONS,
+    HEARTBEAT_AGE,
+    INCIDENT_PHASES,
+    LIVE,
+    READY,
+    ROTATION_OVERDUE,
+    ROTATION_STEPS,
+    ROTATIONS_OPEN,
+    UP,
+)
+from .health import PARTS, Health
 
 __all__ = ["main", "Operator", "register"]
 
 log = logging.getLogger("sigops")
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_MAX_AGE = 60.0
+"""A part whose heartbeat is older than this is stuck (liveness fails)."""
 
 
 class Operator:
     """Everything the handlers share: API access, Prometheus, settings, the signing key."""
 
     def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
-                 operator_namespace: str) -> None:
+                 operator_namespace: str, health: Health | None = None) -> None:
         from ..incident.reconciler import IncidentReconciler
         from ..rotation.reconciler import RotationReconciler
 
@@ -37,8 +53,16 @@ class Operator:
         self.operator_namespace = operator_namespace
         self.rotations = RotationReconciler(kube, prom, settings, signer)
         self.incidents = IncidentReconciler(kube, prom, settings, signer)
-        self.ready = threading.Event()
+        self.health = health or Health()
         self.stop = threading.Event()
+
+    def check_api_forever(self, interval: float = 10.0) -> None:
+        """Readiness: ask the API server for its version every ``interval`` seconds."""
+        while True:
+            error = self.kube.reachable()
+            self.health.api_result(error is None, error or "")
+            if self.stop.wait(interval):
+                return
 
     def keep_last_known_good(self) -> None:
         """Snapshot each configured target's template while it is healthy (for scenario E)."""
@@ -89,7 +113,29 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             prefix="sigops.fractal-lba.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="sigops.fractal-lba.io", key="last-handled-spec")
-        op.ready.set()
+
+    beats: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def reconcile_heartbeat(**kw: Any) -> None:
+        # The beat goes through kopf's own handler pool: a blocked event loop, or a pool whose
+        # threads all hang in handlers, stops it and liveness fails.
+        executor = kw["settings"].execution.executor
+        loop = asyncio.get_running_loop()
+        op.health.expect("reconcile", HEARTBEAT_MAX_AGE)
+
+        async def beat_forever() -> None:
+            while True:
+                await loop.run_in_executor(executor, op.health.beat, "reconcile")
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+        beats.append(loop.create_task(beat_forever()))
+        op.health.started.set()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_heartbeat(**_: Any) -> None:
+        for task in beats:
+            task.cancel()
 
     # Finished objects have no timer at all: kopf stops a timer when its `when` filter stops
     # matching (re-checked on every change of the object), so many finished rotations and
@@ -108,14 +154,16 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         name, namespace = kw["name"], kw["namespace"]
         if not rotation_open(kw["status"]):
             return  # final: no API call at all
-        # Read the object fresh: kopf's body may predate our own status patches.
-        obj = op.kube.get_cr(namespace, "keyrotations", name)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
-            return
-        before = (obj.get("status") or {}).get("phase")
-        after = op.rotations.tick(obj)
+        with op.health.working("reconcile", f"a step of keyrotation {namespace}/{name}"):
+            # Read the object fresh: kopf's body may predate our own status patches.
+            obj = op.kube.get_cr(namespace, "keyrotations", name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                return
+            before = (obj.get("status") or {}).get("phase")
+            after = op.rotations.tick(obj)
         if after != before and after:
             ROTATION_STEPS.labels(after).inc()
+        rotation_gauges(op.settings, obj, before, after)
 
     # Only an open rotation has something to undo: kopf adds the finalizer while the filter
     # matches and takes it off when the rotation ends, so a finished KeyRotation (or its
@@ -123,19 +171,63 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo",
                     when=rotation_open)
     def keyrotation_delete(**kw: Any) -> None:
-        obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
-        if obj is not None:
-            op.rotations.delete(obj)
+        with op.health.working("reconcile", f"undoing keyrotation {kw['namespace']}/"
+                                            f"{kw['name']}"):
+            obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
+            if obj is not None:
+                op.rotations.delete(obj)
+                rotation_gauges(op.settings, obj, (obj.get("status") or {}).get("phase"),
+                                "Aborted")
 
     @kopf.timer(GROUP, VERSION, "signatureincidents", interval=op.settings.reconcile_interval,
                 sharp=False, backoff=5, registry=registry, id="reconcile", when=incident_open)
     def incident_tick(**kw: Any) -> None:
         if not incident_open(kw["status"]):
             return  # nothing left to do: no API call
-        obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
-            return
-        op.incidents.tick(obj)
+        with op.health.working("reconcile", f"a step of signatureincident {kw['namespace']}/"
+                                            f"{kw['name']}"):
+            obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                return
+            # (tick patches obj's status in place: take what it was first)
+            before = (obj.get("status") or {}).get("phase") or "Detected"
+            after = op.incidents.tick(obj)
+        if after and after != before:
+            INCIDENT_PHASES.labels(after).inc()
+
+
+def rotation_gauges(settings: Settings, obj: dict[str, Any], before: str | None,
+                    after: str | None) -> None:
+    """``sigops_keyrotation_open{phase}`` and ``..._overdue_seconds`` of one rotation after a
+    step; a finished rotation leaves both."""
+    meta = obj["metadata"]
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    if before and before != after:
+        try:
+            ROTATIONS_OPEN.remove(ns, name, before)
+        except KeyError:
+            pass
+    if after is None or after in KR_TERMINAL:
+        for gauge, labels in ((ROTATIONS_OPEN, (ns, name, after or "")),
+                              (ROTATION_OVERDUE, (ns, name))):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
+        return
+    ROTATIONS_OPEN.labels(ns, name, after).set(1)
+    from datetime import UTC, datetime
+
+    try:
+        created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace(
+            "Z", "+00:00"))
+        window = window_seconds(str((obj.get("spec") or {}).get("overlap") or DEFAULT_OVERLAP),
+                                settings.seconds("rollout_timeout"),
+                                settings.seconds("overlap_probe_grace"))
+    except ValueError:
+        return
+    age = (datetime.now(UTC) - created).total_seconds()
+    ROTATION_OVERDUE.labels(ns, name).set(max(0.0, age - window))
 
 
 def identity() -> str:
@@ -185,7 +277,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if not prom.configured:
         log.warning("no --prometheus-url: KeyRotations run unguarded, no ALERTS poll")
-    op = Operator(kube, prom, settings, signer, args.operator_namespace)
+    try:
+        stuck_after = float(args.stuck_after)
+    except ValueError:
+        log.error("--stuck-after must be a number of seconds")
+        return 2
+    health = Health(stuck_after=stuck_after)
+    op = Operator(kube, prom, settings, signer, args.operator_namespace, health)
     registry = kopf.OperatorRegistry()
     register(registry, op)
     from ..incident.intake import AlertIntake, read_token
@@ -210,9 +308,20 @@ def main(args: argparse.Namespace) -> int:
             log.error("cannot load the receiver's certificate and key: %s",
                       type(e).__name__)
             return 2
-    endpoints = Endpoints(intake, args.alerts_listen, args.metrics_listen,
-                          live=lambda: (op.ready.is_set(), "started"),
-                          ready=lambda: (op.ready.is_set(), "started"), tls=tls)
+    endpoints = Endpoints(intake, args.alerts_listen, args.metrics_listen, health=health,
+                          tls=tls, heartbeat_max_age=HEARTBEAT_MAX_AGE)
+    # The action counter of each configured target from the start at 0, so the dashboard's
+    # markers (increase() > 0) see the first action too.
+    from ..core.scenarios import LETTERS
+
+    for t in settings.targets:
+        for letter in LETTERS:
+            ACTIONS.labels(t.namespace, t.deployment, letter)
+    LIVE.set_function(lambda: float(health.live()[0]))
+    READY.set_function(lambda: float(health.ready()[0]))
+    for part in PARTS:
+        HEARTBEAT_AGE.labels(part).set_function(
+            lambda part=part: health.ages().get(part, 0.0))  # type: ignore[misc]
     try:
         endpoints.start()
     except OSError as e:
@@ -226,6 +335,7 @@ def main(args: argparse.Namespace) -> int:
         threading.Thread(target=intake.poll_forever, args=(op.stop,), daemon=True,
                          name="alerts-poll").start()
     threading.Thread(target=op.keep_last_known_good, daemon=True, name="lkg").start()
+    threading.Thread(target=op.check_api_forever, daemon=True, name="api-check").start()
     UP.set(1)
     namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
     try:

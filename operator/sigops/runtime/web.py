@@ -29,9 +29,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..incident.intake import MAX_BODY, AlertIntake, Reply, gate, receive, too_large
-from ..telemetry.metrics import REGISTRY
+from ..telemetry.metrics import ALERT_POST_SECONDS, REGISTRY
+from .health import Health
 
-__all__ = ["Endpoints", "TLSFiles", "parse_listen", "Probe"]
+__all__ = ["Endpoints", "TLSFiles", "parse_listen"]
 
 log = logging.getLogger("sigops.http")
 
@@ -53,8 +54,6 @@ class _OneLine(logging.Filter):
 protocol_log = logging.getLogger("sigops.http.protocol")
 protocol_log.addFilter(_OneLine())
 
-Probe = Callable[[], tuple[bool, str]]
-"""A health check: (ok, one line saying why)."""
 
 
 def parse_listen(addr: str) -> tuple[str, int]:
@@ -121,20 +120,22 @@ def _json(reply: Reply, close: bool = False) -> web.Response:
 class Endpoints:
     """Both servers on one event loop in one thread: :meth:`start`, then :meth:`stop`.
 
-    ``live`` and ``ready`` are the checks of ``/livez`` and ``/readyz``; ``/healthz`` is
-    ``live``. ``alerts_address`` / ``metrics_address`` are the bound (host, port) pairs."""
+    ``/livez``, ``/readyz`` and ``/healthz`` answer ``health``'s checks; the receiver's loop
+    renews the ``intake`` heartbeat through its worker pool every ``tick`` seconds, and each
+    alert post is work in flight. ``alerts_address`` / ``metrics_address`` are the bound
+    (host, port) pairs."""
 
     def __init__(self, intake: AlertIntake, alerts_listen: str, metrics_listen: str, *,
-                 live: Probe, ready: Probe, tls: TLSFiles | None = None,
+                 health: Health | None = None, tls: TLSFiles | None = None,
                  idle_timeout: float = 10.0, body_timeout: float = 10.0,
-                 handshake_timeout: float = 10.0, workers: int = 8,
-                 tls_check_interval: float = 2.0, on_tick: Callable[[], None] | None = None
-                 ) -> None:
+                 handshake_timeout: float = 10.0, workers: int = 8, tick: float = 2.0,
+                 heartbeat_max_age: float = 60.0) -> None:
         self.intake, self.tls = intake, tls
-        self.live, self.ready = live, ready
+        self.health = health or Health()
+        self.health.expect("intake", heartbeat_max_age)
         self.idle_timeout, self.body_timeout = idle_timeout, body_timeout
-        self.handshake_timeout, self.tls_check_interval = handshake_timeout, tls_check_interval
-        self.on_tick = on_tick
+        self.handshake_timeout, self.tick = handshake_timeout, tick
+        self._beat: asyncio.Future[None] | None = None
         self._listen = (parse_listen(alerts_listen), parse_listen(metrics_listen))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-work")
         self.loop = asyncio.new_event_loop()
@@ -163,8 +164,14 @@ class Endpoints:
         except TimeoutError:
             return _json(Reply(408, {"error": "request body not received in time"}),
                          close=True)
-        reply = await self.loop.run_in_executor(self.pool, receive, self.intake, raw, src)
+        started = self.loop.time()
+        reply = await self.loop.run_in_executor(self.pool, self._receive, raw, src)
+        ALERT_POST_SECONDS.labels(str(reply.code)).observe(self.loop.time() - started)
         return _json(reply)
+
+    def _receive(self, raw: bytes, src: str) -> Reply:
+        with self.health.working("intake", f"an alert post from {src}"):
+            return receive(self.intake, raw, src)
 
     async def _alerts_other(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/healthz":
@@ -177,7 +184,8 @@ class Endpoints:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    def _probe(self, check: Probe) -> Callable[[web.Request], Any]:
+    def _probe(self, check: Callable[[], tuple[bool, str]]
+               ) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.StreamResponse:
             ok, why = check()
             return web.Response(text=f"{'ok' if ok else 'unhealthy'}: {why}\n",
@@ -193,9 +201,9 @@ class Endpoints:
         alerts.router.add_route("*", "/{tail:.*}", self._alerts_other)
         metrics = web.Application()
         metrics.router.add_get("/metrics", self._metrics)
-        metrics.router.add_get("/healthz", self._probe(self.live))
-        metrics.router.add_get("/livez", self._probe(self.live))
-        metrics.router.add_get("/readyz", self._probe(self.ready))
+        metrics.router.add_get("/healthz", self._probe(self.health.healthz))
+        metrics.router.add_get("/livez", self._probe(self.health.live))
+        metrics.router.add_get("/readyz", self._probe(self.health.ready))
         return alerts, metrics
 
     async def _serve(self) -> None:
@@ -225,19 +233,24 @@ class Endpoints:
         self.alerts_address, self.metrics_address = bound
         self._started.set()
         while True:
+            self._heartbeat()
             try:
-                await asyncio.wait_for(self._stopping.wait(), self.tls_check_interval)
+                await asyncio.wait_for(self._stopping.wait(), self.tick)
                 break
             except TimeoutError:
                 pass
             if self.tls is not None:
                 self.tls.refresh()
-            if self.on_tick is not None:
-                self.on_tick()
         for srv in servers:
             srv.close()
         for runner in self._runners:
             await runner.cleanup()
+
+    def _heartbeat(self) -> None:
+        """Renew ``intake`` through the worker pool: a loop that no longer ticks, or a pool
+        whose threads all hang, stops it. One beat in the pool's queue at a time."""
+        if self._beat is None or self._beat.done():
+            self._beat = self.loop.run_in_executor(self.pool, self.health.beat, "intake")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
