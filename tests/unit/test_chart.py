@@ -323,7 +323,8 @@ def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
     by_port = {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
     assert set(by_port) == {"alerts", "metrics"}
     (am,) = by_port["alerts"]
-    assert am["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert am["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}
     assert am["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}
     (scraper,) = by_port["metrics"]
     assert "namespaceSelector" in scraper
@@ -687,3 +688,81 @@ def test_dashboard_config_map_for_the_grafana_sidecar(rendered: dict[str, list[D
     assert "sigops_remediation_actions_total" in marker["expr"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
+
+
+# -- chart conventions ---------------------------------------------------------------------------
+
+def _np_sources(docs: list[Doc]) -> dict[str, list[Doc]]:
+    np = one(docs, "NetworkPolicy")
+    return {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
+
+
+def test_network_policy_sources_are_configurable(tmp_path: Path) -> None:
+    extra = [{"namespaceSelector": {"matchLabels": {"team": "sre"}},
+              "podSelector": {"matchLabels": {"app": "am"}}},
+             {"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    docs = render({"networkPolicy": {
+        "alertmanager": {"namespaces": ["observability", "monitoring"], "extraFrom": extra},
+        "metrics": {"namespaces": ["prom"],
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}}},
+        tmp=tmp_path)
+    src = _np_sources(docs)
+    by_name = {"key": "kubernetes.io/metadata.name", "operator": "In"}
+    am, *am_extra = src["alerts"]
+    assert am["namespaceSelector"] == {"matchExpressions": [
+        {**by_name, "values": ["observability", "monitoring"]}]}
+    assert am["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}
+    assert am_extra == extra
+    (scraper,) = src["metrics"]
+    assert scraper == {"namespaceSelector": {"matchExpressions": [{**by_name,
+                                                                    "values": ["prom"]}]},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    # Every pod of the namespaces chosen by a label (null drops the default pod selector).
+    docs = render({"networkPolicy": {"alertmanager": {
+        "namespaceSelector": {"matchLabels": {"monitoring": "true"}}, "podSelector": None}}},
+        tmp=tmp_path)
+    (am,) = _np_sources(docs)["alerts"]
+    assert am == {"namespaceSelector": {"matchLabels": {"monitoring": "true"}},
+                  "podSelector": {}}
+    # No namespaces at all: the release namespace only (a peer without namespaceSelector).
+    docs = render({"networkPolicy": {"metrics": {"namespaces": []}}}, tmp=tmp_path)
+    (scraper,) = _np_sources(docs)["metrics"]
+    assert scraper == {"podSelector": {}}
+
+
+def test_network_policy_values_are_checked(tmp_path: Path) -> None:
+    for bad in ({"alertmanager": {"namespaces": ["Not_A_Namespace"]}},
+                {"alertmanager": {"extraFrom": [{}]}},
+                {"metrics": {"extraFrom": [{"ipBlock": {"except": ["10.0.0.0/8"]}}]}},
+                {"metrics": {"extraFrom": [{"nameSpaceSelector": {}}]}}):
+        vf = tmp_path / "np.yaml"
+        vf.write_text(yaml.safe_dump({"networkPolicy": bad}))
+        p = helm("template", "rel", "--values", str(vf))
+        assert p.returncode != 0 and "schema" in p.stderr.lower(), (bad, p.stderr[-300:])
+
+
+def test_image_digest_pins_the_image(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render({"image": {"repository": "team/sigops", "tag": "9.9.9",
+                             "digest": digest}}, tmp=tmp_path)
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"team/sigops@{digest}"  # the digest wins over the tag
+    docs = render({"image": {"repository": "team/sigops"}}, tmp=tmp_path)
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert c["image"] == f"team/sigops:{chart['appVersion']}"
+    vf = tmp_path / "bad.yaml"
+    vf.write_text(yaml.safe_dump({"image": {"digest": "sha256:short"}}))
+    assert helm("template", "rel", "--values", str(vf)).returncode != 0
+
+
+def test_license_file_is_the_license_pyproject_names() -> None:
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["annotations"]["artifacthub.io/license"] == "Apache-2.0"
