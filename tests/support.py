@@ -142,7 +142,10 @@ class OperatorProcess:
         self.metrics_port, self.alerts_port = free_port(), free_port()
         self.operator_ns = f"sigops-{uuid.uuid4().hex[:6]}"
         self.prometheus_url = prometheus_url
-        self.extra_env = extra_env or {}
+        # A stable identity, as a pod's name is: a copy restarted after a crash (a container
+        # restart) takes its leader Lease back at once; another copy has another name.
+        self.extra_env = {"POD_NAME": f"sigops-test-{uuid.uuid4().hex[:8]}",
+                          **(extra_env or {})}
         self.log = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

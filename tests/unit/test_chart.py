@@ -89,12 +89,29 @@ def grants(docs: list[Doc], resource: str, verb: str, *, kind: str | None = None
     return False
 
 
+def config_replicas(docs: list[Doc]) -> int:
+    """The replica count the chart was asked for (the Deployment's label says it)."""
+    dep = one(docs, "Deployment")
+    return int(dep["metadata"]["annotations"]["sigops.fractal-lba.io/replicas"])
+
+
 def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     """What every rendering must satisfy, whatever the values."""
     dep = one(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == (0 if paused else 1)
-    assert spec["strategy"] == {"type": "Recreate"}
+    env = env_of(docs)
+    replicas = int(config_replicas(docs))
+    assert spec["replicas"] == (0 if paused else replicas)
+    if replicas == 1:
+        assert spec["strategy"] == {"type": "Recreate"}
+        assert not kinds(docs, "PodDisruptionBudget")
+    else:
+        # Several copies only with leader election: one acts, the others stand by.
+        assert env.get("SIGOPS_LEADER_ELECTION", "true") == "true"
+        assert spec["strategy"]["type"] == "RollingUpdate"
+        (pdb,) = kinds(docs, "PodDisruptionBudget")
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["spec"]["selector"] == spec["selector"]
     pod = spec["template"]["spec"]
     psc = pod["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -124,7 +141,6 @@ def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     assert all(m.get("readOnly") for n, m in mounts.items() if n != "tmp")
     svc = one(docs, "Service")
     assert {p["name"] for p in svc["spec"]["ports"]} == {"alerts", "metrics"}
-    assert not kinds(docs, "PodDisruptionBudget")
     # The config only uses fields of Settings (extra="forbid" would refuse anything else).
     Settings.model_validate(config_of(docs))
     # RBAC: no wildcards, no Secrets beyond what the code reads, nothing cluster-wide on them.
@@ -186,6 +202,7 @@ CASES: dict[str, Doc] = {
                                       "scrapeTimeout": "10s"},
                    "healthRules": {"enabled": True, "labels": {"release": "kps"}},
                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}},
+    "two-copies": {"replicaCount": 2, "leaderElection": {"leaseDuration": 20}},
     "prometheus-bearer": {"prometheus": {"url": "https://p:9090",
                                          "bearerTokenSecret": {"name": "prom-token"},
                                          "tls": {"insecureSkipVerify": True}}},
@@ -240,6 +257,8 @@ def test_operator_namespace_role_is_pinned_to_its_own_objects(
         ("secrets", ("create",)): None,
         ("configmaps", ("get", "update")): ["sigops-signal-pubkeys", "sigops-ratelimit"],
         ("configmaps", ("create",)): None,
+        ("leases", ("get", "update")): ["sigops-leader"],
+        ("leases", ("create",)): None,
     }
 
 
@@ -438,7 +457,8 @@ def test_extra_config_is_merged_and_validated(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("values, message", [
     ({"scenarioA": {"mode": "yolo"}}, "scenarioA/mode"),
-    ({"replicaCount": 2}, "replicaCount"),
+    ({"replicaCount": 0}, "replicaCount"),
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection"),
     ({"keyRotation": {"minOverlap": "one hour"}}, "minOverlap"),
     ({"targets": [], "extraNamespaces": []}, "minItems"),
 ])
@@ -766,3 +786,13 @@ def test_license_file_is_the_license_pyproject_names() -> None:
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["annotations"]["artifacthub.io/license"] == "Apache-2.0"
+
+
+def test_two_copies_elect_a_leader(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    env = env_of(rendered["two-copies"])
+    assert env["SIGOPS_LEASE_DURATION"] == "20"
+    assert env_of(rendered["defaults"])["SIGOPS_LEADER_ELECTION"] == "true"
+    vf = tmp_path / "v.yaml"
+    vf.write_text(yaml.safe_dump({"replicaCount": 2, "leaderElection": {"enabled": False}}))
+    p = helm("template", "rel", "--values", str(vf))
+    assert p.returncode != 0 and "leaderElection" in p.stderr

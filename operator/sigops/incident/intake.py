@@ -99,6 +99,9 @@ class AlertIntake:
             self.token = token
         elif token:
             self.token = token.encode()
+        self.active = threading.Event()
+        """Clear while this copy stands by for another (leader election): posts get 503."""
+        self.active.set()
         self.lock = threading.Lock()  # held for in-memory state only, never across API calls
         self._saved_seq = 0  # sequence of the newest rate-limit state handed to a writer
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
@@ -110,6 +113,11 @@ class AlertIntake:
         self._load_limiter()
 
     # -- rate-limit state ------------------------------------------------------------------
+
+    def become_active(self) -> None:
+        """This copy now acts: take the rate-limit state the previous active copy saved."""
+        self._load_limiter()
+        self.active.set()
 
     def _load_limiter(self) -> None:
         try:
@@ -407,6 +415,9 @@ def gate(intake: AlertIntake, path: str, authorization: str | None, length: int 
     if not intake.authorized(authorization):
         reject("unauthorized" if authorization else "no_token", source)
         return Reply(401, {"error": "unauthorized"})
+    if not intake.active.is_set():
+        # Another copy acts: Alertmanager retries a 5xx (and the Service may pick that one).
+        return Reply(503, {"error": "standby: another sigops copy is active; retry"})
     if length is not None and not 0 <= length <= MAX_BODY:
         return too_large(source)
     return None
@@ -461,9 +472,14 @@ class TokenFile:
     would lose alerts to a half-written file. The tokens are never logged.
     """
 
+    REREAD_AFTER = 5.0
+    """Seconds after which the file is read again even if it looks unchanged (a rewrite in
+    place within the file system's timestamp granularity, same size, keeps its stamp)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._read_at = 0.0
         self._stamp: tuple[int, int, int, int] | None = None
         self._tokens: tuple[bytes, ...] = ()
         self._complained = False
@@ -476,9 +492,11 @@ class TokenFile:
     def _refresh(self, initial: bool = False) -> None:
         try:
             stamp = self._signature()
-            if stamp == self._stamp:
+            now = time.monotonic()
+            if stamp == self._stamp and now - self._read_at < self.REREAD_AFTER:
                 return
             tokens = _parse_tokens(Path(self.path).read_text())
+            self._read_at = now
         except OSError as e:
             if initial:
                 raise

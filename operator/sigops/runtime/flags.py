@@ -57,6 +57,11 @@ RUN_FLAGS: tuple[Flag, ...] = (
          "kubeconfig file (default: in-cluster service account)"),
     Flag("--stuck-after", "SIGOPS_STUCK_AFTER", "300",
          "seconds a reconcile step or an alert post may run before liveness fails"),
+    Flag("--leader-election", "SIGOPS_LEADER_ELECTION", "true",
+         "true: only the copy holding Lease sigops-leader (operator namespace) acts; the "
+         "others stand by and take over when it goes"),
+    Flag("--lease-duration", "SIGOPS_LEASE_DURATION", "15",
+         "seconds a standby waits for an unrenewed Lease before taking over"),
     Flag("--log-format", "SIGOPS_LOG_FORMAT", "text",
          "text, or json: one JSON object per line with incident/rotation names as fields"),
     # Overrides of the config file's values, for a quick change without editing it.

@@ -8,7 +8,8 @@ Liveness fails when a part of the operator is stuck, not only when it is dead:
 - ``intake``: a heartbeat the receiver's event loop renews through its worker pool the same
   way, and no alert post in the works longer than ``stuck_after``.
 
-Readiness: kopf has started and the API server answered within ``api_max_age``.
+Readiness: kopf has started (or this copy stands by for the active one) and the API server
+answered within ``api_max_age``.
 
 A restart is what liveness buys: kopf re-runs an interrupted step, so a stuck step is retried
 in a fresh process rather than waited on for ever.
@@ -43,6 +44,8 @@ class Health:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stuck_after, self.api_max_age, self.clock = stuck_after, api_max_age, clock
         self.started = threading.Event()
+        self.standby = threading.Event()
+        """Set while another copy holds the leader Lease and this one waits."""
         self._lock = threading.Lock()
         self._beats: dict[str, tuple[float, float]] = {}  # part -> (last beat, max age)
         self._work: dict[int, tuple[str, str, float]] = {}  # id -> (part, what, since)
@@ -106,17 +109,19 @@ class Health:
         return True, f"{', '.join(PARTS)} fine"
 
     def ready(self) -> tuple[bool, str]:
-        if not self.started.is_set():
+        if not self.started.is_set() and not self.standby.is_set():
             return False, "starting"
         now = self.clock()
         with self._lock:
             ok, error = self._api_ok, self._api_error
         if ok is None or now - ok > self.api_max_age:
             return False, f"API server: {error}"
+        if self.standby.is_set():
+            return True, "standing by for the active copy, API server answering"
         return True, "started, API server answering"
 
     def healthz(self) -> tuple[bool, str]:
-        """Started and live (what ``/healthz`` has always meant: up and working)."""
-        if not self.started.is_set():
+        """Started (or standing by) and live (what ``/healthz`` has always meant)."""
+        if not self.started.is_set() and not self.standby.is_set():
             return False, "starting"
         return self.live()

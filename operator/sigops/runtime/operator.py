@@ -8,12 +8,15 @@ import logging
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
 
 from ..incident.reconciler import TERMINAL_INCIDENT
 from ..kube.api import GROUP, VERSION, Kube
+from ..kube.lease import Lease
 from ..prometheus.client import Prom, PromAuth, PromConfigError
 from ..rotation.model import DEFAULT_OVERLAP, window_seconds
 from ..rotation.model import TERMINAL as KR_TERMINAL
@@ -24,6 +27,7 @@ from ..telemetry.metrics import (
     ACTIONS,
     HEARTBEAT_AGE,
     INCIDENT_PHASES,
+    LEADER,
     LIVE,
     READY,
     ROTATION_OVERDUE,
@@ -55,6 +59,12 @@ class Operator:
         self.incidents = IncidentReconciler(kube, prom, settings, signer)
         self.health = health or Health()
         self.stop = threading.Event()
+        self.leading: Callable[[], bool] = lambda: True
+        """False while this copy cannot be sure it still holds the leader Lease."""
+
+    def require_leading(self) -> None:
+        if not self.leading():
+            raise kopf.TemporaryError("this copy is not sure it still leads; later", delay=5)
 
     def check_api_forever(self, interval: float = 10.0) -> None:
         """Readiness: ask the API server for its version every ``interval`` seconds."""
@@ -154,6 +164,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         name, namespace = kw["name"], kw["namespace"]
         if not rotation_open(kw["status"]):
             return  # final: no API call at all
+        op.require_leading()
         with op.health.working("reconcile", f"a step of keyrotation {namespace}/{name}"):
             # Read the object fresh: kopf's body may predate our own status patches.
             obj = op.kube.get_cr(namespace, "keyrotations", name)
@@ -171,6 +182,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     @kopf.on.delete(GROUP, VERSION, "keyrotations", registry=registry, id="undo",
                     when=rotation_open)
     def keyrotation_delete(**kw: Any) -> None:
+        op.require_leading()
         with op.health.working("reconcile", f"undoing keyrotation {kw['namespace']}/"
                                             f"{kw['name']}"):
             obj = op.kube.get_cr(kw["namespace"], "keyrotations", kw["name"])
@@ -184,6 +196,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     def incident_tick(**kw: Any) -> None:
         if not incident_open(kw["status"]):
             return  # nothing left to do: no API call
+        op.require_leading()
         with op.health.working("reconcile", f"a step of signatureincident {kw['namespace']}/"
                                             f"{kw['name']}"):
             obj = op.kube.get_cr(kw["namespace"], "signatureincidents", kw["name"])
@@ -282,6 +295,18 @@ def main(args: argparse.Namespace) -> int:
     except ValueError:
         log.error("--stuck-after must be a number of seconds")
         return 2
+    election = (args.leader_election or "true").strip().lower()
+    if election not in ("true", "false"):
+        log.error("--leader-election must be true or false")
+        return 2
+    election_on = election == "true"
+    try:
+        lease_duration = float(args.lease_duration)
+        if lease_duration < 3:
+            raise ValueError
+    except ValueError:
+        log.error("--lease-duration must be a number of seconds, at least 3")
+        return 2
     health = Health(stuck_after=stuck_after)
     op = Operator(kube, prom, settings, signer, args.operator_namespace, health)
     registry = kopf.OperatorRegistry()
@@ -331,12 +356,25 @@ def main(args: argparse.Namespace) -> int:
              "TLS" if tls else "plain HTTP")
     log.info("metrics and health on %s:%d (/metrics, /livez, /readyz, /healthz)",
              *endpoints.metrics_address)
+    threading.Thread(target=op.check_api_forever, daemon=True, name="api-check").start()
+    UP.set(1)
+    lease: Lease | None = None
+    if election_on:
+        lease = Lease(kube, args.operator_namespace, identity(), duration=lease_duration)
+        intake.active.clear()
+        health.standby.set()
+        wait_to_lead(lease)
+        intake.become_active()
+        health.standby.clear()
+        leading = Leadership(lease, lambda ok: intake.active.set() if ok
+                             else intake.active.clear())
+        op.leading = leading.fresh
+        threading.Thread(target=leading.keep, daemon=True, name="lease").start()
+    LEADER.set(1)
     if prom.configured:
         threading.Thread(target=intake.poll_forever, args=(op.stop,), daemon=True,
                          name="alerts-poll").start()
     threading.Thread(target=op.keep_last_known_good, daemon=True, name="lkg").start()
-    threading.Thread(target=op.check_api_forever, daemon=True, name="api-check").start()
-    UP.set(1)
     namespaces = [n.strip() for n in (args.namespace or "").split(",") if n.strip()]
     try:
         kopf.run(registry=registry, standalone=True, clusterwide=not namespaces,
@@ -345,8 +383,58 @@ def main(args: argparse.Namespace) -> int:
                  identity=cast(Any, identity()))
     finally:
         op.stop.set()
+        if lease is not None:
+            lease.release()  # a standby takes over at once instead of after the duration
         endpoints.stop()
     return 0
+
+
+def wait_to_lead(lease: Lease) -> None:
+    """Stand by until this copy holds the leader Lease."""
+    said: str | None = None
+    while not lease.try_acquire():
+        if lease.holder != said:
+            said = lease.holder
+            log.info("standing by: sigops copy %s is active (Lease %s/%s)", said or "unknown",
+                     lease.namespace, lease.name)
+        time.sleep(min(2.0, lease.duration / 5))
+    log.info("this copy is now the active sigops (Lease %s/%s)", lease.namespace, lease.name)
+
+
+class Leadership:
+    """This copy's hold on the leader Lease, renewed every third of its duration.
+
+    ``fresh()`` is False once the Lease has gone unrenewed for two thirds of its duration (a
+    standby may take over when the whole duration has passed): reconcile handlers then retry
+    later instead of acting, and the receiver answers 503, so this copy acts only while no
+    other can. Seeing another copy hold the Lease ends this process at once; kopf re-runs the
+    interrupted step in whichever copy leads. An API server that nobody reaches is no reason
+    to exit: nobody can take over, and this copy leads on when it comes back."""
+
+    def __init__(self, lease: Lease, on_change: Callable[[bool], None]) -> None:
+        self.lease, self.on_change = lease, on_change
+        self.last_ok = time.monotonic()
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.last_ok < self.lease.duration * 2 / 3
+
+    def keep(self) -> None:
+        was = True
+        while True:
+            time.sleep(self.lease.duration / 3)
+            if self.lease.try_acquire():
+                self.last_ok = time.monotonic()
+            elif self.lease.holder not in (None, self.lease.identity):
+                log.error("lost the leader Lease to %s; exiting so that only one copy acts",
+                          self.lease.holder)
+                logging.shutdown()
+                os._exit(3)
+            now = self.fresh()
+            if now != was:
+                log.warning("leader Lease %s", "renewed again: acting" if now else
+                            "not renewed in time: not acting until it is")
+                self.on_change(now)
+                was = now
 
 
 def prom_auth(args: argparse.Namespace) -> PromAuth:

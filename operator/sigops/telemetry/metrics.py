@@ -17,7 +17,7 @@ from .. import __version__
 __all__ = ["REGISTRY", "INCIDENTS", "REMEDIATION_SECONDS", "SIGNALS_REJECTED",
            "SIGNALS_RATE_LIMITED", "ROTATION_STEPS", "ALERTS_RECEIVED", "UP", "BUILD_INFO",
            "LIVE", "READY", "HEARTBEAT_AGE", "ACTIONS", "INCIDENT_PHASES", "ROTATIONS_OPEN",
-           "ROTATION_OVERDUE", "ALERT_POST_SECONDS"]
+           "ROTATION_OVERDUE", "ALERT_POST_SECONDS", "LEADER"]
 
 REGISTRY = CollectorRegistry()
 # The process, Python and GC metrics every Prometheus client exports by default: a private
@@ -68,6 +68,8 @@ ALERT_POST_SECONDS = Histogram("sigops_alert_post_seconds",
                                "Time to answer an authorized webhook post, by HTTP status",
                                ["code"], registry=REGISTRY,
                                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LEADER = Gauge("sigops_leader", "1 while this copy holds the leader Lease and acts",
+               registry=REGISTRY)
 # (Label names that are not `namespace`: the scrape adds the operator's own namespace.)
 LIVE = Gauge("sigops_live", "1 while no part of the operator is stuck (what /livez says)",
              registry=REGISTRY)
