@@ -362,8 +362,7 @@ def main(args: argparse.Namespace) -> int:
     if election_on:
         lease = Lease(kube, args.operator_namespace, identity(), duration=lease_duration)
         intake.active.clear()
-        health.standby.set()
-        wait_to_lead(lease)
+        wait_to_lead(lease, health.standby.set)
         intake.become_active()
         health.standby.clear()
         leading = Leadership(lease, lambda ok: intake.active.set() if ok
@@ -389,10 +388,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_to_lead(lease: Lease) -> None:
-    """Stand by until this copy holds the leader Lease."""
+def wait_to_lead(lease: Lease, standing_by: Callable[[], None]) -> None:
+    """Stand by until this copy holds the leader Lease; ``standing_by`` is called once it
+    has to wait (a copy that gets the Lease at once never reports standing by)."""
     said: str | None = None
     while not lease.try_acquire():
+        standing_by()
         if lease.holder != said:
             said = lease.holder
             log.info("standing by: sigops copy %s is active (Lease %s/%s)", said or "unknown",
