@@ -142,7 +142,10 @@ class OperatorProcess:
         self.metrics_port, self.alerts_port = free_port(), free_port()
         self.operator_ns = f"sigops-{uuid.uuid4().hex[:6]}"
         self.prometheus_url = prometheus_url
-        self.extra_env = extra_env or {}
+        # A stable identity, as a pod's name is: a copy restarted after a crash (a container
+        # restart) takes its leader Lease back at once; another copy has another name.
+        self.extra_env = {"POD_NAME": f"sigops-test-{uuid.uuid4().hex[:8]}",
+                          **(extra_env or {})}
         self.log = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -392,7 +395,7 @@ def only_incident(api: Any, ns: str) -> dict[str, Any]:
 
 
 def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
-          **settings: Any) -> Any:
+          env: dict[str, str] | None = None, **settings: Any) -> Any:
     tok = tmp_path / "token"
     tok.write_text(TOKEN)
     target = {"namespace": ns, "deployment": "fractal-lba-backend"}
@@ -401,7 +404,7 @@ def start(operator_factory: Any, tmp_path: Any, ns: str, sample_url: str | None,
     target.update(settings.pop("target_extra", {}))
     base = {"targets": [target], "verify_timeout": "20s", "cooldown": "2s"}
     op = operator_factory({**base, **settings}, start=False,
-                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok)})
+                          extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(tok), **(env or {})})
     return op.start()
 
 

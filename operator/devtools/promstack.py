@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -84,7 +85,10 @@ class PromStack:
                  repeat_interval: str = "1m", job: str = "flk-backend",
                  host: str = "127.0.0.1",
                  scrape_configs: Sequence[dict[str, Any]] | None = None,
-                 prom_port: int = 0) -> None:
+                 prom_port: int = 0, web_config: dict[str, Any] | None = None,
+                 client_ssl: ssl.SSLContext | None = None,
+                 client_auth: tuple[str, str] | None = None,
+                 webhook_ca_file: str | Path | None = None) -> None:
         self.targets = [t if isinstance(t, ScrapeTarget) else ScrapeTarget(t) for t in targets]
         self.rule_files = [Path(r).resolve() for r in rule_files]
         self.webhook_url = webhook_url
@@ -100,6 +104,11 @@ class PromStack:
         self.host = host
         self.scrape_configs = list(scrape_configs) if scrape_configs is not None else None
         self.prom_port = prom_port  # 0: a free one at start
+        # Prometheus' own TLS and basic auth (--web.config.file), and how the helpers below
+        # then reach it; the CA Alertmanager trusts when it posts to an https webhook.
+        self.web_config = web_config
+        self.client_ssl, self.client_auth = client_ssl, client_auth
+        self.webhook_ca_file = webhook_ca_file
         self.am_port = 0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -109,7 +118,8 @@ class PromStack:
     def prometheus_url(self) -> str:
         if not self.prom_port:
             raise RuntimeError("PromStack not started")
-        return f"http://{self.host}:{self.prom_port}"
+        scheme = "https" if (self.web_config or {}).get("tls_server_config") else "http"
+        return f"{scheme}://{self.host}:{self.prom_port}"
 
     @property
     def alertmanager_url(self) -> str:
@@ -134,6 +144,9 @@ class PromStack:
                 os.chmod(token, 0o600)
                 hook["http_config"] = {"authorization": {"type": "Bearer",
                                                          "credentials_file": str(token)}}
+            if self.webhook_ca_file is not None:
+                hook.setdefault("http_config", {})["tls_config"] = {
+                    "ca_file": str(self.webhook_ca_file)}
             receiver["webhook_configs"] = [hook]
         return {
             "route": {"receiver": "webhook", "group_by": ["alertname", "namespace", "deployment"],
@@ -190,6 +203,10 @@ class PromStack:
                 "--log.level=info",
             ], am_dir)
             (prom_dir / "prometheus.yml").write_text(_yaml(self._prometheus_config()))
+            web = []
+            if self.web_config is not None:
+                (prom_dir / "web.yml").write_text(_yaml(self.web_config))
+                web = [f"--web.config.file={prom_dir / 'web.yml'}"]
             self._spawn("prometheus", [
                 self._bin("prometheus"),
                 f"--config.file={prom_dir / 'prometheus.yml'}",
@@ -197,7 +214,7 @@ class PromStack:
                 f"--web.listen-address={self.host}:{self.prom_port}",
                 "--storage.tsdb.retention.time=1d",
                 f"--rules.alert.resend-delay={self.interval}",
-                "--log.level=info",
+                "--log.level=info", *web,
             ], prom_dir)
             for name, url in (("alertmanager", self.alertmanager_url),
                               ("prometheus", self.prometheus_url)):
@@ -214,7 +231,7 @@ class PromStack:
             if not _alive(self.procs[name]):
                 raise RuntimeError(f"{name} exited during start-up; see {self.log_path(name)}")
             try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
+                with self._open(f"{url}/-/ready", timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError) as e:
@@ -244,9 +261,38 @@ class PromStack:
 
     # -- small read helpers -------------------------------------------------------------------
 
+    def _open(self, url: str, timeout: float = 5) -> Any:
+        """GET ``url``; Prometheus' own URLs with its TLS context and basic auth."""
+        if not url.startswith(self.prometheus_url):
+            return urllib.request.urlopen(url, timeout=timeout)
+        req = urllib.request.Request(url)
+        if self.client_auth is not None:
+            import base64
+
+            cred = base64.b64encode(":".join(self.client_auth).encode()).decode()
+            req.add_header("Authorization", f"Basic {cred}")
+        return urllib.request.urlopen(req, timeout=timeout, context=self.client_ssl)
+
     def _get(self, url: str) -> Any:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with self._open(url) as r:
             return json.loads(r.read())
+
+    def set_webhook_token(self, token: str) -> None:
+        """Replace the token Alertmanager sends (it reads the file on every post), in one
+        rename, as a mounted Secret changes."""
+        path = self.workdir / "alertmanager" / "webhook-token"
+        tmp = path.with_suffix(".new")
+        tmp.write_text(token)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Hand alerts to Alertmanager as Prometheus does (``POST /api/v2/alerts``)."""
+        req = urllib.request.Request(f"{self.alertmanager_url}/api/v2/alerts",
+                                     data=json.dumps(alerts).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's result vector."""

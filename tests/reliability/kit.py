@@ -388,11 +388,13 @@ class FakeClock:
 
 
 def raw_request(port: int, data: bytes, timeout: float = 15.0) -> tuple[int | None, bytes]:
-    """Send raw bytes, read the reply until the server closes; (status or None, body)."""
+    """Send raw bytes, read the reply until the server closes; (status or None, body).
+
+    The sending side stays open (no half-close): the receiver, like most HTTP servers, takes a
+    client's end of input as the end of the connection and would not answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         try:
             s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         chunks = []
@@ -432,11 +434,12 @@ def metric_values(port: int, name: str) -> dict[str, float]:
 
 
 def rejected_by_reason(port: int) -> dict[str, int]:
+    """Rejections counted per reason (the reasons still at 0 left out)."""
     vals = metric_values(port, "sigops_signals_rejected_total")
     out = {}
     for k, v in vals.items():
         m = re.search(r'reason="([^"]*)"', k)
-        if m:
+        if m and v:
             out[m.group(1)] = int(v)
     return out
 

@@ -89,12 +89,29 @@ def grants(docs: list[Doc], resource: str, verb: str, *, kind: str | None = None
     return False
 
 
+def config_replicas(docs: list[Doc]) -> int:
+    """The replica count the chart was asked for (the Deployment's label says it)."""
+    dep = one(docs, "Deployment")
+    return int(dep["metadata"]["annotations"]["sigops.fractal-lba.io/replicas"])
+
+
 def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     """What every rendering must satisfy, whatever the values."""
     dep = one(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == (0 if paused else 1)
-    assert spec["strategy"] == {"type": "Recreate"}
+    env = env_of(docs)
+    replicas = int(config_replicas(docs))
+    assert spec["replicas"] == (0 if paused else replicas)
+    if replicas == 1:
+        assert spec["strategy"] == {"type": "Recreate"}
+        assert not kinds(docs, "PodDisruptionBudget")
+    else:
+        # Several copies only with leader election: one acts, the others stand by.
+        assert env.get("SIGOPS_LEADER_ELECTION", "true") == "true"
+        assert spec["strategy"]["type"] == "RollingUpdate"
+        (pdb,) = kinds(docs, "PodDisruptionBudget")
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["spec"]["selector"] == spec["selector"]
     pod = spec["template"]["spec"]
     psc = pod["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -106,8 +123,8 @@ def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     env = env_of(docs)
     assert env["SIGOPS_METRICS_LISTEN"] == f"0.0.0.0:{ports['metrics']}"
     assert env["SIGOPS_ALERTS_LISTEN"] == f"0.0.0.0:{ports['alerts']}"
@@ -124,7 +141,6 @@ def check_invariants(docs: list[Doc], *, paused: bool = False) -> None:
     assert all(m.get("readOnly") for n, m in mounts.items() if n != "tmp")
     svc = one(docs, "Service")
     assert {p["name"] for p in svc["spec"]["ports"]} == {"alerts", "metrics"}
-    assert not kinds(docs, "PodDisruptionBudget")
     # The config only uses fields of Settings (extra="forbid" would refuse anything else).
     Settings.model_validate(config_of(docs))
     # RBAC: no wildcards, no Secrets beyond what the code reads, nothing cluster-wide on them.
@@ -177,6 +193,20 @@ CASES: dict[str, Doc] = {
     "paused": {"paused": True},
     "wal-exec": {"evidence": {"walExec": {"enabled": True, "dir": "/var/lib/flk/wal"}}},
     "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}}},
+    "secure": {"prometheus": {"url": "https://prometheus.monitoring:9090",
+                              "tls": {"caSecret": {"name": "prom-ca", "key": "ca.pem"},
+                                      "clientCertSecret": "sigops-client"},
+                              "basicAuth": {"username": "sigops",
+                                            "passwordSecret": {"name": "prom-pw"}}},
+               "alerts": {"tls": {"secretName": "sigops-receiver-tls"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"},
+                                      "scrapeTimeout": "10s"},
+                   "healthRules": {"enabled": True, "labels": {"release": "kps"}},
+                   "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}},
+    "two-copies": {"replicaCount": 2, "leaderElection": {"leaseDuration": 20}},
+    "prometheus-bearer": {"prometheus": {"url": "https://p:9090",
+                                         "bearerTokenSecret": {"name": "prom-token"},
+                                         "tls": {"insecureSkipVerify": True}}},
 }
 
 
@@ -228,6 +258,8 @@ def test_operator_namespace_role_is_pinned_to_its_own_objects(
         ("secrets", ("create",)): None,
         ("configmaps", ("get", "update")): ["sigops-signal-pubkeys", "sigops-ratelimit"],
         ("configmaps", ("create",)): None,
+        ("leases", ("get", "update")): ["sigops-leader"],
+        ("leases", ("create",)): None,
     }
 
 
@@ -350,7 +382,8 @@ def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
     by_port = {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
     assert set(by_port) == {"alerts", "metrics"}
     (am,) = by_port["alerts"]
-    assert am["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert am["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}
     assert am["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}
     (scraper,) = by_port["metrics"]
     assert "namespaceSelector" in scraper
@@ -465,7 +498,8 @@ def test_extra_config_is_merged_and_validated(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("values, message", [
     ({"scenarioA": {"mode": "yolo"}}, "scenarioA/mode"),
-    ({"replicaCount": 2}, "replicaCount"),
+    ({"replicaCount": 0}, "replicaCount"),
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection"),
     ({"keyRotation": {"minOverlap": "one hour"}}, "minOverlap"),
     ({"targets": [], "extraNamespaces": []}, "minItems"),
 ])
@@ -611,3 +645,219 @@ def test_runbooks_exist_and_name_real_commands() -> None:
                                  and "-o" not in argv else argv)
         assert args.verb == argv[0], cmd
 
+
+
+# -- secure connections -----------------------------------------------------------------------
+
+def _pod(docs: list[Doc]) -> tuple[Doc, dict[str, Doc], dict[str, Doc]]:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    return c, {m["name"]: m for m in c["volumeMounts"]}, {v["name"]: v for v in pod["volumes"]}
+
+
+def test_no_credentials_by_default(rendered: dict[str, list[Doc]]) -> None:
+    env = env_of(rendered["defaults"])
+    assert not [k for k in env if k.startswith(("SIGOPS_PROMETHEUS_", "SIGOPS_ALERTS_TLS"))]
+    _, mounts, vols = _pod(rendered["defaults"])
+    assert "prometheus-auth" not in vols and "alerts-tls" not in vols
+
+
+def test_secure_connections_reach_the_operator_as_files(rendered: dict[str, list[Doc]]
+                                                        ) -> None:
+    docs = rendered["secure"]
+    env = env_of(docs)
+    _, mounts, vols = _pod(docs)
+    # Every file the env names is in a mounted volume, under the key the values chose.
+    prom_dir = mounts["prometheus-auth"]["mountPath"]
+    sources = {s["secret"]["name"]: s["secret"]["items"]
+               for s in vols["prometheus-auth"]["projected"]["sources"]}
+    assert sources == {
+        "prom-ca": [{"key": "ca.pem", "path": "ca.crt"}],
+        "sigops-client": [{"key": "tls.crt", "path": "tls.crt"},
+                          {"key": "tls.key", "path": "tls.key"}],
+        "prom-pw": [{"key": "password", "path": "password"}]}
+    assert env["SIGOPS_PROMETHEUS_CA_FILE"] == f"{prom_dir}/ca.crt"
+    assert env["SIGOPS_PROMETHEUS_CERT_FILE"] == f"{prom_dir}/tls.crt"
+    assert env["SIGOPS_PROMETHEUS_KEY_FILE"] == f"{prom_dir}/tls.key"
+    assert env["SIGOPS_PROMETHEUS_BASIC_AUTH_USER"] == "sigops"
+    assert env["SIGOPS_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"] == f"{prom_dir}/password"
+    assert "SIGOPS_PROMETHEUS_INSECURE_SKIP_VERIFY" not in env
+    assert "SIGOPS_PROMETHEUS_BEARER_TOKEN_FILE" not in env
+    tls_dir = mounts["alerts-tls"]["mountPath"]
+    assert vols["alerts-tls"]["secret"]["secretName"] == "sigops-receiver-tls"
+    assert env["SIGOPS_ALERTS_TLS_CERT_FILE"] == f"{tls_dir}/tls.crt"
+    assert env["SIGOPS_ALERTS_TLS_KEY_FILE"] == f"{tls_dir}/tls.key"
+    # The flags the env sets exist.
+    from sigops.runtime.flags import RUN_FLAGS
+
+    known = {f.env for f in RUN_FLAGS}
+    assert {k for k in env if k.startswith("SIGOPS_")} <= known | {"SIGOPS_LOG_LEVEL"}
+    bearer = env_of(rendered["prometheus-bearer"])
+    assert bearer["SIGOPS_PROMETHEUS_BEARER_TOKEN_FILE"].endswith("/token")
+    assert bearer["SIGOPS_PROMETHEUS_INSECURE_SKIP_VERIFY"] == "true"
+
+
+def test_notes_with_receiver_tls(tmp_path: Path) -> None:
+    notes = _notes(tmp_path, {"alerts": {"tls": {"secretName": "rx-tls"}}})
+    assert "https://rel-sigops.sigops-system.svc:8080/v1/alerts" in notes
+    assert "tls_config:" in notes and "ca_file:" in notes
+
+
+def test_bearer_and_basic_auth_are_exclusive(tmp_path: Path) -> None:
+    vf = tmp_path / "v.yaml"
+    vf.write_text(yaml.safe_dump({"prometheus": {
+        "bearerTokenSecret": {"name": "t"},
+        "basicAuth": {"username": "u", "passwordSecret": {"name": "p"}}}}))
+    p = helm("template", "rel", "--values", str(vf))
+    assert p.returncode != 0 and "exclusive" in p.stderr
+
+
+# -- watching sigops ---------------------------------------------------------------------------
+
+def test_monitoring_objects_are_off_by_default(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["defaults"]
+    assert not kinds(docs, "ServiceMonitor") and not kinds(docs, "PrometheusRule")
+    assert not [d for d in kinds(docs, "ConfigMap") if "grafana_dashboard" in
+                d["metadata"]["labels"]]
+
+
+def test_service_monitor_scrapes_the_metrics_port(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["monitoring"]
+    sm = one(docs, "ServiceMonitor")
+    svc = one(docs, "Service")
+    assert sm["metadata"]["labels"]["release"] == "kps"
+    selected = sm["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]} and ep["port"] == "metrics"
+    assert ep["path"] == "/metrics" and ep["interval"] == "30s" and ep["scrapeTimeout"] == "10s"
+
+
+def test_health_rules_pass_promtool_and_select_sigops(rendered: dict[str, list[Doc]],
+                                                      tmp_path: Path) -> None:
+    rules = [d for d in kinds(rendered["monitoring"], "PrometheusRule")
+             if d["metadata"]["name"].endswith("-health")]
+    (rule,) = rules
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"SigopsDown", "SigopsAbsent", "SigopsStuck", "SigopsNotReady",
+                           "SigopsIntakeRejecting", "SigopsIncidentEscalated",
+                           "SigopsKeyRotationStuck", "SigopsSignalsRateLimited"}
+    # The job is the Service's name, as a ServiceMonitor names it.
+    svc = one(rendered["monitoring"], "Service")["metadata"]["name"]
+    for r in alerts.values():
+        assert f'job="{svc}",namespace="{RELEASE_NS}"' in r["expr"], r["alert"]
+        assert r["labels"]["severity"] and r["annotations"]["runbook_url"]
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump(rule["spec"]))
+    p = subprocess.run([require_tool("promtool"), "check", "rules", str(f)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS: 8 rules found" in p.stdout
+
+
+def test_dashboard_config_map_for_the_grafana_sidecar(rendered: dict[str, list[Doc]]) -> None:
+    (cm,) = [d for d in kinds(rendered["monitoring"], "ConfigMap")
+             if d["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    dash = json.loads(cm["data"]["sigops.json"])
+    assert dash == json.loads((CHART / "files" / "dashboards" / "sigops.json").read_text())
+    assert dash["uid"] == "sigops-operator"
+    titles = " | ".join(p["title"] for p in dash["panels"])
+    for topic in ("cause and scenario", "phases", "error rate per target", "Rotations",
+                  "latency", "Rejections"):
+        assert topic in titles, topic
+    (marker,) = dash["annotations"]["list"]
+    assert "sigops_remediation_actions_total" in marker["expr"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+# -- chart conventions ---------------------------------------------------------------------------
+
+def _np_sources(docs: list[Doc]) -> dict[str, list[Doc]]:
+    np = one(docs, "NetworkPolicy")
+    return {r["ports"][0]["port"]: r["from"] for r in np["spec"]["ingress"]}
+
+
+def test_network_policy_sources_are_configurable(tmp_path: Path) -> None:
+    extra = [{"namespaceSelector": {"matchLabels": {"team": "sre"}},
+              "podSelector": {"matchLabels": {"app": "am"}}},
+             {"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    docs = render({"networkPolicy": {
+        "alertmanager": {"namespaces": ["observability", "monitoring"], "extraFrom": extra},
+        "metrics": {"namespaces": ["prom"],
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}}},
+        tmp=tmp_path)
+    src = _np_sources(docs)
+    by_name = {"key": "kubernetes.io/metadata.name", "operator": "In"}
+    am, *am_extra = src["alerts"]
+    assert am["namespaceSelector"] == {"matchExpressions": [
+        {**by_name, "values": ["observability", "monitoring"]}]}
+    assert am["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}
+    assert am_extra == extra
+    (scraper,) = src["metrics"]
+    assert scraper == {"namespaceSelector": {"matchExpressions": [{**by_name,
+                                                                    "values": ["prom"]}]},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    # Every pod of the namespaces chosen by a label (null drops the default pod selector).
+    docs = render({"networkPolicy": {"alertmanager": {
+        "namespaceSelector": {"matchLabels": {"monitoring": "true"}}, "podSelector": None}}},
+        tmp=tmp_path)
+    (am,) = _np_sources(docs)["alerts"]
+    assert am == {"namespaceSelector": {"matchLabels": {"monitoring": "true"}},
+                  "podSelector": {}}
+    # No namespaces at all: the release namespace only (a peer without namespaceSelector).
+    docs = render({"networkPolicy": {"metrics": {"namespaces": []}}}, tmp=tmp_path)
+    (scraper,) = _np_sources(docs)["metrics"]
+    assert scraper == {"podSelector": {}}
+
+
+def test_network_policy_values_are_checked(tmp_path: Path) -> None:
+    for bad in ({"alertmanager": {"namespaces": ["Not_A_Namespace"]}},
+                {"alertmanager": {"extraFrom": [{}]}},
+                {"metrics": {"extraFrom": [{"ipBlock": {"except": ["10.0.0.0/8"]}}]}},
+                {"metrics": {"extraFrom": [{"nameSpaceSelector": {}}]}}):
+        vf = tmp_path / "np.yaml"
+        vf.write_text(yaml.safe_dump({"networkPolicy": bad}))
+        p = helm("template", "rel", "--values", str(vf))
+        assert p.returncode != 0 and "schema" in p.stderr.lower(), (bad, p.stderr[-300:])
+
+
+def test_image_digest_pins_the_image(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render({"image": {"repository": "team/sigops", "tag": "9.9.9",
+                             "digest": digest}}, tmp=tmp_path)
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"team/sigops@{digest}"  # the digest wins over the tag
+    docs = render({"image": {"repository": "team/sigops"}}, tmp=tmp_path)
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert c["image"] == f"team/sigops:{chart['appVersion']}"
+    vf = tmp_path / "bad.yaml"
+    vf.write_text(yaml.safe_dump({"image": {"digest": "sha256:short"}}))
+    assert helm("template", "rel", "--values", str(vf)).returncode != 0
+
+
+def test_license_file_is_the_license_pyproject_names() -> None:
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["annotations"]["artifacthub.io/license"] == "Apache-2.0"
+
+
+def test_two_copies_elect_a_leader(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    env = env_of(rendered["two-copies"])
+    assert env["SIGOPS_LEASE_DURATION"] == "20"
+    assert env_of(rendered["defaults"])["SIGOPS_LEADER_ELECTION"] == "true"
+    vf = tmp_path / "v.yaml"
+    vf.write_text(yaml.safe_dump({"replicaCount": 2, "leaderElection": {"enabled": False}}))
+    p = helm("template", "rel", "--values", str(vf))
+    assert p.returncode != 0 and "leaderElection" in p.stderr

@@ -131,3 +131,41 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
 {{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy $v.extraConfig)) -}}
 {{- end -}}
+
+{{/*
+The projected sources of the Prometheus credentials volume (empty when none is set): each
+Secret key lands under the fixed file name the Deployment's env points at.
+*/}}
+{{- define "sigops.prometheusSecrets" -}}
+{{- with .Values.prometheus -}}
+{{- if .tls.caSecret.name }}
+- secret:
+    name: {{ .tls.caSecret.name }}
+    items: [{key: {{ .tls.caSecret.key | quote }}, path: ca.crt}]
+{{- end }}
+{{- if .tls.clientCertSecret }}
+- secret:
+    name: {{ .tls.clientCertSecret }}
+    items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
+{{- end }}
+{{- if .bearerTokenSecret.name }}
+- secret:
+    name: {{ .bearerTokenSecret.name }}
+    items: [{key: {{ .bearerTokenSecret.key | quote }}, path: token}]
+{{- end }}
+{{- if .basicAuth.username }}
+- secret:
+    name: {{ required "prometheus.basicAuth.passwordSecret.name is required with basicAuth.username" .basicAuth.passwordSecret.name }}
+    items: [{key: {{ .basicAuth.passwordSecret.key | quote }}, path: password}]
+{{- end }}
+{{- if and .bearerTokenSecret.name .basicAuth.username }}
+{{- fail "prometheus.bearerTokenSecret and prometheus.basicAuth are exclusive" }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The label matchers of sigops' own series: its scrape job (the Service's name, as a
+ServiceMonitor names it) in the release namespace. */}}
+{{- define "sigops.jobSelector" -}}
+job="{{ default (include "sigops.fullname" .) .Values.healthRules.job }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}

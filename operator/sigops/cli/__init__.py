@@ -412,8 +412,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_wal_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from ..runtime.httpd import parse_listen
     from ..runtime.walreader import serve
+    from ..runtime.web import parse_listen
 
     try:
         host, port = parse_listen(args.listen)

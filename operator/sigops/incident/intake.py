@@ -2,7 +2,10 @@
 poll, both deduped into one SignatureIncident per alert.
 
 - The bearer token is compared in constant time; anything else is 401, counted and logged as a
-  potential attack (source address and reason; never the token or the payload).
+  potential attack (source address and reason; never the token or the payload). The token file
+  is re-read when it changes (:class:`TokenFile`), so a rotated Secret needs no restart.
+- HTTP itself is served elsewhere (``sigops.runtime.web``): :func:`gate` and :func:`receive`
+  say what to answer, whatever serves the socket.
 - Dedupe on group key + fingerprint + status, and on the open incident of a fingerprint, so
   1,000 identical posts (or a post and a poll) make one incident. The API calls for one alert
   run outside the intake lock, one alert per fingerprint at a time: duplicates of an alert in
@@ -17,11 +20,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,8 @@ from ..telemetry.metrics import ALERTS_RECEIVED, SIGNALS_RATE_LIMITED, SIGNALS_R
 from .alertmanager import AlertInfo, WebhookError, alert_fingerprint, parse_webhook
 from .reconciler import OPEN, RATE_LIMITED_LABEL
 
-__all__ = ["AlertIntake", "Admission", "admit", "make_handler", "signal_source"]
+__all__ = ["AlertIntake", "Admission", "admit", "gate", "receive", "Reply", "TokenFile",
+           "read_token", "signal_source", "MAX_BODY"]
 
 log = logging.getLogger("sigops.alerts")
 attack_log = logging.getLogger("sigops.security")
@@ -86,10 +90,18 @@ class AlertIntake:
     """Turns alerts into SignatureIncidents, once each."""
 
     def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
-                 operator_namespace: str, token: str | None) -> None:
+                 operator_namespace: str, token: str | TokenFile | None) -> None:
         self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
         self.operator_namespace = operator_namespace
-        self.token = token.encode() if token else None
+        # A file is re-read when it changes; a string (tests, in process) is fixed.
+        self.token: bytes | TokenFile | None = None
+        if isinstance(token, TokenFile):
+            self.token = token
+        elif token:
+            self.token = token.encode()
+        self.active = threading.Event()
+        """Clear while this copy stands by for another (leader election): posts get 503."""
+        self.active.set()
         self.lock = threading.Lock()  # held for in-memory state only, never across API calls
         self._saved_seq = 0  # sequence of the newest rate-limit state handed to a writer
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
@@ -101,6 +113,11 @@ class AlertIntake:
         self._load_limiter()
 
     # -- rate-limit state ------------------------------------------------------------------
+
+    def become_active(self) -> None:
+        """This copy now acts: take the rate-limit state the previous active copy saved."""
+        self._load_limiter()
+        self.active.set()
 
     def _load_limiter(self) -> None:
         try:
@@ -369,7 +386,10 @@ class AlertIntake:
     def authorized(self, header: str | None) -> bool:
         if self.token is None or not header or not header.startswith("Bearer "):
             return False
-        return hmac.compare_digest(header[7:].strip().encode(), self.token)
+        presented = header[7:].strip().encode()
+        if isinstance(self.token, TokenFile):
+            return self.token.matches(presented)
+        return hmac.compare_digest(presented, self.token)
 
 
 def reject(reason: str, source: str, raw: Any = None) -> None:
@@ -377,84 +397,143 @@ def reject(reason: str, source: str, raw: Any = None) -> None:
     attack_log.warning(json.dumps(rejection_record(reason, source, raw)))
 
 
-def make_handler(intake: AlertIntake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "sigops"
-        sys_version = ""
-        timeout = 10  # a slow client cannot hold a thread for ever
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one webhook request, whatever serves HTTP."""
 
-        def _send(self, code: int, obj: dict[str, Any]) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    code: int
+    body: dict[str, Any]
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            src = self.client_address[0]
-            if self.path.split("?")[0] != "/v1/alerts":
-                self._send(404, {"error": "not found"})
-                return
-            if not intake.authorized(self.headers.get("Authorization")):
-                reject("unauthorized" if self.headers.get("Authorization") else "no_token", src)
-                self._send(401, {"error": "unauthorized"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY:
-                reject("oversized", src)
-                self._send(413, {"error": f"body must be 0..{MAX_BODY} bytes"})
-                return
-            raw = self.rfile.read(length)
-            try:
-                alerts = parse_webhook(loads(raw, MAX_BODY))
-            except WebhookError as e:
-                reject("bad_schema", src)
-                self._send(400, {"error": str(e)})
-                return
-            except Exception as e:  # noqa: BLE001 - MalformedInput and anything odd
-                reject("bad_json", src)
-                self._send(400, {"error": getattr(e, "reason", "invalid JSON")})
-                return
-            results: dict[str, int] = {}
-            try:
-                for a in alerts:
-                    r = intake.handle(a, "alertmanager")
-                    results[r] = results.get(r, 0) + 1
-            except KubeError as e:
-                if isinstance(e, Forbidden | NotFound):
-                    # Not a transient failure: a retry would fail the same way.
-                    log.error("cannot open an incident (API %s): is the alert's namespace "
-                              "one sigops has permissions in (a configured target)?", e.status)
-                    self._send(422, {"error": "target namespace not managed by sigops"})
-                    return
-                log.error("API server error while opening an incident: %s", e.status)
-                self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
-                return
-            except Exception as e:  # noqa: BLE001 - API server unreachable (urllib3) and such
-                log.error("cannot reach the API server to open an incident: %s",
-                          type(e).__name__)
-                self._send(503, {"error": "API server unavailable; Alertmanager will retry"})
-                return
-            self._send(200, {"results": results})
 
-        def do_GET(self) -> None:  # noqa: N802
-            self._send(404 if self.path != "/healthz" else 200,
-                       {"status": "ok"} if self.path == "/healthz" else {"error": "not found"})
+def gate(intake: AlertIntake, path: str, authorization: str | None, length: int | None,
+         source: str) -> Reply | None:
+    """What to answer before the body is read (wrong path, no or wrong token, a declared body
+    too large), or None to read the body and :func:`receive` it. The token is checked first:
+    an unauthenticated client learns nothing else."""
+    if path != "/v1/alerts":
+        return Reply(404, {"error": "not found"})
+    if not intake.authorized(authorization):
+        reject("unauthorized" if authorization else "no_token", source)
+        return Reply(401, {"error": "unauthorized"})
+    if not intake.active.is_set():
+        # Another copy acts: Alertmanager retries a 5xx (and the Service may pick that one).
+        return Reply(503, {"error": "standby: another sigops copy is active; retry"})
+    if length is not None and not 0 <= length <= MAX_BODY:
+        return too_large(source)
+    return None
 
-        def log_message(self, format: str, *args: object) -> None:
+
+def too_large(source: str) -> Reply:
+    reject("oversized", source)
+    return Reply(413, {"error": f"body must be 0..{MAX_BODY} bytes"})
+
+
+def receive(intake: AlertIntake, raw: bytes, source: str) -> Reply:
+    """An authorized webhook body: parse it and hand each alert to the intake. Blocking (API
+    calls): run it off the server's event loop."""
+    try:
+        alerts = parse_webhook(loads(raw, MAX_BODY))
+    except WebhookError as e:
+        reject("bad_schema", source)
+        return Reply(400, {"error": str(e)})
+    except Exception as e:  # noqa: BLE001 - MalformedInput and anything odd
+        reject("bad_json", source)
+        return Reply(400, {"error": getattr(e, "reason", "invalid JSON")})
+    results: dict[str, int] = {}
+    try:
+        for a in alerts:
+            r = intake.handle(a, "alertmanager")
+            results[r] = results.get(r, 0) + 1
+    except KubeError as e:
+        if isinstance(e, Forbidden | NotFound):
+            # Not a transient failure: a retry would fail the same way.
+            log.error("cannot open an incident (API %s): is the alert's namespace "
+                      "one sigops has permissions in (a configured target)?", e.status)
+            return Reply(422, {"error": "target namespace not managed by sigops"})
+        log.error("API server error while opening an incident: %s", e.status)
+        return Reply(503, {"error": "API server unavailable; Alertmanager will retry"})
+    except Exception as e:  # noqa: BLE001 - API server unreachable (urllib3) and such
+        log.error("cannot reach the API server to open an incident: %s", type(e).__name__)
+        return Reply(503, {"error": "API server unavailable; Alertmanager will retry"})
+    return Reply(200, {"results": results})
+
+
+def _parse_tokens(text: str) -> tuple[bytes, ...]:
+    return tuple(line.strip().encode() for line in text.splitlines() if line.strip())
+
+
+class TokenFile:
+    """The bearer token(s) Alertmanager may send, from a file that is re-read whenever it
+    changes (a mounted Secret rotates: kubelet swaps the file under the mount).
+
+    One token per line; any of them is accepted, so a rotation can overlap (old and new, then
+    new only) or switch at once. A file that is missing, unreadable or empty for a moment (a
+    writer truncating before it writes) keeps the tokens last read: refusing every alert then
+    would lose alerts to a half-written file. The tokens are never logged.
+    """
+
+    REREAD_AFTER = 5.0
+    """Seconds after which the file is read again even if it looks unchanged (a rewrite in
+    place within the file system's timestamp granularity, same size, keeps its stamp)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._read_at = 0.0
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._tokens: tuple[bytes, ...] = ()
+        self._complained = False
+        self._refresh(initial=True)
+
+    def _signature(self) -> tuple[int, int, int, int]:
+        st = os.stat(self.path)  # follows the Secret volume's symlinks to the current file
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self, initial: bool = False) -> None:
+        try:
+            stamp = self._signature()
+            now = time.monotonic()
+            if stamp == self._stamp and now - self._read_at < self.REREAD_AFTER:
+                return
+            tokens = _parse_tokens(Path(self.path).read_text())
+            self._read_at = now
+        except OSError as e:
+            if initial:
+                raise
+            if not self._complained:
+                log.warning("alerts token file unreadable (%s); keeping the tokens read "
+                            "before", type(e).__name__)
+                self._complained = True
             return
+        if not tokens:
+            if initial:
+                raise ValueError(f"alerts token file {self.path} is empty")
+            if not self._complained:
+                log.warning("alerts token file is empty; keeping the tokens read before")
+                self._complained = True
+            return
+        changed = self._stamp is not None and tokens != self._tokens
+        self._stamp, self._tokens, self._complained = stamp, tokens, False
+        if changed:
+            log.info("alerts token file changed: %d token(s) accepted from now on",
+                     len(tokens))
 
-    return Handler
+    def tokens(self) -> tuple[bytes, ...]:
+        with self._lock:
+            self._refresh()
+            return self._tokens
+
+    def matches(self, presented: bytes) -> bool:
+        """Constant-time comparison against every current token."""
+        ok = False
+        for t in self.tokens():
+            ok |= hmac.compare_digest(presented, t)
+        return ok
 
 
-def read_token(path: str | None) -> str | None:
+def read_token(path: str | None) -> TokenFile | None:
+    """The token file of ``--alerts-token-file`` (None when not given); an unreadable or
+    empty file at start-up is an error (OSError, ValueError)."""
     if not path:
         return None
-    tok = Path(path).read_text().strip()
-    if not tok:
-        raise ValueError(f"alerts token file {path} is empty")
-    return tok
+    return TokenFile(path)

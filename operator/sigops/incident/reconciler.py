@@ -23,7 +23,7 @@ from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
 from ..settings import Settings, Target
 from ..signing.records import Signer
-from ..telemetry.metrics import INCIDENTS, REMEDIATION_SECONDS
+from ..telemetry.metrics import ACTIONS, INCIDENTS, REMEDIATION_SECONDS
 from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
 from .evidence import Evidence, gather
 from .scenarios import ScenarioContext, ScenarioError, scenario_for
@@ -268,6 +268,8 @@ class IncidentReconciler:
             return self._next_candidate(obj, f"scenario {scenario} failed: {e}")
         except Conflict:
             return "Remediating"  # someone wrote concurrently: the next tick tries again
+        target = (obj.get("spec") or {}).get("target") or {}
+        ACTIONS.labels(target.get("namespace", ""), target.get("deployment", ""), scenario).inc()
         actions = self._actions(obj, steps, scenario, "applied")
         patch: dict[str, Any] = {"actions": actions, "pendingActions": None,
                                  "verifyStartedAt": now_iso(self.clock())}

@@ -134,6 +134,17 @@ class Kube:
         except ApiException as e:
             raise typed_error(e, what) from None
 
+    def reachable(self, timeout: float = 5.0) -> str | None:
+        """None when the API server answers ``/version`` now, else the kind of failure
+        (for readiness; never the server's reply)."""
+        try:
+            client.VersionApi(self.api).get_code(_request_timeout=timeout)
+        except ApiException as e:
+            return f"HTTP {e.status}"
+        except Exception as e:  # noqa: BLE001 - connection refused, timeout, TLS ...
+            return type(e).__name__
+        return None
+
     @property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)

@@ -10,7 +10,7 @@ from ..core.keys import ED25519, HMAC, Key
 from ..core.timeparse import parse_duration
 
 __all__ = ["TERMINAL", "undo_secret_name", "agent_secret_key", "agent_secret_value", "plan",
-           "alg_of", "spec_problem", "DEFAULT_OVERLAP"]
+           "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds"]
 
 DEFAULT_OVERLAP = "336h"
 """The upstream dedup TTL (14 days): a PCS may be resubmitted that long after it was signed."""
@@ -84,3 +84,13 @@ def spec_problem(spec: Mapping[str, Any], min_overlap: str) -> str | None:
     if thr is not None and (not isinstance(thr, int | float) or thr < 0):
         return "abortOnErrorRate must be a number >= 0"
     return None
+
+
+def window_seconds(overlap: str, rollout_timeout: float, probe_grace: float) -> float:
+    """How long a rotation may take before it counts as stuck: its overlap, two rollouts
+    (overlap config, retirement) and the grace the live backend gets after the first.
+
+    >>> window_seconds("1h", 600, 120)
+    4920.0
+    """
+    return parse_duration(overlap) + 2 * rollout_timeout + probe_grace
