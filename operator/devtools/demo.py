@@ -44,7 +44,8 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
     from sigops.core.keys import HMAC, generate_key
 
     from .cluster import free_port
-    from .flk import OPERATOR_NS, Flk
+    from .dashboard import dashboard_queries, grafana_to_promql, load_dashboard
+    from .flk import OPERATOR_NS, RELEASE, Flk
     from .node import DEFAULT_DIR, NodeCluster
 
     keep = os.environ.get("KEEP") == "1"
@@ -163,6 +164,15 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         say(f"report of {name}: {report_dir / 'report.md'}"
             + (f" and {report_dir / 'error-rate.png'}"
                if (report_dir / "error-rate.png").exists() else " (no picture)"))
+        say("--- sigops watched: the Grafana dashboard's queries on this Prometheus ---")
+        answered = 0
+        queries = dashboard_queries(load_dashboard())
+        for q in queries:
+            res = stack.query(grafana_to_promql(q, RELEASE))
+            answered += bool(res)
+            print(f"  {len(res):3d} series  {q[:90]}", flush=True)
+        say(f"{answered} of {len(queries)} dashboard queries answer (the chart's "
+            "grafanaDashboard ConfigMap; sigops scraped through its Service)")
         ok = (inc["status"]["phase"] == "Resolved" and ver.returncode == 0
               and rep.returncode == 0)
         if keep:

@@ -148,7 +148,12 @@ class Flk:
             prom_port=prom_port,
             scrape_configs=[{"job_name": "flk-backend",
                              "file_sd_configs": [{"files": [str(targets)],
-                                                  "refresh_interval": "5s"}]}]).start()
+                                                  "refresh_interval": "5s"}]},
+                            # sigops itself, through its Service, as a ServiceMonitor would
+                            # (job = the Service's name).
+                            {"job_name": RELEASE, "static_configs": [{
+                                "targets": [f"{svc}:8081"],
+                                "labels": {"namespace": OPERATOR_NS}}]}]).start()
         return self.stack
 
     def install(self, prom_port: int, **extra: Any) -> None:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from devtools.dashboard import dashboard_queries, grafana_to_promql
 from devtools.promstack import PromStack
 from devtools.stub import StubServer
 from sigops.core.keys import HMAC, Key
@@ -49,22 +50,6 @@ pytestmark = pytest.mark.skipif(not (BIN / "prometheus").exists(),
 JOB = "rel-sigops"  # the Service name of release "rel", as a ServiceMonitor names the job
 RELEASE_NS = "sigops-system"
 GROUP, VERSION = "sigops.fractal-lba.io", "v1alpha1"
-
-
-def dashboard_queries(dash: dict[str, Any]) -> list[str]:
-    out = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-    out += [a["expr"] for a in dash["annotations"]["list"] if a.get("expr")]
-    for var in dash["templating"]["list"]:
-        m = re.fullmatch(r"label_values\((.+),\s*\w+\)", var.get("definition", ""))
-        if m:
-            out.append(m.group(1))
-    return out
-
-
-def grafana_to_promql(expr: str) -> str:
-    """The dashboard's Grafana variables filled in as Grafana would for this Prometheus."""
-    return (expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
-            .replace('job=~"$job"', f'job=~"{JOB}"'))
 
 
 def signal_of(expr: str) -> str:
@@ -161,7 +146,7 @@ def test_health_rules_and_dashboard_answer_from_a_real_prometheus(
 
             exprs = [("rule " + r["alert"], r["expr"]) for g in rule["spec"]["groups"]
                      for r in g["rules"]]
-            exprs += [("dashboard", grafana_to_promql(e)) for e in dashboard_queries(dash)]
+            exprs += [("dashboard", grafana_to_promql(e, JOB)) for e in dashboard_queries(dash)]
             answered: dict[str, int] = {}
             for what, expr in exprs:
                 query(stack, expr)  # the whole expression is valid PromQL here
