@@ -107,3 +107,16 @@ def test_a_pod_without_the_named_container_has_no_port() -> None:
     assert _port(pod, None, None) == 9000
     assert _port(pod, None, "backend") is None
     assert _port(pod, "flk-wal", None) is None
+
+
+@pytest.mark.parametrize("starts", ["0001-01-01T00:00:00Z", "0001-01-01T00:09:00+00:00",
+                                    "soon", "", "2026-11-30T02:55:00Z"])
+def test_the_log_window_starts_within_the_last_hour(starts: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sigops.incident.evidence import _window_start
+    from sigops.settings import Settings
+
+    now = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    start = _window_start({"alert": {"startsAt": starts}}, now, Settings())
+    assert now - timedelta(hours=1, minutes=10) <= start <= now - timedelta(seconds=60)

@@ -38,16 +38,13 @@ def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     s = load_settings(None)
     assert s.modes["E"] == "approval" and s.error_rate_threshold == 10.0
     # The target namespace's errors, whichever of upstream's two counter names it exports.
-    pods = 'pod=~"dep-[a-z0-9]+-[a-z0-9]+"'
+    names = '__name__=~"flk_signature_err|flk_signature_errors"'
     assert s.error_query("ns", "dep") == (
-        f'sum(rate(flk_signature_err{{namespace="ns",{pods}}}[5m])) '
-        f'or sum(rate(flk_signature_errors{{namespace="ns",{pods}}}[5m])) '
-        'or ((sum(rate(flk_signature_err{namespace="ns"}[5m])) '
-        'or sum(rate(flk_signature_errors{namespace="ns"}[5m]))) '
-        'unless on() (count(flk_signature_err{namespace="ns",pod!=""}) '
-        'or count(flk_signature_errors{namespace="ns",pod!=""})))')
+        f'sum(rate({{{names},namespace="ns",pod=~"dep-[a-z0-9]+-[a-z0-9]+"}}[5m])) '
+        f'or (sum(rate({{{names},namespace="ns"}}[5m])) '
+        f'unless on() count({{{names},namespace="ns",pod!=""}}))')
     assert Settings(namespace_label="kubernetes_namespace").error_query("a\"b").startswith(
-        'sum(rate(flk_signature_err{kubernetes_namespace="a\\"b"}[5m]))')
+        f'sum(rate({{{names},kubernetes_namespace="a\\"b"}}[5m]))')
     bad = tmp_path / "c.yaml"
     bad.write_text("error_rate_treshold: 3\n")  # a typo must not fall back to a default
     with pytest.raises(ValueError):
@@ -82,8 +79,8 @@ def test_flag_overrides():
     assert o == {"modes": {"A": "approval", "E": "auto"}, "error_rate_threshold": 2.5,
                  "signature_error_metric": "flk_signature_errors"}
     s = Settings.model_validate({**Settings().model_dump(by_alias=True), **o})
-    assert s.error_query().startswith("sum(rate(flk_signature_errors{}[5m])) "
-                                      "or sum(rate(flk_signature_err{}[5m])) or ")
+    assert s.error_query().startswith(
+        'sum(rate({__name__=~"flk_signature_errors|flk_signature_err"}[5m]))')
     with pytest.raises(ValueError):
         flags.overrides(p.parse_args(["--modes", "A"]))
     with pytest.raises(ValueError):

@@ -109,3 +109,16 @@ def test_no_wal_dir_yet_is_an_empty_answer(tmp_path: Path) -> None:
     data, files, damaged, truncated = WalDirectory(tmp_path / "absent", 100).tail(since(0), 100)
     assert (data, files, damaged, truncated) == (b"", [], 0, False)
 
+
+
+def test_a_time_at_the_edge_of_the_calendar_is_a_bad_request(waldir: Path) -> None:
+    async def run() -> None:
+        client = TestClient(TestServer(make_app(WalDirectory(waldir, 1 << 20))))
+        await client.start_server()
+        try:
+            r = await client.get("/v1/wal", params={"since": "0001-01-01T00:00:00+01:00"})
+            assert r.status == 400
+        finally:
+            await client.close()
+
+    asyncio.run(run())

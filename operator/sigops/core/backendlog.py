@@ -37,6 +37,9 @@ MAX_LINE = 8192
 """Longer lines are cut before they are looked at."""
 MAX_IDS = 10_000
 """Distinct pcs_ids counted; later new ones only count in ``others``."""
+MAX_TENANTS = 1_000
+"""Distinct tenants counted (a hostile log can name any number); :meth:`LogSummary.to_dict`
+shows the most frequent ones only."""
 
 KINDS = (
     ("empty_signature", "signature is empty"),
@@ -130,7 +133,9 @@ class LogSummary:
         self.rejections += 1
         self.by_kind[kind] += 1
         if tenant is not None:
-            self.by_tenant[tenant[:253]] += 1
+            t = tenant[:253]
+            if t in self.by_tenant or len(self.by_tenant) < MAX_TENANTS:
+                self.by_tenant[t] += 1
         if pod is not None:
             self.by_pod[pod] += 1
         pcs_id = pcs_id[:128]
@@ -147,7 +152,8 @@ class LogSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "rejections": self.rejections,
-                "by_kind": dict(self.by_kind), "by_tenant": dict(self.by_tenant),
+                "by_kind": dict(self.by_kind),
+                "by_tenant": dict(self.by_tenant.most_common(self.top)),
                 "by_pod": dict(self.by_pod),
                 "top_pcs_ids": [{"pcs_id": p, "failures": n}
                                 for p, n in self.pcs_ids.most_common(self.top)],

@@ -25,7 +25,7 @@ from ..core.errors import KeyringError, MalformedInput
 from ..core.strictjson import loads
 from ..core.timeparse import format_time, parse_time
 from ..core.wal import WalEntry, read_wal, whole_entries
-from ..kube.api import Kube, KubeError
+from ..kube.api import Kube
 
 __all__ = ["PodEvidence", "gather_pods", "WAL_PORT_NAME", "LOG_LIMIT_BYTES", "MAX_PODS",
            "CLOCK_TOLERANCE_SECONDS"]
@@ -40,6 +40,10 @@ WAL_LIMIT_BYTES = 8 << 20
 """Most WAL bytes asked of one pod's sidecar."""
 MAX_PODS = 20
 MAX_WAL_SAMPLES = 2000
+WAL_TOTAL_BYTES = 32 << 20
+"""Most WAL bytes read for one diagnosis, all pods together."""
+TIME_BUDGET_SECONDS = 60.0
+"""The pods' evidence takes at most about this long; pods not reached by then are noted."""
 CLOCK_TOLERANCE_SECONDS = 5.0
 """A pod whose ``Date`` header is further than this from ours counts as off (the header has
 one-second resolution, and the request takes time)."""
@@ -175,14 +179,16 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
     PCS are looked up in each pod's WAL sidecar, or, for pods without one and only with
     ``wal_exec_dir``, read with ``tail -c`` through ``pods/exec``."""
     pe = PodEvidence()
+    deadline = time.monotonic() + TIME_BUDGET_SECONDS
     match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     name = (dep.get("metadata") or {}).get("name", "")
     try:
         pods = [p for p in kube.list_pods(ns, ",".join(f"{k}={v}"
                                                        for k, v in sorted(match.items())))
                 if not (p.get("metadata") or {}).get("deletionTimestamp")][:MAX_PODS]
-    except KubeError as e:
-        pe.source("pods", "unavailable", f"cannot list pods: {e.status}")
+    except Exception as e:  # noqa: BLE001 - KubeError, transport errors
+        pe.source("pods", "unavailable",
+                  f"cannot list pods: {getattr(e, 'status', 0) or type(e).__name__}")
         return pe
     if not pods:
         pe.source("pods", "unavailable", "no pods")
@@ -197,12 +203,13 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
     for pod in pods:
         row = _pod_row(pod, revisions)
         port = _port(pod, None, container)
-        if row["phase"] == "Running" and port and (pod.get("status") or {}).get("podIP"):
+        if (row["phase"] == "Running" and port and (pod.get("status") or {}).get("podIP")
+                and time.monotonic() < deadline):
             asked += 1
             try:
                 row["clockOffsetSeconds"] = clock_offset(_base(pod, port) + "/healthz",
                                                          timeout)
-            except (OSError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - any answer that is not HTTP: no clock
                 log.info("clock of pod %s: %s", row["name"], type(e).__name__)
         pe.pods.append(row)
     if pods:
@@ -220,12 +227,18 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
     read, failed = 0, []
     for pod in pods:
         pod_name = pod["metadata"]["name"]
+        if time.monotonic() > deadline:
+            failed.append(f"{pod_name}: skipped (time budget spent)")
+            continue
         try:
-            summary.add_all(kube.pod_log_lines(ns, pod_name, container_name, since_seconds,
-                                               LOG_LIMIT_BYTES), pod=pod_name)
+            for line in kube.pod_log_lines(ns, pod_name, container_name, since_seconds,
+                                           LOG_LIMIT_BYTES):
+                summary.add(line, pod=pod_name)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("time budget spent")
             read += 1
-        except KubeError as e:
-            failed.append(f"{pod_name}: {e.status or type(e).__name__}")
+        except Exception as e:  # noqa: BLE001 - KubeError, transport errors, the budget
+            failed.append(f"{pod_name}: {getattr(e, 'status', 0) or type(e).__name__}")
     if read:
         pe.logs = summary
         pe.source("logs", "ok", f"{summary.rejections} rejection lines in {summary.lines} lines "
@@ -237,7 +250,8 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
     # The WAL, through each pod's sidecar (or, when allowed, pods/exec).
     if read_wal_entries:
         failing = set(summary.pcs_ids) if pe.logs is not None and summary.rejections else None
-        _wal(pe, kube, ns, pods, container_name, since, now, timeout, failing, wal_exec_dir)
+        _wal(pe, kube, ns, pods, container_name, since, now, timeout, failing, wal_exec_dir,
+             deadline)
 
     # Events on the Deployment, its ReplicaSets, its pods and the Secrets it reads.
     wanted = ({("deployment", name)} | {("replicaset", r) for r in replica_sets}
@@ -264,8 +278,9 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
         warnings = sum(1 for r in rows if r["type"] == "Warning")
         pe.source("events", "ok", f"{len(rows)} events ({warnings} warnings) on the "
                   "Deployment, its ReplicaSets, pods and Secrets in the window")
-    except KubeError as e:
-        pe.source("events", "unavailable", f"cannot list events: {e.status}")
+    except Exception as e:  # noqa: BLE001 - KubeError, transport errors
+        pe.source("events", "unavailable",
+                  f"cannot list events: {getattr(e, 'status', 0) or type(e).__name__}")
     return pe
 
 
@@ -281,41 +296,68 @@ def _wal_days(since: datetime, now: datetime) -> list[str]:
     return days
 
 
+def _read_bounded(url: str, timeout: float, limit: int, deadline: float) -> bytes:
+    """At most ``limit`` bytes of ``url``'s body, read in chunks, given up at ``deadline``
+    (a server that trickles bytes cannot hold the diagnosis)."""
+    out = bytearray()
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        while len(out) < limit:
+            if time.monotonic() > deadline:
+                raise TimeoutError("time budget spent")
+            chunk = r.read(min(65536, limit - len(out)))
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
+
+
 def _wal(pe: PodEvidence, kube: Kube, ns: str, pods: list[dict[str, Any]],
          container: str | None, since: datetime, now: datetime, timeout: float,
-         failing: set[str] | None, exec_dir: str | None) -> None:
+         failing: set[str] | None, exec_dir: str | None, deadline: float) -> None:
     got, notes, via = 0, [], set()
+    budget = WAL_TOTAL_BYTES
+    offsets = {p["name"]: p.get("clockOffsetSeconds") for p in pe.pods}
     reachable = [p for p in pods if (p.get("status") or {}).get("podIP")
                  and (p.get("status") or {}).get("phase") == "Running"]
     for pod in reachable:
-        if len(pe.wal) >= MAX_WAL_SAMPLES:
+        if len(pe.wal) >= MAX_WAL_SAMPLES or budget <= 0:
             break
         name = pod["metadata"]["name"]
+        if time.monotonic() > deadline:
+            notes.append(f"{name}: skipped (time budget spent)")
+            continue
+        # The entries carry the pod's clock: the window moves with it (a pod far behind
+        # would otherwise seem to have written nothing in it), with a minute to spare.
+        offset = offsets.get(name) or 0.0
+        pod_since = since + timedelta(seconds=offset) - timedelta(seconds=60)
         port = _port(pod, WAL_PORT_NAME, None)
         if port is not None:
-            url = (f"{_base(pod, port)}/v1/wal?since="
-                   f"{format_time(since - timedelta(seconds=1))}&max_bytes={WAL_LIMIT_BYTES}")
+            url = (f"{_base(pod, port)}/v1/wal?since={format_time(pod_since)}"
+                   f"&max_bytes={min(WAL_LIMIT_BYTES, budget)}")
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    data = r.read(WAL_LIMIT_BYTES)
-            except (OSError, ValueError) as e:
+                data = _read_bounded(url, timeout, min(WAL_LIMIT_BYTES, budget), deadline)
+            except Exception as e:  # noqa: BLE001 - any failure: this pod's WAL is missing
                 notes.append(f"{name}: {type(e).__name__}")
                 continue
+            budget -= len(data)
             via.add("sidecar")
         elif exec_dir is not None:
             parts = []
-            for day in _wal_days(since, now):
+            for day in _wal_days(pod_since, now + timedelta(seconds=offset)):
                 path = f"{exec_dir.rstrip('/')}/inbox-{day}.wal"
+                limit = max(0, min(WAL_LIMIT_BYTES, budget))
                 try:
-                    out, err = kube.exec_output(ns, name, container,
-                                                ["tail", "-c", str(WAL_LIMIT_BYTES), path],
-                                                WAL_LIMIT_BYTES, timeout=max(timeout, 10.0))
-                except KubeError as e:
-                    notes.append(f"{name}: exec {e.status or 'failed'}")
+                    out, err, failure = kube.exec_output(
+                        ns, name, container, ["tail", "-c", str(limit), path], limit,
+                        timeout=max(1.0, min(max(timeout, 10.0), deadline - time.monotonic())))
+                except Exception as e:  # noqa: BLE001 - KubeError, transport errors
+                    notes.append(f"{name}: exec {getattr(e, 'status', 0) or type(e).__name__}")
                     break
-                if not out and err and "No such file" not in err:
-                    notes.append(f"{name}: tail: {err.strip()[:120]}")
-                parts.append(whole_entries(out, since, cut=True)[0])
+                if failure and "No such file" not in err:
+                    notes.append(f"{name}: exec: {(err or failure).strip()[:120]}")
+                    break
+                budget -= len(out)
+                parts.append(whole_entries(out, pod_since, cut=True)[0])
             else:
                 data = b"".join(parts)
                 via.add("pods/exec")

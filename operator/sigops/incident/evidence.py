@@ -188,8 +188,10 @@ MAX_WINDOW = timedelta(hours=1)
 def _window_start(spec: dict[str, Any], now: datetime, settings: Settings) -> datetime:
     starts = ((spec.get("alert") or {}).get("startsAt") or "").strip()
     try:
-        start = parse_time(starts) - LOOKBACK if starts else now - LOOKBACK
-    except MalformedInput:
+        # Go's zero time (an alert without a start) is far in the past: clamp it first.
+        start = max(parse_time(starts), now - MAX_WINDOW) - LOOKBACK if starts else (
+            now - LOOKBACK)
+    except (MalformedInput, OverflowError, TypeError):
         start = now - LOOKBACK
     return min(max(start, now - MAX_WINDOW), now - timedelta(seconds=60))
 
@@ -270,14 +272,19 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
     else:
         ev.source("samples", "unavailable", "no ConfigMap attached, no backendURL, and no "
                   "backend pod serves /v1/samples/failures (a real FLK backend has none)")
-    ev.pods = gather_pods(
-        kube, backend.ns, dep, target.container,
-        {r["hash"]: r["revision"] for r in revs if r.get("hash")},
-        [r["name"] for r in revs if r.get("name")], _window_start(spec, now, settings), now,
-        settings.probe_timeout, read_wal_entries=not raw,
-        wal_exec_dir=settings.wal_exec_dir if settings.wal_exec else None)
-    if not raw and ev.pods.wal:
+    try:
+        ev.pods = gather_pods(
+            kube, backend.ns, dep, target.container,
+            {r["hash"]: r["revision"] for r in revs if r.get("hash")},
+            [r["name"] for r in revs if r.get("name")], _window_start(spec, now, settings),
+            now, settings.probe_timeout, read_wal_entries=not raw,
+            wal_exec_dir=settings.wal_exec_dir if settings.wal_exec else None)
+    except Exception as e:  # noqa: BLE001 - the other evidence still counts
+        log.warning("evidence from the backend pods failed: %s", type(e).__name__)
+        ev.source("pods", "unavailable", f"failed: {type(e).__name__}")
+    if not raw and ev.pods is not None and ev.pods.wal:
         raw = list(ev.pods.wal)
+        ev.pods.wal = []  # judged below; the bodies need not stay in the cache
         ev.samples_source = f"inbox WAL of the backend pods ({len(raw)} entries)"
     if raw and ev.ring is not None:
         d = Diagnoser(ev.ring)

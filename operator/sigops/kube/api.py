@@ -284,10 +284,12 @@ class Kube:
             r.release_conn()
 
     def exec_output(self, ns: str, pod: str, container: str | None, command: list[str],
-                    limit_bytes: int, timeout: float = TIMEOUT) -> tuple[bytes, str]:
-        """Run ``command`` (no shell) in the container; (stdout up to ``limit_bytes``, the
-        head of stderr). Over a client of its own: the websocket call swaps a method of the
-        client it runs on, which must not touch the shared one other threads use."""
+                    limit_bytes: int, timeout: float = TIMEOUT) -> tuple[bytes, str, str]:
+        """Run ``command`` (no shell) in the container: (stdout up to ``limit_bytes``, the head
+        of stderr, the failure the API server reported on the error channel or "" on
+        success). Over a client of its own: the websocket call swaps a method of the client
+        it runs on, which must not touch the shared one other threads use."""
+        import json as _json
         import time
 
         from kubernetes.stream import stream
@@ -298,24 +300,43 @@ class Kube:
                               "_preload_content": False, "_request_timeout": timeout}
         if container:
             kw["container"] = container
+        what = f"exec in pod {ns}/{pod}"
         try:
             resp = stream(api.connect_get_namespaced_pod_exec, pod, ns, **kw)
         except ApiException as e:
-            raise typed_error(e, f"exec in pod {ns}/{pod}") from None
+            raise typed_error(e, what) from None
         except Exception as e:  # websocket handshake and transport errors
-            raise KubeError(0, f"exec in pod {ns}/{pod}: {type(e).__name__}") from None
+            raise KubeError(0, f"{what}: {type(e).__name__}") from None
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
+        status = b""
         try:
-            while resp.is_open() and time.monotonic() < deadline and len(out) <= limit_bytes:
+            while resp.is_open() and len(out) <= limit_bytes:
+                if time.monotonic() > deadline:
+                    raise KubeError(0, f"{what}: timed out after {timeout:.0f}s")
                 resp.update(timeout=1)
                 if resp.peek_stdout():
                     out += resp.read_stdout()
                 if resp.peek_stderr():
                     err += resp.read_stderr()[:4096]
+                if resp.peek_channel(3):
+                    status += resp.read_channel(3)
+        except KubeError:
+            raise
+        except Exception as e:  # the connection dropped mid-way (a pod that went away)
+            raise KubeError(0, f"{what}: {type(e).__name__}") from None
         finally:
             resp.close()
-        return bytes(out[:limit_bytes]), bytes(err[:300]).decode("utf-8", "replace")
+        failure = ""
+        if status:
+            try:
+                doc = _json.loads(status)
+                if doc.get("status") != "Success":
+                    failure = str(doc.get("message") or doc.get("reason") or "failed")[:200]
+            except ValueError:
+                failure = "unreadable exec status"
+        return (bytes(out[:limit_bytes]), bytes(err[:300]).decode("utf-8", "replace"),
+                failure)
 
     def list_events(self, ns: str) -> list[dict[str, Any]]:
         """The namespace's Events (core/v1), at most 1000."""

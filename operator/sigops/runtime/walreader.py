@@ -78,7 +78,13 @@ class WalDirectory:
         return b"".join(reversed(parts)), list(reversed(used)), damaged, truncated
 
 
+MAX_CONCURRENT = 2
+"""Reads served at once; more get 503 (Retry-After): memory stays bounded."""
+
+
 def make_app(wal: WalDirectory) -> web.Application:
+    busy = asyncio.Semaphore(MAX_CONCURRENT)
+
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -90,15 +96,20 @@ def make_app(wal: WalDirectory) -> web.Application:
             max_bytes = int(q.get("max_bytes", wal.max_bytes))
             if max_bytes <= 0:
                 raise ValueError
-        except (MalformedInput, ValueError):
+            since.astimezone(UTC)  # a time at the edge of the calendar cannot be used
+        except (MalformedInput, ValueError, OverflowError):
             return web.json_response({"error": "since must be an RFC 3339 time and "
                                       "max_bytes a positive integer"}, status=400)
-        try:
-            data, files, damaged, truncated = await asyncio.to_thread(wal.tail, since,
-                                                                      max_bytes)
-        except OSError as e:
-            log.warning("cannot read the WAL: %s", type(e).__name__)
-            return web.json_response({"error": "cannot read the WAL"}, status=503)
+        if busy.locked():
+            return web.json_response({"error": "busy"}, status=503,
+                                     headers={"Retry-After": "1"})
+        async with busy:
+            try:
+                data, files, damaged, truncated = await asyncio.to_thread(wal.tail, since,
+                                                                          max_bytes)
+            except (OSError, OverflowError) as e:
+                log.warning("cannot read the WAL: %s", type(e).__name__)
+                return web.json_response({"error": "cannot read the WAL"}, status=503)
         return web.Response(body=data, content_type="application/octet-stream", headers={
             "X-WAL-Files": ",".join(files), "X-WAL-Damaged": str(damaged),
             "X-WAL-Truncated": "true" if truncated else "false"})

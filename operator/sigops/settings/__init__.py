@@ -53,17 +53,17 @@ class Settings(_Model):
     modes: dict[str, Mode] = Field(default_factory=lambda: dict(DEFAULT_MODES))
     signature_error_metric: str = "flk_signature_err"
     error_rate_query: str = (
-        "sum(rate({metric}{{{pod_scope}}}[5m])) or sum(rate({metric_alt}{{{pod_scope}}}[5m])) "
-        "or ((sum(rate({metric}{{{scope}}}[5m])) or sum(rate({metric_alt}{{{scope}}}[5m]))) "
-        "unless on() (count({metric}{{{pod_any}}}) or count({metric_alt}{{{pod_any}}})))")
+        "sum(rate({{{pod_match}}}[5m])) "
+        "or (sum(rate({{{match}}}[5m])) unless on() count({{{pod_any_match}}}))")
     """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
     counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
     ``{deployment}``, ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`),
-    ``{pod_scope}`` (the same plus ``pod=~"<deployment>-<hash>-<id>"``: the Deployment's
-    pods) and ``{pod_any}`` (``{scope}`` plus ``pod!=""``). The default counts the target's
-    own pods, whichever name the backend exports; only where the namespace's series carry no
-    ``pod`` label at all does it count the namespace (a matcher on a missing label alone would
-    make the guard blind, and borrowing a neighbour Deployment's errors would mislead it)."""
+    ``{match}`` (``__name__=~"<metric>|<metric_alt>"`` and ``{scope}``), ``{pod_match}``
+    (``{match}`` and ``pod=~"<deployment>-<hash>-<id>"``: the Deployment's pods) and
+    ``{pod_any_match}`` (``{match}`` and ``pod!=""``). The default counts the target's own
+    pods under either counter name; only where the namespace's series carry no ``pod`` label
+    at all does it count the namespace (a matcher on a missing label alone would make the
+    guard blind, and borrowing a neighbour Deployment's errors would mislead it)."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -132,27 +132,36 @@ class Settings(_Model):
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
         r"""The error-rate query for one target (an empty name is not matched on).
 
-        >>> q = Settings().error_query("flk", "be")
+        >>> q = Settings(signature_error_metric="m").error_query("ns", "be")
         >>> print(q.replace(" or ", "\nor ").replace(" unless", "\nunless"))
-        sum(rate(flk_signature_err{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
-        or sum(rate(flk_signature_errors{namespace="flk",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
-        or ((sum(rate(flk_signature_err{namespace="flk"}[5m]))
-        or sum(rate(flk_signature_errors{namespace="flk"}[5m])))
-        unless on() (count(flk_signature_err{namespace="flk",pod!=""})
-        or count(flk_signature_errors{namespace="flk",pod!=""})))
+        sum(rate({__name__=~"m",namespace="ns",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
+        or (sum(rate({__name__=~"m",namespace="ns"}[5m]))
+        unless on() count({__name__=~"m",namespace="ns",pod!=""}))
+        >>> Settings().error_query().startswith('sum(rate({__name__=~"flk_signature_err|')
+        True
         """
         metric = self.signature_error_metric
         alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
         scope = f'{self.namespace_label}="{_promql_string(namespace)}"' if namespace else ""
-        # A Deployment's pods are <name>-<template hash>-<id> (names are DNS labels: only a
-        # dot is a regex character in them).
-        name = re.sub(r"[^a-z0-9.-]", "", deployment).replace(".", "\\.")
-        pods = f'pod=~"{_promql_string(name)}-[a-z0-9]+-[a-z0-9]+"' if name else ""
-        pod_scope = ",".join(m for m in (scope, pods) if m)
-        pod_any = ",".join(m for m in (scope, 'pod!=""') if m)
-        return self.error_rate_query.format(metric=metric, metric_alt=alt, scope=scope,
-                                            pod_scope=pod_scope, pod_any=pod_any,
-                                            namespace=namespace, deployment=deployment)
+        names = metric if alt == metric else f"{metric}|{alt}"
+        match = ",".join(m for m in (f'__name__=~"{_promql_string(names)}"', scope) if m)
+        return self.error_rate_query.format(
+            metric=metric, metric_alt=alt, scope=scope, namespace=namespace,
+            deployment=deployment, match=match,
+            pod_match=f"{match},{_pods_of(deployment)}" if deployment else match,
+            pod_any_match=f'{match},pod!=""')
+
+
+def _pods_of(deployment: str) -> str:
+    """A matcher on the Deployment's pods: ``<name>-<template hash>-<id>``, or, for a name so
+    long that Kubernetes cuts the generated pod names, the name's head (names are DNS labels:
+    only a dot is a regex character in them)."""
+    name = re.sub(r"[^a-z0-9.-]", "", deployment)
+    if len(name) <= 46:
+        pattern = name.replace(".", "\\.") + "-[a-z0-9]+-[a-z0-9]+"
+    else:
+        pattern = name[:47].replace(".", "\\.") + ".*"
+    return f'pod=~"{_promql_string(pattern)}"'
 
 
 UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",
