@@ -26,10 +26,18 @@ help:
 	@echo "make install       helm upgrade --install sigops into the local cluster (VALUES=file.yaml adds values)"
 	@echo "make bench         benchmarks -> benchmarks/results/, see BENCHMARKS.md"
 
-$(STAMP): pyproject.toml
+# The compiled reader of `sigops verify` (accel/, Rust + PyO3, built by maturin from the
+# registries). Optional for users; the tests require it (SIGOPS_REQUIRE_ACCEL) so that both
+# routes are always held to the same answers. ACCEL=0 skips it: the pure-Python route only.
+ACCEL ?= 1
+ACCEL_SRC := accel/Cargo.toml accel/pyproject.toml accel/src/lib.rs
+export SIGOPS_REQUIRE_ACCEL := $(ACCEL)
+
+$(STAMP): pyproject.toml $(ACCEL_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	if [ "$(ACCEL)" = 1 ]; then $(VENV)/bin/pip install -q ./accel; fi
 	touch $@
 
 venv: $(STAMP)

@@ -39,6 +39,9 @@ def _variants_hmac(data: Path, ring: Path) -> dict[str, list[str]]:
         "sigops_j1": [SIGOPS, "verify", "--keyring", str(ring), "--summary", str(data)],
         "sigops_j2": [SIGOPS, "verify", "--jobs", "2", "--keyring", str(ring), "--summary",
                       str(data)],
+        # The pure-Python route alone (the compiled reader turned off), for comparison.
+        "sigops_pure": ["/usr/bin/env", "SIGOPS_ACCEL=0", SIGOPS, "verify", "--keyring",
+                        str(ring), "--summary", str(data)],
     }
 
 
@@ -162,8 +165,8 @@ def _stages(data: Path, ring: Path, n: int = 20000) -> dict[str, float]:
     def t(fn: Any) -> float:
         return min(timeit.repeat(fn, setup=gc.collect, number=1, repeat=3)) / n * 1e6
 
-    def check_all() -> None:
-        d = Diagnoser(keyring)
+    def check_all(accelerate: bool = True) -> None:
+        d = Diagnoser(keyring, accelerate=accelerate)
         for i, x in enumerate(lines):
             v, _, content = d.check_line(x, i)
             if v is None and content is not None:
@@ -179,7 +182,18 @@ def _stages(data: Path, ring: Path, n: int = 20000) -> dict[str, float]:
         for i, x in enumerate(lines):
             d.classify_line(x, i)
 
-    return {
+    from sigops.core import accel
+
+    compiled: dict[str, float] = {}
+    read = accel.read_pcs
+    if read is not None:
+        compiled = {
+            "compiled reader (sigops_accel.read_pcs: parse, types, base64, canonical bytes)": t(
+                lambda: [read(x, 0) for x in lines]),
+            "check_line + remember, pure Python (accelerate=False)": t(
+                lambda: check_all(False)),
+        }
+    return compiled | {
         "json.loads (stdlib, no checks)": t(lambda: [stdjson.loads(x) for x in lines]),
         "strictjson.loads (hardened parse)": t(lambda: [strictjson.loads(x) for x in lines]),
         "typed_values (types of the signed fields)": t(lambda: [typed_values(o) for o in objs]),
@@ -291,7 +305,9 @@ def _example(data: Path) -> dict[str, Any]:
 def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
         ed_rounds: int = 3, shape_n: int = 100_000, shape_rounds: int = 3,
         shape_ed_n: int = 20_000, shape_ed_rounds: int = 3) -> dict[str, Any]:
-    res: dict[str, Any] = {"records": n, "rounds": rounds}
+    from sigops.core import accel
+
+    res: dict[str, Any] = {"records": n, "rounds": rounds, "accel": accel.available()}
     log(f"part 1: generating {n:,} HMAC-signed upstream-shaped PCS")
     key = pcsdata.hmac_key()
     data, ring = work / "hmac.jsonl", work / "hmac_ring.json"
@@ -300,7 +316,7 @@ def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
     res["file_bytes"] = data.stat().st_size
     log("part 1: process start-up times")
     res["startup_s"] = _startup(work, ring)
-    log(f"part 1: HMAC, {rounds} interleaved rounds of 4 whole-process runs")
+    log(f"part 1: HMAC, {rounds} interleaved rounds of 5 whole-process runs")
     runs, res["hmac_rounds"] = _rounds(_variants_hmac(data, ring), n, rounds, "HMAC",
                                        timeout=120, extra=rounds)
     res["hmac"] = _rates(runs, n)
@@ -311,6 +327,8 @@ def run(work: Path, n: int = 100_000, rounds: int = 5, ed_n: int = 100_000,
         "sigops_j1_vs_floor": rate["sigops_j1"] / rate["floor"],
         "sigops_j2_vs_floor": rate["sigops_j2"] / rate["floor"],
         "sigops_j2_vs_j1": rate["sigops_j2"] / rate["sigops_j1"],
+        "sigops_pure_vs_upstream": rate["sigops_pure"] / rate["upstream"],
+        "paired_sigops_pure_vs_upstream": _paired(runs, "sigops_pure", "upstream"),
         "upstream_vs_floor": rate["upstream"] / rate["floor"],
         "paired_sigops_j1_vs_upstream": _paired(runs, "sigops_j1", "upstream"),
         "paired_sigops_j2_vs_upstream": _paired(runs, "sigops_j2", "upstream"),

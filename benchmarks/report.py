@@ -143,7 +143,11 @@ def limits(r: dict[str, Any]) -> dict[str, str]:
             f"{min(up):.1f} to {max(up):.1f} us of wall time per record across the shapes. "
             "Most of sigops' cost is the per-record work every shape shares (see the HMAC "
             "rows below: hardened parse, type checks, canonical bytes, the signed content "
-            "kept for the tamper check), which one pure-Python process cannot halve.")
+            "kept for the tamper check)"
+            + (", most of it done by the compiled reader in this run." if
+               (r.get("verify") or {}).get("accel") else
+               ", which one pure-Python process cannot halve (the compiled reader was not "
+               "built for this run)."))
     if ed_rows:
         w = ed_rows[0]
         out["shapes-ed25519"] = (
@@ -339,6 +343,13 @@ def _verify(r: dict[str, Any], a: Any) -> None:
       f"worker processes included) from `wait4`. {v['rounds']} interleaved rounds; medians."
       + _rounds_note(v.get("hmac_rounds")))
     a("")
+    a("Compiled reader (`sigops_accel`, built from `accel/` by `make venv`): "
+      + ("**in use** in this run: it parses each plain record, checks its types, decodes its "
+         "signature and writes its canonical bytes; the MAC, the Ed25519 verify, the key "
+         "window and the tamper memory stay in Python. Whatever it is unsure of goes to the "
+         "pure-Python route, which `sigops_pure` runs alone (`SIGOPS_ACCEL=0`)."
+         if v.get("accel") else "**not built** here: every figure is the pure-Python route."))
+    a("")
     a("- **upstream**: `benchmarks/upstream_verify.py`, the agent's own path (json.loads, "
       "Decimal half-up at 9 decimals, json.dumps(sort_keys) of the signed subset, HMAC, base64 "
       "decode, compare_digest).")
@@ -349,7 +360,9 @@ def _verify(r: dict[str, Any], a: Any) -> None:
     a("| variant | records/s (median) | min - max | wall s | CPU s | records per CPU-s | "
       "peak RSS MiB | other load (cores) |")
     a("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in ("upstream", "floor", "sigops_j1", "sigops_j2"):
+    for name in ("upstream", "floor", "sigops_j1", "sigops_j2", "sigops_pure"):
+        if name not in v["hmac"]:
+            continue
         x = v["hmac"][name]
         a(f"| {name} | {_fmt(x['records_per_s']['median'])} | "
           f"{_fmt(x['records_per_s']['min'])} - {_fmt(x['records_per_s']['max'])} | "
@@ -368,6 +381,9 @@ def _verify(r: dict[str, Any], a: Any) -> None:
                      ("sigops_j1_vs_floor", "sigops / floor"),
                      ("sigops_j2_vs_floor", "sigops --jobs 2 / floor")):
         a(f"| {label} | {rt[k]:.2f}x | {rt['paired_' + k]:.2f}x |")
+    if "sigops_pure_vs_upstream" in rt:
+        a(f"| sigops, pure Python (SIGOPS_ACCEL=0) / upstream | "
+          f"{rt['sigops_pure_vs_upstream']:.2f}x | {rt['paired_sigops_pure_vs_upstream']:.2f}x |")
     a(f"| sigops --jobs 2 / sigops | {rt['sigops_j2_vs_j1']:.2f}x | |")
     a(f"| upstream / floor | {rt['upstream_vs_floor']:.2f}x | |")
     su = v.get("startup_s") or {}

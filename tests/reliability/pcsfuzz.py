@@ -17,11 +17,18 @@ import unicodedata
 from collections import Counter
 from typing import Any
 
-from sigops.core.canonical import FLOAT_FIELDS, SIGNED_FIELDS, canonical_bytes
+from sigops.core import accel
+from sigops.core.canonical import (
+    FLOAT_FIELDS,
+    SIGNED_FIELDS,
+    canonical_bytes,
+    canonical_bytes_of,
+    canonical_bytes_reference,
+)
 from sigops.core.diagnose import Diagnoser
 from sigops.core.errors import MalformedInput
-from sigops.core.keys import ED25519, HMAC, Key, KeyRing
-from sigops.core.pcs import expected_pcs_id, parse_record, sign_pcs
+from sigops.core.keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
+from sigops.core.pcs import expected_pcs_id, parse_record, sign_pcs, typed_values
 from sigops.core.strictjson import loads
 
 PROFILES = ("python", "go", "fixed9")
@@ -301,14 +308,18 @@ def check(alg: str, profile: str, raw: bytes) -> str:
     for v in (shared, fresh):
         if v.cause == "malformed":
             assert v.detail, "malformed verdict without a reason"
-    # sigops verify's short route must say what the full route says.
-    short, kid, _ = Diagnoser(DIAGNOSERS[(alg, profile)].ring).check_line(raw, 0)
-    if short is None:
-        assert fresh.valid and kid == fresh.kid, ("short route: valid, full route: "
-                                                  f"{fresh.cause}", raw[:300])
-    else:
-        assert short.cause == fresh.cause, ("short and full route disagree", short.cause,
-                                            fresh.cause, raw[:300])
+    # sigops verify's short route must say what the full route says, with the compiled
+    # reader (when built) and without it.
+    ring = DIAGNOSERS[(alg, profile)].ring
+    for d in (Diagnoser(ring), Diagnoser(ring, accelerate=False)):
+        short, kid, _ = d.check_line(raw, 0)
+        if short is None:
+            assert fresh.valid and kid == fresh.kid, ("short route: valid, full route: "
+                                                      f"{fresh.cause}", raw[:300])
+        else:
+            assert short.cause == fresh.cause, ("short and full route disagree", short.cause,
+                                                fresh.cause, raw[:300])
+    assert_accel_agrees(raw, profile)
     if fresh.valid:
         if view_of_bytes(raw, profile) not in legitimately_signed(alg, profile):
             return FORGERY  # signed bytes or signature changed, and it verified
@@ -317,6 +328,53 @@ def check(alg: str, profile: str, raw: bytes) -> str:
         # The warm diagnoser accepted a record a fresh one rejects.
         return KNOWN_BUG_SIGNED_ZERO if _zero_sign_only(raw, alg, profile) else FORGERY
     return fresh.cause
+
+
+def python_read(raw: bytes, profile: str) -> tuple[Any, ...] | None:
+    """What the pure-Python route reads from a line before the signature check, in the shape
+    of ``sigops_accel.read_pcs``: (values, canonical bytes, signature, sent_at), or None
+    where the short route would not go on (anything else: the full route decides)."""
+    try:
+        obj = loads(raw)
+    except MalformedInput:
+        return None
+    if type(obj) is not dict or "pcs" in obj:
+        return None
+    values = typed_values(obj)
+    if values is None:
+        return None
+    try:
+        sig = b64decode_strict(obj.get("sig"), "sig")
+    except MalformedInput:
+        return None
+    if len(sig) not in (32, 64):
+        return None
+    return values, canonical_bytes_of(values, profile), sig, obj.get("sent_at")
+
+
+def _exact(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    # type and bits: 0.0 and -0.0, 1 and 1.0 differ
+    return tuple((type(v), v.hex() if type(v) is float else v) for v in values)
+
+
+def assert_accel_agrees(raw: bytes, profile: str) -> str:
+    """The compiled reader answers only where the Python route gives the very same values
+    (types and float bits), canonical bytes, signature and sent_at; returns ``answered``,
+    ``unsure`` (it left the line to Python) or ``absent`` (not built)."""
+    if accel.read_pcs is None:
+        return "absent"
+    got = accel.read_pcs(raw, accel.PROFILE_CODES[profile])
+    if got is None:
+        return "unsure"
+    want = python_read(raw, profile)
+    assert want is not None, ("compiled reader answered, Python route would not", raw[:300])
+    values, canon, sig, sent = got
+    assert _exact(values) == _exact(want[0]), ("values differ", values, want[0])
+    assert canon == want[1], ("canonical bytes differ", canon, want[1])
+    assert canon == canonical_bytes_reference(dict(zip(SIGNED_FIELDS, values, strict=True)),
+                                              profile)
+    assert sig == want[2] and sent == want[3], ("signature or sent_at differ", raw[:300])
+    return "answered"
 
 
 FORGERY = "FORGERY"

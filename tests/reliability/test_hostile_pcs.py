@@ -8,6 +8,7 @@ seconds instead of its short default; ``fuzz_atheris.py`` is the coverage-guided
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sigops.core import accel
 from sigops.core.diagnose import CAUSE_NAMES
 from tests.reliability import kit
 from tests.reliability.pcsfuzz import (
@@ -359,6 +362,17 @@ def test_wal_reader_fuzz_no_crash_no_forgery() -> None:
 _cli = kit.run_cli
 
 
+@contextlib.contextmanager
+def pure_python() -> Iterator[None]:
+    """Diagnosers made inside do without the compiled reader (as with SIGOPS_ACCEL=0)."""
+    saved = accel.read_pcs
+    accel.read_pcs = None
+    try:
+        yield
+    finally:
+        accel.read_pcs = saved
+
+
 def test_cli_verify_and_diagnose_under_fuzz(tmp_path: Path) -> None:
     ring = tmp_path / "ring.json"
     ring.write_text(json.dumps({"keys": [KEYS["hmac-sha256"].to_entry(),
@@ -383,6 +397,9 @@ def test_cli_verify_and_diagnose_under_fuzz(tmp_path: Path) -> None:
         expected = sum(1 for r in records if r.strip()) if ext == ".jsonl" else 1
         rc, out, _ = _cli(["verify", "--keyring", str(ring), "--summary", str(f)])
         counts["verify runs"] += 1
+        # The same run with the pure-Python route alone: the same answer, byte for byte.
+        with pure_python():
+            assert _cli(["verify", "--keyring", str(ring), "--summary", str(f)])[:2] == (rc, out)
         if expected == 0:
             assert rc == 1
             return

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import accel
 from .canonical import PROFILES, Profile, canonical_bytes, canonical_bytes_of
 from .errors import MalformedInput
 from .keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
@@ -141,6 +142,9 @@ class Diagnoser:
     max_skew_seconds: float | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     content_memory: int = 65536
+    accelerate: bool = True
+    """Use the compiled reader (:mod:`sigops.core.accel`) for the short route when it is
+    built; False: the pure-Python route only (the reference)."""
     # First content per pcs_id (a tuple, or a ContentBatch holding it), oldest first; when
     # full, the older half is forgotten. An OrderedDict: dropping the oldest with
     # del d[next(iter(d))] rescans the deleted slots of a plain dict on every call.
@@ -150,6 +154,8 @@ class Diagnoser:
     _mru: dict[str, list[_Match]] = field(default_factory=dict, repr=False)
     _short_route: bool = field(default=False, repr=False)
     _own: Profile | None = field(default=None, repr=False)
+    _read: Callable[[bytes, int], Any] | None = field(default=None, repr=False)
+    _code: int = field(default=0, repr=False)
     tried: int = 0
 
     def __post_init__(self) -> None:
@@ -171,6 +177,10 @@ class Diagnoser:
         # The short route of check_line() needs each signature to have one possible signer.
         material = [(k.alg, k.secret or k.public) for k in self.ring.keys]
         self._short_route = len(set(material)) == len(material)
+        # The compiled reader (when built) for the short route, if it writes this profile.
+        if self.accelerate and self._short_route and accel.read_pcs is not None and \
+                PROFILES.get(prof) is self._own and prof in accel.PROFILE_CODES:
+            self._read, self._code = accel.read_pcs, accel.PROFILE_CODES[prof]
 
     # -- per sample ---------------------------------------------------------------------
 
@@ -195,11 +205,21 @@ class Diagnoser:
         record that takes the short route: then ``(None, kid, content)`` (the pcs_id is
         ``content[0]``, the profile the ring's), else ``(verdict, None, content)`` as
         :meth:`judge_line` gives them. Either way the caller settles: remember a valid one."""
+        short = True
+        read = self._read
+        if read is not None and type(line) is bytes and len(line) <= self.max_bytes:
+            got = read(line, self._code)  # the compiled reader: None when it is unsure
+            if got is not None:
+                values, canon, sig, sent = got
+                hit = self._short_tail(values, canon, sig, sent)
+                if hit is not None:
+                    return None, hit[0], hit[1]
+                short = False  # the short route said no: the full route decides
         try:
             obj = loads(line, self.max_bytes)
         except MalformedInput as e:
             return Verdict(index, "malformed", detail=e.reason), None, None
-        hit = self._short(obj)
+        hit = self._short(obj) if short else None
         if hit is not None:
             return None, hit[0], hit[1]
         verdict, content = self.judge_obj(obj, index)
@@ -213,18 +233,27 @@ class Diagnoser:
             verdict, content = self.judge_wal(entry, index)
             return verdict, None, content
         try:
-            obj = loads(entry.body, self.max_bytes)
-        except MalformedInput as e:
-            return Verdict(index, "malformed", detail=e.reason), None, None
-        if type(obj) is dict:
-            try:
-                received: datetime | None = parse_time(entry.received_at)
-            except MalformedInput:
-                received = None
-            if received is not None:
-                hit = self._short(obj, received)
+            received: datetime | None = parse_time(entry.received_at)
+        except MalformedInput:
+            received = None
+        short = received is not None
+        read, body = self._read, entry.body
+        if short and read is not None and len(body) <= self.max_bytes:
+            got = read(body, self._code)  # the compiled reader, as in check_line
+            if got is not None:
+                values, canon, sig, sent = got
+                hit = self._short_tail(values, canon, sig, sent, received)
                 if hit is not None:
                     return None, hit[0], hit[1]
+                short = False
+        try:
+            obj = loads(body, self.max_bytes)
+        except MalformedInput as e:
+            return Verdict(index, "malformed", detail=e.reason), None, None
+        if short and type(obj) is dict:
+            hit = self._short(obj, received)
+            if hit is not None:
+                return None, hit[0], hit[1]
         verdict, content = self._judge_wal_obj(obj, entry.received_at, index)
         return verdict, None, content
 
@@ -246,7 +275,16 @@ class Diagnoser:
             return None
         try:
             sig = b64decode_strict(obj.get("sig"), "sig")
-            sent = obj.get("sent_at")
+        except MalformedInput:
+            return None
+        return self._short_tail(values, None, sig, obj.get("sent_at"), received)
+
+    def _short_tail(self, values: tuple[Any, ...], canon: bytes | None, sig: bytes, sent: Any,
+                    received: datetime | None = None) -> tuple[str, tuple[Any, ...]] | None:
+        """:meth:`_short` of a record read as far as its typed ``values``, its decoded
+        ``sig`` and its ``sent_at``; ``canon``: its canonical bytes under the ring's profile
+        when already known (the compiled reader writes them)."""
+        try:
             when = None if sent is None else parse_time(sent)
         except MalformedInput:
             return None
@@ -260,7 +298,9 @@ class Diagnoser:
             return None
         key = pairs[0].key
         self.tried += 1
-        if not key.verify(signing_message(canonical_bytes_of(values, own), alg), sig):
+        if canon is None:
+            canon = canonical_bytes_of(values, own)
+        if not key.verify(signing_message(canon, alg), sig):
             return None
         if received is not None:
             limit = self.max_skew_seconds

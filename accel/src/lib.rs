@@ -1,0 +1,653 @@
+//! `sigops_accel`: the hot path of `sigops verify`, compiled (optional).
+//!
+//! One function, [`read_pcs`]: a JSONL line in, and either the record's signed values, its
+//! canonical bytes under one profile, its decoded signature and its `sent_at`, or `None`.
+//! `None` means "not sure": the pure-Python route (`sigops.core`) then reads the line from the
+//! start and decides. So this code is written to be conservative, not complete: it answers only
+//! for the common, plain record (no escapes in strings, at most 64 levels, at most 64 keys per
+//! object, integers within 2^53, finite numbers) and must give exactly what the Python route
+//! gives whenever it answers (a property test in `tests/unit/test_accel.py` holds it to that).
+//! No cryptography here: the MAC and the Ed25519 verify stay in Python.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::fmt::Write as _;
+
+const MAX_SAFE_INTEGER: i64 = 1 << 53;
+/// Longest pcs_id / merkle_root / shard_id the Python route takes on its fast path (pcs.py).
+const MAX_STR: usize = 1024;
+const MAX_DEPTH: usize = 64;
+const MAX_KEYS: usize = 64;
+
+/// The profiles this crate writes, by the code the Python side passes.
+const PYTHON: u8 = 0;
+const GO: u8 = 1;
+const FIXED9: u8 = 2;
+
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    Str(&'a [u8]),
+    Int(i64),
+    Float(f64),
+    Null,
+    Other,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+fn is_digit(c: Option<u8>) -> bool {
+    matches!(c, Some(b'0'..=b'9'))
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// A string without escapes and without raw control characters (JSON forbids those),
+    /// valid UTF-8; the cursor is on its opening quote.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.i += 1;
+        let start = self.i;
+        loop {
+            let c = *self.b.get(self.i)?;
+            if c == b'"' {
+                break;
+            }
+            if c == b'\\' || c < 0x20 {
+                return None;
+            }
+            self.i += 1;
+        }
+        let s = &self.b[start..self.i];
+        self.i += 1;
+        if !s.is_ascii() {
+            std::str::from_utf8(s).ok()?;
+        }
+        Some(s)
+    }
+
+    /// A JSON number: an integer (no fraction, no exponent) within 2^53, or a finite float.
+    fn number(&mut self) -> Option<Val<'a>> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                while is_digit(self.peek()) {
+                    self.i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            float = true;
+            self.i += 1;
+            if !is_digit(self.peek()) {
+                return None;
+            }
+            while is_digit(self.peek()) {
+                self.i += 1;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            float = true;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if !is_digit(self.peek()) {
+                return None;
+            }
+            while is_digit(self.peek()) {
+                self.i += 1;
+            }
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        if float {
+            // Correctly rounded, as Python's float() and the JSON parsers it uses are.
+            let v: f64 = text.parse().ok()?;
+            return if v.is_finite() { Some(Val::Float(v)) } else { None };
+        }
+        if text.len() - usize::from(text.starts_with('-')) > 16 {
+            return None;
+        }
+        let v: i64 = text.parse().ok()?;
+        if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&v) {
+            Some(Val::Int(v))
+        } else {
+            None
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], v: Val<'a>) -> Option<Val<'a>> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Some(v)
+        } else {
+            None
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Val<'a>> {
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(Val::Str),
+            b'{' => self.object(depth + 1).map(|_| Val::Other),
+            b'[' => self.array(depth + 1).map(|_| Val::Other),
+            b't' => self.literal(b"true", Val::Other),
+            b'f' => self.literal(b"false", Val::Other),
+            b'n' => self.literal(b"null", Val::Null),
+            _ => self.number(),
+        }
+    }
+
+    /// An object's members, no key twice; the cursor is on its `{`.
+    fn object(&mut self, depth: usize) -> Option<Vec<(&'a [u8], Val<'a>)>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut members: Vec<(&'a [u8], Val<'a>)> = Vec::with_capacity(16);
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(members);
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let k = self.string()?;
+            if members.len() >= MAX_KEYS || members.iter().any(|(seen, _)| *seen == k) {
+                return None;
+            }
+            self.ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.i += 1;
+            let v = self.value(depth)?;
+            members.push((k, v));
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(members);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Standard base64 with padding, canonical only (unused bits zero): then every strict decoder
+/// gives these bytes.
+fn b64decode(s: &[u8]) -> Option<Vec<u8>> {
+    if s.is_empty() || s.len() % 4 != 0 {
+        return None;
+    }
+    let pad = s.iter().rev().take_while(|&&c| c == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    let body = &s[..s.len() - pad];
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in body {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if acc != 0 {
+        return None;
+    }
+    Some(out)
+}
+
+/// The shortest digits that read back as `x` (no trailing zeros), and where the decimal
+/// point goes: `x = 0.d1d2... * 10^decpt`. As Python's `repr` and Go's `'g', -1` find them.
+struct Digits {
+    neg: bool,
+    d: [u8; 24],
+    n: usize,
+    decpt: i32,
+}
+
+impl Digits {
+    fn digits(&self) -> &[u8] {
+        &self.d[..self.n]
+    }
+}
+
+/// A fixed buffer to format into without allocating.
+struct Buf {
+    b: [u8; 40],
+    n: usize,
+}
+
+impl std::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.n + s.len();
+        if end > self.b.len() {
+            return Err(std::fmt::Error);
+        }
+        self.b[self.n..end].copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
+}
+
+fn shortest(x: f64) -> Option<Digits> {
+    let mut s = Buf { b: [0; 40], n: 0 };
+    // `{:e}` writes the shortest round-trip digits: d.ddde<exp> (at most 17 digits).
+    let _ = write!(s, "{:e}", x.abs());
+    let text = &s.b[..s.n];
+    let mut g = Digits { neg: x.is_sign_negative(), d: [0; 24], n: 0, decpt: 1 };
+    let mut i = 0;
+    while i < text.len() && text[i] != b'e' {
+        if text[i] != b'.' {
+            g.d[g.n] = text[i];
+            g.n += 1;
+        }
+        i += 1;
+    }
+    let (mut exp, mut neg) = (0i32, false);
+    for &c in &text[(i + 1).min(text.len())..] {
+        if c == b'-' {
+            neg = true;
+        } else {
+            exp = exp * 10 + i32::from(c - b'0');
+        }
+    }
+    g.decpt = if neg { -exp } else { exp } + 1;
+    if may_tie(x, g.n) {
+        return None;
+    }
+    Some(g)
+}
+
+/// Could two `n`-digit decimals be equally near `x`? Only if the exact value of `x` has
+/// `n + 1` significant digits (ending in 5). Python's repr then takes the even one and Rust's
+/// formatter may take the other, so such a value is left to Python. Rare: the exact value of a
+/// double with fraction bits has many digits (`m * 5^k` with `k` its fraction bits).
+fn may_tie(x: f64, n: usize) -> bool {
+    let bits = x.abs().to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    let (mut m, mut e) = if biased == 0 { (frac, -1074) } else { (frac | 1 << 52, biased - 1075) };
+    if m == 0 {
+        return false;
+    }
+    let tz = m.trailing_zeros();
+    m >>= tz;
+    e += tz as i32;
+    let mut v: u128 = if e >= 0 {
+        if e > 70 {
+            return true; // beyond 2^70 (about 1e21): not worth exactness here
+        }
+        u128::from(m) << e
+    } else {
+        if -e > 27 {
+            return false; // m * 5^k >= 5^28 has 20 digits or more; n + 1 <= 18
+        }
+        u128::from(m) * 5u128.pow((-e) as u32)
+    };
+    while v % 10 == 0 {
+        v /= 10;
+    }
+    let mut count = 1;
+    let mut p: u128 = 10;
+    while v >= p && count < 38 {
+        count += 1;
+        p *= 10;
+    }
+    count == n + 1
+}
+
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn zeros(out: &mut Vec<u8>, n: i32) {
+    out.extend(std::iter::repeat_n(b'0', n.max(0) as usize));
+}
+
+/// Digits with the point placed, no exponent; `dot0` adds `.0` to an integral value.
+fn write_plain(g: &Digits, out: &mut Vec<u8>, dot0: bool) {
+    let d = g.digits();
+    let n = d.len() as i32;
+    if g.decpt <= 0 {
+        out.extend_from_slice(b"0.");
+        zeros(out, -g.decpt);
+        out.extend_from_slice(d);
+    } else if g.decpt >= n {
+        out.extend_from_slice(d);
+        zeros(out, g.decpt - n);
+        if dot0 {
+            out.extend_from_slice(b".0");
+        }
+    } else {
+        out.extend_from_slice(&d[..g.decpt as usize]);
+        out.push(b'.');
+        out.extend_from_slice(&d[g.decpt as usize..]);
+    }
+}
+
+/// `d.ddde±x`; Python pads the exponent to two digits, Go does not.
+fn write_exponent(g: &Digits, out: &mut Vec<u8>, two_digits: bool) {
+    let d = g.digits();
+    out.push(d[0]);
+    if d.len() > 1 {
+        out.push(b'.');
+        out.extend_from_slice(&d[1..]);
+    }
+    let exp = g.decpt - 1;
+    out.push(b'e');
+    out.push(if exp < 0 { b'-' } else { b'+' });
+    if two_digits && exp.abs() < 10 {
+        out.push(b'0');
+    }
+    let mut s = Buf { b: [0; 40], n: 0 };
+    let _ = write!(s, "{}", exp.abs());
+    out.extend_from_slice(&s.b[..s.n]);
+}
+
+/// Python `repr(x)`: exponent form below 1e-4 and from 1e16 up, else plain with `.0`.
+fn write_python(x: f64, g: Option<Digits>, out: &mut Vec<u8>) -> Option<()> {
+    if x == 0.0 {
+        out.extend_from_slice(if x.is_sign_negative() { b"-0.0" } else { b"0.0" });
+        return Some(());
+    }
+    let g = match g {
+        Some(g) => g,
+        None => shortest(x)?,
+    };
+    if g.neg {
+        out.push(b'-');
+    }
+    if g.decpt <= -4 || g.decpt > 16 {
+        write_exponent(&g, out, true);
+    } else {
+        write_plain(&g, out, true);
+    }
+    Some(())
+}
+
+/// Go `encoding/json` float64: exponent form below 1e-6 and from 1e21 up, no `.0`.
+fn write_go(x: f64, out: &mut Vec<u8>) -> Option<()> {
+    if x == 0.0 {
+        out.extend_from_slice(if x.is_sign_negative() { b"-0" } else { b"0" });
+        return Some(());
+    }
+    let g = shortest(x)?;
+    if g.neg {
+        out.push(b'-');
+    }
+    let a = x.abs();
+    if !(1e-6..1e21).contains(&a) {
+        write_exponent(&g, out, false);
+    } else {
+        write_plain(&g, out, false);
+    }
+    Some(())
+}
+
+/// The Python agent's rounding: half-up at 9 decimals on the digits of `repr(x)`, with those
+/// digits when nothing was rounded. `None` when the kept digits exceed 2^53 (the division
+/// below would no longer be exact).
+fn half_up_9(x: f64) -> Option<(f64, Option<Digits>)> {
+    if x == 0.0 {
+        return Some((x, None));
+    }
+    let g = shortest(x)?;
+    let n = g.n as i32;
+    if n - g.decpt <= 9 {
+        return Some((x, Some(g))); // at most nine decimals: nothing to round
+    }
+    let keep = g.decpt + 9; // digits kept; the first dropped one decides (keep < n)
+    let mut q: u64 = 0;
+    if keep >= 0 {
+        let d = g.digits();
+        for &c in &d[..keep as usize] {
+            q = q * 10 + u64::from(c - b'0');
+        }
+        if d[keep as usize] >= b'5' {
+            q += 1;
+        }
+    }
+    if q > 1 << 53 {
+        return None;
+    }
+    // q and 1e9 are exact doubles: one correctly rounded division, as float(Decimal) rounds.
+    let v = q as f64 / 1e9;
+    Some((if g.neg { -v } else { v }, None))
+}
+
+/// The Go backend's rounding: math.Round(x*1e9)/1e9 (halves away from zero, as f64::round).
+fn round_go_9(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+fn write_float(x: f64, profile: u8, out: &mut Vec<u8>) -> Option<()> {
+    match profile {
+        PYTHON => {
+            let (v, g) = half_up_9(x)?;
+            write_python(v, g, out)?;
+        }
+        GO => write_go(round_go_9(x), out)?,
+        FIXED9 => {
+            let _ = write!(VecWriter(out), "{:.9}", half_up_9(x)?.0);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// A signed string as every profile writes it: only printable ASCII that no profile escapes.
+fn write_str(s: &[u8], profile: u8, out: &mut Vec<u8>) -> Option<()> {
+    let plain = |c: &u8| (0x20..0x7f).contains(c) && !(profile == GO && matches!(c, b'<' | b'>' | b'&'));
+    if !s.iter().all(plain) {
+        return None;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+    Some(())
+}
+
+struct Pcs<'a> {
+    pid: &'a [u8],
+    root: &'a [u8],
+    shard: &'a [u8],
+    epoch: i64,
+    floats: [f64; 4], // D_hat, coh_star, r, budget
+    sig: &'a [u8],
+    sent: Option<&'a [u8]>,
+}
+
+/// The bare PCS of one line, typed as the Python route's fast path wants it.
+fn read(line: &[u8]) -> Option<Pcs<'_>> {
+    let mut rd = Reader { b: line, i: 0 };
+    rd.ws();
+    if rd.peek()? != b'{' {
+        return None;
+    }
+    let members = rd.object(1)?;
+    rd.ws();
+    if rd.i != line.len() {
+        return None;
+    }
+    let (mut pid, mut root, mut shard, mut sig) = (None, None, None, None);
+    let mut epoch = None;
+    let mut floats: [Option<f64>; 4] = [None; 4];
+    let mut sent = None;
+    for (k, v) in members {
+        match (k, v) {
+            (b"pcs", _) => return None, // an envelope: the Python route reads those
+            (b"pcs_id", Val::Str(s)) => pid = Some(s),
+            (b"merkle_root", Val::Str(s)) => root = Some(s),
+            (b"shard_id", Val::Str(s)) => shard = Some(s),
+            (b"epoch", Val::Int(e)) => epoch = Some(e),
+            (b"D_hat", Val::Float(f)) => floats[0] = Some(f),
+            (b"coh_star", Val::Float(f)) => floats[1] = Some(f),
+            (b"r", Val::Float(f)) => floats[2] = Some(f),
+            (b"budget", Val::Float(f)) => floats[3] = Some(f),
+            (b"sig", Val::Str(s)) => sig = Some(s),
+            (b"sent_at", Val::Str(s)) => sent = Some(s),
+            (b"sent_at", Val::Null) => {}
+            (
+                b"pcs_id" | b"merkle_root" | b"shard_id" | b"epoch" | b"D_hat" | b"coh_star"
+                | b"r" | b"budget" | b"sig" | b"sent_at",
+                _,
+            ) => return None, // a field of the wrong type
+            _ => {}
+        }
+    }
+    let [d, c, r, b] = [floats[0]?, floats[1]?, floats[2]?, floats[3]?];
+    // As the Python route checks it: one sum, evaluated in the same order.
+    if !(d * 1e9 + c * 1e9 + r * 1e9 + b * 1e9).is_finite() {
+        return None;
+    }
+    let (pid, root, shard) = (pid?, root?, shard?);
+    for s in [pid, root, shard] {
+        if s.len() > MAX_STR || !s.is_ascii() {
+            return None;
+        }
+    }
+    Some(Pcs { pid, root, shard, epoch: epoch?, floats: [d, c, r, b], sig: sig?, sent })
+}
+
+/// The canonical bytes of the signed subset under `profile` (keys in the profile's order).
+fn canonical(p: &Pcs<'_>, profile: u8) -> Option<Vec<u8>> {
+    let [d, c, r, b] = p.floats;
+    let mut out = Vec::with_capacity(256);
+    let field = |out: &mut Vec<u8>, name: &[u8], first: bool| {
+        if !first {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\":");
+    };
+    out.push(b'{');
+    if profile == GO {
+        // The upstream Go struct's declaration order.
+        field(&mut out, b"budget", true);
+        write_float(b, profile, &mut out)?;
+        field(&mut out, b"coh_star", false);
+        write_float(c, profile, &mut out)?;
+        field(&mut out, b"D_hat", false);
+        write_float(d, profile, &mut out)?;
+    } else {
+        // Sorted by code point.
+        field(&mut out, b"D_hat", true);
+        write_float(d, profile, &mut out)?;
+        field(&mut out, b"budget", false);
+        write_float(b, profile, &mut out)?;
+        field(&mut out, b"coh_star", false);
+        write_float(c, profile, &mut out)?;
+    }
+    field(&mut out, b"epoch", false);
+    let _ = write!(VecWriter(&mut out), "{}", p.epoch);
+    field(&mut out, b"merkle_root", false);
+    write_str(p.root, profile, &mut out)?;
+    field(&mut out, b"pcs_id", false);
+    write_str(p.pid, profile, &mut out)?;
+    field(&mut out, b"r", false);
+    write_float(r, profile, &mut out)?;
+    field(&mut out, b"shard_id", false);
+    write_str(p.shard, profile, &mut out)?;
+    out.push(b'}');
+    Some(out)
+}
+
+type Values<'a> = (&'a str, &'a str, i64, &'a str, f64, f64, f64, f64);
+
+/// One JSONL line (a bare PCS) under profile code 0 (python), 1 (go) or 2 (fixed9):
+/// `((pcs_id, merkle_root, epoch, shard_id, D_hat, coh_star, r, budget), canonical bytes,
+/// signature bytes (32 or 64), sent_at or None)`, or `None` when the Python route must decide.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn read_pcs<'py, 'a>(
+    py: Python<'py>,
+    line: &'a [u8],
+    profile: u8,
+) -> Option<(Values<'a>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Option<&'a str>)> {
+    let p = read(line)?;
+    let sig = b64decode(p.sig)?;
+    if sig.len() != 32 && sig.len() != 64 {
+        return None;
+    }
+    let canon = canonical(&p, profile)?;
+    let text = |s: &'a [u8]| -> Option<&'a str> { std::str::from_utf8(s).ok() };
+    let sent = match p.sent {
+        Some(s) => Some(std::str::from_utf8(s).ok()?),
+        None => None,
+    };
+    let [d, c, r, b] = p.floats;
+    let values = (text(p.pid)?, text(p.root)?, p.epoch, text(p.shard)?, d, c, r, b);
+    Some((values, PyBytes::new(py, &canon), PyBytes::new(py, &sig), sent))
+}
+
+#[pymodule]
+fn sigops_accel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_pcs, m)?)?;
+    m.add("PROFILES", ("python", "go", "fixed9"))?;
+    Ok(())
+}
