@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             work, n=5_000 if q else 100_000, rounds=2 if q else 5,
             ed_n=1_000 if q else 100_000, ed_rounds=1 if q else 3,
             shape_n=3_000 if q else 100_000, shape_rounds=1 if q else 3,
-            shape_ed_n=500 if q else 20_000, shape_ed_rounds=1 if q else 3),
+            shape_ed_n=500 if q else 50_000, shape_ed_rounds=1 if q else 3),
         "diagnose": lambda: bench_diagnose.run(
             n=4_000 if q else 100_000, rounds=1 if q else 3, naive_n=1_000 if q else 20_000,
             match_n=1_000 if q else 20_000, unverifiable_n=100 if q else 1_000,
