@@ -25,10 +25,10 @@ from sigops.core.canonical import (
     canonical_bytes_of,
     canonical_bytes_reference,
 )
-from sigops.core.diagnose import Diagnoser
+from sigops.core.diagnose import Diagnoser, short_fields
 from sigops.core.errors import MalformedInput
-from sigops.core.keys import ED25519, HMAC, Key, KeyRing, b64decode_strict
-from sigops.core.pcs import expected_pcs_id, parse_record, sign_pcs, typed_values
+from sigops.core.keys import ED25519, HMAC, Key, KeyRing
+from sigops.core.pcs import expected_pcs_id, parse_record, sign_pcs
 from sigops.core.strictjson import loads
 
 PROFILES = ("python", "go", "fixed9")
@@ -335,21 +335,13 @@ def python_read(raw: bytes, profile: str) -> tuple[Any, ...] | None:
     of ``sigops_accel.read_pcs``: (values, canonical bytes, signature, sent_at), or None
     where the short route would not go on (anything else: the full route decides)."""
     try:
-        obj = loads(raw)
+        fields = short_fields(loads(raw))
     except MalformedInput:
         return None
-    if type(obj) is not dict or "pcs" in obj:
+    if fields is None or len(fields[1]) not in (32, 64):
         return None
-    values = typed_values(obj)
-    if values is None:
-        return None
-    try:
-        sig = b64decode_strict(obj.get("sig"), "sig")
-    except MalformedInput:
-        return None
-    if len(sig) not in (32, 64):
-        return None
-    return values, canonical_bytes_of(values, profile), sig, obj.get("sent_at")
+    values, sig, sent = fields
+    return values, canonical_bytes_of(values, profile), sig, sent
 
 
 def _exact(values: tuple[Any, ...]) -> tuple[Any, ...]:

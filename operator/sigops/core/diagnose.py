@@ -34,6 +34,7 @@ __all__ = [
     "Diagnoser",
     "aggregate",
     "drift_summary",
+    "short_fields",
 ]
 
 
@@ -118,6 +119,22 @@ class ContentBatch:
         """The content of the batch's first record with this pcs_id: the one remembered when
         the whole batch was (see :meth:`Diagnoser.remember_batch`)."""
         return self.content_at(list(self.pcs_ids).index(pcs_id))
+
+
+def short_fields(obj: Any) -> tuple[tuple[Any, ...], bytes, Any] | None:
+    """``(values, sig, sent_at)`` of a decoded bare PCS that the short route can go on with:
+    well-typed signed values (:func:`typed_values`), a signature in strict base64; None for
+    anything else (an envelope, a problem: the full route decides and gives the reason)."""
+    if type(obj) is not dict or "pcs" in obj:
+        return None
+    values = typed_values(obj)
+    if values is None:
+        return None
+    try:
+        sig = b64decode_strict(obj.get("sig"), "sig")
+    except MalformedInput:
+        return None
+    return values, sig, obj.get("sent_at")
 
 
 @dataclass
@@ -268,16 +285,13 @@ class Diagnoser:
         The full route decides such a record the same way: with one possible signer per
         signature, the first (key, profile) pair that verifies is the only one, the replay
         memo can only hold that answer, and its key window and skew use the same times."""
-        if not self._short_route or type(obj) is not dict or "pcs" in obj:
+        if not self._short_route:
             return None
-        values = typed_values(obj)
-        if values is None:
+        fields = short_fields(obj)
+        if fields is None:
             return None
-        try:
-            sig = b64decode_strict(obj.get("sig"), "sig")
-        except MalformedInput:
-            return None
-        return self._short_tail(values, None, sig, obj.get("sent_at"), received)
+        values, sig, sent = fields
+        return self._short_tail(values, None, sig, sent, received)
 
     def _short_tail(self, values: tuple[Any, ...], canon: bytes | None, sig: bytes, sent: Any,
                     received: datetime | None = None) -> tuple[str, tuple[Any, ...]] | None:
