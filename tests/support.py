@@ -241,6 +241,14 @@ def phase(api: Any, ns: str, name: str) -> str | None:
     return (get_kr(api, ns, name).get("status") or {}).get("phase")
 
 
+def has_secret(api: Any, ns: str, name: str) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_secret(name, ns)
+        return True
+    except client.ApiException:
+        return False
+
+
 def secret(api: Any, ns: str, name: str) -> dict[str, str]:
     s = client.CoreV1Api(api).read_namespaced_secret(name, ns)
     return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}

@@ -24,6 +24,7 @@ from tests.support import (
     backend,
     backend_fingerprints,
     envelope,
+    has_secret,
     incidents,
     kubectl,
     only_incident,
@@ -216,7 +217,7 @@ def test_scenario_e_rollback_after_bad_signing_change(api, namespace, operator_f
     good, bad = generate_key(HMAC, kid="good"), generate_key(HMAC, kid="bad")
     backend(api, namespace, good)
     op = start(operator_factory, tmp_path, namespace, samples.url)
-    wait_for(lambda: _has_secret(api, namespace, "sigops-lkg-fractal-lba-backend"), 30,
+    wait_for(lambda: has_secret(api, namespace, "sigops-lkg-fractal-lba-backend"), 30,
              what="a last-known-good snapshot while healthy")
     set_backend_key(api, namespace, bad)  # a bad signing config rolls out
     wait_for(lambda: len(client.AppsV1Api(api).list_namespaced_replica_set(namespace).items)
@@ -232,14 +233,6 @@ def test_scenario_e_rollback_after_bad_signing_change(api, namespace, operator_f
     alert_post(op, namespace, status="resolved")
     wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
     verify_records(api, op, only_incident(api, namespace))
-
-
-def _has_secret(api: Any, ns: str, name: str) -> bool:
-    try:
-        client.CoreV1Api(api).read_namespaced_secret(name, ns)
-        return True
-    except client.ApiException:
-        return False
 
 
 # -- modes -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from tests.support import (
     backend_fingerprints,
     envelope,
     get_kr,
+    has_secret,
     keyrotation,
     kubectl,
     make_backend,
@@ -110,7 +111,7 @@ def awaiting_e(api: Any, ns: str, operator_factory: Any, samples: SampleServer,
     backend(api, ns, good)
     op = start(operator_factory, tmp_path, ns, samples.url, e_auto_window="1s",
                last_known_good_after="4s")
-    wait_for(lambda: _has_secret(api, ns, "sigops-lkg-fractal-lba-backend"), 30,
+    wait_for(lambda: has_secret(api, ns, "sigops-lkg-fractal-lba-backend"), 30,
              what="a last-known-good snapshot while healthy")
     changed = time.monotonic()
     set_backend_key(api, ns, bad)  # a bad signing change rolls out
@@ -133,14 +134,6 @@ def _phase_in(api: Any, ns: str, *phases: str) -> dict[str, Any] | None:
     if items and (items[0].get("status") or {}).get("phase") in phases:
         return dict(items[0])
     return None
-
-
-def _has_secret(api: Any, ns: str, name: str) -> bool:
-    try:
-        client.CoreV1Api(api).read_namespaced_secret(name, ns)
-        return True
-    except client.ApiException:
-        return False
 
 
 def test_approve_moves_an_approval_mode_e_incident_forward(cluster, api, namespace,
