@@ -56,20 +56,14 @@ impl<'a> Reader<'a> {
     /// A string without escapes and without raw control characters (JSON forbids those),
     /// valid UTF-8; the cursor is on its opening quote.
     fn string(&mut self) -> Option<&'a [u8]> {
-        self.i += 1;
-        let start = self.i;
-        loop {
-            let c = *self.b.get(self.i)?;
-            if c == b'"' {
-                break;
-            }
-            if c == b'\\' || c < 0x20 {
-                return None;
-            }
-            self.i += 1;
+        let start = self.i + 1;
+        let rest = self.b.get(start..)?;
+        let end = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[end] != b'"' {
+            return None;
         }
-        let s = &self.b[start..self.i];
-        self.i += 1;
+        let s = &rest[..end];
+        self.i = start + end + 1;
         if !s.is_ascii() {
             std::str::from_utf8(s).ok()?;
         }
