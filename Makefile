@@ -20,7 +20,7 @@ help:
 	@echo "make demo          run sigops end to end on the local node (KEEP=1 keeps it up)"
 	@echo "make unit          fast tests, no cluster"
 	@echo "make integration   tests against the local control plane"
-	@echo "make tools-netpol  build kube-router, so the node test of the NetworkPolicy runs (else it is skipped)"
+	@echo "make tools-netpol  build kube-router, so the node test of the NetworkPolicy runs (else it is deselected)"
 	@echo "make image         build the image sigops:$(VERSION) here (podman, no registry) and load it into the node"
 	@echo "make cluster       start a local one-node cluster whose pods run (.dev/cluster/kubeconfig)"
 	@echo "make cluster-down  stop it and restore what it changed on this machine"

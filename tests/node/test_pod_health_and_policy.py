@@ -169,6 +169,7 @@ def test_network_policy_admits_only_the_configured_alertmanager(
     # what follows is the policy's doing, not a closed port.
     for who in ("am", "am-other-ns", "unlabelled"):
         assert post_from(node, c[who], url) == "HTTP 401", who
+    assert post_from(node, c["am"], release["metrics_url"]).startswith("HTTP ")
     with PolicyEnforcer(node.kubeconfig, release["tmp"] / "enforcer") as enforcer:  # type: ignore[attr-defined]
         op = operator_pods(node)[0]
         ip = op["status"]["podIP"]
