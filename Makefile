@@ -13,13 +13,14 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 KUBECONFIG_DEV := $(CURDIR)/.dev/cluster/kubeconfig
 VALUES ?=
 
-.PHONY: help venv tools image lint test unit integration e2e node cluster cluster-down install uninstall demo bench clean
+.PHONY: help venv tools tools-netpol image lint test unit integration e2e node cluster cluster-down install uninstall demo bench clean
 
 help:
 	@echo "make test          set up and run lint + unit + integration + e2e tests (what CI runs)"
 	@echo "make demo          run sigops end to end on the local node (KEEP=1 keeps it up)"
 	@echo "make unit          fast tests, no cluster"
 	@echo "make integration   tests against the local control plane"
+	@echo "make tools-netpol  build kube-router, so the node test of the NetworkPolicy runs (else it is deselected)"
 	@echo "make image         build the image sigops:$(VERSION) here (podman, no registry) and load it into the node"
 	@echo "make cluster       start a local one-node cluster whose pods run (.dev/cluster/kubeconfig)"
 	@echo "make cluster-down  stop it and restore what it changed on this machine"
@@ -47,6 +48,11 @@ venv: $(STAMP)
 
 tools:
 	bash scripts/tools.sh
+
+# kube-router (NetworkPolicy enforcement on the node, for tests/node/test_network_policy.py);
+# not part of `tools`: its cold build adds minutes.
+tools-netpol:
+	bash scripts/tools.sh netpol
 
 lint: venv
 	ruff check operator tests $(wildcard benchmarks)

@@ -5,10 +5,14 @@
 #   prometheus, prometheus-alertmanager                                -- Debian packages
 #   containerd, runc, CNI plugins, podman, mmdebstrap (the node and
 #   the image; see devtools/node.py and scripts/image.sh)              -- Debian packages
+# Only with `netpol` (not part of `all`: its cold build takes minutes more):
+#   kube-router (its network policy controller enforces NetworkPolicy
+#   on the node, tests/node/test_network_policy.py)                    -- Go module
+#   ipset (kube-router's sets)                                         -- Debian package
 # Binaries are cached by version outside the repo ($SIGOPS_TOOLS_CACHE, default
 # ~/.cache/sigops/tools) and linked into .dev/bin. A second run takes seconds.
 #
-# Usage: scripts/tools.sh [all|go|debian]
+# Usage: scripts/tools.sh [all|go|debian|netpol]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,6 +71,9 @@ build_module() {
   local ldflags="-s -w"
   if [ "$name" = helm ]; then
     ldflags="$ldflags -X helm.sh/helm/v3/internal/version.version=$version"
+  fi
+  if [ "$name" = kube-router ]; then
+    ldflags="$ldflags -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
   fi
   if [ "$kind" = kubernetes ]; then
     local minor=${version#v1.}; minor=${minor%%.*}
@@ -160,9 +167,24 @@ go_tools() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
 }
 
+# The NetworkPolicy enforcer of the node test: kube-router run with its firewall only (no
+# routing, no service proxy), and the ipset tool it calls.
+netpol_tools() {
+  if ! command -v ipset >/dev/null 2>&1; then
+    log "installing Debian package: ipset"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq >/dev/null || log "apt-get update failed; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ipset >/dev/null
+  fi
+  build_module kube-router "$here/tools/kube-router" "kube-router" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+}
+
 case "$what" in
   all) debian_tools; go_tools ;;
   go) go_tools ;;
   debian) debian_tools ;;
-  *) die "usage: $0 [all|go|debian]" ;;
+  netpol) netpol_tools ;;
+  *) die "usage: $0 [all|go|debian|netpol]" ;;
 esac

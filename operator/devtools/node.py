@@ -11,7 +11,7 @@ by :meth:`NodeCluster.stop`:
 - sysctls (kubelet sets vm.overcommit_memory, kernel.panic, kernel.panic_on_oops; the bridge
   plugin net.ipv4.ip_forward);
 - iptables chains and rules (kube-proxy's KUBE-*, kubelet's canaries, portmap's CNI-*), nft
-  tables and nfacct objects;
+  tables, nfacct objects and ipsets (the NetworkPolicy enforcer's, devtools.netpol);
 - fixed host paths (/var/lib/kubelet/device-plugins, /var/log/containers, /var/lib/cni,
   /run/containerd/s ...);
 - cgroups (/kubepods under each v1 hierarchy);
@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.cluster import (
@@ -143,6 +143,12 @@ def _nfacct() -> list[str]:
     return sorted(n for n in names if n)
 
 
+def _ipsets() -> list[str]:
+    if shutil.which("ipset") is None:
+        return []
+    return sorted(_run(["ipset", "list", "-n"], check=False).stdout.split())
+
+
 def _cgroups() -> list[str]:
     base = Path("/sys/fs/cgroup")
     found = []
@@ -165,13 +171,14 @@ class MachineState:
     paths: dict[str, bool]
     cgroups: list[str]
     links: list[str]
+    ipsets: list[str] = field(default_factory=list)
 
     @classmethod
     def capture(cls) -> MachineState:
         return cls(sysctls=_sysctls(), iptables=_iptables("iptables"),
                    ip6tables=_iptables("ip6tables"), nft=_nft_tables(), nfacct=_nfacct(),
                    paths={p: os.path.lexists(p) for p in HOST_PATHS}, cgroups=_cgroups(),
-                   links=_links())
+                   links=_links(), ipsets=_ipsets())
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=1, sort_keys=True))
@@ -195,6 +202,7 @@ class MachineState:
                 out += [f"{name} -t {t}: removed {ln}" for ln in sorted(before - after)]
         out += [f"nft: added {t}" for t in sorted(set(other.nft) - set(self.nft))]
         out += [f"nfacct: added {n}" for n in sorted(set(other.nfacct) - set(self.nfacct))]
+        out += [f"ipset: added {n}" for n in sorted(set(other.ipsets) - set(self.ipsets))]
         out += [f"path {p}: {'created' if other.paths.get(p) else 'removed'}"
                 for p in sorted(self.paths) if self.paths[p] != other.paths.get(p)]
         out += [f"cgroup added: {c}" for c in sorted(set(other.cgroups) - set(self.cgroups))]
@@ -216,6 +224,10 @@ class MachineState:
             r = _run(["nft", "delete", *parts], check=False)
             if r.returncode:
                 problems.append(f"nft delete {t}: {r.stderr.strip()}")
+        for n in sorted(set(now.ipsets) - set(self.ipsets)):  # after the rules using them
+            r = _run(["ipset", "destroy", n], check=False)
+            if r.returncode:
+                problems.append(f"ipset destroy {n}: {r.stderr.strip()}")
         for n in sorted(set(now.nfacct) - set(self.nfacct)):
             r = _run(["nfacct", "del", n], check=False)
             if r.returncode:

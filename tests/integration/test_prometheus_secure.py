@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import ssl
 import threading
-import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from devtools.promstack import PromStack
@@ -32,13 +32,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     ca = TestCA(d / "pki")
     server = ca.issue("prometheus", hosts=["127.0.0.1"])
     client = ca.issue("sigops", client=True)
-    with warnings.catch_warnings():
-        # bcrypt for Prometheus' basic_auth_users, from the C library (deprecated module,
-        # still in the Python 3.11+ this project runs on; no extra dependency for a test)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
-        hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))
+    # Prometheus' basic_auth_users hold bcrypt hashes (cost 4, the lowest: a test password)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     assert hashed.startswith("$2")
     helper = ssl.create_default_context(cafile=str(ca.ca_file))
     helper.load_cert_chain(str(client.cert), str(client.key))
