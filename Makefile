@@ -49,7 +49,7 @@ venv: $(STAMP)
 tools:
 	bash scripts/tools.sh
 
-# kube-router (NetworkPolicy enforcement on the node, for tests/node/test_network_policy.py);
+# kube-router (NetworkPolicy enforcement on the node, for tests/node/test_pod_health_and_policy.py);
 # not part of `tools`: its cold build adds minutes.
 tools-netpol:
 	bash scripts/tools.sh netpol

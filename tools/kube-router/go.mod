@@ -1,6 +1,7 @@
-// Helper module: builds kube-router for one node test (tests/node/test_network_policy.py), run
+// Helper module: builds kube-router for one node test (tests/node/test_pod_health_and_policy.py), run
 // with only its network policy controller (iptables + ipset) so the node enforces the chart's
-// NetworkPolicy. Not part of `make tools`: `make tools-netpol` (scripts/tools.sh netpol).
+// NetworkPolicy. Built by `make tools-netpol` (scripts/tools.sh netpol), never by `make tools`,
+// which only links one built before.
 module sigops.local/tools/kube-router
 
 go 1.25
