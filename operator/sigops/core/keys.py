@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -64,6 +65,14 @@ def b64decode_strict(value: Any, what: str, length: int | None = None) -> bytes:
 def fingerprint(material: bytes) -> str:
     """A short, non-secret handle on key material: SHA-256 prefix (12 hex digits)."""
     return hashlib.sha256(b"sigops-key-fingerprint\x00" + material).hexdigest()[:12]
+
+
+@functools.cache
+def _invalid_signature() -> type[Exception]:
+    """cryptography's InvalidSignature, imported once, on first need (not at every verify)."""
+    from cryptography.exceptions import InvalidSignature
+
+    return InvalidSignature
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +133,9 @@ class Key:
         """True if ``sig`` is this key's signature of ``message`` (prehashed for Ed25519)."""
         if self.alg == HMAC:
             return hmac.compare_digest(self.mac(message), sig)
-        from cryptography.exceptions import InvalidSignature
-
         try:
             self._verifier.verify(sig, message)
-        except InvalidSignature:
+        except _invalid_signature():
             return False
         return True
 
