@@ -36,7 +36,10 @@ def from_logs_and_wal(st: dict[str, Any], via: str = "sidecar") -> dict[str, dic
     assert sources["samples"]["status"] == "unavailable", sources
     assert sources["logs"]["status"] == sources["wal"]["status"] == "ok", sources
     assert evidence["samples"]["source"].startswith("inbox WAL of the backend pods"), evidence
-    assert evidence["logs"]["rejections"] > 0 and len(evidence["logs"]["by_pod"]) == 2
+    # Both pods' logs were read; which pods saw rejections depends on where the agents'
+    # keep-alive connections landed (all on one pod in one CI run).
+    assert evidence["logs"]["rejections"] > 0 and evidence["logs"]["by_pod"], evidence["logs"]
+    assert "from 2 of 2 pods" in sources["logs"]["detail"], sources["logs"]
     assert f"from 2 of 2 pods ({via})" in sources["wal"]["detail"], sources["wal"]
     return sources
 
