@@ -207,8 +207,10 @@ def test_scenario_d_rate_tightening_then_restore(api, namespace, operator_factor
     wait_for(phase_is(api, namespace, "Resolved"), 20, what="Resolved")
     wait_for(lambda: token_rate(api, namespace) == "100", 20,
              what="TOKEN_RATE restored after the cool-down")
-    inc = only_incident(api, namespace)
-    assert inc["status"]["actions"][-1]["payload"]["action"] == "restore-token-rate"
+    # The rollout comes first, its signed record in status.actions right after: wait for both.
+    inc = wait_for(lambda: (lambda i: i if i["status"]["actions"][-1]["payload"]["action"]
+                            == "restore-token-rate" else None)(only_incident(api, namespace)),
+                   20, what="the restore recorded in status.actions")
     verify_records(api, op, inc)
 
 
