@@ -227,9 +227,20 @@ def make_backend(api: Any, ns: str, alg: str) -> Key:
 def keyrotation(name: str, alg: str, overlap: str = "3s", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "KeyRotation",
             "metadata": {"name": name},
-            "spec": {"target": {"deployment": "fractal-lba-backend",
-                                "agentSecret": {"name": "agent-key"}},
+            "spec": {"target": {"deployment": "fractal-lba-backend"},
                      "algorithm": alg, "overlap": overlap, **spec}}
+
+
+def rotation_target(ns: str, **extra: Any) -> dict[str, Any]:
+    """The configured target of ``make_backend``'s backend in ``ns``: its agents' Secret is
+    ``agent-key`` (the config, not the KeyRotation, names it)."""
+    return {"namespace": ns, "deployment": "fractal-lba-backend",
+            "agentSecret": {"name": "agent-key"}, **extra}
+
+
+def rotation_settings(ns: str, **settings: Any) -> dict[str, Any]:
+    """An operator config whose one target is ``rotation_target(ns)``."""
+    return {"targets": [rotation_target(ns)], **settings}
 
 
 def get_kr(api: Any, ns: str, name: str) -> dict[str, Any]:

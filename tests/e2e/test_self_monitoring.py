@@ -39,6 +39,7 @@ from tests.support import (
     make_backend,
     pcs,
     require_tool,
+    rotation_target,
     start,
     wait_for,
 )
@@ -108,7 +109,9 @@ def test_health_rules_and_dashboard_answer_from_a_real_prometheus(
     flk = StubServer(exporter, "text/plain; version=0.0.4")
     try:
         op = start(operator_factory, tmp_path, namespace, samples.url, verify_timeout="3s",
-                   escalate_after="20s")
+                   escalate_after="20s", targets=[
+                       {"namespace": namespace, "deployment": "fractal-lba-backend",
+                        "backendURL": samples.url}, rotation_target(rot_ns)])
         scrape = [
             {"job_name": JOB, "static_configs": [{
                 "targets": [f"127.0.0.1:{op.metrics_port}"],

@@ -67,7 +67,7 @@ def apply(cluster: object, docs: list[Doc], tmp: Path, *extra: str
 def chart_values(target_ns: str, **over: Any) -> Doc:
     values: Doc = {
         "targets": [{"namespace": target_ns, "deployment": "fractal-lba-backend",
-                     "default": True}],
+                     "default": True, "agentSecret": {"name": "agent-key"}}],
         "scenarioB": {"mode": "auto", "labelNodes": False},
         "scenarioD": {"mode": "auto", "cooldown": "2s"},
         "scenarioE": {"mode": "approval", "lastKnownGoodAfter": "0s"},

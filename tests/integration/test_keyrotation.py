@@ -25,6 +25,8 @@ from tests.support import (
     kubectl,
     make_backend,
     phase,
+    rotation_settings,
+    rotation_target,
     secret,
     verify_history,
     wait_for,
@@ -42,7 +44,7 @@ def assert_no_key_material(api: Any, ns: str, name: str, material: list[str], lo
 @pytest.mark.parametrize("alg", [HMAC, ED25519])
 def test_full_rotation(api, namespace, operator_factory, alg):
     old = make_backend(api, namespace, alg)
-    op = operator_factory()
+    op = operator_factory(rotation_settings(namespace))
     seen: dict[str, set[str]] = {}  # phase -> the Ready messages seen in it
 
     def finished() -> bool:
@@ -92,9 +94,10 @@ def test_full_rotation(api, namespace, operator_factory, alg):
     material = [v for e in (old.to_entry(), new.to_entry())
                 for k, v in e.items() if k in ("secret", "private_b64")]
     assert_no_key_material(api, namespace, "rot", material, op.logs())
-    # The undo snapshot is gone once the rotation is complete.
-    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
-    assert not any(n.startswith("sigops-undo-") for n in names)
+    # The undo snapshot (kept in the operator's namespace) is gone once the rotation is complete.
+    for ns in (namespace, op.operator_ns):
+        names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(ns).items]
+        assert not any(n.startswith("sigops-undo-") for n in names), (ns, names)
 
 
 def test_dry_run_changes_nothing(api, namespace, operator_factory):
@@ -102,7 +105,7 @@ def test_dry_run_changes_nothing(api, namespace, operator_factory):
     dep_before = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend",
                                                                     namespace)
     agent_before = secret(api, namespace, "agent-key")
-    operator_factory()
+    operator_factory(rotation_settings(namespace))
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "keyrotations", keyrotation("plan", HMAC, dryRun=True))
     wait_for(lambda: phase(api, namespace, "plan") == "Planned", timeout=30, what="a plan")
@@ -118,14 +121,19 @@ def test_dry_run_changes_nothing(api, namespace, operator_factory):
 
 def test_bad_specs_are_refused_without_changes(cluster, api, namespace, operator_factory):
     make_backend(api, namespace, HMAC)
-    operator_factory(settings={"min_overlap": "1h"})
+    operator_factory(settings={"min_overlap": "1h", "targets": [
+        rotation_target(namespace), rotation_target(namespace, deployment="no-such-backend")]})
     co = client.CustomObjectsApi(api)
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
                                        keyrotation("short", HMAC, overlap="5m"))
     missing = keyrotation("missing", HMAC, overlap="2h")
     missing["spec"]["target"]["deployment"] = "no-such-backend"
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations", missing)
-    for name, reason in (("short", "InvalidSpec"), ("missing", "DeploymentNotFound")):
+    unknown = keyrotation("unknown", HMAC, overlap="2h")
+    unknown["spec"]["target"]["deployment"] = "not-configured"
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations", unknown)
+    for name, reason in (("short", "InvalidSpec"), ("missing", "DeploymentNotFound"),
+                         ("unknown", "TargetNotConfigured")):
         wait_for(lambda n=name: phase(api, namespace, n) == "Failed", timeout=30,
                  what=f"{name} to fail")
         st = get_kr(api, namespace, name)["status"]
@@ -135,7 +143,7 @@ def test_bad_specs_are_refused_without_changes(cluster, api, namespace, operator
     names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
     assert "sigops-keyring-fractal-lba-backend" not in names
     out = kubectl(cluster, "get", "kr", "-n", namespace).stdout
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["Failed", "Failed"]
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["Failed"] * 3
 
 
 def test_second_rotation_on_same_target_is_refused(api, namespace, operator_factory):
@@ -146,7 +154,7 @@ def test_second_rotation_on_same_target_is_refused(api, namespace, operator_fact
     time.sleep(1.1)  # creationTimestamp has one-second resolution
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
                                        keyrotation("second", HMAC, overlap="30s"))
-    operator_factory()
+    operator_factory(rotation_settings(namespace))
     wait_for(lambda: phase(api, namespace, "second") == "Failed", timeout=30,
              what="the second rotation to be refused")
     st = get_kr(api, namespace, "second")["status"]
@@ -158,7 +166,7 @@ def test_second_rotation_on_same_target_is_refused(api, namespace, operator_fact
 
 def test_operator_killed_at_every_step_completes_once(api, namespace, operator_factory):
     old = make_backend(api, namespace, HMAC)
-    op = operator_factory()
+    op = operator_factory(rotation_settings(namespace))
     rng = random.Random(7)
     kills: list[str] = []
     with AcceptanceWatch(api, namespace, HMAC) as watch:
@@ -184,7 +192,7 @@ def test_abort_and_delete_undo_every_change(api, namespace, operator_factory):
     original = make_backend(api, namespace, HMAC)
     fp0 = backend_fingerprints(api, namespace)
     agent0 = secret(api, namespace, "agent-key")
-    operator_factory()
+    operator_factory(rotation_settings(namespace))
     co = client.CustomObjectsApi(api)
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "keyrotations",
                                        keyrotation("stop-me", HMAC, overlap="1h"))
@@ -241,7 +249,8 @@ def test_error_spike_aborts_and_undoes(api, namespace, operator_factory, tmp_pat
     exporter = SpikyExporter()
     with PromStack(targets=[exporter.address], workdir=tmp_path / "prom") as stack:
         wait_for(stack.targets_up, 20, what="the exporter scraped")
-        operator_factory(prometheus_url=stack.prometheus_url)
+        operator_factory(rotation_settings(namespace, targets=[rotation_target(
+            namespace, allowErrorRateQuery=True)]), prometheus_url=stack.prometheus_url)
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations",
             keyrotation("guarded", HMAC, overlap="1h", abortOnErrorRate=5,
@@ -273,10 +282,12 @@ def test_rotation_against_a_single_key_backend_is_refused_and_undone(
     agent0 = secret(api, namespace, "agent-key")
     env0 = client.AppsV1Api(api).read_namespaced_deployment(
         "fractal-lba-backend", namespace).spec.template.spec.containers[0].env
-    operator_factory({"overlap_probe_grace": "3s"})
     with LiveTestbed(cluster, namespace, tmp_path, "--single-key") as backend:
+        # Grace a minute: the rollout is done at once here (no replicas), so the rotation must
+        # stop at its first probe round, not after the grace.
+        operator_factory({"overlap_probe_grace": "60s", "targets": [
+            rotation_target(namespace, backendURL=backend.url)]})
         spec = keyrotation("one-key", HMAC, overlap="1h")
-        spec["spec"]["target"]["probeURL"] = f"{backend.url}/v1/pcs/submit"
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations", spec)
         seen: set[str] = set()
@@ -286,7 +297,7 @@ def test_rotation_against_a_single_key_backend_is_refused_and_undone(
             seen.add(str(p))
             return p in ("Completed", "Aborted", "Failed")
 
-        wait_for(ended, 60, what="the rotation to stop")
+        wait_for(ended, 30, what="the rotation to stop")
     st = get_kr(api, namespace, "one-key")["status"]
     assert st["phase"] == "Aborted", st
     assert "Overlapping" in seen and not {"Verified", "Promoted"} & seen
@@ -294,6 +305,8 @@ def test_rotation_against_a_single_key_backend_is_refused_and_undone(
     assert ready["reason"] == "BackendRejectsOverlap"
     assert "ignores PCS_HMAC_KEYS" in ready["message"]
     assert "new key 401" in ready["message"] and "old key 200" in ready["message"]
+    assert "every ready pod of the new revision refuses the new key" in ready["message"]
+    assert st["probeRounds"] == 1, st  # one round (two probes), not one per reconcile
     # Nothing changed for the agents; the backend's env and keys are as before.
     assert secret(api, namespace, "agent-key") == agent0
     assert backend_fingerprints(api, namespace) == fp0
@@ -333,7 +346,7 @@ def test_rotation_against_a_multi_key_backend_probes_its_pods_live(
         "spec": {"containers": [{"name": "backend", "ports": [
             {"name": "http", "containerPort": port}]}]}}}})
     ready_pod(api, namespace, "backend-pod-1", {"app": "fractal-lba-backend"}, "127.0.0.1")
-    operator_factory({"overlap_probe_grace": "20s"})
+    operator_factory(rotation_settings(namespace, overlap_probe_grace="20s"))
     with LiveTestbed(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations", keyrotation("two-keys", HMAC, "2s"))
@@ -349,7 +362,8 @@ def test_json_logs_name_the_rotation(api, namespace, operator_factory):
     """``--log-format json`` (SIGOPS_LOG_FORMAT): every line of the operator's stderr is one
     JSON object, and a rotation's step lines carry its name as a field."""
     make_backend(api, namespace, HMAC)
-    op = operator_factory(extra_env={"SIGOPS_LOG_FORMAT": "json"})
+    op = operator_factory(rotation_settings(namespace),
+                          extra_env={"SIGOPS_LOG_FORMAT": "json"})
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "keyrotations", keyrotation("logged", HMAC, dryRun=True))
     wait_for(lambda: phase(api, namespace, "logged") == "Planned", timeout=30, what="a plan")

@@ -30,6 +30,7 @@ from tests.support import (
     make_backend,
     pcs,
     phase,
+    rotation_target,
     secret,
     token_rate,
     verify_history,
@@ -74,7 +75,7 @@ def test_one_copy_acts_and_a_standby_takes_over_exactly_once(cluster, api, names
     token = tmp_path / "token"
     token.write_text(TOKEN)
     settings = {"targets": [{"namespace": namespace, "deployment": "fractal-lba-backend",
-                             "backendURL": samples.url}],
+                             "backendURL": samples.url}, rotation_target(rot_ns)],
                 "reconcile_interval": 0.5, "min_overlap": "1s", "verify_timeout": "60s",
                 "cooldown": "2s", "last_known_good_after": "0s"}
     env = {"SIGOPS_ALERTS_TOKEN_FILE": str(token), "SIGOPS_LEASE_DURATION": LEASE}

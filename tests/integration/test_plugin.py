@@ -34,6 +34,7 @@ from tests.support import (
     make_backend,
     pcs,
     phase,
+    rotation_settings,
     set_backend_key,
     start,
     wait_for,
@@ -238,7 +239,7 @@ def test_abort_undoes_a_rotation_and_verify_catches_a_tampered_history(
         cluster, api, namespace, operator_factory, tmp_path):
     original = make_backend(api, namespace, HMAC)
     agent0 = agent_key_fingerprint(api, namespace, HMAC)
-    op = operator_factory()
+    op = operator_factory(rotation_settings(namespace))
     kc, user = person(api, cluster, namespace, tmp_path, "carol")
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "keyrotations", keyrotation("stop-me", HMAC, overlap="1h"))

@@ -37,6 +37,12 @@ assert pubkeys_document([SIGNER_KEY])["keys"]
 ROT_SETTINGS = Settings(min_overlap="1s", wait_for_rollout=False)
 
 
+def rotation_settings_of(ns: str) -> Settings:
+    """ROT_SETTINGS with the backend of ``ns`` as its one target (agents' Secret agent-key)."""
+    return ROT_SETTINGS.model_copy(update={"targets": (Target.model_validate(
+        {"namespace": ns, "agentSecret": {"name": "agent-key"}}),)})
+
+
 def new_namespace(api: Any) -> str:
     name = f"t-rel-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(api).create_namespace(
@@ -72,7 +78,8 @@ class RotationRun:
     settle: bool = True
 
     def reconciler(self) -> RotationReconciler:
-        return RotationReconciler(self.kube, Prom(None), ROT_SETTINGS, SIGNER, clock=self.clock)
+        return RotationReconciler(self.kube, Prom(None), rotation_settings_of(self.ns), SIGNER,
+                                  clock=self.clock, operator_namespace=self.ns)
 
     def obj(self) -> dict[str, Any]:
         o = self.kube.get_cr(self.ns, "keyrotations", "rot")

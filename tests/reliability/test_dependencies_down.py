@@ -46,6 +46,7 @@ from tests.support import (
     keyrotation,
     make_backend,
     phase,
+    rotation_target,
 )
 
 STEPS = ("Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed")
@@ -137,7 +138,9 @@ def test_apiserver_restart_mid_rotation(dedicated: Dedicated, tmp_path: Path) ->
     ns = _new_ns(api)
     old = make_backend(api, ns, HMAC)
     kit.REGISTRY.add_key(old)
-    op = _operator(dedicated, tmp_path).start()
+    ns2 = _new_ns(api)  # for a rotation after the restart; the config names both targets
+    op = _operator(dedicated, tmp_path,
+                   targets=[rotation_target(ns), rotation_target(ns2)]).start()
     try:
         with AcceptanceWatch(api, ns, HMAC) as watch:
             client.CustomObjectsApi(api).create_namespaced_custom_object(
@@ -159,7 +162,6 @@ def test_apiserver_restart_mid_rotation(dedicated: Dedicated, tmp_path: Path) ->
         assert [phases.count(p) for p in STEPS] == [1] * 6, phases
         assert watch.checks > 0 and watch.violations == [], watch.violations[:3]
         # The watch was re-established: an object created now is noticed and worked on.
-        ns2 = _new_ns(api)
         kit.REGISTRY.add_key(make_backend(api, ns2, HMAC))
         t_new = time.monotonic()
         client.CustomObjectsApi(api).create_namespaced_custom_object(
@@ -233,7 +235,7 @@ class PromDown:
         self.dead = f"http://127.0.0.1:{free_port()}"
         self.op = OperatorProcess(cluster, workdir, {
             "reconcile_interval": 0.5, "min_overlap": "1s", "alert_poll_interval": 1.0,
-            "targets": [{"namespace": self.ns}]}, self.dead,
+            "targets": [rotation_target(self.ns)]}, self.dead,
             # Watches only its namespace: it runs while other tests' operators do.
             extra_env={"SIGOPS_ALERTS_TOKEN_FILE": str(workdir / "token"),
                        "SIGOPS_NAMESPACES": self.ns})

@@ -26,6 +26,7 @@ from tests.support import (
     kill_on_each_new_phase,
     make_backend,
     phase,
+    rotation_settings,
     secret,
     verify_history,
 )
@@ -43,7 +44,7 @@ def test_ed25519_rotation_sigkilled_at_every_step_completes_once(api, namespace,
     t0 = time.monotonic()
     old = make_backend(api, namespace, ED25519)
     kit.REGISTRY.add_key(old)
-    op = operator_factory()
+    op = operator_factory(rotation_settings(namespace))
     with AcceptanceWatch(api, namespace, ED25519) as watch:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "keyrotations",
@@ -81,7 +82,7 @@ def test_abort_via_spec_sigkilled_at_every_step_restores_once(api, namespace,
     old = make_backend(api, namespace, HMAC)
     kit.REGISTRY.add_key(old)
     agent_before = secret(api, namespace, "agent-key")
-    op = operator_factory()
+    op = operator_factory(rotation_settings(namespace))
     rng = random.Random(5)
     co = client.CustomObjectsApi(api)
     with AcceptanceWatch(api, namespace, HMAC) as watch:

@@ -59,6 +59,9 @@ as a JSON list (use with fromJsonArray).
 {{- $ns := list -}}
 {{- range .Values.targets -}}
 {{- $ns = append $ns (default "fractal-lba" .namespace) -}}
+{{- range .requestNamespaces -}}
+{{- $ns = append $ns . -}}
+{{- end -}}
 {{- end -}}
 {{- range .Values.extraNamespaces -}}
 {{- $ns = append $ns . -}}
@@ -89,6 +92,11 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
 {{- if .default }}{{ $_ := set $t "default" true }}{{ end -}}
 {{- if .profile }}{{ $_ := set $t "profile" .profile }}{{ end -}}
 {{- if not (kindIs "invalid" .maxSkewSeconds) }}{{ $_ := set $t "maxSkewSeconds" .maxSkewSeconds }}{{ end -}}
+{{- with .env }}{{ $_ := set $t "env" . }}{{ end -}}
+{{- if and .agentSecret .agentSecret.name }}{{ $_ := set $t "agentSecret" .agentSecret }}{{ end -}}
+{{- with .requestNamespaces }}{{ $_ := set $t "requestNamespaces" . }}{{ end -}}
+{{- if .allowErrorRateQuery }}{{ $_ := set $t "allowErrorRateQuery" true }}{{ end -}}
+{{- with .samplesConfigMap }}{{ $_ := set $t "samplesConfigMap" . }}{{ end -}}
 {{- $targets = append $targets $t -}}
 {{- end -}}
 {{- $modes := dict -}}

@@ -14,10 +14,13 @@ from ..core.keys import Key
 from ..core.pcs import expected_pcs_id, sign_pcs
 from ..core.timeparse import now_iso
 
-__all__ = ["probe_pcs", "submit", "ACCEPTED", "OverlapProbe", "probe_overlap"]
+__all__ = ["probe_pcs", "submit", "ACCEPTED", "OverlapProbe", "probe_overlap", "PROBE_SHARD"]
 
 ACCEPTED = (200, 202)
 """The backend's answers to a submit whose signature it accepted."""
+PROBE_SHARD = "sigops-probe"
+"""The shard_id and X-Agent-Id of every probe sigops sends: its refusals are recognisable in the
+backend's logs and WAL (diagnosis leaves them out)."""
 _RETRYABLE = (0, 429, 503)  # unreachable, rate-limited, not ready: says nothing about keys
 _NO_ENDPOINT = (404, 405, 501)
 
@@ -29,24 +32,47 @@ def probe_pcs(key: Key, profile: str = "python") -> dict[str, Any]:
     profile, so a probe accepted under one profile is never accepted under another.
     """
     root = secrets.token_hex(32)
-    pcs = {"pcs_id": expected_pcs_id(root, 0, "sigops-probe"), "merkle_root": root,
-           "epoch": 0, "shard_id": "sigops-probe", "D_hat": 1.0, "coh_star": 0.2, "r": 1e-7,
+    pcs = {"pcs_id": expected_pcs_id(root, 0, PROBE_SHARD), "merkle_root": root,
+           "epoch": 0, "shard_id": PROBE_SHARD, "D_hat": 1.0, "coh_star": 0.2, "r": 1e-7,
            "budget": 0.125, "schema": "fractal-lba-kakeya", "version": "0.1",
            "sent_at": now_iso()}
     return sign_pcs(pcs, key, profile)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is the backend's answer, never followed: a probe signed with production keys
+    goes to the target and nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """http and https only (no file:, ftp: or data:), no proxy, no redirect followed."""
+    o = urllib.request.OpenerDirector()
+    for h in (urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(), _NoRedirect(),
+              urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+        o.add_handler(h)
+    return o
+
+
+_OPENER = _opener()
+
+
 def submit(url: str, timeout: float, pcs: dict[str, Any]) -> int:
-    """POST a PCS; the HTTP status, or 0 when the backend cannot be reached."""
+    """POST a PCS to an http(s) URL; the HTTP status (a redirect's own, not followed), or 0 when
+    the backend cannot be reached or the URL is not http(s)."""
+    if not url.startswith(("http://", "https://")):
+        return 0
     req = urllib.request.Request(url, data=json.dumps(pcs).encode(), method="POST",
                                  headers={"Content-Type": "application/json",
-                                          "X-Agent-Id": "sigops-probe"})
+                                          "X-Agent-Id": PROBE_SHARD})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _OPENER.open(req, timeout=timeout) as r:
             return int(r.status)
     except urllib.error.HTTPError as e:
         return int(e.code)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError):
         return 0
 
 

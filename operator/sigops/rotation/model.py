@@ -8,9 +8,10 @@ from typing import Any
 
 from ..core.keys import ED25519, HMAC, Key
 from ..core.timeparse import parse_duration
+from ..settings import AgentSecret
 
 __all__ = ["TERMINAL", "undo_secret_name", "agent_secret_key", "agent_secret_value", "plan",
-           "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds"]
+           "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds", "UNDO_LABELS"]
 
 DEFAULT_OVERLAP = "336h"
 """The upstream dedup TTL (14 days): a PCS may be resubmitted that long after it was signed."""
@@ -18,15 +19,20 @@ DEFAULT_OVERLAP = "336h"
 TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
 
 
-def undo_secret_name(rotation: str) -> str:
-    return f"sigops-undo-{rotation}"[:253]
+def undo_secret_name(uid: str) -> str:
+    """The undo snapshot of the rotation with this UID, kept in the operator's namespace (a
+    requester cannot write there; the UID binds it to one object)."""
+    return f"sigops-undo-{uid}"[:253]
 
 
-def agent_secret_key(spec_target: Mapping[str, Any], alg: str) -> str:
-    ref = spec_target.get("agentSecret") or {}
-    key = ref.get("key")
-    if isinstance(key, str) and key:
-        return key
+UNDO_LABELS = ("sigops.fractal-lba.io/rotation-namespace", "sigops.fractal-lba.io/rotation",
+               "sigops.fractal-lba.io/rotation-uid")
+
+
+def agent_secret_key(agent: AgentSecret | None, alg: str) -> str:
+    """The key of the agents' Secret that holds what they sign with."""
+    if agent is not None and agent.key:
+        return agent.key
     return "PCS_HMAC_KEY" if alg == HMAC else "PCS_ED25519_PRIV_B64"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from ..backend.config import EnvNames, find_container
 from ..backend.deployment import Backend, rollout_done
 from ..backend.keyring import REVISION_ANNOTATION, ManagedRing, keyring_secret_name, revision_of
-from ..backend.probe import probe_overlap, probe_pcs
+from ..backend.probe import ACCEPTED, OverlapProbe, probe_overlap, probe_pcs
 from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError, MalformedInput, SigopsError
 from ..core.keys import HMAC, Key, b64decode_strict, generate_key
@@ -30,11 +30,12 @@ from ..core.timeparse import now_iso, parse_duration
 from ..kube.api import MANAGED, Conflict, Kube, secret_strings
 from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
-from ..settings import Settings
+from ..settings import AgentSecret, Settings, Target, TargetRefused
 from ..signing.records import Signer
 from .model import (
     DEFAULT_OVERLAP,
     TERMINAL,
+    UNDO_LABELS,
     agent_secret_key,
     agent_secret_value,
     alg_of,
@@ -66,15 +67,36 @@ class _Ctx:
     uid: str
     spec: dict[str, Any]
     status: dict[str, Any]
-    target_ns: str
-    deployment: str
-    container: str | None
+    target: Target
     alg: str
-    names: EnvNames
 
     @property
-    def target(self) -> str:
-        return f"{self.target_ns}/{self.deployment}"
+    def target_ns(self) -> str:
+        return self.target.namespace
+
+    @property
+    def deployment(self) -> str:
+        return self.target.deployment
+
+    @property
+    def container(self) -> str | None:
+        return self.target.container
+
+    @property
+    def names(self) -> EnvNames:
+        return EnvNames.from_spec(self.target.env.model_dump(by_alias=True))
+
+    @property
+    def ref(self) -> str:
+        return self.target.ref
+
+    @property
+    def agent(self) -> AgentSecret | None:
+        return self.target.agent_secret
+
+    @property
+    def agent_key(self) -> str:
+        return agent_secret_key(self.target.agent_secret, self.alg)
 
     @property
     def ring_secret(self) -> str:
@@ -85,9 +107,11 @@ class RotationReconciler:
     """Drives KeyRotations; one :meth:`tick` advances one step."""
 
     def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 operator_namespace: str = "sigops-system") -> None:
         self.kube, self.prom, self.settings, self.signer, self.clock = (
             kube, prom, settings, signer, clock)
+        self.operator_namespace = operator_namespace
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -97,7 +121,10 @@ class RotationReconciler:
         phase = status.get("phase") or "Pending"
         if phase in TERMINAL:
             return phase
-        ctx = self._ctx(obj, status)
+        try:
+            ctx = self._ctx(obj, status)
+        except TargetRefused as e:
+            return self._refuse(obj, status, e)
         try:
             if ctx.spec.get("abort"):
                 who = abort_requested_by(ctx.spec)
@@ -128,17 +155,38 @@ class RotationReconciler:
             return "Aborted"
 
     def _ctx(self, obj: dict[str, Any], status: dict[str, Any]) -> _Ctx:
+        """The rotation and the configured target it asks for (:class:`TargetRefused` when the
+        config has no such target for the rotation's namespace)."""
         meta, spec = obj["metadata"], obj.get("spec") or {}
-        t = spec.get("target") or {}
-        return _Ctx(obj, meta["namespace"], meta["name"], meta["uid"], spec, status,
-                    t.get("namespace") or meta["namespace"],
-                    t.get("deployment") or "fractal-lba-backend", t.get("container"),
-                    alg_of(spec.get("algorithm", HMAC)), EnvNames.from_spec(t.get("env")))
+        target = self.settings.resolve_target(meta["namespace"], spec.get("target"))
+        if spec.get("errorRateQuery") and not target.allow_error_rate_query:
+            raise TargetRefused("FieldNotAllowed", (
+                f"spec.errorRateQuery is not accepted for {target.ref}: the configured query "
+                "is used (the config's allowErrorRateQuery lets a rotation bring its own)"))
+        return _Ctx(obj, meta["namespace"], meta["name"], meta["uid"], spec, status, target,
+                    alg_of(spec.get("algorithm", HMAC)))
+
+    def _refuse(self, obj: dict[str, Any], status: dict[str, Any], e: TargetRefused) -> str:
+        """A rotation whose target the config does not allow: Failed before anything was read
+        (no Secret, no Deployment), with the reason in a condition and a Warning Event."""
+        meta = obj["metadata"]
+        now = now_iso(self.clock())
+        gen = meta.get("generation")
+        msg = f"refused: {e}"
+        conds = set_condition(status.get("conditions"), "Ready", "False", e.reason, msg, gen, now)
+        conds = set_condition(conds, "Progressing", "False", e.reason, msg, gen, now)
+        self.kube.patch_status(meta["namespace"], PLURAL, meta["name"], {
+            "phase": "Failed", "conditions": conds, "observedGeneration": gen, "message": msg})
+        self.kube.event(obj, e.reason, msg, "Warning")
+        log.warning("keyrotation %s/%s refused: %s", meta["namespace"], meta["name"], e,
+                    extra={"rotation": f"{meta['namespace']}/{meta['name']}",
+                           "reason": e.reason})
+        return "Failed"
 
     def profile_of(self, ctx: _Ctx) -> str:
-        """The canonical profile agents sign with (the managed ring's, python by default)."""
-        ring, _ = self._read_ring(ctx)
-        return ring.profile if ring else "python"
+        """The canonical profile agents sign with: the configured target's. A probe in another
+        form is refused by a real backend for the wrong reason (and counts in its errors)."""
+        return ctx.target.profile
 
     # -- status -----------------------------------------------------------------------------
 
@@ -161,7 +209,7 @@ class RotationReconciler:
         patch.update(fields)
         if step:
             patch["history"] = self.signer.append(
-                st.get("history") or [], "keyrotation.step", ctx.target, step=step,
+                st.get("history") or [], "keyrotation.step", ctx.ref, step=step,
                 phase=phase, rotation=f"{ctx.ns}/{ctx.name}",
                 new_key=st.get("newKeyId") or fields.get("newKeyId"),
                 previous_key=st.get("previousKeyId") or fields.get("previousKeyId"),
@@ -172,7 +220,7 @@ class RotationReconciler:
         if step:
             self.kube.event(ctx.obj, f"Rotation{phase}", step)
             log.info("keyrotation %s/%s: %s -> %s", ctx.ns, ctx.name, step, phase,
-                     extra={"rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.target,
+                     extra={"rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.ref,
                             "phase": phase})
 
     # -- guard -------------------------------------------------------------------------------
@@ -183,8 +231,8 @@ class RotationReconciler:
             self._guard_condition(ctx, "False", "NoPrometheus",
                                   "no Prometheus configured: the error rate is not watched")
             return
-        query = ctx.spec.get("errorRateQuery") or self.settings.error_query(
-            ctx.target_ns, ctx.deployment)
+        query = (ctx.target.allow_error_rate_query and ctx.spec.get("errorRateQuery")
+                 or self.settings.error_query(ctx.target_ns, ctx.deployment))
         rate = self.prom.scalar(query)
         if rate is None:
             self._guard_condition(ctx, "False", "PrometheusUnavailable",
@@ -210,7 +258,7 @@ class RotationReconciler:
         d = self.kube.read_deployment(ctx.target_ns, ctx.deployment)
         if d is None:
             raise StepError("DeploymentNotFound",
-                            f"deployment {ctx.target} not found", permanent=True)
+                            f"deployment {ctx.ref} not found", permanent=True)
         return d
 
     def _backend(self, ctx: _Ctx) -> Backend:
@@ -242,9 +290,12 @@ class RotationReconciler:
             om = other["metadata"]
             if om["uid"] == ctx.uid:
                 continue
-            ot = (other.get("spec") or {}).get("target") or {}
-            if ((ot.get("namespace") or om["namespace"]) != ctx.target_ns
-                    or (ot.get("deployment") or "fractal-lba-backend") != ctx.deployment):
+            try:
+                theirs = self.settings.resolve_target(
+                    om["namespace"], (other.get("spec") or {}).get("target"))
+            except TargetRefused:
+                continue  # refused: it never acts on any target
+            if theirs.ref != ctx.ref:
                 continue
             ophase = (other.get("status") or {}).get("phase") or "Pending"
             if ophase in TERMINAL or (other.get("spec") or {}).get("dryRun"):
@@ -267,15 +318,15 @@ class RotationReconciler:
         other = self._busy(ctx)
         if other:
             raise StepError("TargetBusy", f"KeyRotation {other} is already rotating "
-                                          f"{ctx.target}; refusing a second one")
+                                          f"{ctx.ref}; refusing a second one")
         ring, existing = self._read_ring(ctx)
         if ring is None:
             ring = self._import_ring(ctx, deployment)
         previous = ring.key(ring.primary)
         guarded = self.prom.configured
         if ctx.spec.get("dryRun"):
-            steps = plan(ctx.alg, ctx.target, previous, ctx.spec.get("overlap", DEFAULT_OVERLAP),
-                         (ctx.spec["target"].get("agentSecret") or {}).get("name"), guarded)
+            steps = plan(ctx.alg, ctx.ref, previous, ctx.spec.get("overlap", DEFAULT_OVERLAP),
+                         ctx.agent.name if ctx.agent else None, guarded)
             self._set(ctx, "Planned", ready=("False", "DryRun", "dry run: nothing changed"),
                       progressing=("False", "DryRun", "plan in status.plan"), plan=steps,
                       previousKeyId=ring.primary or "",
@@ -283,18 +334,23 @@ class RotationReconciler:
                       step="dry run planned; nothing changed")
             return "Planned"
         if ring.lock and ring.lock.get("uid") != ctx.uid:
-            holder = self.kube.get_cr(ctx.ns, PLURAL, ring.lock.get("name", ""))
+            # The holder is looked up where it lives (its namespace in the lock; a lock written
+            # before namespaces were recorded is the target's own), and by UID: a namesake
+            # elsewhere, or a new object of the same name, does not release it.
+            hns = str(ring.lock.get("namespace") or ctx.target_ns)
+            holder = self.kube.get_cr(hns, PLURAL, str(ring.lock.get("name", "")))
             hphase = ((holder or {}).get("status") or {}).get("phase")
-            if holder is not None and hphase not in TERMINAL:
-                raise StepError("TargetBusy", f"keyring of {ctx.target} is locked by "
-                                              f"KeyRotation {ring.lock.get('name')}")
+            if (holder is not None and holder["metadata"].get("uid") == ring.lock.get("uid")
+                    and hphase not in TERMINAL):
+                raise StepError("TargetBusy", f"keyring of {ctx.ref} is locked by "
+                                              f"KeyRotation {hns}/{ring.lock.get('name')}")
         self._snapshot(ctx, ring, deployment)
         entry = ring.for_rotation(ctx.uid)
         if entry is None:
             new = generate_key(ctx.alg, state="pending")
             entry = {**new.to_entry(), "created_at": now_iso(self.clock()), "rotation": ctx.uid}
             ring.entries.append(entry)
-        ring.lock = {"uid": ctx.uid, "name": ctx.name}
+        ring.lock = {"uid": ctx.uid, "name": ctx.name, "namespace": ctx.ns}
         self._write_ring(ctx, ring, existing)
         new_key = ring.key(entry["kid"])
         assert new_key is not None
@@ -307,23 +363,43 @@ class RotationReconciler:
         return "Staged"
 
     def _snapshot(self, ctx: _Ctx, ring: ManagedRing, deployment: dict[str, Any]) -> None:
-        """Everything an abort restores, saved once before the first change."""
-        name = undo_secret_name(ctx.name)
-        if self.kube.read_secret(ctx.ns, name) is not None:
+        """Everything an abort restores, saved once before the first change, in the operator's
+        namespace (a requester cannot read or plant it there) and bound to this rotation's UID,
+        namespace, name and target."""
+        name = undo_secret_name(ctx.uid)
+        if self.kube.read_secret(self.operator_namespace, name) is not None:
             return
         container = find_container(deployment, ctx.container)
         annotations = (deployment["spec"]["template"].get("metadata") or {}).get(
             "annotations") or {}
-        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
         agent_value = None
-        if agent.get("name"):
-            agent_value = self.kube.secret_value(ctx.target_ns, agent["name"],
-                                                 agent_secret_key(ctx.spec["target"], ctx.alg))
-        snap = {"ring": ring.to_json(), "env": container.get("env") or [],
+        if ctx.agent is not None:
+            agent_value = self.kube.secret_value(ctx.target_ns, ctx.agent.name, ctx.agent_key)
+        snap = {"uid": ctx.uid, "rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.ref,
+                "container": container.get("name"),
+                "ring": ring.to_json(), "env": container.get("env") or [],
                 "revision": annotations.get(REVISION_ANNOTATION),
                 "agent": agent_value, "agent_existed": agent_value is not None}
-        self.kube.write_secret(ctx.ns, name, {"undo.json": json.dumps(snap)}, None,
-                               labels={**MANAGED, "sigops.fractal-lba.io/rotation": ctx.name})
+        self.kube.write_secret(self.operator_namespace, name, {"undo.json": json.dumps(snap)},
+                               None, labels={**MANAGED, **dict(zip(UNDO_LABELS, (
+                                   ctx.ns, ctx.name[:63], ctx.uid), strict=True))})
+
+    def _read_snapshot(self, ctx: _Ctx) -> dict[str, Any] | None:
+        """This rotation's undo snapshot, or None when there is none. One that does not name
+        this very rotation (UID, namespace, name) and target is never restored: StepError."""
+        sec = self.kube.read_secret(self.operator_namespace, undo_secret_name(ctx.uid))
+        if sec is None:
+            return None
+        try:
+            snap = json.loads(secret_strings(sec)["undo.json"])
+            bound = (snap["uid"], snap["rotation"], snap["target"])
+        except (KeyError, TypeError, ValueError):
+            bound = None
+        if bound != (ctx.uid, f"{ctx.ns}/{ctx.name}", ctx.ref):
+            raise StepError("SnapshotUnverified", (
+                f"undo snapshot {self.operator_namespace}/{undo_secret_name(ctx.uid)} does not "
+                f"belong to KeyRotation {ctx.ns}/{ctx.name} on {ctx.ref}; nothing restored"))
+        return dict(snap)
 
     def _apply_backend(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
         """Write the ring, then point the Deployment at it and roll pods if needed."""
@@ -353,6 +429,9 @@ class RotationReconciler:
             return
         try:
             self._abort(self._ctx(obj, status), "Deleted", "KeyRotation deleted mid-rotation")
+        except TargetRefused as e:  # it never acted: nothing of it to undo
+            log.warning("keyrotation %s deleted; its target is refused: %s",
+                        obj["metadata"]["name"], e)
         except StepError as e:  # e.g. the Deployment is gone too: nothing left to restore
             log.warning("keyrotation %s deleted; undo skipped: %s",
                         obj["metadata"]["name"], e)
@@ -411,24 +490,55 @@ class RotationReconciler:
                        "effective config; " + live)
         return "Verified"
 
+    def _probe_urls(self, ctx: _Ctx, dep: dict[str, Any]) -> tuple[list[str], bool]:
+        """Where live probes go: the target's configured backend URL, else its ready pods (by
+        the Deployment's own selector). Nothing a requester wrote. The flag: configured."""
+        url = ctx.target.submit_url()
+        return ([url], True) if url else (self._backend(ctx).pod_urls(dep), False)
+
+    def _probe_round_due(self, ctx: _Ctx, since_key: str) -> bool:
+        """Whether a round of live probes is due: the first at once, then one every
+        ``overlap_probe_grace / (overlap_probe_rounds - 1)``. Every refused probe counts in the
+        backend's own error metric, so sigops never probes at its reconcile rate."""
+        last = ctx.status.get("lastProbeAt")
+        if not last or ctx.status.get("lastProbeStep") != since_key:
+            return True
+        spacing = (self.settings.seconds("overlap_probe_grace")
+                   / (self.settings.overlap_probe_rounds - 1))
+        return (self.clock() - _parse_time(str(last))).total_seconds() >= spacing
+
+    def _probe_round(self, ctx: _Ctx, since_key: str, urls: list[str], old: Key | None,
+                     new: Key) -> list[OverlapProbe]:
+        answers = probe_overlap(urls, self.settings.probe_timeout, old, new, self.profile_of(ctx))
+        patch = {"lastProbeAt": now_iso(self.clock()), "lastProbeStep": since_key,
+                 "probeRounds": int(ctx.status.get("probeRounds") or 0) + 1}
+        self.kube.patch_status(ctx.ns, PLURAL, ctx.name, patch)
+        ctx.status.update(patch)
+        return answers
+
     def _live_overlap(self, ctx: _Ctx, ring: ManagedRing, new: Key,
                       dep: dict[str, Any]) -> str:
         """Trust the running backend over its env: it must accept a PCS signed with the old
         key *and* one signed with the new key before any agent is switched. A backend that
         holds one key (the upstream server reads only the single-key variable) is refused here,
         and the rotation is undone. Returns the step text."""
-        url = (ctx.spec.get("target") or {}).get("probeURL")
-        urls = [url] if url else self._backend(ctx).pod_urls(dep)
+        urls, configured = self._probe_urls(ctx, dep)
         if not urls:
-            return "no live probe (no spec.target.probeURL and no ready backend pod)"
+            return ("no live probe (no backendURL configured for the target and no ready "
+                    "backend pod)")
+        started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
+        waited = (self.clock() - _parse_time(started)).total_seconds()
+        grace = self.settings.seconds("overlap_probe_grace")
+        if waited <= grace and not self._probe_round_due(ctx, "overlap"):
+            raise StepError("WaitingForBackend", "live backend does not accept both keys yet; "
+                            "next probe round soon", permanent=False)
         old = self._old_signer(ctx, ring)
-        answers = probe_overlap(urls, self.settings.probe_timeout, old, new,
-                                self.profile_of(ctx))
-        if not url:  # guessed pod URLs: a pod without the submit endpoint says nothing
+        answers = self._probe_round(ctx, "overlap", urls, old, new)
+        if not configured:  # pod URLs: a pod without the submit endpoint says nothing
             answers = [a for a in answers if not a.no_submit_endpoint]
             if not answers:
                 return (f"no live probe (the backend pods answer no submit endpoint at "
-                        f"{urls[0]}; set spec.target.probeURL)")
+                        f"{urls[0]}; set the target's backendURL in the operator config)")
         seen = "; ".join(a.describe() for a in answers)
         if all(a.both_accepted for a in answers):
             return (f"live backend accepts {'both keys' if old else 'the new key'} "
@@ -442,9 +552,12 @@ class RotationReconciler:
                    f"key-rotation.md, 'Backend that accepts one key')")
         if any(a.refuses_old for a in answers):
             raise StepError("BackendRejectsOverlap", f"{one_key} [{seen}]")
-        started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
-        waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
-        if waited.total_seconds() <= self.settings.seconds("overlap_probe_grace"):
+        if self.settings.wait_for_rollout and all(a.refuses_new for a in answers):
+            # The rollout is done: every ready pod runs the overlap config, accepts the key
+            # agents use and refuses the new one. Waiting longer only adds refused probes.
+            raise StepError("BackendRejectsOverlap", f"{one_key}; every ready pod of the new "
+                                                     f"revision refuses the new key [{seen}]")
+        if waited <= grace:
             raise StepError("WaitingForBackend", f"live backend does not accept both keys yet "
                                                  f"[{seen}]", permanent=False)
         if any(a.refuses_new for a in answers):
@@ -456,24 +569,36 @@ class RotationReconciler:
                                        f"{self.settings.overlap_probe_grace} [{seen}]")
 
     def _old_signer(self, ctx: _Ctx, ring: ManagedRing) -> Key | None:
-        """The key agents sign with today, able to sign: the ring's primary (HMAC, or an
-        Ed25519 key sigops made), else the agents' own Ed25519 private key when its public half
-        is the primary's."""
-        old = ring.key(ring.primary) if ring.primary else None
-        if old is None or old.can_sign:
-            return old
-        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
-        if not agent.get("name"):
-            return None
-        value = self.kube.secret_value(ctx.target_ns, agent["name"],
-                                       agent_secret_key(ctx.spec["target"], ctx.alg))
-        if not value:
-            return None
+        """The key agents sign with today, able to sign (see :meth:`_signer_of`)."""
+        return self._signer_of(ctx, ring, ring.primary)
+
+    def _signer_of(self, ctx: _Ctx, ring: ManagedRing | None, kid: str | None) -> Key | None:
+        """Key ``kid`` of the ring, able to sign: an HMAC key or an Ed25519 key sigops made;
+        else the agents' Ed25519 private key (their Secret now, or as it was before this
+        rotation, from its undo snapshot) when its public half is that key's."""
+        known = ring.key(kid) if ring is not None and kid else None
+        if known is None or known.can_sign:
+            return known
+        values = []
+        if ctx.agent is not None:
+            values.append(self.kube.secret_value(ctx.target_ns, ctx.agent.name, ctx.agent_key))
         try:
-            k = Key(old.kid, old.alg, private_seed=b64decode_strict(value, "agent key", 32))
-        except (MalformedInput, KeyringError):
-            return None
-        return k if k.fingerprint == old.fingerprint else None
+            snap = self._read_snapshot(ctx)
+        except StepError:
+            snap = None
+        if snap and snap.get("agent"):
+            values.append(str(snap["agent"]))
+        for value in values:
+            if not value:
+                continue
+            try:
+                k = Key(known.kid, known.alg,
+                        private_seed=b64decode_strict(value, "agent key", 32))
+            except (MalformedInput, KeyringError):
+                continue
+            if k.fingerprint == known.fingerprint:
+                return k
+        return None
 
     def _promote(self, ctx: _Ctx) -> str:
         ring, existing = self._locked_ring(ctx)
@@ -481,14 +606,13 @@ class RotationReconciler:
         old_kid = ctx.status.get("previousKeyId") or None
         new = ring.key(new_kid)
         assert new is not None
-        agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
-        if agent.get("name"):
-            key = agent_secret_key(ctx.spec["target"], ctx.alg)
-            sec = self.kube.read_secret(ctx.target_ns, agent["name"])
+        if ctx.agent is not None:
+            key = ctx.agent_key
+            sec = self.kube.read_secret(ctx.target_ns, ctx.agent.name)
             data = secret_strings(sec)
             if data.get(key) != agent_secret_value(new):
                 data[key] = agent_secret_value(new)
-                self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
+                self.kube.write_secret(ctx.target_ns, ctx.agent.name, data, sec,
                                        labels=(sec.metadata.labels if sec else None))
         ring.set_state(new_kid, "active")
         if old_kid:
@@ -500,7 +624,7 @@ class RotationReconciler:
         until = self.clock() + timedelta(seconds=overlap)
         self._set(ctx, "Promoted", progressing=("True", "Promoted", "agents use the new key"),
                   overlapUntil=now_iso(until),
-                  step=("agents' Secret switched to " if agent.get("name") else
+                  step=("agents' Secret switched to " if ctx.agent is not None else
                         "backend primary switched to ") + f"{new_kid}; old key retiring")
         return "Promoted"
 
@@ -511,9 +635,36 @@ class RotationReconciler:
         return "Retiring"
 
     def _complete(self, ctx: _Ctx) -> str:
-        until = datetime.fromisoformat(str(ctx.status["overlapUntil"]).replace("Z", "+00:00"))
+        """Retire the old key, then prove it: ``Completed`` only once the rollout is done and
+        every ready pod refuses the old key and accepts the new one. Until then the phase stays
+        ``Retiring`` and the Progressing condition says what it waits for."""
+        until = _parse_time(str(ctx.status["overlapUntil"]))
         if self.clock() < until:
             return "Retiring"
+        if not ctx.status.get("retiredAt"):
+            return self._retire(ctx)
+        ring, _ = self._read_ring(ctx)
+        dep = self._deployment(ctx)
+        if self.settings.wait_for_rollout and not self._rollout_done(dep):
+            waited = (self.clock() - _parse_time(str(ctx.status["retiredAt"]))).total_seconds()
+            if waited > self.settings.seconds("rollout_timeout"):
+                raise StepError("RolloutStalled", (
+                    f"the rollout that drops the old key from {ctx.ref} is not done after "
+                    f"{self.settings.rollout_timeout}: old pods may still accept the retired "
+                    "key; see the Deployment's pods (kubectl rollout status)"), permanent=False)
+            raise StepError("WaitingForRollout", "old key dropped from the config; waiting for "
+                                                 "the backend rollout", permanent=False)
+        proof = self._prove_retired(ctx, ring, dep)
+        self.kube.delete_secret(self.operator_namespace, undo_secret_name(ctx.uid))
+        old_kid = ctx.status.get("previousKeyId") or "-"
+        self._set(ctx, "Completed", ready=("True", "Completed", "rotation complete"),
+                  progressing=("False", "Completed", "old key retired"),
+                  step=f"old key {old_kid} retired and dropped from the backend: {proof}")
+        return "Completed"
+
+    def _retire(self, ctx: _Ctx) -> str:
+        """Drop the old key from the backend (state ``retired`` in the ring) and release the
+        ring; the pods roll. Idempotent: an interrupted earlier attempt finishes here."""
         ring, existing = self._read_ring(ctx)
         # An interrupted earlier attempt may already have released the lock: the ring then has
         # this rotation's key as its primary, and finishing again changes nothing more.
@@ -531,11 +682,46 @@ class RotationReconciler:
         if entry is not None:
             entry.pop("rotation", None)
         self._apply_backend(ctx, ring, existing)
-        self.kube.delete_secret(ctx.ns, undo_secret_name(ctx.name))
-        self._set(ctx, "Completed", ready=("True", "Completed", "rotation complete"),
-                  progressing=("False", "Completed", "old key retired"),
-                  step=f"old key {old_kid or '-'} retired and dropped from the backend")
-        return "Completed"
+        # Signed once, in the Completed record, with the live proof; meanwhile an Event.
+        self._set(ctx, "Retiring", progressing=(
+            "True", "ProvingRetirement", f"old key {old_kid or '-'} dropped from the backend's "
+            "config; waiting for the rollout, then every ready pod must refuse it"),
+            retiredAt=now_iso(self.clock()))
+        self.kube.event(ctx.obj, "RotationRetiring", f"old key {old_kid or '-'} dropped from "
+                        f"{ctx.ref}'s config; proving it refused once the pods rolled")
+        return "Retiring"
+
+    def _prove_retired(self, ctx: _Ctx, ring: ManagedRing | None, dep: dict[str, Any]) -> str:
+        """Every ready pod (or the configured backend URL) refuses a PCS signed with the old key
+        and accepts one signed with the new; else StepError (waiting). Returns the proof."""
+        new = ring.key(ctx.status["newKeyId"]) if ring else None
+        if new is None:
+            raise StepError("KeyringLost", f"keyring Secret {ctx.ring_secret} no longer holds "
+                                           f"the new key {ctx.status['newKeyId']}")
+        urls, configured = self._probe_urls(ctx, dep)
+        if not urls:
+            return "no live proof (no backendURL configured and no ready backend pod)"
+        if not self._probe_round_due(ctx, "retire"):
+            raise StepError("OldKeyStillAccepted", "waiting to probe the backend again",
+                            permanent=False)
+        old = self._signer_of(ctx, ring, ctx.status.get("previousKeyId"))
+        answers = self._probe_round(ctx, "retire", urls, old, new)
+        if not configured:
+            answers = [a for a in answers if not a.no_submit_endpoint]
+            if not answers:
+                return (f"no live proof (the backend pods answer no submit endpoint at "
+                        f"{urls[0]})")
+        seen = "; ".join(a.describe() for a in answers)
+        n = f"{len(answers)} endpoint{'s' if len(answers) != 1 else ''}"
+        if old is None:
+            if all(a.new in ACCEPTED for a in answers):
+                return (f"the live backend accepts the new key ({n}); the old key is public "
+                        "only here, so its refusal was not probed")
+        elif all(a.refuses_old for a in answers):
+            return f"every live endpoint refuses the old key and accepts the new one ({n})"
+        raise StepError("OldKeyStillAccepted", f"the live backend does not yet refuse the old "
+                                               f"key and accept the new one [{seen}]",
+                        permanent=False)
 
     # -- abort -------------------------------------------------------------------------------
 
@@ -543,23 +729,19 @@ class RotationReconciler:
                requested_by: dict[str, Any] | None = None) -> None:
         """Undo every change from the snapshot, then mark the rotation Aborted. A person's
         abort names who asked in the signed history record."""
-        name = undo_secret_name(ctx.name)
-        snap_sec = self.kube.read_secret(ctx.ns, name)
-        if snap_sec is not None:
-            snap = json.loads(secret_strings(snap_sec)["undo.json"])
+        snap = self._read_snapshot(ctx)
+        if snap is not None:
             # Agents first: the backend still accepts the old key until the ring is restored,
             # so no moment leaves agents on a key the backend rejects.
-            agent = (ctx.spec.get("target") or {}).get("agentSecret") or {}
-            if agent.get("name"):
-                key = agent_secret_key(ctx.spec["target"], ctx.alg)
-                sec = self.kube.read_secret(ctx.target_ns, agent["name"])
+            if ctx.agent is not None:
+                sec = self.kube.read_secret(ctx.target_ns, ctx.agent.name)
                 data = secret_strings(sec)
                 if snap["agent_existed"]:
-                    data[key] = snap["agent"]
+                    data[ctx.agent_key] = snap["agent"]
                 else:
-                    data.pop(key, None)
+                    data.pop(ctx.agent_key, None)
                 if sec is not None:
-                    self.kube.write_secret(ctx.target_ns, agent["name"], data, sec,
+                    self.kube.write_secret(ctx.target_ns, ctx.agent.name, data, sec,
                                            labels=sec.metadata.labels)
             restored = ManagedRing.from_json(snap["ring"])
             # Keep the new key on record (retired) so diagnosis can name it.
@@ -573,7 +755,8 @@ class RotationReconciler:
 
             def restore_env(dep: dict[str, Any]) -> bool:
                 for c in dep["spec"]["template"]["spec"]["containers"]:
-                    if c.get("name") == find_container(dep, ctx.container).get("name"):
+                    if c.get("name") == (snap.get("container")
+                                         or find_container(dep, ctx.container).get("name")):
                         c["env"] = snap["env"]
                 tmeta = dep["spec"]["template"].setdefault("metadata", {})
                 ann = dict(tmeta.get("annotations") or {})
@@ -582,7 +765,7 @@ class RotationReconciler:
                 return True
 
             self._backend(ctx).update(restore_env)
-            self.kube.delete_secret(ctx.ns, name)
+            self.kube.delete_secret(self.operator_namespace, undo_secret_name(ctx.uid))
         msg = f"{message}; all changes undone"
         self._set(ctx, "Aborted", ready=("False", reason, msg),
                   progressing=("False", reason, msg), message=msg,
@@ -606,6 +789,10 @@ def abort_requested_by(spec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(who, dict) and who.get("user"):
         return {k: who[k] for k in ("user", "uid", "groups", "at") if who.get(k)}
     return {"user": UNKNOWN_USER}
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None:

@@ -55,7 +55,8 @@ class Operator:
 
         self.kube, self.prom, self.settings, self.signer = kube, prom, settings, signer
         self.operator_namespace = operator_namespace
-        self.rotations = RotationReconciler(kube, prom, settings, signer)
+        self.rotations = RotationReconciler(kube, prom, settings, signer,
+                                            operator_namespace=operator_namespace)
         self.incidents = IncidentReconciler(kube, prom, settings, signer)
         self.health = health or Health()
         self.stop = threading.Event()

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..core.scenarios import LETTERS, SCENARIOS
 from ..core.timeparse import parse_duration
 
-__all__ = ["Target", "Settings", "load_settings", "Mode"]
+__all__ = ["Target", "TargetEnv", "AgentSecret", "TargetRefused", "Settings", "load_settings",
+           "Mode", "REQUESTER_FIELDS"]
 
 Mode = Literal["auto", "approval", "dryRun"]
 DEFAULT_MODES: dict[str, Mode] = {
@@ -26,8 +27,38 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+class TargetEnv(_Model):
+    """Names of the backend's environment variables (upstream defaults). Only the config names
+    them: a requester naming a variable could make sigops read or write any env of the pod."""
+
+    sign_alg: str = Field(default="PCS_SIGN_ALG", alias="signAlg")
+    hmac_key: str = Field(default="PCS_HMAC_KEY", alias="hmacKey")
+    hmac_keys: str = Field(default="PCS_HMAC_KEYS", alias="hmacKeys")
+    ed25519_pub: str = Field(default="PCS_ED25519_PUB_B64", alias="ed25519Pub")
+    ed25519_pubs: str = Field(default="PCS_ED25519_PUBS_B64", alias="ed25519Pubs")
+    token_rate: str = Field(default="TOKEN_RATE", alias="tokenRate")
+
+    @field_validator("*")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not _ENV_NAME.fullmatch(v):
+            raise ValueError(f"not an environment variable name: {v!r}")
+        return v
+
+
+class AgentSecret(_Model):
+    """The Secret (in the target's namespace) the agents sign with; a KeyRotation switches it to
+    the new key on promotion."""
+
+    name: str
+    key: str | None = None
+    """Key in the Secret (default PCS_HMAC_KEY for HMAC, PCS_ED25519_PRIV_B64 for Ed25519)."""
+
+
 class Target(_Model):
-    """A backend sigops looks after."""
+    """A backend sigops looks after: the one model of a target, decided by whoever writes the
+    operator config (the chart's ``targets``). KeyRotations and SignatureIncidents select a
+    target by namespace and Deployment; everything else about it comes from here."""
 
     namespace: str = "fractal-lba"
     deployment: str = "fractal-lba-backend"
@@ -37,8 +68,53 @@ class Target(_Model):
     """Base URL of the backend (probe submits, failed-sample endpoint, Date header)."""
     max_skew_seconds: float | None = Field(default=None, alias="maxSkewSeconds")
     """The backend's freshness tolerance, if it checks sent_at (diagnoses clock skew)."""
-    profile: str = "python"
-    """The canonical profile agents sign with."""
+    profile: Literal["python", "go", "fixed9"] = "python"
+    """The canonical profile agents sign with; every probe sigops sends is signed in it."""
+    env: TargetEnv = Field(default_factory=TargetEnv)
+    agent_secret: AgentSecret | None = Field(default=None, alias="agentSecret")
+    request_namespaces: tuple[str, ...] = Field(default=(), alias="requestNamespaces")
+    """Namespaces besides the target's own whose KeyRotations and SignatureIncidents may act on
+    it (where people request rotations of a backend they do not run)."""
+    allow_error_rate_query: bool = Field(default=False, alias="allowErrorRateQuery")
+    """Whether a KeyRotation may bring its own ``spec.errorRateQuery`` (run with sigops'
+    Prometheus credentials); off: the configured query for this target."""
+    samples_config_map: str | None = Field(default=None, alias="samplesConfigMap")
+    """A ConfigMap of failed samples (in the target's namespace) that evidence may read; a
+    requester's ``spec.samples.configMapRef`` is read only when it names this one."""
+
+    @field_validator("backend_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError(f"backendURL must be an http:// or https:// URL: {v!r}")
+        return v.rstrip("/") if v else v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.deployment}"
+
+    def requestable_from(self, namespace: str) -> bool:
+        return namespace == self.namespace or namespace in self.request_namespaces
+
+    def submit_url(self) -> str | None:
+        """The configured backend's PCS submit endpoint, if a backend URL is configured."""
+        return f"{self.backend_url}/v1/pcs/submit" if self.backend_url else None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+REQUESTER_FIELDS = ("container", "env", "agentSecret", "probeURL")
+"""Fields a KeyRotation's ``spec.target`` once carried and the config now owns: a spec naming one
+is refused (the CRD's own validation refuses it at admission too)."""
+
+
+class TargetRefused(ValueError):
+    """A requested target that sigops will not act on; ``reason`` becomes the condition reason.
+    The message names namespaces, Deployments and field names only, never a value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _dur(v: str) -> str:
@@ -75,6 +151,10 @@ class Settings(_Model):
     overlap_probe_grace: str = "2m"
     """After the overlap config is applied (and rolled out), how long the live backend may
     still refuse one of the two keys before the rotation stops as BackendRejectsOverlap."""
+    overlap_probe_rounds: int = Field(default=4, ge=2, le=20)
+    """How many rounds of live probes (one PCS signed with each key per ready pod) fit in the
+    grace: rounds are spaced ``overlap_probe_grace / (rounds - 1)`` apart, so sigops' own
+    refused probes stay a handful per pod (each counts in the backend's error metric)."""
     verify_timeout: str = "10m"
     """How long to wait after an action for the error rate to fall / the alert to resolve."""
     escalate_after: str = "30m"
@@ -129,6 +209,46 @@ class Settings(_Model):
             return marked[0]
         return self.targets[0] if len(self.targets) == 1 else None
 
+    def resolve_target(self, requester_namespace: str, spec_target: object,
+                       kind: str = "KeyRotation") -> Target:
+        """The configured target a KeyRotation or SignatureIncident in ``requester_namespace``
+        asks for (``spec.target``: namespace, default the requester's, and Deployment), or
+        :class:`TargetRefused`. Nothing about the target is taken from the spec.
+
+        >>> s = Settings(targets=[{"namespace": "be", "requestNamespaces": ["ops"]}])
+        >>> s.resolve_target("ops", {"namespace": "be"}).ref
+        'be/fractal-lba-backend'
+        >>> try:
+        ...     s.resolve_target("mallory", {"namespace": "be"})
+        ... except TargetRefused as e:
+        ...     print(e.reason)
+        NamespaceNotAllowed
+        """
+        t = spec_target if isinstance(spec_target, dict) else {}
+        extra = [f for f in REQUESTER_FIELDS if t.get(f) not in (None, "", {})]
+        if extra:
+            raise TargetRefused("FieldNotAllowed", (
+                f"spec.target.{extra[0]} is not accepted: a target's "
+                f"{', '.join(extra)} come{'s' if len(extra) == 1 else ''} from the operator "
+                "config (targets[]); remove it from the spec"))
+        ns = t.get("namespace") or requester_namespace
+        dep = t.get("deployment") or "fractal-lba-backend"
+        if not isinstance(ns, str) or not isinstance(dep, str):
+            raise TargetRefused("TargetNotConfigured", "spec.target.namespace and "
+                                                       "spec.target.deployment must be strings")
+        for c in self.targets:
+            if c.namespace == ns and c.deployment == dep:
+                if not c.requestable_from(requester_namespace):
+                    allowed = ", ".join(c.request_namespaces) or "none"
+                    raise TargetRefused("NamespaceNotAllowed", (
+                        f"a {kind} in namespace {requester_namespace} may not act on {c.ref} "
+                        f"(the config's requestNamespaces for it: {allowed})"))
+                return c
+        configured = ", ".join(c.ref for c in self.targets) or "none"
+        raise TargetRefused("TargetNotConfigured", (
+            f"{_printable(ns)}/{_printable(dep)} is not a target of the operator config "
+            f"(configured: {configured})"))
+
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
         r"""The error-rate query for one target (an empty name is not matched on).
 
@@ -168,6 +288,12 @@ UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",
                           "flk_signature_errors": "flk_signature_err"}
 """Upstream's code registers ``flk_signature_errors``; its alert rule and runbook say
 ``flk_signature_err``. Each name's other one."""
+
+
+def _printable(value: str, limit: int = 63) -> str:
+    """A requester's name as shown in a message: printable, cut to a DNS label's length."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return out + ("..." if len(value) > limit else "")
 
 
 def _promql_string(value: str) -> str:
