@@ -581,8 +581,7 @@ def idle(cluster: Cluster, work: Path, objects: int = 100, window: float = 45.0,
                     cluster.create_cr(ns, "keyrotations", {
                         "apiVersion": f"{GROUP}/{VERSION}", "kind": "KeyRotation",
                         "metadata": {"name": f"kr-{i:03d}"},
-                        "spec": {"target": {"deployment": DEPLOYMENT,
-                                            "agentSecret": {"name": "agent-key"}},
+                        "spec": {"target": {"deployment": DEPLOYMENT},
                                  "algorithm": "hmac-sha256", "overlap": "336h",
                                  "dryRun": True}})
                     cluster.create_cr(ns, "signatureincidents", {

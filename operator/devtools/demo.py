@@ -90,8 +90,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         say("--- act 1: rotate the backend key with a KeyRotation ---")
         flk.apply({"apiVersion": "sigops.fractal-lba.io/v1alpha1", "kind": "KeyRotation",
                    "metadata": {"name": "rotate-2026-11"},
-                   "spec": {"target": {"deployment": "fractal-lba-backend",
-                                       "agentSecret": {"name": "agent-key"}},
+                   "spec": {"target": {"deployment": "fractal-lba-backend"},
                             "algorithm": "hmac-sha256", "overlap": "10s"}})
         seen = ""
 

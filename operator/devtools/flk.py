@@ -160,7 +160,8 @@ class Flk:
         """helm upgrade --install with a values file: this namespace as the target, Prometheus
         on the bridge address, a short error-rate window, the alert token."""
         values: dict[str, Any] = {
-            "targets": [{"namespace": self.ns, "deployment": BACKEND, "default": True}],
+            "targets": [{"namespace": self.ns, "deployment": BACKEND, "default": True,
+                         "agentSecret": {"name": "agent-key"}}],
             "prometheus": {"url": f"http://{GATEWAY}:{prom_port}"},
             "detection": {"errorRateQuery": "sum(rate({metric}{{{scope}}}[10s]))",
                           "errorRateThreshold": 2, "alertPollInterval": 5},

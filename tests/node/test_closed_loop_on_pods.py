@@ -49,8 +49,7 @@ def test_rotation_then_forgotten_agents_resolved_by_scenario_a(flk: Flk, tmp_pat
 
     flk.apply({"apiVersion": "sigops.fractal-lba.io/v1alpha1", "kind": "KeyRotation",
                "metadata": {"name": "rot"},
-               "spec": {"target": {"deployment": "fractal-lba-backend",
-                                   "agentSecret": {"name": "agent-key"}},
+               "spec": {"target": {"deployment": "fractal-lba-backend"},
                         "algorithm": HMAC, "overlap": "10s"}})
     wait_for(lambda: phase_of(flk, "keyrotation", "rot") in ("Completed", "Aborted", "Failed"),
              timeout=180, interval=1, what="the rotation")

@@ -48,8 +48,8 @@ def operator(node: object) -> Iterator[object]:
     """sigops installed by the chart, watching the namespaces of this module's backends."""
     for ns in NAMESPACES:
         ensure_namespace(node, ns)
-    targets = [{"namespace": ns, "deployment": BACKEND, "default": i == 0}
-               for i, ns in enumerate(NAMESPACES)]
+    targets = [{"namespace": ns, "deployment": BACKEND, "default": i == 0,
+                "agentSecret": {"name": "agent-key"}} for i, ns in enumerate(NAMESPACES)]
     helm(node, "upgrade", "--install", RELEASE, "charts/sigops", "-n", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "3m",
          "--set-json", f"targets={json.dumps(targets)}",
@@ -111,7 +111,7 @@ def _healthy(url: str) -> bool:
 def keyrotation(name: str, overlap: str = "8s") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "KeyRotation",
             "metadata": {"name": name},
-            "spec": {"target": {"deployment": BACKEND, "agentSecret": {"name": "agent-key"}},
+            "spec": {"target": {"deployment": BACKEND},
                      "algorithm": HMAC, "overlap": overlap}}
 
 

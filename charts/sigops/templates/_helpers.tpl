@@ -128,6 +128,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "wal_exec" $v.evidence.walExec.enabled
   "wal_exec_dir" $v.evidence.walExec.dir
   "overlap_probe_grace" $v.keyRotation.overlapProbeGrace
+  "overlap_probe_rounds" $v.keyRotation.overlapProbeRounds
   "min_overlap" $v.keyRotation.minOverlap
   "reconcile_interval" $v.keyRotation.reconcileInterval
   "signal_rate_limit" $v.signals.rateLimit
