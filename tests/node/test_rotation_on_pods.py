@@ -38,7 +38,8 @@ from tests.node.support import (
 from tests.support import REPO, kubectl, pcs, wait_for
 
 GROUP = "sigops.fractal-lba.io"
-NAMESPACES = ("node-rotation", "node-crashloop", "node-restart")
+NAMESPACES = ("node-rotation", "node-crashloop", "node-restart", "node-onekey", "node-stall")
+PROFILES = {"node-onekey": "go"}  # the real-server shape: agents and backend sign the go form
 BACKEND = "fractal-lba-backend"
 IMAGE = "sigops:0.1.0"
 
@@ -49,7 +50,8 @@ def operator(node: object) -> Iterator[object]:
     for ns in NAMESPACES:
         ensure_namespace(node, ns)
     targets = [{"namespace": ns, "deployment": BACKEND, "default": i == 0,
-                "agentSecret": {"name": "agent-key"}} for i, ns in enumerate(NAMESPACES)]
+                "agentSecret": {"name": "agent-key"}, "profile": PROFILES.get(ns, "python")}
+               for i, ns in enumerate(NAMESPACES)]
     helm(node, "upgrade", "--install", RELEASE, "charts/sigops", "-n", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "3m",
          "--set-json", f"targets={json.dumps(targets)}",
@@ -72,24 +74,29 @@ def apply(node: object, obj: dict[str, Any], ns: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def backend(node: object, ns: str, key: Key, crash_on_overlap: bool = False) -> str:
+def backend(node: object, ns: str, key: Key, crash_on_overlap: bool = False,
+            crash_on_single: bool = False, args: tuple[str, ...] = ()) -> str:
     """Secrets for the backend and the agents, the backend Deployment (2 replicas of the image,
     key from the Secret through env) and its Service. Returns the Service's ClusterIP.
 
     ``crash_on_overlap``: the backend's new version exits at start whenever it is given more
-    than one key (a stand-in for any release that cannot start with the new config)."""
+    than one key (a stand-in for any release that cannot start with the new config);
+    ``crash_on_single``: it exits at start when given exactly one key in PCS_HMAC_KEYS (the
+    retirement's config), so the final rollout stalls with the overlap pods still serving."""
     secret = key.to_entry()["secret"]
     for name in ("backend-key", "agent-key"):
         apply(node, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                      "stringData": {"PCS_HMAC_KEY": secret}}, ns)
     dep = running_backend([*literal_env(PCS_SIGN_ALG="hmac"),
-                           secret_env("PCS_HMAC_KEY", "backend-key")], IMAGE)
+                           secret_env("PCS_HMAC_KEY", "backend-key")], IMAGE, args=args)
     container = dep["spec"]["template"]["spec"]["containers"][0]
     container["imagePullPolicy"] = "Never"
     if crash_on_overlap:
         container["command"] = ["/bin/sh", "-c",
                                 'if [ -n "$PCS_HMAC_KEYS" ]; then echo "cannot start" >&2; '
                                 'exit 1; fi; exec sigops "$@"', "sh"]
+    if crash_on_single:
+        container["command"] = CRASH_ON_SINGLE
     apply(node, dep, ns)
     apply(node, backend_service(), ns)
     wait_for(lambda: (get_json(node, "deployment", "-n", ns, BACKEND).get("status") or {})
@@ -98,6 +105,10 @@ def backend(node: object, ns: str, key: Key, crash_on_overlap: bool = False) -> 
     wait_for(lambda: _healthy(f"http://{ip}:8080"), timeout=30,
              what="the Service to reach the backend (kube-proxy rules)")
     return ip
+
+
+CRASH_ON_SINGLE = ["/bin/sh", "-c", 'case "$PCS_HMAC_KEYS" in "" | *,*) ;; *) '
+                   'echo "cannot start with one key" >&2; exit 1;; esac; exec sigops "$@"', "sh"]
 
 
 def _healthy(url: str) -> bool:
@@ -139,9 +150,9 @@ class Agents:
     """`sigops testbed agents` through the Service, reading the agents' Secret as it changes
     (the way agents get their key), stopped with SIGTERM; its report counts answers."""
 
-    def __init__(self, node: object, ns: str, cluster_ip: str) -> None:
+    def __init__(self, node: object, ns: str, cluster_ip: str, profile: str = "python") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sigops.cli", "testbed", "agents",
+            [sys.executable, "-m", "sigops.cli", "testbed", "agents", "--profile", profile,
              "--url", f"http://{cluster_ip}:8080", "--secret", f"{ns}/agent-key/PCS_HMAC_KEY",
              "--kubeconfig", str(node.kubeconfig), "--rate", "20", "--workers", "4",  # type: ignore[attr-defined]
              "--duration", "600"],
@@ -271,6 +282,95 @@ def test_operator_pod_deleted_mid_rotation_finishes_once(operator: object) -> No
     phases = [h["payload"]["phase"] for h in st["history"]]
     assert phases == ["Staged", "Overlapping", "Verified", "Promoted", "Retiring", "Completed"]
     assert "401" not in report["by_status"], report
+
+
+def rollout_done_at(node: object, ns: str, revision: int) -> float | None:
+    """time.monotonic() now if the Deployment's rollout of ``revision`` is done, else None."""
+    dep = get_json(node, "deployment", "-n", ns, BACKEND)
+    st = dep.get("status") or {}
+    rev = int(dep["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0))
+    done = (rev >= revision and st.get("observedGeneration") == dep["metadata"]["generation"]
+            and st.get("updatedReplicas") == st.get("replicas") == st.get("availableReplicas")
+            == dep["spec"]["replicas"])
+    return time.monotonic() if done else None
+
+
+def test_single_key_backend_in_the_go_form_stops_the_rotation_at_once(operator: object
+                                                                     ) -> None:
+    """The real upstream server's shape (reads PCS_HMAC_KEY only; agents sign the go form; the
+    target is configured with profile go): the rotation's probes are in the go form, so the
+    backend accepts the old key and refuses the new one, and the rotation stops as
+    BackendRejectsOverlap within 30 s of the new revision being ready, agents untouched."""
+    node, ns = operator, "node-onekey"
+    old = generate_key(HMAC, kid="original", state="active")
+    ip = backend(node, ns, old, args=("--single-key", "--profile", "go"))
+    agent0 = get_json(node, "secret", "-n", ns, "agent-key")["data"]
+    agents = Agents(node, ns, ip, profile="go")
+    ready_at = stopped_at = None
+    try:
+        time.sleep(3)
+        apply(node, keyrotation("rot"), ns)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and stopped_at is None:
+            ready_at = ready_at or rollout_done_at(node, ns, 2)
+            if kr_status(node, ns, "rot").get("phase") in ("Completed", "Aborted", "Failed"):
+                stopped_at = time.monotonic()
+            time.sleep(0.5)
+        time.sleep(3)
+    finally:
+        report = agents.stop()
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Aborted", st
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert ready["reason"] == "BackendRejectsOverlap", ready
+    assert "ignores PCS_HMAC_KEYS" in ready["message"], ready
+    assert "old key 200, new key 401" in ready["message"], ready
+    assert ready_at is not None and stopped_at is not None
+    assert stopped_at - ready_at <= 30, (stopped_at - ready_at, st)
+    # sigops' own refused probes: one round (a PCS per key per pod), not one per reconcile.
+    assert st["probeRounds"] == 1, st
+    # No legitimate PCS was refused; the agents' Secret never changed.
+    assert report["sent"] > 100 and set(report["by_status"]) == {"200"}, report
+    assert get_json(node, "secret", "-n", ns, "agent-key")["data"] == agent0
+
+
+def test_completed_only_once_every_pod_refuses_the_old_key(operator: object) -> None:
+    """The final rollout stalls (the new pods cannot start with one key): the overlap pods keep
+    serving and would accept the retired key, so the phase stays Retiring and says why; once
+    the Deployment is repaired, the rotation completes and every pod refuses the old key."""
+    node, ns = operator, "node-stall"
+    old = generate_key(HMAC, kid="original", state="active")
+    backend(node, ns, old, crash_on_single=True)
+    apply(node, keyrotation("rot"), ns)
+
+    def progressing() -> dict[str, Any]:
+        st = kr_status(node, ns, "rot")
+        return {c["type"]: c for c in st.get("conditions") or []}.get("Progressing") or {}
+
+    wait_for(lambda: progressing().get("reason") == "RolloutStalled", timeout=240, interval=1,
+             what="the stalled final rollout to be named")
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Retiring" and st.get("retiredAt"), st
+    assert "old pods may still accept the retired key" in progressing()["message"]
+    # Why Completed would be a lie now: an overlap pod still accepts the old key.
+    answers = [post_pcs(f"http://{p['status']['podIP']}:8080", old, 5)
+               for p in backend_pods(node, ns) if pod_ready(p)]
+    assert 200 in answers, answers
+    # Repair the backend; the rollout finishes and the rotation proves the retirement live.
+    kubectl(node, "patch", "deployment", BACKEND, "-n", ns, "--type", "json", "-p", json.dumps(
+        [{"op": "remove", "path": "/spec/template/spec/containers/0/command"}]))
+    wait_for(lambda: kr_status(node, ns, "rot").get("phase") in
+             ("Completed", "Aborted", "Failed"), timeout=240, interval=1,
+             what="the rotation to complete after the repair")
+    st = kr_status(node, ns, "rot")
+    assert st["phase"] == "Completed", st
+    done = next(h for h in st["history"] if h["payload"]["phase"] == "Completed")
+    assert "every live endpoint refuses the old key and accepts the new one (2 endpoints)" in \
+        done["payload"]["step"], done
+    new = new_key_of(node, ns, st)
+    for p in backend_pods(node, ns):
+        url = f"http://{p['status']['podIP']}:8080"
+        assert post_pcs(url, old, 6) == 401 and post_pcs(url, new, 7) == 200
 
 
 def test_hand_the_backend_back_after_uninstall(operator: object) -> None:

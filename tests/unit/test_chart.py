@@ -20,7 +20,7 @@ import pytest
 import yaml
 from tests.support import require_tool
 
-from sigops.settings import Settings
+from sigops.settings import Settings, Target
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sigops"
@@ -255,7 +255,8 @@ def test_operator_namespace_role_is_pinned_to_its_own_objects(
     rules = {(r["resources"][0], tuple(r["verbs"])): r.get("resourceNames") for r in role["rules"]}
     assert rules == {
         ("secrets", ("get",)): ["sigops-signing-key"],
-        ("secrets", ("create",)): None,
+        # KeyRotations' undo snapshots (sigops-undo-<UID>): names not known beforehand.
+        ("secrets", ("get", "create", "delete")): None,
         ("configmaps", ("get", "update")): ["sigops-signal-pubkeys", "sigops-ratelimit"],
         ("configmaps", ("create",)): None,
         ("leases", ("get", "update")): ["sigops-leader"],
@@ -458,7 +459,8 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "remediation": {"verifyTimeout": "2m", "escalateAfter": "45m",
                         "notificationURL": "https://hooks.example/x", "waitForRollout": False,
                         "rolloutTimeout": "3m", "probeTimeout": 1.5},
-        "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2, "overlapProbeGrace": "45s"},
+        "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2, "overlapProbeGrace": "45s",
+                        "overlapProbeRounds": 3},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
         "evidence": {"walExec": {"enabled": True, "dir": "/wal"}},
     }
@@ -475,7 +477,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "deployment_label": "app", "verify_timeout": "2m", "escalate_after": "45m",
         "notification_url": "https://hooks.example/x", "wait_for_rollout": False,
         "rollout_timeout": "3m", "probe_timeout": 1.5, "min_overlap": "24h",
-        "overlap_probe_grace": "45s",
+        "overlap_probe_grace": "45s", "overlap_probe_rounds": 3,
         "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
         "service_id": "sigops-eu", "wal_exec": True, "wal_exec_dir": "/wal",
     }
@@ -484,6 +486,26 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         assert got[field] == value, field
         assert getattr(default, field) != value, f"{field}: pick a non-default test value"
     assert set(want) | {"targets"} == set(Settings.model_fields), "a Settings field has no value"
+
+
+def test_every_target_value_reaches_the_operator(tmp_path: Path) -> None:
+    """Each field of a chart target changes exactly that field of the operator's Target."""
+    target: Doc = {
+        "namespace": "pay", "deployment": "be", "container": "server", "default": True,
+        "backendURL": "https://be.pay.svc:8443", "profile": "go", "maxSkewSeconds": 30,
+        "env": {"signAlg": "SIG_ALG", "hmacKey": "K", "hmacKeys": "KS", "ed25519Pub": "P",
+                "ed25519Pubs": "PS", "tokenRate": "RATE"},
+        "agentSecret": {"name": "agents", "key": "SIGNING_KEY"},
+        "requestNamespaces": ["sre"], "allowErrorRateQuery": True, "samplesConfigMap": "failed",
+    }
+    cfg = Settings.model_validate(config_of(render({"targets": [target]}, tmp=tmp_path)))
+    got = cfg.targets[0].model_dump(by_alias=True)
+    default = Target().model_dump(by_alias=True)
+    for field, value in target.items():
+        assert got[field] == (tuple(value) if isinstance(value, list) else value), field
+        assert default[field] != got[field], f"{field}: pick a non-default test value"
+    assert set(target) == set(Target.model_fields[f].alias or f for f in Target.model_fields), \
+        "a Target field has no chart value"
 
 
 def test_extra_config_is_merged_and_validated(tmp_path: Path) -> None:
