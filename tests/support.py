@@ -231,6 +231,18 @@ def keyrotation(name: str, alg: str, overlap: str = "3s", **spec: Any) -> dict[s
                      "algorithm": alg, "overlap": overlap, **spec}}
 
 
+def undo_snapshots(api: Any, ns: str) -> dict[str, str]:
+    """The undo snapshots in ``ns`` (an operator's namespace), by rotation UID (values are key
+    material: compare keys only)."""
+    try:
+        sec = client.CoreV1Api(api).read_namespaced_secret("sigops-undo-snapshots", ns)
+    except client.ApiException as e:
+        if e.status == 404:
+            return {}
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in (sec.data or {}).items()}
+
+
 def rotation_target(ns: str, **extra: Any) -> dict[str, Any]:
     """The configured target of ``make_backend``'s backend in ``ns``: its agents' Secret is
     ``agent-key`` (the config, not the KeyRotation, names it)."""

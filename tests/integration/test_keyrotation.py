@@ -28,6 +28,7 @@ from tests.support import (
     rotation_settings,
     rotation_target,
     secret,
+    undo_snapshots,
     verify_history,
     wait_for,
 )
@@ -95,9 +96,9 @@ def test_full_rotation(api, namespace, operator_factory, alg):
                 for k, v in e.items() if k in ("secret", "private_b64")]
     assert_no_key_material(api, namespace, "rot", material, op.logs())
     # The undo snapshot (kept in the operator's namespace) is gone once the rotation is complete.
-    for ns in (namespace, op.operator_ns):
-        names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(ns).items]
-        assert not any(n.startswith("sigops-undo-") for n in names), (ns, names)
+    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items]
+    assert not any(n.startswith("sigops-undo-") for n in names), names
+    assert kr["metadata"]["uid"] not in undo_snapshots(api, op.operator_ns)
 
 
 def test_dry_run_changes_nothing(api, namespace, operator_factory):

@@ -302,6 +302,8 @@ def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespa
         pytest.skip("helm missing: run `make tools`")
     manifest = subprocess.run(
         [str(helm), "template", "plugin-test", str(REPO / "charts" / "sigops"),
+         "--set-json", f'targets=[{{"namespace": "{namespace}", '
+                       '"deployment": "fractal-lba-backend"}]',
          "--show-only", "templates/admissionpolicy.yaml"],
         capture_output=True, text=True, check=True).stdout
     (tmp_path / "vap.yaml").write_text(manifest)
@@ -362,6 +364,18 @@ def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespa
                                      "--type", "merge", "-p", probe, check=False
                                      ).returncode == 0, 30, 0.5,
                      what="the admission policy to be gone")
+        # And the target policy: a rotation of an unconfigured backend is admitted again.
+        other = keyrotation("probe-gone", HMAC, overlap="1h", dryRun=True)
+        other["spec"]["target"]["deployment"] = "not-configured"
+        (tmp_path / "probe.json").write_text(json.dumps(other))
+
+        def target_policy_gone() -> bool:
+            ok = kubectl(cluster, "create", "-n", namespace, "-f", str(tmp_path / "probe.json"),
+                         check=False).returncode == 0
+            kubectl(cluster, "delete", "kr", "probe-gone", "-n", namespace, check=False)
+            return ok
+
+        wait_for(target_policy_gone, 30, 0.5, what="the target admission policy to be gone")
 
 
 def test_a_request_built_on_a_stale_read_changes_nothing(api, namespace):

@@ -29,6 +29,7 @@ from tests.support import (
     phase,
     rotation_target,
     secret,
+    undo_snapshots,
     wait_for,
 )
 
@@ -177,10 +178,8 @@ def test_the_undo_snapshot_is_out_of_reach_and_a_lock_holds_across_namespaces(
                                        keyrotation("owner", HMAC, overlap="1h"))
     wait_for(lambda: phase(api, victim, "owner") == "Retiring", 60, what="Retiring")
     uid = get_kr(api, victim, "owner")["metadata"]["uid"]
-    snaps = [s.metadata.name for s in
-             client.CoreV1Api(api).list_namespaced_secret(op.operator_ns).items]
-    assert f"sigops-undo-{uid}" in snaps
-    r = kubectl(cluster, "--as", MALLORY, "get", "secret", f"sigops-undo-{uid}", "-n",
+    assert uid in undo_snapshots(api, op.operator_ns)
+    r = kubectl(cluster, "--as", MALLORY, "get", "secret", "sigops-undo-snapshots", "-n",
                 op.operator_ns, check=False)
     assert r.returncode != 0 and "forbidden" in r.stderr.lower()
     # The same name in another allowed namespace: refused, the ring stays with its holder.
@@ -201,9 +200,7 @@ def test_the_undo_snapshot_is_out_of_reach_and_a_lock_holds_across_namespaces(
     env = client.AppsV1Api(api).read_namespaced_deployment(
         "fractal-lba-backend", victim).spec.template.spec.containers[0].env
     assert not any(e.name == "EVIL" for e in env)
-    assert f"sigops-undo-{uid}" not in [
-        s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(
-            op.operator_ns).items]
+    assert uid not in undo_snapshots(api, op.operator_ns)
 
 
 def test_the_admission_policy_refuses_foreign_targets_before_they_are_stored(

@@ -28,6 +28,7 @@ from tests.support import (
     phase,
     rotation_settings,
     secret,
+    undo_snapshots,
     verify_history,
 )
 
@@ -118,9 +119,7 @@ def test_abort_via_spec_sigkilled_at_every_step_restores_once(api, namespace,
     # ...and the new key is kept on record, retired, so a diagnosis can still name it.
     assert states[new_kid] == "retired" and list(states.values()).count("active") == 1
     assert ring["lock"] is None
-    names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(
-        namespace).items]
-    assert not any(n.startswith("sigops-undo-") for n in names)
+    assert undo_snapshots(api, op.operator_ns) == {}  # the snapshot dropped after the undo
     verify_history(api, op.operator_ns, kr)
     assert watch.checks > 0 and watch.violations == []  # agents restored before the keyring
     kit.bump("SIGKILL at every step: KeyRotation abort via spec.abort", rotations=1,

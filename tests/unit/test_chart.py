@@ -255,8 +255,8 @@ def test_operator_namespace_role_is_pinned_to_its_own_objects(
     rules = {(r["resources"][0], tuple(r["verbs"])): r.get("resourceNames") for r in role["rules"]}
     assert rules == {
         ("secrets", ("get",)): ["sigops-signing-key"],
-        # KeyRotations' undo snapshots (sigops-undo-<UID>): names not known beforehand.
-        ("secrets", ("get", "create", "delete")): None,
+        ("secrets", ("create",)): None,
+        ("secrets", ("get", "update")): ["sigops-undo-snapshots"],
         ("configmaps", ("get", "update")): ["sigops-signal-pubkeys", "sigops-ratelimit"],
         ("configmaps", ("create",)): None,
         ("leases", ("get", "update")): ["sigops-leader"],

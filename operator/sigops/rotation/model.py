@@ -10,8 +10,8 @@ from ..core.keys import ED25519, HMAC, Key
 from ..core.timeparse import parse_duration
 from ..settings import AgentSecret
 
-__all__ = ["TERMINAL", "undo_secret_name", "agent_secret_key", "agent_secret_value", "plan",
-           "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds", "UNDO_LABELS"]
+__all__ = ["TERMINAL", "UNDO_SECRET", "agent_secret_key", "agent_secret_value", "plan",
+           "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds"]
 
 DEFAULT_OVERLAP = "336h"
 """The upstream dedup TTL (14 days): a PCS may be resubmitted that long after it was signed."""
@@ -19,14 +19,10 @@ DEFAULT_OVERLAP = "336h"
 TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
 
 
-def undo_secret_name(uid: str) -> str:
-    """The undo snapshot of the rotation with this UID, kept in the operator's namespace (a
-    requester cannot write there; the UID binds it to one object)."""
-    return f"sigops-undo-{uid}"[:253]
-
-
-UNDO_LABELS = ("sigops.fractal-lba.io/rotation-namespace", "sigops.fractal-lba.io/rotation",
-               "sigops.fractal-lba.io/rotation-uid")
+UNDO_SECRET = "sigops-undo-snapshots"
+"""The Secret in the operator's namespace holding every unfinished rotation's undo snapshot,
+one key per rotation UID: a requester cannot read or plant one there, and one fixed name lets
+the chart pin the operator's own access to it."""
 
 
 def agent_secret_key(agent: AgentSecret | None, alg: str) -> str:

@@ -35,13 +35,12 @@ from ..signing.records import Signer
 from .model import (
     DEFAULT_OVERLAP,
     TERMINAL,
-    UNDO_LABELS,
+    UNDO_SECRET,
     agent_secret_key,
     agent_secret_value,
     alg_of,
     plan,
     spec_problem,
-    undo_secret_name,
 )
 
 __all__ = ["RotationReconciler", "StepError", "abort_requested_by"]
@@ -363,11 +362,12 @@ class RotationReconciler:
         return "Staged"
 
     def _snapshot(self, ctx: _Ctx, ring: ManagedRing, deployment: dict[str, Any]) -> None:
-        """Everything an abort restores, saved once before the first change, in the operator's
-        namespace (a requester cannot read or plant it there) and bound to this rotation's UID,
-        namespace, name and target."""
-        name = undo_secret_name(ctx.uid)
-        if self.kube.read_secret(self.operator_namespace, name) is not None:
+        """Everything an abort restores, saved once before the first change: the entry of this
+        rotation's UID in the operator's undo Secret (a requester cannot read or plant it
+        there), naming the rotation's UID, namespace, name and target."""
+        sec = self.kube.read_secret(self.operator_namespace, UNDO_SECRET)
+        data = secret_strings(sec)
+        if ctx.uid in data:
             return
         container = find_container(deployment, ctx.container)
         annotations = (deployment["spec"]["template"].get("metadata") or {}).get(
@@ -375,30 +375,46 @@ class RotationReconciler:
         agent_value = None
         if ctx.agent is not None:
             agent_value = self.kube.secret_value(ctx.target_ns, ctx.agent.name, ctx.agent_key)
-        snap = {"uid": ctx.uid, "rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.ref,
-                "container": container.get("name"),
-                "ring": ring.to_json(), "env": container.get("env") or [],
-                "revision": annotations.get(REVISION_ANNOTATION),
-                "agent": agent_value, "agent_existed": agent_value is not None}
-        self.kube.write_secret(self.operator_namespace, name, {"undo.json": json.dumps(snap)},
-                               None, labels={**MANAGED, **dict(zip(UNDO_LABELS, (
-                                   ctx.ns, ctx.name[:63], ctx.uid), strict=True))})
+        data[ctx.uid] = json.dumps({
+            "uid": ctx.uid, "rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.ref,
+            "container": container.get("name"), "ring": ring.to_json(),
+            "env": container.get("env") or [],
+            "revision": annotations.get(REVISION_ANNOTATION),
+            "agent": agent_value, "agent_existed": agent_value is not None})
+        self._write_snapshots(data, sec)
+
+    def _write_snapshots(self, data: dict[str, str], existing: Any) -> None:
+        try:
+            self.kube.write_secret(self.operator_namespace, UNDO_SECRET, data, existing,
+                                   labels=MANAGED)
+        except Conflict:
+            raise StepError("Conflict", f"undo Secret {self.operator_namespace}/{UNDO_SECRET} "
+                                        "changed concurrently; retrying",
+                            permanent=False) from None
+
+    def _drop_snapshot(self, ctx: _Ctx) -> None:
+        sec = self.kube.read_secret(self.operator_namespace, UNDO_SECRET)
+        data = secret_strings(sec)
+        if sec is not None and data.pop(ctx.uid, None) is not None:
+            self._write_snapshots(data, sec)
 
     def _read_snapshot(self, ctx: _Ctx) -> dict[str, Any] | None:
         """This rotation's undo snapshot, or None when there is none. One that does not name
         this very rotation (UID, namespace, name) and target is never restored: StepError."""
-        sec = self.kube.read_secret(self.operator_namespace, undo_secret_name(ctx.uid))
-        if sec is None:
+        text = secret_strings(self.kube.read_secret(self.operator_namespace,
+                                                    UNDO_SECRET)).get(ctx.uid)
+        if text is None:
             return None
         try:
-            snap = json.loads(secret_strings(sec)["undo.json"])
+            snap = json.loads(text)
             bound = (snap["uid"], snap["rotation"], snap["target"])
         except (KeyError, TypeError, ValueError):
             bound = None
         if bound != (ctx.uid, f"{ctx.ns}/{ctx.name}", ctx.ref):
             raise StepError("SnapshotUnverified", (
-                f"undo snapshot {self.operator_namespace}/{undo_secret_name(ctx.uid)} does not "
-                f"belong to KeyRotation {ctx.ns}/{ctx.name} on {ctx.ref}; nothing restored"))
+                f"the undo snapshot of UID {ctx.uid} in {self.operator_namespace}/{UNDO_SECRET} "
+                f"does not belong to KeyRotation {ctx.ns}/{ctx.name} on {ctx.ref}; nothing "
+                "restored"))
         return dict(snap)
 
     def _apply_backend(self, ctx: _Ctx, ring: ManagedRing, existing: Any) -> None:
@@ -655,7 +671,7 @@ class RotationReconciler:
             raise StepError("WaitingForRollout", "old key dropped from the config; waiting for "
                                                  "the backend rollout", permanent=False)
         proof = self._prove_retired(ctx, ring, dep)
-        self.kube.delete_secret(self.operator_namespace, undo_secret_name(ctx.uid))
+        self._drop_snapshot(ctx)
         old_kid = ctx.status.get("previousKeyId") or "-"
         self._set(ctx, "Completed", ready=("True", "Completed", "rotation complete"),
                   progressing=("False", "Completed", "old key retired"),
@@ -765,7 +781,7 @@ class RotationReconciler:
                 return True
 
             self._backend(ctx).update(restore_env)
-            self.kube.delete_secret(self.operator_namespace, undo_secret_name(ctx.uid))
+            self._drop_snapshot(ctx)
         msg = f"{message}; all changes undone"
         self._set(ctx, "Aborted", ready=("False", reason, msg),
                   progressing=("False", reason, msg), message=msg,
