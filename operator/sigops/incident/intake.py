@@ -186,15 +186,14 @@ class AlertIntake:
         if not self.prom.configured:
             return None
         firing = self.prom.firing(self.settings.alert_name)
-        if firing and any(self.target_for(_alert_labels(labels)).target == target
-                          for labels in firing):
+        if firing is None:
+            return None  # unreachable: do not wait out its retries a second time
+        if any(self.target_for(_alert_labels(labels)).target == target for labels in firing):
             return True
         rate = self.prom.scalar(self.settings.error_query(target.namespace, target.deployment))
-        if rate is not None and rate > self.settings.error_rate_threshold:
-            return True
-        if firing is None or rate is None:
+        if rate is None:
             return None
-        return False
+        return rate > self.settings.error_rate_threshold
 
     # -- incidents ---------------------------------------------------------------------------
 
