@@ -11,10 +11,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from kubernetes import client
 
+from devtools.promstack import PromStack, ScrapeTarget
+from devtools.stub import StubServer
 from sigops.core.keys import ED25519, generate_key
 from sigops.incident.alertmanager import AlertInfo
 from sigops.incident.intake import FP_LABEL, RATELIMIT_CM, AlertIntake
@@ -22,14 +27,18 @@ from sigops.kube.api import GROUP, VERSION, Kube, KubeError
 from sigops.prometheus.client import Prom
 from sigops.settings import Settings, Target
 from sigops.signing.records import Signer
+from tests.support import BIN, wait_for
 
 SIGNER = Signer(generate_key(ED25519, kid="intake-test-signer", state="active"))
 ALERT = "FLKSignatureFailuresSpike"
 
 
-def intake(api: Any, ns: str) -> AlertIntake:
-    settings = Settings(targets=[Target(namespace=ns, deployment="fractal-lba-backend")])
-    return AlertIntake(Kube(api), Prom(None), settings, SIGNER, ns, token="t")
+def intake(api: Any, ns: str, prom: Prom | None = None, **settings: Any) -> AlertIntake:
+    """Two configured targets in ``ns``: fractal-lba-backend (the default) and other-backend."""
+    config = Settings(targets=[Target(namespace=ns, deployment="fractal-lba-backend",
+                                      default=True),
+                               Target(namespace=ns, deployment="other-backend")], **settings)
+    return AlertIntake(Kube(api), prom or Prom(None), config, SIGNER, ns, token="t")
 
 
 def alert(fp: str, group: str = "g1", status: str = "firing", **labels: str) -> AlertInfo:
@@ -163,3 +172,108 @@ def test_alerts_of_one_target_share_one_incident_until_all_resolve(api: Any, nam
     assert it2.handle(alert(second, status="resolved"), "alertmanager") == "resolved"
     st = status()
     assert st["alertResolvedAt"] and sorted(st["resolvedAlerts"]) == ["a0a0", "b0b0"]
+
+
+# -- alerts map only to configured targets (issue 25) -------------------------------------------
+
+def dropped(path: str, reason: str) -> float:
+    from sigops.telemetry.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("sigops_alerts_dropped_total",
+                                     {"path": path, "reason": reason}) or 0.0
+
+
+def all_incidents(api: Any, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "signatureincidents")["items"]
+    return items
+
+
+def test_an_alert_for_anything_not_configured_opens_nothing_and_is_counted(
+        api: Any, namespace: str, caplog: Any) -> None:
+    """Today's intake made a target up from any namespace/deployment labels (an incident
+    against kube-system's coredns, or another Deployment of the namespace)."""
+    it = intake(api, namespace)
+    before = dropped("alertmanager", "unknown_target")
+    forged = [alert(f"bad{i}", namespace=namespace, deployment=f"not-configured-{i}")
+              for i in range(5)]
+    forged += [alert("c0de", namespace="kube-system", deployment="coredns"),
+               alert("e5c4", namespace=namespace, pod="redis-0"),
+               alert("10a9", namespace=namespace, deployment='x"\n\x1b[31mFAKE LOG LINE')]
+    with caplog.at_level("WARNING", logger="sigops.alerts"):
+        results = [it.handle(a, "alertmanager") for a in forged]
+    assert results == ["unknown_target"] * len(forged)
+    assert all_incidents(api, namespace) == []
+    assert dropped("alertmanager", "unknown_target") - before == len(forged)
+    warnings = [r.getMessage() for r in caplog.records if "opens nothing" in r.getMessage()]
+    assert len(warnings) == len(forged)
+    assert all("\n" not in w and "\x1b" not in w for w in warnings), warnings
+    # Nothing was counted against any rate limit, and no state was written for it.
+    assert it.limiter.to_state()["sources"] == {}
+    assert client.CoreV1Api(api).list_namespaced_config_map(
+        namespace, field_selector=f"metadata.name={RATELIMIT_CM}").items == []
+    # A copy is a duplicate (counted once); the configured targets still open incidents.
+    assert it.handle(forged[0], "alertmanager") == "duplicate"
+    assert it.handle(alert("0001", namespace=namespace, deployment="fractal-lba-backend"),
+                     "alertmanager") == "created"
+    assert it.handle(alert("0002", namespace=namespace, pod="other-backend-5c54f8bbf4-h6c4v"),
+                     "alertmanager") == "created"
+    targets = sorted(i["spec"]["target"]["deployment"] for i in all_incidents(api, namespace))
+    assert targets == ["fractal-lba-backend", "other-backend"]
+    # Labels that fit both configured targets name neither.
+    assert it.handle(alert("0003", namespace=namespace), "alertmanager") == "ambiguous_target"
+    assert len(all_incidents(api, namespace)) == 2
+
+
+@pytest.mark.skipif(not (BIN / "prometheus").exists(), reason="prometheus not installed")
+def test_forged_alerts_do_not_use_up_a_real_targets_rate_limit(api: Any, namespace: str,
+                                                                tmp_path: Path) -> None:
+    """Anyone who can post to Alertmanager can make it send sigops an alert naming a real
+    target. Today three such posts an hour rate-limited that target's real spike. An alert
+    of the webhook counts only once the configured (real) Prometheus confirms it; the poll
+    reads the ALERTS of that Prometheus and maps them to configured targets only."""
+    errors = {"n": 0.0, "step": 0.0}
+
+    def metrics() -> bytes:
+        errors["n"] += errors["step"]
+        return f"# TYPE flk_signature_err counter\nflk_signature_err {errors['n']}\n".encode()
+
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "t", "rules": [{
+        "alert": "SomethingElse", "expr": "vector(1)"}, {
+        "alert": ALERT, "expr": "vector(1)",
+        "labels": {"namespace": "kube-system", "deployment": "coredns"}}]}]}))
+    backend = StubServer(metrics, "text/plain; version=0.0.4")
+    pod = "fractal-lba-backend-5c54f8bbf4-h6c4v"
+    try:
+        with PromStack(targets=[ScrapeTarget(backend.address, {"namespace": namespace,
+                                                               "pod": pod})],
+                       rule_files=[rules], workdir=tmp_path / "prom") as stack:
+            prom = Prom(stack.prometheus_url)
+            it = intake(api, namespace, prom, error_rate_window="10s",
+                        error_rate_threshold=5.0)
+            query = it.settings.error_query(namespace, "fractal-lba-backend")
+            wait_for(lambda: prom.scalar(query) == 0.0, 30, what="the backend scraped")
+            before = dropped("alertmanager", "unconfirmed")
+            forged = [alert(f"f0{i}", namespace=namespace, deployment="fractal-lba-backend")
+                      for i in range(6)]
+            assert [it.handle(a, "alertmanager") for a in forged] == ["unconfirmed"] * 6
+            assert all_incidents(api, namespace) == []
+            assert it.limiter.to_state()["sources"] == {}
+            assert dropped("alertmanager", "unconfirmed") - before == 6
+            # The poll: Prometheus' own ALERTS, here for a target that is not configured.
+            poll_before = dropped("prometheus-poll", "unknown_target")
+            wait_for(lambda: prom.firing(ALERT), 30, what="the rule to fire")
+            assert it.poll_once() == 0
+            assert dropped("prometheus-poll", "unknown_target") - poll_before == 1
+            assert all_incidents(api, namespace) == []
+            # A real spike: the same alert now confirmed, with the whole limit left for it.
+            errors["step"] = 100.0  # per scrape (1 s): ~100 errors/s
+            wait_for(lambda: (prom.scalar(query) or 0.0) > 5.0, 30, what="the spike")
+            assert it.handle(forged[0], "alertmanager") == "created"
+            assert [it.handle(alert(f"r{i}", namespace=namespace, severity=f"s{i}",
+                                    deployment="fractal-lba-backend"), "alertmanager")
+                    for i in range(3)] == ["created", "created", "rate_limited"]
+    finally:
+        backend.close()
+    assert len(saved_accepted(api, namespace)) == 3

@@ -160,6 +160,16 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
             ra2 = prom.scalar(query_a2)
             nobody = prom.scalar(settings.error_query("team-c", "backend"))
             unscraped = prom.query(settings.error_query("team-a", "backend-old"))
+            # The rule's and dashboard's expression: one series per target, the same numbers
+            # (one instant query each, so the values are of one evaluation time).
+            t = time.time()
+            by_target = {(r["metric"].get("namespace"), r["metric"].get("deployment")):
+                         float(r["value"][1]) for r in prom._c().custom_query(
+                             settings.error_rate_by_target(), params={"time": t})}
+            guards = {k: float(prom._c().custom_query(settings.error_query(*k), params={
+                "time": t})[0]["value"][1]) for k in (("team-a", "backend"),
+                                                     ("team-a", "backend-canary"),
+                                                     ("team-b", "backend"))}
     finally:
         a.close()
         a2.close()
@@ -169,3 +179,7 @@ def test_default_error_query_counts_one_target_whichever_counter_name_it_exports
     assert ra2 > 5 * ra, (ra2, ra)  # backend-canary's pods are not backend's, and vice versa
     assert unscraped == [], unscraped
     assert nobody == 0.0
+    assert set(by_target) == {("team-a", "backend"), ("team-a", "backend-canary"),
+                              ("team-b", None)}, by_target
+    for (ns, dep), rate in guards.items():  # team-b's series have no pod label
+        assert by_target[ns, None if ns == "team-b" else dep] == pytest.approx(rate), ns

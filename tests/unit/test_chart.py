@@ -333,13 +333,67 @@ def test_crds_are_templated_from_identical_copies(rendered: dict[str, list[Doc]]
         assert "helm.sh/resource-policy" not in (d["metadata"].get("annotations") or {})
 
 
+def promtool_rule_test(tmp_path: Path, rule: Doc, name: str, series: dict[str, str],
+                       alerts: list[tuple[Doc, float]]) -> None:
+    """`promtool test rules`: ``series`` (selector -> values, one sample a minute) give
+    exactly ``alerts`` (labels, the rule's own added; and the rate the description shows) at
+    minute 12."""
+    f = tmp_path / f"rules-{name}.yaml"
+    f.write_text(yaml.safe_dump(rule["spec"]))
+    (spec,) = rule["spec"]["groups"][0]["rules"]
+
+    def described(labels: Doc, rate: float) -> str:
+        where = labels["namespace"] + (f"/{labels['deployment']}" if "deployment" in labels
+                                       else f" (pod {labels['pod']})" if "pod" in labels else "")
+        return (f"{where} is rejecting more than 10 PCS submissions per second with 401 "
+                f"(current rate {rate:.1f}/s). sigops answers this alert automatically; see "
+                "its SignatureIncident.")
+
+    test = {"rule_files": [str(f)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": k, "values": v} for k, v in series.items()],
+        "alert_rule_test": [{"eval_time": "12m", "alertname": "FLKSignatureFailuresSpike",
+                             "exp_alerts": [{
+                                 "exp_labels": {**spec["labels"], **labels},
+                                 "exp_annotations": {**spec["annotations"],
+                                                     "description": described(labels, rate)}}
+                                 for labels, rate in alerts]}]}]}
+    t = tmp_path / f"test-{name}.yaml"
+    t.write_text(yaml.safe_dump(test))
+    p = subprocess.run([require_tool("promtool"), "test", "rules", str(t)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, name + p.stdout + p.stderr
+
+
+def per_second(rate: float) -> str:
+    """promtool values of a counter rising ``rate`` per second, one sample a minute."""
+    return f"0+{rate * 60:g}x20"
+
+
+POD = "fractal-lba-backend-5c54f8bbf4-{}"
+NS = 'namespace="fractal-lba"'
+
+
+def pods(metric: str, rate: float, n: int, deployment: str = "fractal-lba-backend",
+         ns: str = NS) -> dict[str, str]:
+    return {f'{metric}{{{ns},pod="{deployment}-5c54f8bbf4-p{i}",job="flk"}}': per_second(rate)
+            for i in range(n)}
+
+
+BACKEND = {"namespace": "fractal-lba", "deployment": "fractal-lba-backend"}
+
+
 def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    """Issue 28: the rule fires for the backend's failure rate, whatever its number of pods."""
     rule = one(rendered["prometheus-rule"], "PrometheusRule")
     (group,) = rule["spec"]["groups"]
     (alert,) = group["rules"]
     assert alert["alert"] == "FLKSignatureFailuresSpike"
-    assert alert["expr"] == ("(rate(flk_signature_err[5m]) or rate(flk_signature_errors[5m]))"
-                             " > 10")
+    # One expression: the operator's (Settings.error_rate_by_target) is the rule's.
+    cfg = Settings.model_validate(config_of(rendered["prometheus-rule"]))
+    assert alert["expr"] == f"({cfg.error_rate_by_target()}) > 10"
+    assert cfg.error_query("fractal-lba", "fractal-lba-backend") == (
+        f'sum({cfg.error_rate_by_target("fractal-lba", "fractal-lba-backend")})')
     assert alert["for"] == "5m"
     assert alert["labels"] == {"severity": "warning", "component": "backend"}
     assert alert["annotations"]["runbook_url"].endswith("runbooks/signature-failures-spike.md")
@@ -349,30 +403,90 @@ def test_prometheus_rule(rendered: dict[str, list[Doc]], tmp_path: Path) -> None
     p = subprocess.run([require_tool("promtool"), "check", "rules", str(f)],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
-    # Prometheus's own rule engine: it fires for a backend exporting either name, and not
-    # below the threshold.
-    series = {"flk_signature_err": "0+900x20", "flk_signature_errors": "0+900x20"}
-    description = ("fractal-lba is rejecting more than 10 PCS submissions per second with 401 "
-                   "(current rate 15.0/s). sigops answers this alert automatically; see its "
-                   "SignatureIncident.")
-    for name, values in series.items():
-        test = {"rule_files": [str(f)], "evaluation_interval": "1m", "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": f'{name}{{namespace="fractal-lba",pod="b-1"}}', "values": values},
-                {"series": f'{name}{{namespace="quiet",pod="b-2"}}', "values": "0+60x20"}],
-            "alert_rule_test": [{"eval_time": "12m", "alertname": "FLKSignatureFailuresSpike",
-                                 "exp_alerts": [{"exp_labels": {
-                                     "severity": "warning", "component": "backend",
-                                     "namespace": "fractal-lba", "pod": "b-1"},
-                                     "exp_annotations": {
-                                         **alert["annotations"],
-                                         "description": description}}]}]}]}
-        t = tmp_path / f"test-{name}.yaml"
-        t.write_text(yaml.safe_dump(test))
-        p = subprocess.run([require_tool("promtool"), "test", "rules", str(t)],
-                           capture_output=True, text=True, timeout=30)
-        assert p.returncode == 0, name + p.stdout + p.stderr
+    # Prometheus's own rule engine. A key or canonicalization fault hits every pod alike.
+    for metric in ("flk_signature_err", "flk_signature_errors"):
+        promtool_rule_test(tmp_path, rule, f"3x5-{metric}", pods(metric, 5, 3),
+                           [(BACKEND, 15)])
+    promtool_rule_test(tmp_path, rule, "1x11", pods("flk_signature_err", 11, 1),
+                       [(BACKEND, 11)])
+    promtool_rule_test(tmp_path, rule, "3x3", pods("flk_signature_err", 3, 3), [])
+    # One backend exporting one name on some pods and the other on the rest adds up.
+    promtool_rule_test(tmp_path, rule, "mixed", {**pods("flk_signature_err", 6, 1),
+                                                 **{k.replace("p0", "q0"): v for k, v in pods(
+                                                     "flk_signature_errors", 6, 1).items()}},
+                       [(BACKEND, 12)])
+    # Two Deployments in one namespace, 6/s each: neither is over 10/s.
+    promtool_rule_test(tmp_path, rule, "two-deployments", {
+        **pods("flk_signature_err", 3, 2),
+        **pods("flk_signature_err", 3, 2, deployment="fractal-lba-canary")}, [])
+    promtool_rule_test(tmp_path, rule, "two-deployments-one-over", {
+        **pods("flk_signature_err", 3, 2),
+        **pods("flk_signature_err", 4, 3, deployment="fractal-lba-canary")},
+        [({**BACKEND, "deployment": "fractal-lba-canary"}, 12)])
+    # Two namespaces do not add up either; series without a pod label count per namespace.
+    promtool_rule_test(tmp_path, rule, "namespaces", {
+        **pods("flk_signature_err", 6, 1), **pods("flk_signature_err", 6, 1, ns='namespace="b"'),
+        'flk_signature_err{namespace="c",job="flk"}': per_second(11)}, [({"namespace": "c"}, 11)])
+    description = ("fractal-lba/fractal-lba-backend is rejecting more than 10 PCS submissions "
+                   "per second with 401 (current rate 15.0/s). sigops answers this alert "
+                   "automatically; see its SignatureIncident.")
+    test = {"rule_files": [str(f)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": k, "values": v}
+                         for k, v in pods("flk_signature_err", 5, 3).items()],
+        "alert_rule_test": [{"eval_time": "12m", "alertname": "FLKSignatureFailuresSpike",
+                             "exp_alerts": [{"exp_labels": {**alert["labels"], **BACKEND},
+                                             "exp_annotations": {**alert["annotations"],
+                                                                 "description": description}}]}]}]}
+    t = tmp_path / "test-description.yaml"
+    t.write_text(yaml.safe_dump(test))
+    p = subprocess.run([require_tool("promtool"), "test", "rules", str(t)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_prometheus_rule_per_pod_form_is_upstreams(tmp_path: Path) -> None:
+    docs = render({"prometheusRule": {"enabled": True, "aggregation": "pod"}}, tmp=tmp_path)
+    rule = one(docs, "PrometheusRule")
+    (alert,) = rule["spec"]["groups"][0]["rules"]
+    assert alert["expr"] == ("(rate(flk_signature_err[5m]) or rate(flk_signature_errors[5m]))"
+                             " > 10")
+    promtool_rule_test(tmp_path, rule, "pod-3x5", pods("flk_signature_err", 5, 3), [])
+    promtool_rule_test(tmp_path, rule, "pod-1x11", pods("flk_signature_errors", 11, 1), [
+        ({"namespace": "fractal-lba", "pod": POD.format("p0"), "job": "flk"}, 11)])
+
+
+def test_rule_dashboard_and_guard_read_one_expression(tmp_path: Path) -> None:
+    """Other detection values: the rule, the dashboard panel and the operator's default guard
+    still hold Settings' expression for the same values (the chart cannot drift from it)."""
+    values: Doc = {"detection": {"signatureErrorMetric": "flk_signature_errors",
+                                 "namespaceLabel": "kubernetes_namespace",
+                                 "deploymentLabel": "app", "errorRateWindow": "2m",
+                                 "errorRateThreshold": 2.5},
+                   "prometheusRule": {"enabled": True},
+                   "grafanaDashboard": {"enabled": True}}
+    docs = render(values, tmp=tmp_path)
+    cfg = Settings.model_validate(config_of(docs))
+    want = cfg.error_rate_by_target()
+    assert want == Settings(signature_error_metric="flk_signature_errors",
+                            namespace_label="kubernetes_namespace", deployment_label="app",
+                            error_rate_window="2m").error_rate_by_target()
+    assert "[2m]" in want and "sum by (kubernetes_namespace, app)" in want
+    (alert,) = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert alert["expr"] == f"({want}) > 2.5"
+    assert "{{ $labels.kubernetes_namespace }}{{ with $labels.app }}" in (
+        alert["annotations"]["description"])
+    (cm,) = [d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    (panel,) = [p for p in json.loads(cm["data"]["sigops.json"])["panels"]
+                if p["title"].startswith("Signature error rate per target")]
+    assert panel["targets"][0]["expr"] == want
+    assert panel["targets"][0]["legendFormat"] == "{{kubernetes_namespace}}/{{app}}"
+    assert cfg.error_query("ns", "be") == f'sum({cfg.error_rate_by_target("ns", "be")})'
+    # The dashboard file itself holds the defaults' expression (it imports as it is).
+    dash = json.loads((CHART / "files" / "dashboards" / "sigops.json").read_text())
+    (panel,) = [p for p in dash["panels"]
+                if p["title"].startswith("Signature error rate per target")]
+    assert panel["targets"][0]["expr"] == Settings().error_rate_by_target()
 
 
 def test_network_policy(rendered: dict[str, list[Doc]]) -> None:
@@ -454,6 +568,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "scenarioE": {"mode": "auto", "autoWindow": "10m", "lastKnownGoodAfter": "90s"},
         "detection": {"alertName": "Spike", "signatureErrorMetric": "flk_signature_errors",
                       "errorRateQuery": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
+                      "errorRateWindow": "3m",
                       "errorRateThreshold": 2.5, "alertPollInterval": 7,
                       "namespaceLabel": "ns", "deploymentLabel": "app"},
         "remediation": {"verifyTimeout": "2m", "escalateAfter": "45m",
@@ -473,6 +588,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "last_known_good_after": "90s", "alert_name": "Spike",
         "signature_error_metric": "flk_signature_errors",
         "error_rate_query": "sum(rate({metric}{{namespace=\"{namespace}\"}}[1m]))",
+        "error_rate_window": "3m",
         "error_rate_threshold": 2.5, "alert_poll_interval": 7.0, "namespace_label": "ns",
         "deployment_label": "app", "verify_timeout": "2m", "escalate_after": "45m",
         "notification_url": "https://hooks.example/x", "wait_for_rollout": False,

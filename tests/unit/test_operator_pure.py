@@ -37,14 +37,25 @@ def test_doctests(mod):
 def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     s = load_settings(None)
     assert s.modes["E"] == "approval" and s.error_rate_threshold == 10.0
-    # The target namespace's errors, whichever of upstream's two counter names it exports.
+    # The target's own pods' errors, whichever of upstream's two counter names it exports
+    # (or its namespace's where the series have no pod label): the rule's expression,
+    # narrowed to the target.
     names = '__name__=~"flk_signature_err|flk_signature_errors"'
     assert s.error_query("ns", "dep") == (
-        f'sum(rate({{{names},namespace="ns",pod=~"dep-[a-z0-9]+-[a-z0-9]+"}}[5m])) '
-        f'or (sum(rate({{{names},namespace="ns"}}[5m])) '
-        f'unless on() count({{{names},namespace="ns",pod!=""}}))')
+        f'sum(sum by (namespace, deployment) (label_replace(rate({{{names},namespace="ns",'
+        f'pod=~"dep-[a-z0-9]+-[a-z0-9]+"}}[5m]), "deployment", "$1", "pod", '
+        f'"(.+)-[a-z0-9]+-[a-z0-9]+")) '
+        f'or (sum by (namespace) (rate({{{names},namespace="ns"}}[5m])) '
+        f'unless on(namespace) count by (namespace) ({{{names},namespace="ns",pod!=""}})))')
+    assert s.error_query("ns", "dep") == f'sum({s.error_rate_by_target("ns", "dep")})'
     assert Settings(namespace_label="kubernetes_namespace").error_query("a\"b").startswith(
-        f'sum(rate({{{names},kubernetes_namespace="a\\"b"}}[5m]))')
+        'sum(sum by (kubernetes_namespace, deployment) (label_replace(rate('
+        f'{{{names},kubernetes_namespace="a\\"b",pod!=""}}[5m])')
+    # The former default's placeholders still work in a custom query.
+    old = Settings(error_rate_query="sum(rate({{{pod_match}}}[{window}]))",
+                   error_rate_window="2m")
+    assert old.error_query("ns", "dep") == (
+        f'sum(rate({{{names},namespace="ns",pod=~"dep-[a-z0-9]+-[a-z0-9]+"}}[2m]))')
     bad = tmp_path / "c.yaml"
     bad.write_text("error_rate_treshold: 3\n")  # a typo must not fall back to a default
     with pytest.raises(ValueError):
@@ -55,6 +66,11 @@ def test_settings_defaults_and_unknown_keys_rejected(tmp_path):
     bad.write_text("modes: {F: auto}\n")
     with pytest.raises(ValueError):
         load_settings(bad)
+    for line in ("error_rate_window: 5 minutes\n", "namespace_label: a b\n",
+                 "deployment_label: 'x) or vector(1'\n"):
+        bad.write_text(line)  # spliced into PromQL: refused, not quoted
+        with pytest.raises(ValueError):
+            load_settings(bad)
 
 
 def test_default_target():
@@ -80,7 +96,8 @@ def test_flag_overrides():
                  "signature_error_metric": "flk_signature_errors"}
     s = Settings.model_validate({**Settings().model_dump(by_alias=True), **o})
     assert s.error_query().startswith(
-        'sum(rate({__name__=~"flk_signature_errors|flk_signature_err"}[5m]))')
+        'sum(sum by (namespace, deployment) (label_replace(rate('
+        '{__name__=~"flk_signature_errors|flk_signature_err",pod!=""}[5m])')
     with pytest.raises(ValueError):
         flags.overrides(p.parse_args(["--modes", "A"]))
     with pytest.raises(ValueError):

@@ -109,6 +109,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "alert_name" $v.detection.alertName
   "signature_error_metric" $v.detection.signatureErrorMetric
   "error_rate_query" $v.detection.errorRateQuery
+  "error_rate_window" $v.detection.errorRateWindow
   "error_rate_threshold" $v.detection.errorRateThreshold
   "alert_poll_interval" $v.detection.alertPollInterval
   "namespace_label" $v.detection.namespaceLabel
@@ -177,4 +178,33 @@ Secret key lands under the fixed file name the Deployment's env points at.
 ServiceMonitor names it) in the release namespace. */}}
 {{- define "sigops.jobSelector" -}}
 job="{{ default (include "sigops.fullname" .) .Values.healthRules.job }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}
+
+{{/*
+The errors per second of each target, one series per backend labelled with the namespace and
+Deployment labels of `detection`: the FLKSignatureFailuresSpike rule and the dashboard read it,
+and it is the text of Settings.error_rate_by_target (the operator's default error-rate guard is
+the same expression narrowed to one target; tests/unit/test_chart.py holds the two equal).
+A pod's series counts for the Deployment its name says (<deployment>-<template hash>-<id>);
+a namespace whose series carry no pod label counts as one series without a Deployment label.
+Takes a dict: metric, namespaceLabel, deploymentLabel, window (the detection values).
+*/}}
+{{- define "sigops.errorRateByTarget" -}}
+{{- $alt := dict "flk_signature_err" "flk_signature_errors" "flk_signature_errors" "flk_signature_err" -}}
+{{- $names := .metric -}}
+{{- if hasKey $alt .metric -}}
+{{- $names = printf "%s|%s" .metric (get $alt .metric) -}}
+{{- end -}}
+{{- $m := printf "__name__=~\"%s\"" $names -}}
+{{- $ns := .namespaceLabel -}}
+{{- $dep := .deploymentLabel -}}
+{{- printf "sum by (%s, %s) (label_replace(rate({%s,pod!=\"\"}[%s]), \"%s\", \"$1\", \"pod\", \"(.+)-[a-z0-9]+-[a-z0-9]+\"))" $ns $dep $m .window $dep -}}
+{{- printf " or (sum by (%s) (rate({%s}[%s])) unless on(%s) count by (%s) ({%s,pod!=\"\"}))" $ns $m .window $ns $ns $m -}}
+{{- end -}}
+
+{{/* sigops.errorRateByTarget for this release's detection values. */}}
+{{- define "sigops.errorRateByTarget.values" -}}
+{{- with .Values.detection -}}
+{{- include "sigops.errorRateByTarget" (dict "metric" .signatureErrorMetric "namespaceLabel" .namespaceLabel "deploymentLabel" .deploymentLabel "window" .errorRateWindow) -}}
+{{- end -}}
 {{- end -}}

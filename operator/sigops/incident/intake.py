@@ -10,6 +10,14 @@ poll, both deduped into one SignatureIncident per alert.
   1,000 identical posts (or a post and a poll) make one incident. The API calls for one alert
   run outside the intake lock, one alert per fingerprint at a time: duplicates of an alert in
   flight wait for its outcome (and take over if it failed), other alerts go on.
+- An alert maps only to a configured target (:mod:`.alert_targets`); an alert for anything
+  else opens nothing, is counted (``sigops_alerts_dropped_total{reason}``) and logged.
+- A webhook alert uses its target's rate limit only once the configured Prometheus confirms
+  it: the alert fires there for that target (its ``ALERTS`` series), or the target's error
+  rate is over the threshold. Anyone who can post to Alertmanager can make it send an alert;
+  without this, three forged alerts an hour would rate-limit a real spike of that target. The
+  poll reads ``ALERTS`` from the configured Prometheus itself. Where that Prometheus cannot
+  answer, the alert is taken as it comes (detection outlives a Prometheus outage).
 - Each new incident is a signal of its target; more than 3 per hour per target are
   rate-limited: the first creates a ``SignalRateLimited`` record (Event + an incident in phase
   RateLimited, itself signed), later ones only count. The window survives restarts (ConfigMap).
@@ -36,7 +44,13 @@ from ..kube.api import GROUP, VERSION, Conflict, Forbidden, Kube, KubeError, Not
 from ..prometheus.client import Prom
 from ..settings import Settings, Target
 from ..signing.records import Signer
-from ..telemetry.metrics import ALERTS_RECEIVED, SIGNALS_RATE_LIMITED, SIGNALS_REJECTED
+from ..telemetry.metrics import (
+    ALERTS_DROPPED,
+    ALERTS_RECEIVED,
+    SIGNALS_RATE_LIMITED,
+    SIGNALS_REJECTED,
+)
+from .alert_targets import UNCONFIRMED, AlertTarget, alert_target
 from .alertmanager import AlertInfo, WebhookError, alert_fingerprint, parse_webhook
 from .reconciler import OPEN, RATE_LIMITED_LABEL
 
@@ -160,16 +174,26 @@ class AlertIntake:
 
     # -- targets ---------------------------------------------------------------------------
 
-    def target_for(self, labels: dict[str, str]) -> Target | None:
-        ns = labels.get(self.settings.namespace_label)
-        dep = labels.get(self.settings.deployment_label)
-        for t in self.settings.targets:
-            if (ns is None or t.namespace == ns) and (dep is None or t.deployment == dep):
-                if ns is not None or dep is not None:
-                    return t
-        if ns and dep:
-            return Target(namespace=ns, deployment=dep)
-        return self.settings.default_target()
+    def target_for(self, labels: dict[str, str]) -> AlertTarget:
+        """The configured target the alert's labels name, or why there is none."""
+        return alert_target(self.settings, labels)
+
+    def confirmed(self, alert: AlertInfo, target: Target) -> bool | None:
+        """Does the configured Prometheus confirm this alert of ``target``? True when the
+        alert fires there for that target or the target's error rate is over the threshold;
+        False when Prometheus answers neither; None when it is not configured or cannot
+        answer (then nothing can be checked)."""
+        if not self.prom.configured:
+            return None
+        firing = self.prom.firing(self.settings.alert_name)
+        if firing is None:
+            return None  # unreachable: do not wait out its retries a second time
+        if any(self.target_for(_alert_labels(labels)).target == target for labels in firing):
+            return True
+        rate = self.prom.scalar(self.settings.error_query(target.namespace, target.deployment))
+        if rate is None:
+            return None
+        return rate > self.settings.error_rate_threshold
 
     # -- incidents ---------------------------------------------------------------------------
 
@@ -241,7 +265,8 @@ class AlertIntake:
         self.kube.patch_status(target.namespace, "signatureincidents", name, patch)
 
     def handle(self, alert: AlertInfo, path: str) -> str:
-        """One alert: created, joined, duplicate, resolved, rate_limited, ignored or no_target.
+        """One alert: created, joined, duplicate, resolved, rate_limited, ignored, or a
+        reason it opened nothing (:data:`.alert_targets.REASONS`).
 
         A duplicate of an alert whose API calls are in flight waits for them: then it is a
         duplicate, or (the first one failed) it is handled in its place, so a failure never
@@ -261,10 +286,13 @@ class AlertIntake:
             busy.wait(30.0)  # the holder's API calls time out after 15 s each
         try:
             result = self._handle_alert(alert, path)
-            with self.lock:
-                self.seen[alert.dedupe_key] = time.time()
-                while len(self.seen) > 50000:
-                    self.seen.popitem(last=False)
+            if result != UNCONFIRMED:
+                # An unconfirmed alert is not remembered: a copy sent later (Alertmanager's
+                # repeat) is checked again. One with no configured target stays dropped.
+                with self.lock:
+                    self.seen[alert.dedupe_key] = time.time()
+                    while len(self.seen) > 50000:
+                        self.seen.popitem(last=False)
             ALERTS_RECEIVED.labels(path, result).inc()
             return result
         finally:
@@ -275,12 +303,10 @@ class AlertIntake:
     def _handle_alert(self, alert: AlertInfo, path: str) -> str:
         """The API side of one alert; only one per fingerprint runs at a time, and only one
         per target (two alerts of one target must not both open an incident)."""
-        target = self.target_for(alert.labels)
+        found = self.target_for(alert.labels)
+        target = found.target
         if target is None:
-            log.warning("alert %s has no target (labels %s/%s missing, no default target)",
-                        alert.fingerprint, self.settings.namespace_label,
-                        self.settings.deployment_label)
-            return "no_target"
+            return self._drop(alert, path, found.reason)
         with self.lock:
             tlock = self.target_locks.setdefault(signal_source(target), threading.Lock())
         with tlock:
@@ -298,6 +324,13 @@ class AlertIntake:
         joined = self._join_open_of_target(target, alert)
         if joined:
             return "joined"
+        if path != "prometheus-poll":
+            confirmed = self.confirmed(alert, target)
+            if confirmed is False:
+                return self._drop(alert, path, UNCONFIRMED, target)
+            if confirmed is None and self.prom.configured:
+                log.warning("alert %s: Prometheus cannot confirm it now; taken as it came",
+                            _shown(alert.fingerprint))
         with self.lock:
             adm = admit(self.limiter, signal_source(target))
         decision = adm.decision
@@ -321,6 +354,19 @@ class AlertIntake:
             except Exception:  # noqa: BLE001 - best effort; the failure itself is raised
                 log.warning("cannot save the rate-limit state after a failed signal")
             raise
+
+    def _drop(self, alert: AlertInfo, path: str, reason: str,
+              target: Target | None = None) -> str:
+        """Count and log an alert that opens nothing (``reason`` is one of
+        :data:`.alert_targets.REASONS`). The labels are the sender's: logged only as the
+        target they name, cut short and escaped."""
+        ALERTS_DROPPED.labels(path, reason).inc()
+        named = (signal_source(target) if target is not None else
+                 "/".join(_shown(alert.labels.get(k)) for k in (
+                     self.settings.namespace_label, self.settings.deployment_label)))
+        log.warning("alert %s (%s) opens nothing: %s (%s)", _shown(alert.fingerprint), path,
+                    reason, named, extra={"reason": reason})
+        return reason
 
     def _create(self, alert: AlertInfo, target: Target, path: str,
                 rate_limited: dict[str, Any] | None = None) -> None:
@@ -366,7 +412,7 @@ class AlertIntake:
             return 0
         n = 0
         for labels in alerts:
-            labels = {k: v for k, v in labels.items() if k not in ("__name__", "alertstate")}
+            labels = _alert_labels(labels)
             fp = alert_fingerprint(labels)
             info = AlertInfo(labels.get("alertname", ""), "firing", fp, labels,
                              group_key="prometheus-poll")
@@ -390,6 +436,17 @@ class AlertIntake:
         if isinstance(self.token, TokenFile):
             return self.token.matches(presented)
         return hmac.compare_digest(presented, self.token)
+
+
+def _alert_labels(series: dict[str, str]) -> dict[str, str]:
+    """An alert's labels from its ``ALERTS`` series."""
+    return {k: v for k, v in series.items() if k not in ("__name__", "alertstate")}
+
+
+def _shown(value: object, limit: int = 63) -> str:
+    """A sender's string as a log may show it: escaped, cut at ``limit`` characters."""
+    text = json.dumps(str(value) if value is not None else "", ensure_ascii=True)[1:-1]
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def reject(reason: str, source: str, raw: Any = None) -> None:

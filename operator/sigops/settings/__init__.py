@@ -16,7 +16,7 @@ from ..core.scenarios import LETTERS, SCENARIOS
 from ..core.timeparse import parse_duration
 
 __all__ = ["Target", "TargetEnv", "AgentSecret", "TargetRefused", "Settings", "load_settings",
-           "Mode", "REQUESTER_FIELDS"]
+           "Mode", "REQUESTER_FIELDS", "pod_pattern", "POD_OF_DEPLOYMENT"]
 
 Mode = Literal["auto", "approval", "dryRun"]
 DEFAULT_MODES: dict[str, Mode] = {
@@ -128,18 +128,22 @@ class Settings(_Model):
     targets: tuple[Target, ...] = ()
     modes: dict[str, Mode] = Field(default_factory=lambda: dict(DEFAULT_MODES))
     signature_error_metric: str = "flk_signature_err"
-    error_rate_query: str = (
-        "sum(rate({{{pod_match}}}[5m])) "
-        "or (sum(rate({{{match}}}[5m])) unless on() count({{{pod_any_match}}}))")
-    """PromQL; filled in: ``{metric}``, ``{metric_alt}`` (the other upstream name of the
-    counter: ``flk_signature_err`` / ``flk_signature_errors``), ``{namespace}``,
-    ``{deployment}``, ``{scope}`` (``namespace="…"``, with :attr:`namespace_label`),
-    ``{match}`` (``__name__=~"<metric>|<metric_alt>"`` and ``{scope}``), ``{pod_match}``
-    (``{match}`` and ``pod=~"<deployment>-<hash>-<id>"``: the Deployment's pods) and
-    ``{pod_any_match}`` (``{match}`` and ``pod!=""``). The default counts the target's own
-    pods under either counter name; only where the namespace's series carry no ``pod`` label
-    at all does it count the namespace (a matcher on a missing label alone would make the
-    guard blind, and borrowing a neighbour Deployment's errors would mislead it)."""
+    error_rate_query: str = "sum({by_target})"
+    """PromQL for one target's error rate (the error-rate guard); filled in: ``{by_target}``
+    (:meth:`error_rate_by_target` narrowed to the target: the alert rule's own expression, so
+    rule, dashboard and guard read one number), ``{window}``, ``{metric}``, ``{metric_alt}``
+    (the other upstream name of the counter: ``flk_signature_err`` / ``flk_signature_errors``),
+    ``{namespace}``, ``{deployment}``, ``{scope}`` (``namespace="…"``, with
+    :attr:`namespace_label`), ``{match}`` (``__name__=~"<metric>|<metric_alt>"`` and
+    ``{scope}``), ``{pod_match}`` (``{match}`` and ``pod=~"<deployment>-<hash>-<id>"``: the
+    Deployment's pods) and ``{pod_any_match}`` (``{match}`` and ``pod!=""``). The default
+    counts the target's own pods under either counter name; only where the namespace's series
+    carry no ``pod`` label at all does it count the namespace (a matcher on a missing label
+    alone would make the guard blind, and borrowing a neighbour Deployment's errors would
+    mislead it)."""
+    error_rate_window: str = "5m"
+    """The rate window of :meth:`error_rate_by_target`: the alert rule's, the dashboard's and
+    the default guard's."""
     error_rate_threshold: float = 10.0
     """Errors per second under which a spike counts as over (the alert's threshold)."""
     skew_metric: str = "node_timex_offset_seconds"
@@ -183,6 +187,21 @@ class Settings(_Model):
     signal_rate_limit: int = 3
     signal_rate_window: str = "1h"
     service_id: str = "sigops"
+
+    @field_validator("namespace_label", "deployment_label")
+    @classmethod
+    def _label_name(cls, v: str) -> str:
+        if not _LABEL_NAME.fullmatch(v):
+            raise ValueError(f"{v[:40]!r} is not a Prometheus label name")
+        return v
+
+    @field_validator("error_rate_window")
+    @classmethod
+    def _prom_duration(cls, v: str) -> str:
+        if not _PROM_DURATION.fullmatch(v):
+            raise ValueError(f"error_rate_window: {v[:20]!r} is not a Prometheus duration "
+                             "(e.g. 5m, 30s)")
+        return v
 
     @field_validator("min_overlap", "rollout_timeout", "overlap_probe_grace", "verify_timeout",
                      "escalate_after", "cooldown", "e_auto_window", "signal_rate_window",
@@ -249,39 +268,92 @@ class Settings(_Model):
             f"{_printable(ns)}/{_printable(dep)} is not a target of the operator config "
             f"(configured: {configured})"))
 
+    def _names(self) -> str:
+        """The matcher on the counter's names: this one and upstream's other name."""
+        metric = self.signature_error_metric
+        alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
+        names = metric if alt == metric else f"{metric}|{alt}"
+        return f'__name__=~"{_promql_string(names)}"'
+
+    def error_rate_by_target(self, namespace: str = "", deployment: str = "") -> str:
+        r"""The errors per second of each target: one series per backend, labelled with
+        :attr:`namespace_label` and :attr:`deployment_label`. The chart's
+        ``FLKSignatureFailuresSpike`` rule, its dashboard and the default error-rate guard all
+        read this expression (the chart renders the same text; a unit test holds them equal).
+
+        A series with a ``pod`` label counts for the Deployment its pod name says
+        (``<deployment>-<template hash>-<id>``); where a namespace's series carry no ``pod``
+        label at all, the namespace's errors are one series with no Deployment label (the
+        scrape cannot tell its backends apart). Either counter name counts. Given a
+        ``namespace`` (and ``deployment``), only that target's series are read.
+
+        >>> s = Settings(signature_error_metric="m", error_rate_window="1m")
+        >>> for part in re.split(r" (?=or |unless )|(?<=\]\)), ", s.error_rate_by_target()):
+        ...     print(part)
+        sum by (namespace, deployment) (label_replace(rate({__name__=~"m",pod!=""}[1m])
+        "deployment", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+"))
+        or (sum by (namespace) (rate({__name__=~"m"}[1m]))
+        unless on(namespace) count by (namespace) ({__name__=~"m",pod!=""}))
+        """
+        ns, dep, w = self.namespace_label, self.deployment_label, self.error_rate_window
+        names = self._names()
+        scope = f',{ns}="{_promql_string(namespace)}"' if namespace else ""
+        pods = f",{_pods_of(deployment)}" if deployment else ',pod!=""'
+        return (f"sum by ({ns}, {dep}) (label_replace(rate({{{names}{scope}{pods}}}[{w}]), "
+                f'"{dep}", "$1", "pod", "{POD_OF_DEPLOYMENT}")) '
+                f"or (sum by ({ns}) (rate({{{names}{scope}}}[{w}])) "
+                f'unless on({ns}) count by ({ns}) ({{{names}{scope},pod!=""}}))')
+
     def error_query(self, namespace: str = "", deployment: str = "") -> str:
         r"""The error-rate query for one target (an empty name is not matched on).
 
-        >>> q = Settings(signature_error_metric="m").error_query("ns", "be")
-        >>> print(q.replace(" or ", "\nor ").replace(" unless", "\nunless"))
-        sum(rate({__name__=~"m",namespace="ns",pod=~"be-[a-z0-9]+-[a-z0-9]+"}[5m]))
-        or (sum(rate({__name__=~"m",namespace="ns"}[5m]))
-        unless on() count({__name__=~"m",namespace="ns",pod!=""}))
-        >>> Settings().error_query().startswith('sum(rate({__name__=~"flk_signature_err|')
+        >>> s = Settings(signature_error_metric="m")
+        >>> s.error_query("ns", "be") == f'sum({s.error_rate_by_target("ns", "be")})'
+        True
+        >>> print(s.error_rate_by_target("ns", "be")[:80])
+        sum by (namespace, deployment) (label_replace(rate({__name__=~"m",namespace="ns"
+        >>> Settings().error_query().startswith('sum(sum by (namespace, deployment) (')
         True
         """
         metric = self.signature_error_metric
         alt = UPSTREAM_COUNTER_NAMES.get(metric, metric)
         scope = f'{self.namespace_label}="{_promql_string(namespace)}"' if namespace else ""
-        names = metric if alt == metric else f"{metric}|{alt}"
-        match = ",".join(m for m in (f'__name__=~"{_promql_string(names)}"', scope) if m)
+        match = ",".join(m for m in (self._names(), scope) if m)
         return self.error_rate_query.format(
             metric=metric, metric_alt=alt, scope=scope, namespace=namespace,
-            deployment=deployment, match=match,
+            deployment=deployment, match=match, window=self.error_rate_window,
+            by_target=self.error_rate_by_target(namespace, deployment),
             pod_match=f"{match},{_pods_of(deployment)}" if deployment else match,
             pod_any_match=f'{match},pod!=""')
 
 
-def _pods_of(deployment: str) -> str:
-    """A matcher on the Deployment's pods: ``<name>-<template hash>-<id>``, or, for a name so
-    long that Kubernetes cuts the generated pod names, the name's head (names are DNS labels:
-    only a dot is a regex character in them)."""
+POD_OF_DEPLOYMENT = "(.+)-[a-z0-9]+-[a-z0-9]+"
+"""A Deployment's pod name is ``<deployment>-<pod-template hash>-<id>``: the regex whose
+group is the Deployment (Prometheus anchors it; the last two parts hold no dash)."""
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PROM_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+
+
+def pod_pattern(deployment: str) -> str:
+    """The regex (fully anchored, as PromQL's ``=~``) of ``deployment``'s pod names.
+
+    >>> import re
+    >>> bool(re.fullmatch(pod_pattern("be"), "be-7d4b9c-x2k9p"))
+    True
+    >>> bool(re.fullmatch(pod_pattern("be"), "be-canary-7d4b9c-x2k9p"))
+    False
+    """
     name = re.sub(r"[^a-z0-9.-]", "", deployment)
     if len(name) <= 46:
-        pattern = name.replace(".", "\\.") + "-[a-z0-9]+-[a-z0-9]+"
-    else:
-        pattern = name[:47].replace(".", "\\.") + ".*"
-    return f'pod=~"{_promql_string(pattern)}"'
+        return name.replace(".", "\\.") + "-[a-z0-9]+-[a-z0-9]+"
+    return name[:47].replace(".", "\\.") + ".*"
+
+
+def _pods_of(deployment: str) -> str:
+    """A matcher on the Deployment's pods (:func:`pod_pattern`): ``<name>-<template
+    hash>-<id>``, or, for a name so long that Kubernetes cuts the generated pod names, the
+    name's head (names are DNS labels: only a dot is a regex character in them)."""
+    return f'pod=~"{_promql_string(pod_pattern(deployment))}"'
 
 
 UPSTREAM_COUNTER_NAMES = {"flk_signature_err": "flk_signature_errors",

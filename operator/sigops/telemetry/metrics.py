@@ -15,9 +15,9 @@ from prometheus_client import (
 from .. import __version__
 
 __all__ = ["REGISTRY", "INCIDENTS", "REMEDIATION_SECONDS", "SIGNALS_REJECTED",
-           "SIGNALS_RATE_LIMITED", "ROTATION_STEPS", "ALERTS_RECEIVED", "UP", "BUILD_INFO",
-           "LIVE", "READY", "HEARTBEAT_AGE", "ACTIONS", "INCIDENT_PHASES", "ROTATIONS_OPEN",
-           "ROTATION_OVERDUE", "ALERT_POST_SECONDS", "LEADER"]
+           "SIGNALS_RATE_LIMITED", "ROTATION_STEPS", "ALERTS_RECEIVED", "ALERTS_DROPPED", "UP",
+           "BUILD_INFO", "LIVE", "READY", "HEARTBEAT_AGE", "ACTIONS", "INCIDENT_PHASES",
+           "ROTATIONS_OPEN", "ROTATION_OVERDUE", "ALERT_POST_SECONDS", "LEADER"]
 
 REGISTRY = CollectorRegistry()
 # The process, Python and GC metrics every Prometheus client exports by default: a private
@@ -46,6 +46,15 @@ ROTATION_STEPS = Counter("sigops_keyrotation_steps", "KeyRotation steps taken, b
                          ["phase"], registry=REGISTRY)
 ALERTS_RECEIVED = Counter("sigops_alerts_received", "Alerts received, by path and status",
                           ["path", "status"], registry=REGISTRY)
+ALERTS_DROPPED = Counter(
+    "sigops_alerts_dropped",
+    "Alerts that opened nothing and used no target's rate limit, by path and reason "
+    "(no_target, unknown_target, ambiguous_target, unconfirmed)", ["path", "reason"],
+    registry=REGISTRY)
+# Every reason of both paths from the start at 0 (sigops.incident.alert_targets.REASONS).
+for _path in ("alertmanager", "prometheus-poll"):
+    for _reason in ("no_target", "unknown_target", "ambiguous_target", "unconfirmed"):
+        ALERTS_DROPPED.labels(_path, _reason)
 UP = Gauge("sigops_up", "1 while the operator runs", registry=REGISTRY)
 ACTIONS = Counter("sigops_remediation_actions",
                   "Remediation actions applied, by target and scenario (dashboard markers)",
