@@ -189,3 +189,14 @@ def test_a_rotations_own_query_only_where_the_config_allows_it() -> None:
     assert rec.tick(obj) == "Failed"
     ready = next(c for c in kube.calls[0][1][3]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "FieldNotAllowed" and "allowErrorRateQuery" in ready["message"]
+
+
+def test_a_bad_env_value_is_named_never_shown() -> None:
+    """An error about the backend's env names the variable, never its value (a misconfigured
+    name could point at any variable of the pod, e.g. a database password)."""
+    from sigops.backend.config import backend_config
+    from sigops.core.errors import KeyringError
+
+    with pytest.raises(KeyringError) as e:
+        backend_config({"PCS_SIGN_ALG": "hunter2-database-password"})
+    assert "PCS_SIGN_ALG" in str(e.value) and "hunter2" not in str(e.value)

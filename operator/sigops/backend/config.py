@@ -104,7 +104,8 @@ def backend_config(env: Mapping[str, str], names: EnvNames = DEFAULT_ENV) -> Bac
     alg_raw = env.get(names.sign_alg, "hmac").strip().lower()
     alg = {"hmac": HMAC, "hmac-sha256": HMAC, "ed25519": ED25519}.get(alg_raw)
     if alg is None:
-        raise KeyringError(f"{names.sign_alg}={alg_raw[:20]!r} is not hmac or ed25519")
+        # The value is never shown: a misconfigured name could point at any variable.
+        raise KeyringError(f"{names.sign_alg} is not hmac or ed25519")
     keys: list[Key] = []
     if alg == HMAC:
         for s in _split(env.get(names.hmac_keys)) or _split(env.get(names.hmac_key)):
