@@ -4,19 +4,65 @@ and the plan a dry run shows."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from ..core.keys import ED25519, HMAC, Key
 from ..core.timeparse import parse_duration
 from ..settings import AgentSecret
 
-__all__ = ["TERMINAL", "UNDO_SECRET", "agent_secret_key", "agent_secret_value", "plan",
+__all__ = ["Phase", "Reason", "TERMINAL", "UNDO_SECRET",
+    "agent_secret_key", "agent_secret_value", "plan",
            "alg_of", "spec_problem", "DEFAULT_OVERLAP", "window_seconds"]
 
 DEFAULT_OVERLAP = "336h"
 """The upstream dedup TTL (14 days): a PCS may be resubmitted that long after it was signed."""
 
-TERMINAL = frozenset({"Completed", "Aborted", "Failed", "Planned"})
+class Phase(StrEnum):
+    """A KeyRotation's ``status.phase``: the last step completed (the CRD's enum)."""
+
+    PENDING = "Pending"
+    STAGED = "Staged"
+    OVERLAPPING = "Overlapping"
+    VERIFIED = "Verified"
+    PROMOTED = "Promoted"
+    RETIRING = "Retiring"
+    COMPLETED = "Completed"
+    ABORTED = "Aborted"
+    FAILED = "Failed"
+    PLANNED = "Planned"
+
+
+class Reason(StrEnum):
+    """Reasons of a KeyRotation's ``Ready``, ``Progressing`` and ``Guarded`` conditions and of
+    its Warning Events (besides :class:`sigops.settings.TargetRefused`'s)."""
+
+    ABORT_REQUESTED = "AbortRequested"
+    BACKEND_CONFIG_INVALID = "BackendConfigInvalid"
+    BACKEND_REJECTS_OVERLAP = "BackendRejectsOverlap"
+    CONFLICT = "Conflict"
+    DELETED = "Deleted"
+    DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
+    DRY_RUN = "DryRun"
+    ERROR_RATE_ABOVE_THRESHOLD = "ErrorRateAboveThreshold"
+    INVALID_SPEC = "InvalidSpec"
+    KEYRING_LOST = "KeyringLost"
+    NO_PROMETHEUS = "NoPrometheus"
+    OLD_KEY_STILL_ACCEPTED = "OldKeyStillAccepted"
+    PROBE_FAILED = "ProbeFailed"
+    PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
+    PROVING_RETIREMENT = "ProvingRetirement"
+    ROLLOUT_STALLED = "RolloutStalled"
+    ROLLOUT_TIMEOUT = "RolloutTimeout"
+    ROTATING = "Rotating"
+    SNAPSHOT_UNVERIFIED = "SnapshotUnverified"
+    TARGET_BUSY = "TargetBusy"
+    WAITING_FOR_BACKEND = "WaitingForBackend"
+    WAITING_FOR_ROLLOUT = "WaitingForRollout"
+    WATCHING = "Watching"
+
+
+TERMINAL = frozenset({Phase.COMPLETED, Phase.ABORTED, Phase.FAILED, Phase.PLANNED})
 
 
 UNDO_SECRET = "sigops-undo-snapshots"

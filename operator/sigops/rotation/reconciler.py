@@ -36,6 +36,8 @@ from .model import (
     DEFAULT_OVERLAP,
     TERMINAL,
     UNDO_SECRET,
+    Phase,
+    Reason,
     agent_secret_key,
     agent_secret_value,
     alg_of,
@@ -117,7 +119,7 @@ class RotationReconciler:
     def tick(self, obj: dict[str, Any]) -> str | None:
         """Advance ``obj`` by at most one step; returns the phase after the tick."""
         status = dict(obj.get("status") or {})
-        phase = status.get("phase") or "Pending"
+        phase = status.get("phase") or Phase.PENDING
         if phase in TERMINAL:
             return phase
         try:
@@ -127,31 +129,31 @@ class RotationReconciler:
         try:
             if ctx.spec.get("abort"):
                 who = abort_requested_by(ctx.spec)
-                self._abort(ctx, "AbortRequested", f"abort requested by {who['user']}",
+                self._abort(ctx, Reason.ABORT_REQUESTED, f"abort requested by {who['user']}",
                             requested_by=who)
-                return "Aborted"
-            if phase != "Pending":
+                return Phase.ABORTED
+            if phase != Phase.PENDING:
                 self._guard(ctx)
             step = {
-                "Pending": self._pending,
-                "Staged": self._overlap,
-                "Overlapping": self._verify,
-                "Verified": self._promote,
-                "Promoted": self._retiring,
-                "Retiring": self._complete,
+                Phase.PENDING: self._pending,
+                Phase.STAGED: self._overlap,
+                Phase.OVERLAPPING: self._verify,
+                Phase.VERIFIED: self._promote,
+                Phase.PROMOTED: self._retiring,
+                Phase.RETIRING: self._complete,
             }[phase]
             return step(ctx)
         except StepError as e:
             if not e.permanent:
                 self._set(ctx, phase, progressing=("True", e.reason, str(e)))
                 return phase
-            if phase == "Pending":
-                self._set(ctx, "Failed", ready=("False", e.reason, str(e)),
+            if phase == Phase.PENDING:
+                self._set(ctx, Phase.FAILED, ready=("False", e.reason, str(e)),
                           progressing=("False", e.reason, str(e)), message=str(e))
                 self.kube.event(obj, e.reason, str(e), "Warning")
-                return "Failed"
+                return Phase.FAILED
             self._abort(ctx, e.reason, str(e))
-            return "Aborted"
+            return Phase.ABORTED
 
     def _ctx(self, obj: dict[str, Any], status: dict[str, Any]) -> _Ctx:
         """The rotation and the configured target it asks for (:class:`TargetRefused` when the
@@ -175,12 +177,12 @@ class RotationReconciler:
         conds = set_condition(status.get("conditions"), "Ready", "False", e.reason, msg, gen, now)
         conds = set_condition(conds, "Progressing", "False", e.reason, msg, gen, now)
         self.kube.patch_status(meta["namespace"], PLURAL, meta["name"], {
-            "phase": "Failed", "conditions": conds, "observedGeneration": gen, "message": msg})
+            "phase": Phase.FAILED, "conditions": conds, "observedGeneration": gen, "message": msg})
         self.kube.event(obj, e.reason, msg, "Warning")
         log.warning("keyrotation %s/%s refused: %s", meta["namespace"], meta["name"], e,
                     extra={"rotation": f"{meta['namespace']}/{meta['name']}",
                            "reason": e.reason})
-        return "Failed"
+        return Phase.FAILED
 
     def profile_of(self, ctx: _Ctx) -> str:
         """The canonical profile agents sign with: the configured target's. A probe in another
@@ -199,7 +201,7 @@ class RotationReconciler:
         if ready is None and progressing is not None and phase not in TERMINAL:
             # Ready tells where the rotation is, in the words of the step under way, not the
             # first step's message for every later phase.
-            ready = ("False", "Rotating", f"{phase}: {progressing[2]}")
+            ready = ("False", Reason.ROTATING, f"{phase}: {progressing[2]}")
         if ready:
             conds = set_condition(conds, "Ready", *ready, gen, now)
         if progressing:
@@ -227,21 +229,21 @@ class RotationReconciler:
     def _guard(self, ctx: _Ctx) -> None:
         threshold = ctx.spec.get("abortOnErrorRate")
         if not self.prom.configured:
-            self._guard_condition(ctx, "False", "NoPrometheus",
+            self._guard_condition(ctx, "False", Reason.NO_PROMETHEUS,
                                   "no Prometheus configured: the error rate is not watched")
             return
         query = (ctx.target.allow_error_rate_query and ctx.spec.get("errorRateQuery")
                  or self.settings.error_query(ctx.target_ns, ctx.deployment))
         rate = self.prom.scalar(query)
         if rate is None:
-            self._guard_condition(ctx, "False", "PrometheusUnavailable",
+            self._guard_condition(ctx, "False", Reason.PROMETHEUS_UNAVAILABLE,
                                   "Prometheus did not answer: proceeding unguarded")
             return
         if threshold is not None and rate > float(threshold):
-            raise StepError("ErrorRateAboveThreshold",
+            raise StepError(Reason.ERROR_RATE_ABOVE_THRESHOLD,
                             f"signature error rate {rate:.2f}/s above abortOnErrorRate "
                             f"{float(threshold):g}/s")
-        self._guard_condition(ctx, "True", "Watching",
+        self._guard_condition(ctx, "True", Reason.WATCHING,
                               f"error rate {rate:.2f}/s (abort above {threshold})")
 
     def _guard_condition(self, ctx: _Ctx, status: str, reason: str, message: str) -> None:
@@ -256,7 +258,7 @@ class RotationReconciler:
     def _deployment(self, ctx: _Ctx) -> dict[str, Any]:
         d = self.kube.read_deployment(ctx.target_ns, ctx.deployment)
         if d is None:
-            raise StepError("DeploymentNotFound",
+            raise StepError(Reason.DEPLOYMENT_NOT_FOUND,
                             f"deployment {ctx.ref} not found", permanent=True)
         return d
 
@@ -270,7 +272,7 @@ class RotationReconciler:
         try:
             self._backend(ctx).write_ring(ring, ctx.alg, existing)
         except Conflict as e:
-            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
+            raise StepError(Reason.CONFLICT, f"{e}; retrying", permanent=False) from None
 
     def _effective(self, ctx: _Ctx, deployment: dict[str, Any]) -> Any:
         return self._backend(ctx).effective(deployment)
@@ -280,7 +282,7 @@ class RotationReconciler:
     def _validate(self, ctx: _Ctx) -> None:
         problem = spec_problem(ctx.spec, self.settings.min_overlap)
         if problem is not None:
-            raise StepError("InvalidSpec", problem)
+            raise StepError(Reason.INVALID_SPEC, problem)
 
     def _busy(self, ctx: _Ctx) -> str | None:
         """Another unfinished KeyRotation on the same target, older than this one."""
@@ -296,10 +298,10 @@ class RotationReconciler:
                 continue  # refused: it never acts on any target
             if theirs.ref != ctx.ref:
                 continue
-            ophase = (other.get("status") or {}).get("phase") or "Pending"
+            ophase = (other.get("status") or {}).get("phase") or Phase.PENDING
             if ophase in TERMINAL or (other.get("spec") or {}).get("dryRun"):
                 continue
-            if (om.get("creationTimestamp", ""), om["name"]) < mine or ophase != "Pending":
+            if (om.get("creationTimestamp", ""), om["name"]) < mine or ophase != Phase.PENDING:
                 return str(om["name"])
         return None
 
@@ -308,7 +310,7 @@ class RotationReconciler:
         try:
             return self._backend(ctx).import_ring(ctx.alg, deployment)
         except KeyringError as e:
-            raise StepError("BackendConfigInvalid", str(e)) from None
+            raise StepError(Reason.BACKEND_CONFIG_INVALID, str(e)) from None
 
     def _pending(self, ctx: _Ctx) -> str:
         self._validate(ctx)
@@ -316,7 +318,7 @@ class RotationReconciler:
         find_container_or_fail(deployment, ctx.container)
         other = self._busy(ctx)
         if other:
-            raise StepError("TargetBusy", f"KeyRotation {other} is already rotating "
+            raise StepError(Reason.TARGET_BUSY, f"KeyRotation {other} is already rotating "
                                           f"{ctx.ref}; refusing a second one")
         ring, existing = self._read_ring(ctx)
         if ring is None:
@@ -326,12 +328,13 @@ class RotationReconciler:
         if ctx.spec.get("dryRun"):
             steps = plan(ctx.alg, ctx.ref, previous, ctx.spec.get("overlap", DEFAULT_OVERLAP),
                          ctx.agent.name if ctx.agent else None, guarded)
-            self._set(ctx, "Planned", ready=("False", "DryRun", "dry run: nothing changed"),
-                      progressing=("False", "DryRun", "plan in status.plan"), plan=steps,
-                      previousKeyId=ring.primary or "",
-                      previousKeyFingerprint=previous.fingerprint if previous else "",
-                      step="dry run planned; nothing changed")
-            return "Planned"
+            self._set(ctx, Phase.PLANNED,
+                ready=("False", Reason.DRY_RUN, "dry run: nothing changed"),
+                progressing=("False", Reason.DRY_RUN, "plan in status.plan"), plan=steps,
+                previousKeyId=ring.primary or "",
+                previousKeyFingerprint=previous.fingerprint if previous else "",
+                step="dry run planned; nothing changed")
+            return Phase.PLANNED
         if ring.lock and ring.lock.get("uid") != ctx.uid:
             # The holder is looked up where it lives (its namespace in the lock; a lock written
             # before namespaces were recorded is the target's own), and by UID: a namesake
@@ -341,7 +344,7 @@ class RotationReconciler:
             hphase = ((holder or {}).get("status") or {}).get("phase")
             if (holder is not None and holder["metadata"].get("uid") == ring.lock.get("uid")
                     and hphase not in TERMINAL):
-                raise StepError("TargetBusy", f"keyring of {ctx.ref} is locked by "
+                raise StepError(Reason.TARGET_BUSY, f"keyring of {ctx.ref} is locked by "
                                               f"KeyRotation {hns}/{ring.lock.get('name')}")
         self._snapshot(ctx, ring, deployment)
         entry = ring.for_rotation(ctx.uid)
@@ -353,13 +356,13 @@ class RotationReconciler:
         self._write_ring(ctx, ring, existing)
         new_key = ring.key(entry["kid"])
         assert new_key is not None
-        self._set(ctx, "Staged", ready=("False", "Rotating", "Staged: new key staged"),
-                  progressing=("True", "Staged", f"new key {new_key.kid} generated"),
+        self._set(ctx, Phase.STAGED, ready=("False", Reason.ROTATING, "Staged: new key staged"),
+                  progressing=("True", Phase.STAGED, f"new key {new_key.kid} generated"),
                   newKeyId=new_key.kid, newKeyFingerprint=new_key.fingerprint,
                   previousKeyId=ring.primary or "",
                   previousKeyFingerprint=previous.fingerprint if previous else "",
                   step=f"staged new key {new_key.kid} ({new_key.fingerprint})")
-        return "Staged"
+        return Phase.STAGED
 
     def _snapshot(self, ctx: _Ctx, ring: ManagedRing, deployment: dict[str, Any]) -> None:
         """Everything an abort restores, saved once before the first change: the entry of this
@@ -388,7 +391,7 @@ class RotationReconciler:
             self.kube.write_secret(self.operator_namespace, UNDO_SECRET, data, existing,
                                    labels=MANAGED)
         except Conflict:
-            raise StepError("Conflict", f"undo Secret {self.operator_namespace}/{UNDO_SECRET} "
+            raise StepError(Reason.CONFLICT, f"undo Secret {self.operator_namespace}/{UNDO_SECRET} "
                                         "changed concurrently; retrying",
                             permanent=False) from None
 
@@ -411,7 +414,7 @@ class RotationReconciler:
         except (KeyError, TypeError, ValueError):
             bound = None
         if bound != (ctx.uid, f"{ctx.ns}/{ctx.name}", ctx.ref):
-            raise StepError("SnapshotUnverified", (
+            raise StepError(Reason.SNAPSHOT_UNVERIFIED, (
                 f"the undo snapshot of UID {ctx.uid} in {self.operator_namespace}/{UNDO_SECRET} "
                 f"does not belong to KeyRotation {ctx.ns}/{ctx.name} on {ctx.ref}; nothing "
                 "restored"))
@@ -423,7 +426,7 @@ class RotationReconciler:
         try:
             self._backend(ctx).apply(ring, ctx.alg, existing)
         except Conflict as e:
-            raise StepError("Conflict", f"{e}; retrying", permanent=False) from None
+            raise StepError(Reason.CONFLICT, f"{e}; retrying", permanent=False) from None
 
     def _with_overlaps(self, ring: ManagedRing, kids: list[str | None]) -> list[str]:
         """``kids``, plus keys an incident's key overlap (scenario A) added whose window is still
@@ -440,11 +443,11 @@ class RotationReconciler:
     def delete(self, obj: dict[str, Any]) -> None:
         """A KeyRotation deleted mid-rotation is undone first, never left half-applied."""
         status = dict(obj.get("status") or {})
-        phase = status.get("phase") or "Pending"
-        if phase in TERMINAL or phase == "Pending":
+        phase = status.get("phase") or Phase.PENDING
+        if phase in TERMINAL or phase == Phase.PENDING:
             return
         try:
-            self._abort(self._ctx(obj, status), "Deleted", "KeyRotation deleted mid-rotation")
+            self._abort(self._ctx(obj, status), Reason.DELETED, "KeyRotation deleted mid-rotation")
         except TargetRefused as e:  # it never acted: nothing of it to undo
             log.warning("keyrotation %s deleted; its target is refused: %s",
                         obj["metadata"]["name"], e)
@@ -455,8 +458,9 @@ class RotationReconciler:
     def _locked_ring(self, ctx: _Ctx) -> tuple[ManagedRing, Any]:
         ring, existing = self._read_ring(ctx)
         if ring is None or (ring.lock or {}).get("uid") != ctx.uid:
-            raise StepError("KeyringLost", f"keyring Secret {ctx.ring_secret} is missing or no "
-                                           "longer held by this rotation")
+            raise StepError(Reason.KEYRING_LOST,
+                f"keyring Secret {ctx.ring_secret} is missing or no "
+                "longer held by this rotation")
         return ring, existing
 
     def _overlap(self, ctx: _Ctx) -> str:
@@ -464,11 +468,11 @@ class RotationReconciler:
         new, old = ctx.status["newKeyId"], ring.primary
         ring.accepts = self._with_overlaps(ring, [old, new])
         self._apply_backend(ctx, ring, existing)
-        self._set(ctx, "Overlapping", progressing=("True", "Overlapping",
+        self._set(ctx, Phase.OVERLAPPING, progressing=("True", Phase.OVERLAPPING,
                                                    "backend accepts old and new keys"),
                   overlapStartedAt=now_iso(self.clock()),
                   step=f"backend accepts {', '.join(ring.accepts)}; pods rolling")
-        return "Overlapping"
+        return Phase.OVERLAPPING
 
     def _rollout_done(self, dep: dict[str, Any]) -> bool:
         return rollout_done(dep)
@@ -480,9 +484,9 @@ class RotationReconciler:
             started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
             waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
             if waited.total_seconds() > self.settings.seconds("rollout_timeout"):
-                raise StepError("RolloutTimeout", f"backend rollout not done after "
+                raise StepError(Reason.ROLLOUT_TIMEOUT, f"backend rollout not done after "
                                                   f"{self.settings.rollout_timeout}")
-            raise StepError("WaitingForRollout", "waiting for the backend rollout",
+            raise StepError(Reason.WAITING_FOR_ROLLOUT, "waiting for the backend rollout",
                             permanent=False)
         new = ring.key(ctx.status["newKeyId"])
         assert new is not None
@@ -490,21 +494,22 @@ class RotationReconciler:
             eff = self._effective(ctx, dep)
             backend_ring = eff.keyring()
         except KeyringError as e:
-            raise StepError("ProbeFailed", f"backend config unusable: {e}") from None
+            raise StepError(Reason.PROBE_FAILED, f"backend config unusable: {e}") from None
         d = Diagnoser(backend_ring)
         verdict = d.classify_obj(probe_pcs(new, self.profile_of(ctx)), 0)
         if not verdict.valid:
-            raise StepError("ProbeFailed", "a probe PCS signed with the new key does not verify "
-                                           f"under the backend's effective config "
-                                           f"({verdict.cause})")
+            raise StepError(Reason.PROBE_FAILED,
+                "a probe PCS signed with the new key does not verify "
+                f"under the backend's effective config "
+                f"({verdict.cause})")
         old = ring.key(ring.primary)
         if old is not None and old.fingerprint not in eff.fingerprints:
-            raise StepError("ProbeFailed", "the backend no longer accepts the key agents use")
+            raise StepError(Reason.PROBE_FAILED, "the backend no longer accepts the key agents use")
         live = self._live_overlap(ctx, ring, new, dep)
-        self._set(ctx, "Verified", progressing=("True", "Verified", "new key verified"),
+        self._set(ctx, Phase.VERIFIED, progressing=("True", Phase.VERIFIED, "new key verified"),
                   step="probe PCS signed with the new key verified under the backend's "
                        "effective config; " + live)
-        return "Verified"
+        return Phase.VERIFIED
 
     def _probe_urls(self, ctx: _Ctx, dep: dict[str, Any]) -> tuple[list[str], bool]:
         """Where live probes go: the target's configured backend URL, else its ready pods (by
@@ -546,8 +551,9 @@ class RotationReconciler:
         waited = (self.clock() - _parse_time(started)).total_seconds()
         grace = self.settings.seconds("overlap_probe_grace")
         if waited <= grace and not self._probe_round_due(ctx, "overlap"):
-            raise StepError("WaitingForBackend", "live backend does not accept both keys yet; "
-                            "next probe round soon", permanent=False)
+            raise StepError(Reason.WAITING_FOR_BACKEND,
+                "live backend does not accept both keys yet; "
+                "next probe round soon", permanent=False)
         old = self._old_signer(ctx, ring)
         answers = self._probe_round(ctx, "overlap", urls, old, new)
         if not configured:  # pod URLs: a pod without the submit endpoint says nothing
@@ -567,21 +573,23 @@ class RotationReconciler:
                    f"switched fail. Give the backend multi-key verification first (runbook "
                    f"key-rotation.md, 'Backend that accepts one key')")
         if any(a.refuses_old for a in answers):
-            raise StepError("BackendRejectsOverlap", f"{one_key} [{seen}]")
+            raise StepError(Reason.BACKEND_REJECTS_OVERLAP, f"{one_key} [{seen}]")
         if self.settings.wait_for_rollout and all(a.refuses_new for a in answers):
             # The rollout is done: every ready pod runs the overlap config, accepts the key
             # agents use and refuses the new one. Waiting longer only adds refused probes.
-            raise StepError("BackendRejectsOverlap", f"{one_key}; every ready pod of the new "
-                                                     f"revision refuses the new key [{seen}]")
+            raise StepError(Reason.BACKEND_REJECTS_OVERLAP,
+                f"{one_key}; every ready pod of the new "
+                f"revision refuses the new key [{seen}]")
         if waited <= grace:
-            raise StepError("WaitingForBackend", f"live backend does not accept both keys yet "
-                                                 f"[{seen}]", permanent=False)
+            raise StepError(Reason.WAITING_FOR_BACKEND,
+                f"live backend does not accept both keys yet "
+                f"[{seen}]", permanent=False)
         if any(a.refuses_new for a in answers):
-            raise StepError("BackendRejectsOverlap",
+            raise StepError(Reason.BACKEND_REJECTS_OVERLAP,
                             f"{one_key}; it still refuses the new key "
                             f"{self.settings.overlap_probe_grace} after the overlap config "
                             f"[{seen}]")
-        raise StepError("ProbeFailed", f"live backend did not accept both keys within "
+        raise StepError(Reason.PROBE_FAILED, f"live backend did not accept both keys within "
                                        f"{self.settings.overlap_probe_grace} [{seen}]")
 
     def _old_signer(self, ctx: _Ctx, ring: ManagedRing) -> Key | None:
@@ -638,17 +646,18 @@ class RotationReconciler:
         self._apply_backend(ctx, ring, existing)
         overlap = parse_duration(ctx.spec.get("overlap", DEFAULT_OVERLAP))
         until = self.clock() + timedelta(seconds=overlap)
-        self._set(ctx, "Promoted", progressing=("True", "Promoted", "agents use the new key"),
-                  overlapUntil=now_iso(until),
-                  step=("agents' Secret switched to " if ctx.agent is not None else
-                        "backend primary switched to ") + f"{new_kid}; old key retiring")
-        return "Promoted"
+        self._set(ctx, Phase.PROMOTED,
+            progressing=("True", Phase.PROMOTED, "agents use the new key"),
+            overlapUntil=now_iso(until),
+            step=("agents' Secret switched to " if ctx.agent is not None else
+            "backend primary switched to ") + f"{new_kid}; old key retiring")
+        return Phase.PROMOTED
 
     def _retiring(self, ctx: _Ctx) -> str:
-        self._set(ctx, "Retiring", progressing=(
-            "True", "Retiring", f"old key accepted until {ctx.status.get('overlapUntil')}"),
+        self._set(ctx, Phase.RETIRING, progressing=(
+            "True", Phase.RETIRING, f"old key accepted until {ctx.status.get('overlapUntil')}"),
             step=f"overlap window until {ctx.status.get('overlapUntil')}")
-        return "Retiring"
+        return Phase.RETIRING
 
     def _complete(self, ctx: _Ctx) -> str:
         """Retire the old key, then prove it: ``Completed`` only once the rollout is done and
@@ -656,7 +665,7 @@ class RotationReconciler:
         ``Retiring`` and the Progressing condition says what it waits for."""
         until = _parse_time(str(ctx.status["overlapUntil"]))
         if self.clock() < until:
-            return "Retiring"
+            return Phase.RETIRING
         if not ctx.status.get("retiredAt"):
             return self._retire(ctx)
         ring, _ = self._read_ring(ctx)
@@ -664,19 +673,20 @@ class RotationReconciler:
         if self.settings.wait_for_rollout and not self._rollout_done(dep):
             waited = (self.clock() - _parse_time(str(ctx.status["retiredAt"]))).total_seconds()
             if waited > self.settings.seconds("rollout_timeout"):
-                raise StepError("RolloutStalled", (
+                raise StepError(Reason.ROLLOUT_STALLED, (
                     f"the rollout that drops the old key from {ctx.ref} is not done after "
                     f"{self.settings.rollout_timeout}: old pods may still accept the retired "
                     "key; see the Deployment's pods (kubectl rollout status)"), permanent=False)
-            raise StepError("WaitingForRollout", "old key dropped from the config; waiting for "
-                                                 "the backend rollout", permanent=False)
+            raise StepError(Reason.WAITING_FOR_ROLLOUT,
+                "old key dropped from the config; waiting for "
+                "the backend rollout", permanent=False)
         proof = self._prove_retired(ctx, ring, dep)
         self._drop_snapshot(ctx)
         old_kid = ctx.status.get("previousKeyId") or "-"
-        self._set(ctx, "Completed", ready=("True", "Completed", "rotation complete"),
-                  progressing=("False", "Completed", "old key retired"),
+        self._set(ctx, Phase.COMPLETED, ready=("True", Phase.COMPLETED, "rotation complete"),
+                  progressing=("False", Phase.COMPLETED, "old key retired"),
                   step=f"old key {old_kid} retired and dropped from the backend: {proof}")
-        return "Completed"
+        return Phase.COMPLETED
 
     def _retire(self, ctx: _Ctx) -> str:
         """Drop the old key from the backend (state ``retired`` in the ring) and release the
@@ -699,26 +709,28 @@ class RotationReconciler:
             entry.pop("rotation", None)
         self._apply_backend(ctx, ring, existing)
         # Signed once, in the Completed record, with the live proof; meanwhile an Event.
-        self._set(ctx, "Retiring", progressing=(
-            "True", "ProvingRetirement", f"old key {old_kid or '-'} dropped from the backend's "
+        self._set(ctx, Phase.RETIRING, progressing=(
+            "True", Reason.PROVING_RETIREMENT,
+                f"old key {old_kid or '-'} dropped from the backend's "
             "config; waiting for the rollout, then every ready pod must refuse it"),
             retiredAt=now_iso(self.clock()))
         self.kube.event(ctx.obj, "RotationRetiring", f"old key {old_kid or '-'} dropped from "
                         f"{ctx.ref}'s config; proving it refused once the pods rolled")
-        return "Retiring"
+        return Phase.RETIRING
 
     def _prove_retired(self, ctx: _Ctx, ring: ManagedRing | None, dep: dict[str, Any]) -> str:
         """Every ready pod (or the configured backend URL) refuses a PCS signed with the old key
         and accepts one signed with the new; else StepError (waiting). Returns the proof."""
         new = ring.key(ctx.status["newKeyId"]) if ring else None
         if new is None:
-            raise StepError("KeyringLost", f"keyring Secret {ctx.ring_secret} no longer holds "
-                                           f"the new key {ctx.status['newKeyId']}")
+            raise StepError(Reason.KEYRING_LOST,
+                f"keyring Secret {ctx.ring_secret} no longer holds "
+                f"the new key {ctx.status['newKeyId']}")
         urls, configured = self._probe_urls(ctx, dep)
         if not urls:
             return "no live proof (no backendURL configured and no ready backend pod)"
         if not self._probe_round_due(ctx, "retire"):
-            raise StepError("OldKeyStillAccepted", "waiting to probe the backend again",
+            raise StepError(Reason.OLD_KEY_STILL_ACCEPTED, "waiting to probe the backend again",
                             permanent=False)
         old = self._signer_of(ctx, ring, ctx.status.get("previousKeyId"))
         answers = self._probe_round(ctx, "retire", urls, old, new)
@@ -735,9 +747,10 @@ class RotationReconciler:
                         "only here, so its refusal was not probed")
         elif all(a.refuses_old for a in answers):
             return f"every live endpoint refuses the old key and accepts the new one ({n})"
-        raise StepError("OldKeyStillAccepted", f"the live backend does not yet refuse the old "
-                                               f"key and accept the new one [{seen}]",
-                        permanent=False)
+        raise StepError(Reason.OLD_KEY_STILL_ACCEPTED,
+            f"the live backend does not yet refuse the old "
+            f"key and accept the new one [{seen}]",
+            permanent=False)
 
     # -- abort -------------------------------------------------------------------------------
 
@@ -783,7 +796,7 @@ class RotationReconciler:
             self._backend(ctx).update(restore_env)
             self._drop_snapshot(ctx)
         msg = f"{message}; all changes undone"
-        self._set(ctx, "Aborted", ready=("False", reason, msg),
+        self._set(ctx, Phase.ABORTED, ready=("False", reason, msg),
                   progressing=("False", reason, msg), message=msg,
                   step=f"aborted ({reason}): {message}; restored the previous keyring, "
                        "Deployment env and agent Secret",
@@ -815,4 +828,4 @@ def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None
     try:
         find_container(deployment, name)
     except KeyringError as e:
-        raise StepError("InvalidSpec", str(e)) from None
+        raise StepError(Reason.INVALID_SPEC, str(e)) from None
