@@ -12,7 +12,8 @@ from typing import Any
 
 from ..core.keys import Key
 from ..core.timeparse import now_iso
-from ..kube.api import MANAGED, Conflict, Kube, secret_strings
+from ..kube.api import MANAGED, Conflict, secret_strings
+from ..kube.door import KubeDoor
 from .config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from .keyring import REVISION_ANNOTATION, ManagedRing, desired_env, keyring_secret_name, revision_of
 
@@ -24,8 +25,8 @@ DEFAULT_BACKEND_PORT = 8080
 class Backend:
     """One backend Deployment and its keyring Secret."""
 
-    def __init__(self, kube: Kube, namespace: str, deployment: str, container: str | None = None,
-                 names: EnvNames | None = None) -> None:
+    def __init__(self, kube: KubeDoor, namespace: str, deployment: str,
+                 container: str | None = None, names: EnvNames | None = None) -> None:
         self.kube, self.ns, self.name, self.container = kube, namespace, deployment, container
         self.names = names or EnvNames()
 

@@ -27,8 +27,9 @@ from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError, MalformedInput, SigopsError
 from ..core.keys import HMAC, Key, b64decode_strict, generate_key
 from ..core.timeparse import now_iso, parse_duration
-from ..kube.api import MANAGED, Conflict, Kube, secret_strings
+from ..kube.api import MANAGED, Conflict, secret_strings
 from ..kube.conditions import set_condition
+from ..kube.door import KubeDoor
 from ..prometheus.client import Prom
 from ..settings import AgentSecret, Settings, Target, TargetRefused
 from ..signing.records import Signer
@@ -107,7 +108,7 @@ class _Ctx:
 class RotationReconciler:
     """Drives KeyRotations; one :meth:`tick` advances one step."""
 
-    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+    def __init__(self, kube: KubeDoor, prom: Prom, settings: Settings, signer: Signer,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  operator_namespace: str = "sigops-system") -> None:
         self.kube, self.prom, self.settings, self.signer, self.clock = (

@@ -1,0 +1,164 @@
+"""An in-memory :class:`sigops.kube.door.KubeDoor` for the unit tier.
+
+It behaves as the real API server does where the reconcilers depend on it, and
+``tests/integration/test_kube_contract.py`` runs the same assertions on both: a missing object
+reads as None; a create of an existing object and a replace with a stale resourceVersion are a
+``Conflict``; a delete of a missing Secret is quiet; a status patch is a JSON merge patch of
+``status`` that leaves the spec alone. A replaced Deployment's rollout is done at once (no
+kubelet here); pods exist only where a test adds them. ``writes`` records every write, so a
+test can check an invariant after each one.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from sigops.kube.api import Conflict, NotFound, b64, unb64
+
+__all__ = ["MemoryKube"]
+
+
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: dicts merge, None deletes, anything else replaces."""
+    out = dict(into)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class MemoryKube:
+    def __init__(self, on_write: Callable[[str], None] | None = None) -> None:
+        self._rv = itertools.count(1)
+        self.secrets: dict[tuple[str, str], client.V1Secret] = {}
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.crs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.writes: list[str] = []
+        self.on_write = on_write
+
+    def _wrote(self, what: str) -> None:
+        self.writes.append(what)
+        if self.on_write is not None:
+            self.on_write(what)
+
+    # -- Secrets --------------------------------------------------------------------------------
+
+    def read_secret(self, ns: str, name: str) -> client.V1Secret | None:
+        sec = self.secrets.get((ns, name))
+        return copy.deepcopy(sec)
+
+    def secret_value(self, ns: str, name: str, key: str) -> str | None:
+        sec = self.secrets.get((ns, name))
+        value = (sec.data or {}).get(key) if sec is not None else None
+        return None if value is None else unb64(value)
+
+    def write_secret(self, ns: str, name: str, data: dict[str, str],
+                     existing: client.V1Secret | None, labels: dict[str, str] | None = None,
+                     annotations: dict[str, str] | None = None) -> client.V1Secret:
+        current = self.secrets.get((ns, name))
+        if existing is None and current is not None:
+            raise Conflict(409, f"write secret {ns}/{name}: 409 AlreadyExists")
+        if existing is not None:
+            if current is None:
+                raise NotFound(404, f"write secret {ns}/{name}: 404 Not Found")
+            if existing.metadata.resource_version != current.metadata.resource_version:
+                raise Conflict(409, f"write secret {ns}/{name}: 409 Conflict")
+            if labels is None:
+                labels = current.metadata.labels
+        sec = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=ns, labels=labels,
+                                         annotations=annotations,
+                                         resource_version=str(next(self._rv))),
+            type="Opaque", data={k: b64(v) for k, v in data.items()})
+        self.secrets[(ns, name)] = sec
+        self._wrote(f"secret {ns}/{name}")
+        return copy.deepcopy(sec)
+
+    def delete_secret(self, ns: str, name: str) -> None:
+        if self.secrets.pop((ns, name), None) is not None:
+            self._wrote(f"delete secret {ns}/{name}")
+
+    # -- Deployments and pods -------------------------------------------------------------------
+
+    def add_deployment(self, ns: str, body: dict[str, Any]) -> None:
+        dep = copy.deepcopy(body)
+        dep["metadata"].update(namespace=ns, generation=1, resourceVersion=str(next(self._rv)),
+                               uid=f"uid-{next(self._rv)}")
+        self.deployments[(ns, dep["metadata"]["name"])] = self._rolled_out(dep)
+
+    @staticmethod
+    def _rolled_out(dep: dict[str, Any]) -> dict[str, Any]:
+        want = dep["spec"].get("replicas", 1)
+        dep["status"] = {"observedGeneration": dep["metadata"]["generation"],
+                         "replicas": want, "updatedReplicas": want, "availableReplicas": want}
+        return dep
+
+    def read_deployment(self, ns: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.deployments.get((ns, name)))
+
+    def replace_deployment(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        current = self.deployments.get((ns, name))
+        if current is None:
+            raise NotFound(404, f"replace deployment {ns}/{name}: 404 Not Found")
+        rv = body["metadata"].get("resourceVersion")
+        if rv is not None and rv != current["metadata"]["resourceVersion"]:
+            raise Conflict(409, f"replace deployment {ns}/{name}: 409 Conflict")
+        dep = copy.deepcopy(body)
+        dep["metadata"] = {**current["metadata"], "resourceVersion": str(next(self._rv))}
+        if dep["spec"] != current["spec"]:
+            dep["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        self.deployments[(ns, name)] = self._rolled_out(dep)
+        self._wrote(f"deployment {ns}/{name}")
+        return copy.deepcopy(dep)
+
+    def list_replica_sets(self, ns: str, selector: str) -> list[client.V1ReplicaSet]:
+        return []
+
+    def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pods.get(ns, []))
+
+    # -- custom resources and Events ------------------------------------------------------------
+
+    def add_cr(self, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        name = obj["metadata"]["name"]
+        if (ns, plural, name) in self.crs:
+            raise Conflict(409, f"create {plural} {ns}/{name}: 409 AlreadyExists")
+        n = next(self._rv)
+        obj["metadata"].update(namespace=ns, uid=f"uid-{n}", generation=1,
+                               resourceVersion=str(n),
+                               creationTimestamp=f"2026-12-06T00:00:{n % 60:02d}Z")
+        self.crs[(ns, plural, name)] = obj
+        return copy.deepcopy(obj)
+
+    def list_cr(self, ns: str, plural: str, selector: str | None = None
+                ) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (n, p, _), o in sorted(self.crs.items())
+                if n == ns and p == plural]
+
+    def get_cr(self, ns: str, plural: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.crs.get((ns, plural, name)))
+
+    def patch_status(self, ns: str, plural: str, name: str, status: dict[str, Any]) -> None:
+        obj = self.crs.get((ns, plural, name))
+        if obj is None:
+            raise NotFound(404, f"patch status of {plural} {ns}/{name}: 404 Not Found")
+        obj["status"] = _merge(obj.get("status") or {}, status)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def event(self, obj: dict[str, Any], reason: str, message: str,
+              type_: str = "Normal") -> None:
+        self.events.append({"object": obj["metadata"]["name"], "reason": reason,
+                            "message": message[:1024], "type": type_})
