@@ -51,7 +51,8 @@ class World:
     """A backend, its agents' Secret and a KeyRotation ``rot`` in memory; ``violations`` lists
     every write after which the backend did not accept the agents' key."""
 
-    def __init__(self, alg: str = HMAC, *, pods: bool = False, **settings: Any) -> None:
+    def __init__(self, alg: str = HMAC, *, pods: bool = False, profile: str = "python",
+                 **settings: Any) -> None:
         self.alg = alg
         self.kube = MemoryKube(on_write=self.check)
         self.violations: list[str] = []
@@ -78,7 +79,7 @@ class World:
         self.clock = Clock()
         self.settings = Settings.model_validate({
             "targets": [{"namespace": NS, "deployment": "fractal-lba-backend",
-                         "agentSecret": {"name": "agent-key"}}],
+                         "agentSecret": {"name": "agent-key"}, "profile": profile}],
             "min_overlap": "1s", **settings})
         self.rec = RotationReconciler(self.kube, Prom(None), self.settings, SIGNER,
                                       clock=self.clock, operator_namespace=OPNS)
@@ -132,21 +133,28 @@ class World:
 def answers(*codes: tuple[int | None, int]) -> Any:
     """A stand-in for probe_overlap answering with these (old, new) codes, counting calls."""
     calls: list[int] = []
+    profiles: list[str] = []
 
     def probe(urls: list[str], timeout: float, old: Key | None, new: Key,
               profile: str) -> list[OverlapProbe]:
         calls.append(len(urls))
+        profiles.append(profile)
         i = min(len(calls), len(codes)) - 1
         return [OverlapProbe(u, codes[i][0] if old is not None else None, codes[i][1])
                 for u in urls]
 
     probe.calls = calls  # type: ignore[attr-defined]
+    probe.profiles = profiles  # type: ignore[attr-defined]
     return probe
 
 
+@pytest.mark.parametrize("profile", ["python", "go", "fixed9"])
 @pytest.mark.parametrize("alg", [HMAC, ED25519])
-def test_a_rotation_never_leaves_agents_on_a_key_the_backend_refuses(alg: str) -> None:
-    w = World(alg)
+def test_a_rotation_never_leaves_agents_on_a_key_the_backend_refuses(alg: str,
+                                                                     profile: str) -> None:
+    """In every canonical profile: the golden probe of the Verified step is signed and
+    verified in the target's form (a go target's probe checked as python fails as drift)."""
+    w = World(alg, profile=profile)
     assert w.run() == "Completed"
     assert w.violations == []
     assert len(w.kube.writes) > 5
@@ -239,16 +247,17 @@ def test_the_ring_is_taken_over_only_from_a_finished_holder() -> None:
 
 def test_a_single_key_backend_stops_the_rotation_at_the_first_round(monkeypatch) -> None:
     """Rollout done, every pod accepts the old key and refuses the new: BackendRejectsOverlap
-    at once (not after the grace), agents untouched, one probe round."""
+    at once (not after the grace), agents untouched, one probe round, in the target's form."""
     probe = answers((200, 401))
     monkeypatch.setattr(rec_mod, "probe_overlap", probe)
-    w = World(HMAC, pods=True, overlap_probe_grace="2m")
+    w = World(HMAC, pods=True, overlap_probe_grace="2m", profile="go")
     agent0 = w.agent_fingerprint()
     assert w.run() == "Aborted"
     ready = w.condition("Ready")
     assert ready["reason"] == "BackendRejectsOverlap" and "ignores PCS_HMAC_KEYS" in ready[
         "message"]
     assert probe.calls == [1] and w.obj()["status"]["probeRounds"] == 1
+    assert probe.profiles == ["go"]
     assert w.agent_fingerprint() == agent0 and w.violations == []
 
 

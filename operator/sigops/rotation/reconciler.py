@@ -493,10 +493,10 @@ class RotationReconciler:
         assert new is not None
         try:
             eff = self._effective(ctx, dep)
-            backend_ring = eff.keyring()
+            backend_ring = eff.keyring(self.profile_of(ctx))
         except KeyringError as e:
             raise StepError(Reason.PROBE_FAILED, f"backend config unusable: {e}") from None
-        d = Diagnoser(backend_ring)
+        d = Diagnoser(backend_ring, self.profile_of(ctx))
         verdict = d.classify_obj(probe_pcs(new, self.profile_of(ctx)), 0)
         if not verdict.valid:
             raise StepError(Reason.PROBE_FAILED,
