@@ -17,7 +17,7 @@ from ..kube.door import KubeDoor
 from .config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from .keyring import REVISION_ANNOTATION, ManagedRing, desired_env, keyring_secret_name, revision_of
 
-__all__ = ["Backend", "MANAGED"]
+__all__ = ["Backend", "MANAGED", "owned_by", "rollout_done"]
 DEFAULT_BACKEND_PORT = 8080
 """The upstream backend's listen port, when its container declares none."""
 
@@ -168,6 +168,14 @@ class Backend:
 
         self.update(set_var)
         return previous[0]
+
+
+def owned_by(rs: Any, dep: dict[str, Any]) -> bool:
+    """Whether a ReplicaSet belongs to this Deployment: its controller owner reference names
+    the Deployment's UID (a name or matching labels alone could be anyone's object)."""
+    uid = (dep.get("metadata") or {}).get("uid")
+    return bool(uid) and any(o.kind == "Deployment" and o.uid == uid and o.controller
+                             for o in rs.metadata.owner_references or [])
 
 
 def rollout_done(dep: dict[str, Any]) -> bool:

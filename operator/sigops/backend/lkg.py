@@ -1,6 +1,11 @@
 """Last known good: snapshots of a backend's Deployment template, taken while it is healthy,
 for scenario E (apps/v1 has no rollback API). Kept in a Secret, since a template may carry
-literal key material in its env."""
+literal key material in its env.
+
+The snapshot Secret lives in the target's namespace, where people with rights there could
+write one. So the snapshot only says *which* template was good (its digest); scenario E rolls
+back to the template of a ReplicaSet the Deployment itself owns (by its UID) with that digest,
+never to a template read from the Secret. A snapshot that matches none is never restored."""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from typing import Any
 
 from ..core.timeparse import now_iso
 from ..kube.api import MANAGED, Conflict, Kube, secret_strings
-from .deployment import Backend, rollout_done
+from .deployment import Backend, owned_by, rollout_done
 
-__all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest"]
+__all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest",
+           "own_templates", "replica_set_template"]
 
 log = logging.getLogger("sigops.lkg")
 
@@ -25,6 +31,41 @@ def snapshot_name(deployment: str) -> str:
 
 def template_digest(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
+def replica_set_template(template: dict[str, Any]) -> dict[str, Any]:
+    """A ReplicaSet's pod template as its Deployment's template was: without the
+    ``pod-template-hash`` label the Deployment controller adds.
+
+    >>> t = {"metadata": {"labels": {"app": "b", "pod-template-hash": "5f"}}, "spec": {}}
+    >>> replica_set_template(t)
+    {'metadata': {'labels': {'app': 'b'}}, 'spec': {}}
+    """
+    out = json.loads(json.dumps(template))
+    labels = (out.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(POD_TEMPLATE_HASH, None)
+    return out  # type: ignore[no-any-return]
+
+
+def own_templates(kube: Kube, dep: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The templates of the ReplicaSets this Deployment owns (controller owner reference with
+    its UID), by digest: ``{digest: (replica set name, template)}``. The only templates
+    scenario E may roll back to."""
+    match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    ns = (dep.get("metadata") or {}).get("namespace", "")
+    if not match or not ns:
+        return {}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for rs in kube.list_replica_sets(ns, ",".join(f"{k}={v}" for k, v in sorted(match.items()))):
+        if not owned_by(rs, dep) or rs.spec is None or rs.spec.template is None:
+            continue
+        tmpl = replica_set_template(kube.api.sanitize_for_serialization(rs.spec.template))
+        out.setdefault(template_digest(tmpl), (rs.metadata.name, tmpl))
+    return out
 
 
 def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None:

@@ -14,7 +14,8 @@ from ..core.keys import Key
 from ..core.pcs import expected_pcs_id, sign_pcs
 from ..core.timeparse import now_iso
 
-__all__ = ["probe_pcs", "submit", "ACCEPTED", "OverlapProbe", "probe_overlap", "PROBE_SHARD"]
+__all__ = ["probe_pcs", "submit", "http_get", "ACCEPTED", "OverlapProbe", "probe_overlap",
+           "PROBE_SHARD"]
 
 ACCEPTED = (200, 202)
 """The backend's answers to a submit whose signature it accepted."""
@@ -57,6 +58,17 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 _OPENER = _opener()
+
+
+def http_get(url: str, timeout: float, limit: int) -> bytes:
+    """GET an http(s) URL of the target, no redirect followed, at most ``limit`` bytes read.
+    Raises ``urllib.error.HTTPError`` for any answer but 2xx (a redirect included), ``OSError``
+    when unreachable, ``ValueError`` for a URL that is not http(s)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    with _OPENER.open(urllib.request.Request(url, method="GET"), timeout=timeout) as r:
+        body: bytes = r.read(limit)
+        return body
 
 
 def submit(url: str, timeout: float, pcs: dict[str, Any]) -> int:

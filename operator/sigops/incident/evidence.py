@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
+import urllib.error
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..backend.deployment import Backend
+from ..backend.config import EnvNames
+from ..backend.deployment import Backend, owned_by
 from ..backend.keyring import REVISION_ANNOTATION
-from ..backend.probe import probe_pcs
+from ..backend.probe import http_get, probe_pcs
 from ..core.diagnose import Diagnoser, Verdict, aggregate
 from ..core.errors import KeyringError, MalformedInput
 from ..core.keys import Key, KeyRing
@@ -29,7 +30,7 @@ from ..rotation.model import TERMINAL
 from ..settings import Settings, Target
 from .backendpods import PodEvidence, gather_pods
 
-__all__ = ["Evidence", "gather"]
+__all__ = ["Evidence", "gather", "samples_config_map", "failure_text"]
 
 log = logging.getLogger("sigops.evidence")
 MAX_SAMPLES = 2000
@@ -81,11 +82,34 @@ class Evidence:
         self.sources.append({"source": name, "status": status, "detail": detail})
 
 
-def _samples_from_configmap(kube: Kube, ns: str, ref: dict[str, Any]) -> list[bytes]:
-    cm = kube.read_config_map(ns, ref["name"])
+def samples_config_map(target: Target, ref: object) -> tuple[str | None, str]:
+    """The ConfigMap (in the target's namespace) whose failed samples evidence may read for a
+    ``spec.samples.configMapRef``, and why: only the target's configured ``samplesConfigMap``
+    (a ConfigMap any requester could write would let her choose the diagnosis).
+
+    >>> t = Target(namespace="be", samplesConfigMap="failed")
+    >>> samples_config_map(t, {"name": "failed"})[0]
+    'failed'
+    >>> samples_config_map(t, {"name": "mine"})[0] is None
+    True
+    """
+    name = ref.get("name") if isinstance(ref, dict) else None
+    if not isinstance(name, str) or not name:
+        return None, "spec.samples.configMapRef has no name"
+    if target.samples_config_map is None:
+        return None, (f"spec.samples.configMapRef is not read: the config names no "
+                      f"samplesConfigMap for {target.ref}")
+    if name != target.samples_config_map:
+        return None, (f"spec.samples.configMapRef is not read: only the configured "
+                      f"samplesConfigMap of {target.ref} ({target.samples_config_map}) is")
+    return name, f"configmap {target.namespace}/{name}"
+
+
+def _samples_from_configmap(kube: Kube, ns: str, name: str, key: object) -> list[bytes]:
+    cm = kube.read_config_map(ns, name)
     if cm is None:
-        raise NotFound(404, f"configmap {ns}/{ref['name']} not found")
-    text = (cm.data or {}).get(ref.get("key") or "samples.jsonl", "")
+        raise NotFound(404, f"configmap {ns}/{name} not found")
+    text = (cm.data or {}).get(key if isinstance(key, str) and key else "samples.jsonl", "")
     return [line.encode() for line in text.splitlines() if line.strip()][:MAX_SAMPLES]
 
 
@@ -110,11 +134,28 @@ def _samples_from_pods(backend: Backend, dep: dict[str, Any], timeout: float
 
 
 def _samples_from_backend(url: str, timeout: float) -> list[Any]:
-    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/samples/failures?limit={MAX_SAMPLES}",
-                                timeout=timeout) as r:
-        doc = json.loads(r.read(8 << 20))
+    doc = json.loads(http_get(f"{url.rstrip('/')}/v1/samples/failures?limit={MAX_SAMPLES}",
+                              timeout, 8 << 20))
     samples = doc.get("samples") if isinstance(doc, dict) else None
     return list(samples or [])[:MAX_SAMPLES]
+
+
+def failure_text(e: BaseException) -> str:
+    """What came back, for a person: an HTTP status, or the kind of failure (never a body).
+
+    >>> import urllib.error
+    >>> failure_text(urllib.error.HTTPError("u", 404, "Not Found", {}, None))  # type: ignore
+    'HTTP 404'
+    >>> failure_text(ValueError("x"))
+    'an answer that is not a JSON sample list (ValueError)'
+    """
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code}"
+    if isinstance(e, urllib.error.URLError):
+        return f"no answer ({type(e.reason).__name__})"
+    if isinstance(e, ValueError):
+        return f"an answer that is not a JSON sample list ({type(e).__name__})"
+    return f"no answer ({type(e).__name__})"
 
 
 def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,8 +165,7 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
     rss = kube.list_replica_sets(backend.ns, label_selector)
     out = []
     for rs in rss:
-        owners = rs.metadata.owner_references or []
-        if not any(o.kind == "Deployment" and o.name == backend.name for o in owners):
+        if not owned_by(rs, dep):
             continue
         ann = rs.metadata.annotations or {}
         tmpl = kube.api.sanitize_for_serialization(rs.spec.template)
@@ -200,7 +240,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
            target: Target, now: datetime) -> Evidence:
     ev = Evidence()
     spec = incident.get("spec") or {}
-    backend = Backend(kube, target.namespace, target.deployment, target.container)
+    names = EnvNames.from_spec(target.env.model_dump(by_alias=True))
+    backend = Backend(kube, target.namespace, target.deployment, target.container, names)
     dep = backend.deployment()
     if dep is None:
         ev.notes.append(f"deployment {target.namespace}/{target.deployment} not found")
@@ -256,22 +297,40 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
     # its inbox WAL. The pods' state, clocks, logs and Events are evidence either way.
     raw: list[Any] = []
     ref = (spec.get("samples") or {}).get("configMapRef")
-    try:
-        if ref:
-            raw = _samples_from_configmap(kube, incident["metadata"]["namespace"], ref)
-            ev.samples_source = f"configmap/{ref['name']}"
-        elif target.backend_url:
-            raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
-            ev.samples_source = f"{target.backend_url}/v1/samples/failures"
+    tried: list[str] = []
+    if ref:
+        cm_name, why = samples_config_map(target, ref)
+        if cm_name is None:
+            tried.append(why)
+            ev.source("samplesConfigMap", "skipped", why)
         else:
+            try:
+                raw = _samples_from_configmap(kube, target.namespace, cm_name,
+                                              ref.get("key") if isinstance(ref, dict) else None)
+                ev.samples_source = f"configmap/{cm_name}"
+            except KubeError as e:
+                tried.append(f"{why}: {'not found' if e.status == 404 else e.status}")
+    if ev.samples_source is None and target.backend_url:
+        url = f"{target.backend_url}/v1/samples/failures"
+        try:
+            raw = _samples_from_backend(target.backend_url, settings.probe_timeout)
+            ev.samples_source = url
+        except (OSError, ValueError) as e:
+            tried.append(f"GET {url} (the configured backendURL) answered {failure_text(e)}")
+    if ev.samples_source is None and not target.backend_url:
+        try:
             raw, ev.samples_source = _samples_from_pods(backend, dep, settings.probe_timeout)
-    except (KubeError, OSError, ValueError) as e:
-        ev.notes.append(f"cannot read samples: {type(e).__name__}")
+        except KubeError as e:
+            tried.append(f"cannot list the backend pods: {e.status}")
+        if ev.samples_source is None:
+            tried.append("no ready backend pod serves /v1/samples/failures (a real FLK "
+                         "backend has none)")
     if ev.samples_source:
         ev.source("samples", "ok", f"{len(raw)} failed samples from {ev.samples_source}")
     else:
-        ev.source("samples", "unavailable", "no ConfigMap attached, no backendURL, and no "
-                  "backend pod serves /v1/samples/failures (a real FLK backend has none)")
+        if not ref:
+            tried.insert(0, "no ConfigMap attached")
+        ev.source("samples", "unavailable", "; ".join(tried))
     try:
         ev.pods = gather_pods(
             kube, backend.ns, dep, target.container,

@@ -16,23 +16,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..backend.config import EnvNames
 from ..backend.deployment import Backend
 from ..core.timeparse import now_iso, parse_duration
 from ..kube.api import Conflict, Kube
 from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
-from ..settings import Settings, Target
+from ..settings import Settings, Target, TargetRefused
 from ..signing.records import Signer
 from ..telemetry.metrics import ACTIONS, INCIDENTS, REMEDIATION_SECONDS
 from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
 from .evidence import Evidence, gather
 from .scenarios import ScenarioContext, ScenarioError, scenario_for
 
-__all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "target_of", "decided_by", "decision_step"]
+__all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "REFUSED", "target_of", "decided_by",
+           "decision_step"]
 
 log = logging.getLogger("sigops.incident")
 PLURAL = "signatureincidents"
-TERMINAL_INCIDENT = frozenset({"Escalated", "RateLimited"})
+REFUSED = "Refused"
+"""The phase of an incident whose target sigops will not act on (not a configured target, or
+not requestable from the incident's namespace): nothing was read, nothing changed."""
+TERMINAL_INCIDENT = frozenset({"Escalated", "RateLimited", REFUSED})
 RATE_LIMITED_LABEL = "sigops.fractal-lba.io/rate-limited"
 OPEN = frozenset({"Detected", "Diagnosing", "Remediating", "Verifying", "AwaitingApproval"})
 
@@ -42,14 +47,11 @@ def _t(s: str) -> datetime:
 
 
 def target_of(obj: dict[str, Any], settings: Settings) -> Target:
-    """The incident's target, filled in from the configured target of the same name."""
-    t = (obj.get("spec") or {}).get("target") or {}
-    ns = t.get("namespace") or obj["metadata"]["namespace"]
-    dep = t.get("deployment") or "fractal-lba-backend"
-    for c in settings.targets:
-        if c.namespace == ns and c.deployment == dep:
-            return c
-    return Target(namespace=ns, deployment=dep)
+    """The configured target the incident asks for (``spec.target``: namespace, default the
+    incident's own, and Deployment), or :class:`~sigops.settings.TargetRefused` when it is not
+    a target of the config or not requestable from the incident's namespace."""
+    return settings.resolve_target(obj["metadata"]["namespace"],
+                                   (obj.get("spec") or {}).get("target"), "SignatureIncident")
 
 
 class IncidentReconciler:
@@ -77,8 +79,7 @@ class IncidentReconciler:
             actions=[a.get("payload", {}) for a in merged.get("actions") or []],
             error_rate=_float(merged.get("errorRate")),
             next_update=now_iso(self.clock() + timedelta(minutes=15)),
-            target=f"{target_of(obj, self.settings).namespace}/"
-                   f"{target_of(obj, self.settings).deployment}")
+            target=self._target_id(obj))
         patch["observedGeneration"] = obj["metadata"].get("generation")
         self.kube.patch_status(obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"],
                                patch)
@@ -101,8 +102,10 @@ class IncidentReconciler:
         return chain
 
     def _target_id(self, obj: dict[str, Any]) -> str:
-        t = target_of(obj, self.settings)
-        return f"{t.namespace}/{t.deployment}"
+        try:
+            return target_of(obj, self.settings).ref
+        except TargetRefused:
+            return "(no configured target)"
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -113,6 +116,10 @@ class IncidentReconciler:
             return phase
         if (obj["metadata"].get("labels") or {}).get(RATE_LIMITED_LABEL) == "true":
             return "RateLimited"  # a record of a rate-limited signal: never remediated
+        try:
+            target_of(obj, self.settings)
+        except TargetRefused as e:
+            return self._refuse(obj, e)
         if phase == "Resolved":
             self._after_resolution(obj)
             return phase
@@ -133,6 +140,14 @@ class IncidentReconciler:
                 "Verifying": self._verify}[phase]
         return step(obj)
 
+    def _refuse(self, obj: dict[str, Any], refused: TargetRefused) -> str:
+        """Stop before anything of the backend is read (no Secret, pod, log or URL): the
+        target is not one sigops looks after, or not for this namespace."""
+        message = f"{refused}; nothing was read or changed"
+        self._patch(obj, {}, REFUSED, ("Ready", "False", refused.reason, message))
+        self.kube.event(obj, refused.reason, message, "Warning")
+        return REFUSED
+
     def _detected(self, obj: dict[str, Any]) -> str:
         created = _t(obj["metadata"]["creationTimestamp"])
         esc = created + timedelta(seconds=self.settings.seconds("escalate_after"))
@@ -143,8 +158,9 @@ class IncidentReconciler:
 
     def _ctx(self, obj: dict[str, Any], ev: Evidence) -> ScenarioContext:
         t = target_of(obj, self.settings)
+        names = EnvNames.from_spec(t.env.model_dump(by_alias=True))
         return ScenarioContext(self.kube, self.prom, self.settings,
-                               Backend(self.kube, t.namespace, t.deployment, t.container),
+                               Backend(self.kube, t.namespace, t.deployment, t.container, names),
                                t, obj, ev, self.clock())
 
     def _evidence_for(self, obj: dict[str, Any]) -> Evidence:
@@ -268,8 +284,9 @@ class IncidentReconciler:
             return self._next_candidate(obj, f"scenario {scenario} failed: {e}")
         except Conflict:
             return "Remediating"  # someone wrote concurrently: the next tick tries again
-        target = (obj.get("spec") or {}).get("target") or {}
-        ACTIONS.labels(target.get("namespace", ""), target.get("deployment", ""), scenario).inc()
+        # Labels from the configured target only: a requester's string never becomes a label.
+        t = ctx.target
+        ACTIONS.labels(t.namespace, t.deployment, scenario).inc()
         actions = self._actions(obj, steps, scenario, "applied")
         patch: dict[str, Any] = {"actions": actions, "pendingActions": None,
                                  "verifyStartedAt": now_iso(self.clock())}

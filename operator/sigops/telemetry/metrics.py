@@ -64,7 +64,7 @@ INCIDENT_PHASES = Counter("sigops_incident_phase_changes",
                           registry=REGISTRY)
 # Every phase (the CRD's enum) from the start at 0, so that increase() sees the first one.
 for _phase in ("Diagnosing", "Remediating", "Verifying", "Resolved", "AwaitingApproval",
-               "Escalated", "RateLimited"):
+               "Escalated", "RateLimited", "Refused"):
     INCIDENT_PHASES.labels(_phase)
 ROTATIONS_OPEN = Gauge("sigops_keyrotation_open",
                        "1 for each KeyRotation in progress, labelled with its current phase",

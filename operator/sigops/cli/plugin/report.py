@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .refs import ago, parse_ts
-from .story import incident_story
+from .story import error_rate_text, incident_story
 
 __all__ = ["Window", "incident_window", "durations", "markers", "build_markdown",
            "rate_summary", "incident_span", "PLOT_FILE", "NO_MATPLOTLIB"]
@@ -168,7 +168,7 @@ def build_markdown(obj: Mapping[str, Any], *, plot: str | None, plot_note: str |
               for i, a in enumerate(s["actions"])] or ["| — | | none | | | |"]
     v = s["verification"]
     lines += ["", "## Verification", "",
-              f"- Error rate at the last check: {v.get('errorRate') or 'n/a'}/s "
+              f"- Error rate at the last check: {error_rate_text(v.get('errorRate'))} "
               f"(threshold {threshold:g}/s)",
               f"- Alert resolved: {v.get('alertResolvedAt') or 'no'}",
               f"- Resolved: {v.get('resolvedAt') or 'no'}"]

@@ -15,10 +15,10 @@ from ...core.scenarios import SCENARIOS
 from ...rotation.model import TERMINAL as ROTATION_TERMINAL
 from .refs import parse_ts, ref_of
 
-__all__ = ["story", "incident_story", "rotation_story", "render", "commands_for",
-           "ROTATION_TERMINAL"]
+__all__ = ["error_rate_text", "story", "incident_story", "rotation_story", "render",
+           "commands_for", "ROTATION_TERMINAL"]
 
-_INCIDENT_DONE = frozenset({"Resolved", "Escalated", "RateLimited"})
+_INCIDENT_DONE = frozenset({"Resolved", "Escalated", "RateLimited", "Refused"})
 
 
 def story(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,6 +244,22 @@ def rotation_story(obj: Mapping[str, Any]) -> dict[str, Any]:
 # -- terminal rendering ----------------------------------------------------------------------
 
 
+def error_rate_text(rate: Any) -> str:
+    """The error rate as a person reads it; the status says ``n/a`` when Prometheus gave no
+    answer (or none is configured), which is no rate at all.
+
+    >>> error_rate_text("0.25")
+    '0.25/s'
+    >>> error_rate_text("n/a") == error_rate_text(None)
+    True
+    >>> error_rate_text(None)
+    'not measured (no answer from Prometheus)'
+    """
+    if rate is None or str(rate).strip() in ("", "n/a"):
+        return "not measured (no answer from Prometheus)"
+    return f"{rate}/s"
+
+
 def _when(s: Any) -> str:
     t = parse_ts(s)
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if t else str(s or "-")
@@ -286,7 +302,7 @@ def render(s: Mapping[str, Any]) -> str:
                             + (f"  by {x['by']}" if x.get("by") else "")
                             + f"  signed by {x['signer'] or '-'}" for x in s["actions"]])
         v = s["verification"]
-        section("Verification", [f"error rate {v.get('errorRate') or 'n/a'}/s"
+        section("Verification", [f"error rate {error_rate_text(v.get('errorRate'))}"
                                  + (f"; verifying since {_when(v['verifyStartedAt'])}"
                                     if v.get("verifyStartedAt") else "")
                                  + (f"; alert resolved {_when(v['alertResolvedAt'])}"
