@@ -502,3 +502,19 @@ def test_report_with_rate_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     else:
         assert not (out / report.PLOT_FILE).exists()
         assert "pip install 'sigops[report]'" in md
+
+
+def test_an_escalated_incident_without_a_measured_error_rate_says_so() -> None:
+    """The status keeps ``n/a`` when Prometheus gave no rate: explain and report said
+    "n/a/s" (issue 25)."""
+    obj = incident("Escalated")
+    obj["status"]["errorRate"] = "n/a"
+    text = render(incident_story(obj))
+    assert "n/a/s" not in text
+    assert "error rate not measured (no answer from Prometheus)" in text
+    md = report.build_markdown(obj, plot=None, plot_note=None, rate_summary=None,
+                               threshold=10.0, query=None, verification=None,
+                               generated_at="2026-12-06T09:00:00Z")
+    assert "n/a/s" not in md and "not measured" in md
+    obj["status"]["errorRate"] = "0.50"
+    assert "error rate 0.50/s" in render(incident_story(obj))
