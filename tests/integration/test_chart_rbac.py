@@ -404,8 +404,10 @@ def test_alert_to_rollback_under_chart_rbac(cluster, api, namespace, operator_fa
     """The incident path with the chart's token only: a last-known-good snapshot while
     healthy, a bad signing change, an alert through the webhook (rate-limit state in the
     operator namespace), diagnosis from ReplicaSet history, rollback (scenario E), Resolved;
-    then a person's incident whose samples come from a ConfigMap."""
-    inst = install_chart(f"sigops-{uuid.uuid4().hex[:6]}", chart_values(namespace))
+    then a person's incident whose samples come from the ConfigMap the config names."""
+    values = chart_values(namespace)
+    values["targets"][0]["samplesConfigMap"] = "failed-samples"
+    inst = install_chart(f"sigops-{uuid.uuid4().hex[:6]}", values)
     good, bad = generate_key(HMAC, kid="good"), generate_key(HMAC, kid="bad")
     literal_backend(api, namespace, good)
     op = start_operator(operator_factory, inst, tmp_path)
@@ -429,7 +431,7 @@ def test_alert_to_rollback_under_chart_rbac(cluster, api, namespace, operator_fa
     core = client.CoreV1Api(api)
     assert core.read_namespaced_config_map("sigops-ratelimit", inst.operator_ns).data
 
-    # A person's incident with samples in a ConfigMap (dryRun: it only diagnoses).
+    # A person's incident with samples in the configured ConfigMap (dryRun: it only diagnoses).
     lines = "\n".join(json.dumps(signed_sample(bad, i)) for i in range(5))
     core.create_namespaced_config_map(namespace, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="failed-samples"), data={"samples.jsonl": lines}))

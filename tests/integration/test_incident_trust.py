@@ -317,3 +317,40 @@ def test_a_planted_snapshot_template_is_never_applied_only_its_replica_sets(
             "summary"]
     finally:
         samples.close()
+
+
+def test_a_pod_that_only_matches_the_selector_is_not_evidence(api, namespace, operator_factory,
+                                                              tmp_path):
+    """A pod with the backend's labels that no ReplicaSet of the Deployment controls (anyone
+    who may create pods in the namespace can make one) serves failed samples that would
+    diagnose as tampering and tighten TOKEN_RATE: they are not read."""
+    from tests.integration.test_keyrotation import ready_pod
+
+    key = generate_key(HMAC, kid="k")
+    backend(api, namespace, key, token_rate="100")
+    samples = SampleServer()
+    try:
+        bad = []
+        for i in range(30):
+            p = pcs(key, 100 + i)
+            p["merkle_root"] = "f" * 64  # changed after signing: D
+            bad.append(envelope(p, "10.9.9.9"))
+        samples.samples = bad
+        port = int(samples.address.rsplit(":", 1)[1])
+        client.AppsV1Api(api).patch_namespaced_deployment(DEP, namespace, {"spec": {
+            "template": {"spec": {"containers": [{"name": "backend", "ports": [
+                {"name": "http", "containerPort": port}]}]}}}})
+        ready_pod(api, namespace, "lookalike", {"app": DEP}, "127.0.0.1")
+        start(operator_factory, tmp_path, namespace, None)  # no backendURL: samples from pods
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "signatureincidents", incident("si", {"deployment": DEP}))
+        si = wait_for(phase_of(api, namespace, "si", "Escalated", "Verifying", "Resolved"), 30,
+                      what="the incident diagnosed")
+        st = si["status"]
+        assert st["phase"] == "Escalated" and ready(si)["reason"] == "NoScenario", (
+            st.get("conditions"), st["evidence"]["sources"])
+        assert token_rate(api, namespace) == "100"
+        skipped = [s for s in st["evidence"]["sources"] if s["status"] == "skipped"]
+        assert any("belong to none of its ReplicaSets" in s["detail"] for s in skipped), skipped
+    finally:
+        samples.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sigops.backend.deployment import owned_by
+from sigops.backend.deployment import owned_by, pod_of
 from sigops.backend.lkg import replica_set_template, template_digest
 from sigops.cli.plugin.story import error_rate_text
 from sigops.core.keys import ED25519, generate_key
@@ -139,6 +139,19 @@ def test_a_replica_set_is_the_deployments_own_by_uid_not_by_name() -> None:
     assert not owned_by(_rs(""), {"metadata": {}})
 
 
+def test_a_pod_is_the_deployments_own_only_under_one_of_its_replica_sets() -> None:
+    def pod(*refs: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"labels": {"app": "be"}, "ownerReferences": list(refs)}}
+
+    own = {"be-5f", "be-7c"}
+    assert pod_of(pod({"kind": "ReplicaSet", "name": "be-7c", "controller": True}), own)
+    assert not pod_of(pod(), own), "labels alone"
+    assert not pod_of(pod({"kind": "ReplicaSet", "name": "other", "controller": True}), own)
+    assert not pod_of(pod({"kind": "ReplicaSet", "name": "be-5f"}), own), "not its controller"
+    assert not pod_of(pod({"kind": "StatefulSet", "name": "be-5f", "controller": True}), own)
+    assert not pod_of({"metadata": {}}, set())
+
+
 def test_a_replica_set_template_digests_as_its_deployments_template() -> None:
     dep_template = {"metadata": {"labels": {"app": "be"}},
                     "spec": {"containers": [{"name": "b", "image": "be:1"}]}}
@@ -158,9 +171,9 @@ def test_explain_says_when_no_error_rate_was_measured() -> None:
 def test_doctests() -> None:
     import doctest
 
-    from sigops.backend import lkg
+    from sigops.backend import deployment, lkg
     from sigops.cli.plugin import story
     from sigops.incident import evidence
 
-    for mod in (lkg, story, evidence):
+    for mod in (deployment, lkg, story, evidence):
         assert doctest.testmod(mod).failed == 0, mod.__name__

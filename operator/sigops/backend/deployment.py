@@ -17,7 +17,7 @@ from ..kube.door import KubeDoor
 from .config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from .keyring import REVISION_ANNOTATION, ManagedRing, desired_env, keyring_secret_name, revision_of
 
-__all__ = ["Backend", "MANAGED", "owned_by", "rollout_done"]
+__all__ = ["Backend", "MANAGED", "owned_by", "pod_of", "rollout_done"]
 DEFAULT_BACKEND_PORT = 8080
 """The upstream backend's listen port, when its container declares none."""
 
@@ -37,9 +37,11 @@ class Backend:
     def deployment(self) -> dict[str, Any] | None:
         return self.kube.read_deployment(self.ns, self.name)
 
-    def pod_urls(self, deployment: dict[str, Any], path: str = "/v1/pcs/submit") -> list[str]:
+    def pod_urls(self, deployment: dict[str, Any], path: str = "/v1/pcs/submit",
+                 replica_sets: set[str] | None = None) -> list[str]:
         """Submit URLs of the Deployment's running, ready pods (by its selector), one per pod:
-        what the live backend answers, whatever its env says."""
+        what the live backend answers, whatever its env says. With ``replica_sets`` (names of
+        the Deployment's own ReplicaSets) only pods one of them controls."""
         match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if not match:
             return []
@@ -54,6 +56,8 @@ class Backend:
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in st.get("conditions") or [])
             ip = st.get("podIP")
+            if replica_sets is not None and not pod_of(pod, replica_sets):
+                continue
             if st.get("phase") == "Running" and ready and ip and not (
                     pod.get("metadata") or {}).get("deletionTimestamp"):
                 host = f"[{ip}]" if ":" in ip else ip
@@ -176,6 +180,18 @@ def owned_by(rs: Any, dep: dict[str, Any]) -> bool:
     uid = (dep.get("metadata") or {}).get("uid")
     return bool(uid) and any(o.kind == "Deployment" and o.uid == uid and o.controller
                              for o in rs.metadata.owner_references or [])
+
+
+def pod_of(pod: dict[str, Any], replica_sets: set[str]) -> bool:
+    """Whether the pod's controller is one of these ReplicaSets (of a Deployment).
+
+    >>> pod = {"metadata": {"ownerReferences": [
+    ...     {"kind": "ReplicaSet", "name": "be-5f", "controller": True}]}}
+    >>> pod_of(pod, {"be-5f"}), pod_of(pod, {"other"})
+    (True, False)
+    """
+    return any(o.get("kind") == "ReplicaSet" and o.get("controller") and o.get("name")
+               in replica_sets for o in (pod.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def rollout_done(dep: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.config import find_container
+from ..backend.deployment import pod_of
 from ..core.backendlog import LogSummary
 from ..core.errors import KeyringError, MalformedInput
 from ..core.strictjson import loads
@@ -190,6 +191,14 @@ def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
         pe.source("pods", "unavailable",
                   f"cannot list pods: {getattr(e, 'status', 0) or type(e).__name__}")
         return pe
+    # Only the Deployment's own pods: matching labels alone could be any pod of the namespace
+    # (its logs and WAL would then be evidence someone else wrote).
+    own = set(replica_sets)
+    foreign = [p for p in pods if not pod_of(p, own)]
+    if foreign:
+        pods = [p for p in pods if p not in foreign]
+        pe.source("pods", "skipped", f"{len(foreign)} pod(s) match the Deployment's selector "
+                                     "but belong to none of its ReplicaSets: not read")
     if not pods:
         pe.source("pods", "unavailable", "no pods")
     try:

@@ -113,13 +113,14 @@ def _samples_from_configmap(kube: Kube, ns: str, name: str, key: object) -> list
     return [line.encode() for line in text.splitlines() if line.strip()][:MAX_SAMPLES]
 
 
-def _samples_from_pods(backend: Backend, dep: dict[str, Any], timeout: float
-                       ) -> tuple[list[Any], str | None]:
-    """The failed samples of every ready backend pod, up to MAX_SAMPLES in all. A pod that
-    does not answer is skipped (the others still count); none answering is no source."""
+def _samples_from_pods(backend: Backend, dep: dict[str, Any], timeout: float,
+                       replica_sets: set[str]) -> tuple[list[Any], str | None]:
+    """The failed samples of every ready pod of the Deployment's own ReplicaSets, up to
+    MAX_SAMPLES in all. A pod that does not answer is skipped (the others still count); none
+    answering is no source."""
     raw: list[Any] = []
     answered = 0
-    urls = backend.pod_urls(dep, "")
+    urls = backend.pod_urls(dep, "", replica_sets)
     for url in urls:
         if len(raw) >= MAX_SAMPLES:
             break
@@ -319,7 +320,8 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
             tried.append(f"GET {url} (the configured backendURL) answered {failure_text(e)}")
     if ev.samples_source is None and not target.backend_url:
         try:
-            raw, ev.samples_source = _samples_from_pods(backend, dep, settings.probe_timeout)
+            raw, ev.samples_source = _samples_from_pods(
+                backend, dep, settings.probe_timeout, {r["name"] for r in revs})
         except KubeError as e:
             tried.append(f"cannot list the backend pods: {e.status}")
         if ev.samples_source is None:
