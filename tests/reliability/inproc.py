@@ -265,7 +265,8 @@ def incident_run(api: Any, scenario: str) -> IncidentRun:
         _samples_configmap(api, ns, good + bad)
     for k in keys.values():
         kit.REGISTRY.add_key(k)
-    settings = Settings(targets=(Target(namespace=ns),), cooldown="1s", reconcile_interval=0.5)
+    settings = Settings(targets=(Target(namespace=ns, samplesConfigMap="samples"),),
+                        cooldown="1s", reconcile_interval=0.5)
     accepted_before: set[str] = set()
     raw = kit.RawApi(api)
 
