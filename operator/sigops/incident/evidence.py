@@ -292,8 +292,9 @@ def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
                     continue
                 ok = bool(accepted and accepted.classify_obj(probe_pcs(k), 0).valid)
                 ev.probe.append({"kid": k.kid, "fingerprint": k.fingerprint, "accepted": ok})
-    # Samples: an attached ConfigMap, else the backend's sample endpoint, else each running
-    # backend pod's own (each pod keeps the failures it answered; a Service would show one),
+    # Samples: an attached ConfigMap if it is the target's configured one, else the configured
+    # backend URL's sample endpoint, else each running pod of the Deployment's own ReplicaSets
+    # (each pod keeps the failures it answered; a Service would show one),
     # else -- as a real FLK backend gives them -- the PCS its logs name as refused, read from
     # its inbox WAL. The pods' state, clocks, logs and Events are evidence either way.
     raw: list[Any] = []
