@@ -43,6 +43,7 @@ class MemoryKube:
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.crs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.replica_sets: dict[str, list[client.V1ReplicaSet]] = {}
         self.events: list[dict[str, Any]] = []
         self.writes: list[str] = []
         self.on_write = on_write
@@ -96,6 +97,16 @@ class MemoryKube:
         dep["metadata"].update(namespace=ns, generation=1, resourceVersion=str(next(self._rv)),
                                uid=f"uid-{next(self._rv)}")
         self.deployments[(ns, dep["metadata"]["name"])] = self._rolled_out(dep)
+        # Its ReplicaSet, as the deployment controller makes one: "<name>-rs", owned by UID.
+        self.replica_sets.setdefault(ns, []).append(client.V1ReplicaSet(
+            metadata=client.V1ObjectMeta(
+                name=f"{dep['metadata']['name']}-rs", namespace=ns,
+                labels=dict(dep["spec"]["selector"]["matchLabels"]),
+                owner_references=[client.V1OwnerReference(
+                    api_version="apps/v1", kind="Deployment", name=dep["metadata"]["name"],
+                    uid=dep["metadata"]["uid"], controller=True)]),
+            spec=client.V1ReplicaSetSpec(selector=client.V1LabelSelector(
+                match_labels=dict(dep["spec"]["selector"]["matchLabels"])))))
 
     @staticmethod
     def _rolled_out(dep: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +135,9 @@ class MemoryKube:
         return copy.deepcopy(dep)
 
     def list_replica_sets(self, ns: str, selector: str) -> list[client.V1ReplicaSet]:
-        return []
+        want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
+        return [copy.deepcopy(rs) for rs in self.replica_sets.get(ns, [])
+                if all((rs.metadata.labels or {}).get(k) == v for k, v in want.items())]
 
     def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods.get(ns, []))

@@ -337,26 +337,77 @@ def test_rotation_against_a_multi_key_backend_probes_its_pods_live(
     """No probeURL: the operator finds the backend's ready pods by the Deployment's selector
     and asks each one (here one pod whose address is the testbed backend's)."""
     import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     make_backend(api, namespace, HMAC)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    apps = client.AppsV1Api(api)
-    apps.patch_namespaced_deployment("fractal-lba-backend", namespace, {"spec": {"template": {
-        "spec": {"containers": [{"name": "backend", "ports": [
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    # One replica: its ReplicaSet makes the pod (no kubelet here: its status is then written
+    # as a kubelet would, at the testbed backend's address).
+    apps.patch_namespaced_deployment("fractal-lba-backend", namespace, {"spec": {
+        "replicas": 1, "template": {"spec": {"containers": [{"name": "backend", "ports": [
             {"name": "http", "containerPort": port}]}]}}}})
-    ready_pod(api, namespace, "backend-pod-1", {"app": "fractal-lba-backend"}, "127.0.0.1")
-    operator_factory(rotation_settings(namespace, overlap_probe_grace="20s"))
-    with LiveTestbed(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
-        client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "keyrotations", keyrotation("two-keys", HMAC, "2s"))
-        wait_for(lambda: phase(api, namespace, "two-keys") in ("Completed", "Aborted", "Failed"),
-                 60, what="the rotation to finish")
+
+    def own_pod() -> str | None:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=fractal-lba-backend")
+        return next((p.metadata.name for p in pods.items
+                     if any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or [])),
+                    None)
+
+    name = wait_for(own_pod, 30, what="the ReplicaSet's pod")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    core.patch_namespaced_pod_status(name, namespace, {"status": {
+        "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}})
+    # A look-alike pod: it matches the selector, but another object controls it (so no
+    # ReplicaSet adopts it). It must get no probe signed with the production keys.
+    decoy = core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="decoy")))
+    core.create_namespaced_pod(namespace, client.V1Pod(
+        metadata=client.V1ObjectMeta(name="look-alike", labels={"app": "fractal-lba-backend"},
+                                     owner_references=[client.V1OwnerReference(
+                                         api_version="v1", kind="ConfigMap", name="decoy",
+                                         uid=decoy.metadata.uid, controller=True)]),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="backend", image="x")])))
+    core.patch_namespaced_pod_status("look-alike", namespace, {"status": {
+        "phase": "Running", "podIP": "127.0.0.2", "podIPs": [{"ip": "127.0.0.2"}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}})
+    hits: list[str] = []
+
+    class Catch(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    catcher = ThreadingHTTPServer(("127.0.0.2", port), Catch)
+    threading.Thread(target=catcher.serve_forever, daemon=True).start()
+    # The pods never roll here (no kubelet): the live probes decide, not the rollout.
+    operator_factory(rotation_settings(namespace, overlap_probe_grace="20s",
+                                       wait_for_rollout=False))
+    try:
+        with LiveTestbed(cluster, namespace, tmp_path, "--listen", f"127.0.0.1:{port}"):
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "keyrotations", keyrotation("two-keys", HMAC, "2s"))
+            wait_for(lambda: phase(api, namespace, "two-keys") in (
+                "Completed", "Aborted", "Failed"), 60, what="the rotation to finish")
+    finally:
+        catcher.shutdown()
     st = get_kr(api, namespace, "two-keys")["status"]
     assert st["phase"] == "Completed", st
     verified = next(h["payload"] for h in st["history"] if h["payload"]["phase"] == "Verified")
     assert "live backend accepts both keys (1 endpoint)" in verified["step"], verified
+    done = st["history"][-1]["payload"]["step"]
+    assert "every live endpoint refuses the old key and accepts the new one (1 endpoint)" in \
+        done, done
+    assert hits == []
 
 
 def test_json_logs_name_the_rotation(api, namespace, operator_factory):

@@ -31,7 +31,8 @@ from sigops.testbed.manifests import backend_deployment, literal_env, secret_env
 pytestmark = pytest.mark.unit
 NS, OPNS = "payments", "sigops-system"
 SIGNER = Signer(generate_key(ED25519, kid="safety-signer", state="active"))
-POD = {"metadata": {"name": "be-1"}, "status": {
+POD = {"metadata": {"name": "be-1", "ownerReferences": [
+    {"kind": "ReplicaSet", "name": "fractal-lba-backend-rs", "controller": True}]}, "status": {
     "phase": "Running", "podIP": "10.0.0.7",
     "conditions": [{"type": "Ready", "status": "True"}]}}
 
@@ -313,3 +314,16 @@ def test_a_stalled_final_rollout_is_named_and_never_completed() -> None:
     assert w.obj()["status"]["phase"] == "Retiring"
     dep["status"]["updatedReplicas"] = 1
     assert w.tick(1.0) == "Completed"
+
+
+def test_a_look_alike_pod_gets_no_probe(monkeypatch) -> None:
+    """A pod that matches the Deployment's selector but no ReplicaSet of it controls (anyone
+    with rights in the namespace can make one) is never sent a PCS signed with the keys."""
+    probe = answers((200, 200))
+    monkeypatch.setattr(rec_mod, "probe_overlap", probe)
+    w = World(HMAC, pods=True)
+    w.kube.pods[NS] = [{**POD, "metadata": {"name": "look-alike", "labels": {"app": "x"}}}]
+    w.run(until=frozenset({"Verified", "Aborted"}))
+    assert probe.calls == []
+    verified = w.obj()["status"]["history"][-1]["payload"]["step"]
+    assert "no live probe" in verified

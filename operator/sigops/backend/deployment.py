@@ -64,6 +64,16 @@ class Backend:
                 urls.append(f"http://{host}:{port}{path}")
         return sorted(urls)
 
+    def own_replica_sets(self, deployment: dict[str, Any]) -> set[str]:
+        """Names of the ReplicaSets this Deployment controls (by its UID): its pods are the
+        ones they control, not whatever else matches its selector."""
+        sel = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if not sel:
+            return set()
+        rss = self.kube.list_replica_sets(
+            self.ns, ",".join(f"{k}={v}" for k, v in sorted(sel.items())))
+        return {rs.metadata.name for rs in rss if owned_by(rs, deployment)}
+
     def read_ring(self) -> tuple[ManagedRing | None, Any]:
         sec = self.kube.read_secret(self.ns, self.ring_secret)
         text = secret_strings(sec).get("keyring.json")

@@ -513,10 +513,15 @@ class RotationReconciler:
         return Phase.VERIFIED
 
     def _probe_urls(self, ctx: _Ctx, dep: dict[str, Any]) -> tuple[list[str], bool]:
-        """Where live probes go: the target's configured backend URL, else its ready pods (by
-        the Deployment's own selector). Nothing a requester wrote. The flag: configured."""
+        """Where live probes go: the target's configured backend URL, else its ready pods
+        (those the Deployment's own ReplicaSets control: a look-alike pod matching its selector
+        gets no PCS signed with production keys). Nothing a requester wrote. The flag:
+        configured."""
         url = ctx.target.submit_url()
-        return ([url], True) if url else (self._backend(ctx).pod_urls(dep), False)
+        if url:
+            return [url], True
+        backend = self._backend(ctx)
+        return backend.pod_urls(dep, replica_sets=backend.own_replica_sets(dep)), False
 
     def _probe_round_due(self, ctx: _Ctx, since_key: str) -> bool:
         """Whether a round of live probes is due: the first at once, then one every
