@@ -273,8 +273,19 @@ def test_approval_flow_and_dry_run(api, namespace, operator_factory, samples, tm
     inc = wait_for(phase_is(api, namespace, "AwaitingApproval"), 30, what="approval wait")
     assert token_rate(api, namespace) == "100"
     name = inc["metadata"]["name"]
+    # A requester may not loosen the configured mode, and a bare spec.approve (no decision
+    # naming who) counts for nothing: the incident keeps waiting and nothing changes.
+    for loosen in ('{"spec":{"mode":"auto"}}', '{"spec":{"approve":["D"]}}'):
+        out = kubectl(op.cluster, "patch", "si", name, "-n", namespace, "--type", "merge",
+                      "-p", loosen)
+        assert out.returncode == 0
+    time.sleep(3)  # several reconcile ticks
+    assert phase_is(api, namespace, "AwaitingApproval")()
+    assert token_rate(api, namespace) == "100"
+    decision = {"spec": {"decisions": [{"scenario": "D", "decision": "approve",
+                                        "user": "sre-on-call"}]}}
     out = kubectl(op.cluster, "patch", "si", name, "-n", namespace, "--type", "merge",
-                  "-p", '{"spec":{"approve":["D"]}}')
+                  "-p", json.dumps(decision))
     assert out.returncode == 0
     wait_for(phase_is(api, namespace, "Verifying", "Resolved"), 30, what="approved run")
     assert token_rate(api, namespace) == "50"

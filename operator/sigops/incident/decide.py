@@ -42,16 +42,49 @@ def candidates(report: Mapping[str, Any] | None, *, rotation_in_progress: bool,
     return out
 
 
+MODES = ("auto", "approval", "dryRun")
+"""From least to most careful."""
+
+
+def effective_mode(configured: str, requested: object) -> str:
+    """The mode a scenario runs in: the configured one, or the requester's ``spec.mode`` when
+    that is more careful. A requester may tighten (auto -> approval -> dryRun), never loosen.
+
+    >>> effective_mode("approval", "auto"), effective_mode("auto", "dryRun")
+    ('approval', 'dryRun')
+    >>> effective_mode("dryRun", "auto"), effective_mode("auto", "bogus")
+    ('dryRun', 'auto')
+    """
+    want = requested if requested in MODES else configured
+    return max(configured, str(want), key=lambda m: MODES.index(m) if m in MODES else 2)
+
+
+def decided(spec: object, decision: str) -> list[str]:
+    """The scenarios with a ``decision`` (approve or deny) in ``spec.decisions``: entries the
+    admission policy checked name the user who made the request. ``spec.approve`` and
+    ``spec.deny`` alone count for nothing (anyone who may edit the spec can write them).
+
+    >>> decided({"approve": ["E"], "decisions": [{"scenario": "D", "decision": "approve",
+    ...                                           "user": "ann"}]}, "approve")
+    ['D']
+    """
+    entries = spec.get("decisions") if isinstance(spec, dict) else None
+    return [d["scenario"] for d in entries or []
+            if isinstance(d, dict) and d.get("decision") == decision and d.get("user")
+            and isinstance(d.get("scenario"), str)]
+
+
 def needs_approval(scenario: str, mode: str, approved: Sequence[str], *,
                    recent_signing_change: bool) -> bool:
-    """Whether a person must approve ``scenario`` before it runs.
+    """Whether a person must approve ``scenario`` before it runs (a dry run runs nothing,
+    approved or not).
 
     E runs without approval only when the spike began shortly after a signing-config change.
     """
-    if scenario in approved:
-        return False
     if mode == "dryRun":
         return True
+    if scenario in approved:
+        return False
     if scenario == "E" and recent_signing_change and mode == "approval":
         return False
     return mode == "approval"

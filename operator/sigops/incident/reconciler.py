@@ -25,7 +25,14 @@ from ..prometheus.client import Prom
 from ..settings import Settings, Target, TargetRefused
 from ..signing.records import Signer
 from ..telemetry.metrics import ACTIONS, INCIDENTS, REMEDIATION_SECONDS
-from .decide import INCIDENT_CAUSE_OF, candidates, communication, needs_approval
+from .decide import (
+    INCIDENT_CAUSE_OF,
+    candidates,
+    communication,
+    decided,
+    effective_mode,
+    needs_approval,
+)
 from .evidence import Evidence, gather
 from .scenarios import ScenarioContext, ScenarioError, scenario_for
 
@@ -210,7 +217,9 @@ class IncidentReconciler:
         return self._gate(obj)
 
     def _mode(self, obj: dict[str, Any], scenario: str) -> str:
-        return str((obj.get("spec") or {}).get("mode") or self.settings.modes.get(scenario, "auto"))
+        """The configured mode, or the requester's ``spec.mode`` where it is more careful."""
+        return effective_mode(self.settings.modes.get(scenario, "auto"),
+                              (obj.get("spec") or {}).get("mode"))
 
     def _gate(self, obj: dict[str, Any]) -> str:
         """Plan the current scenario; run it now or wait for a person."""
@@ -221,7 +230,7 @@ class IncidentReconciler:
             steps = scenario_for(scenario).plan(self._ctx(obj, ev))
         except ScenarioError as e:
             return self._next_candidate(obj, f"scenario {scenario} cannot run: {e}")
-        approved = (obj.get("spec") or {}).get("approve") or []
+        approved = decided(obj.get("spec") or {}, "approve")
         mode = self._mode(obj, scenario)
         self._patch(obj, {"pendingActions": {"scenario": scenario, "steps": steps}})
         if needs_approval(scenario, mode, approved,
@@ -250,7 +259,7 @@ class IncidentReconciler:
         st = obj["status"]
         scenario = st.get("scenario")
         spec = obj.get("spec") or {}
-        if scenario in (spec.get("deny") or []):
+        if scenario in decided(spec, "deny"):
             who = decided_by(spec, scenario, "deny")
             # Recorded in the same status write that moves the incident on, so a restart in
             # between neither loses nor repeats it.
@@ -259,7 +268,7 @@ class IncidentReconciler:
             self.kube.event(obj, "Denied", f"scenario {scenario} denied by {who['user']}")
             return self._next_candidate(obj, f"scenario {scenario} denied by {who['user']}",
                                         {"actions": denied})
-        if scenario in (spec.get("approve") or []):
+        if scenario in decided(spec, "approve") and self._mode(obj, scenario) != "dryRun":
             who = decided_by(spec, scenario, "approve")
             self._patch(obj, {"actions": self._actions(
                 obj, [decision_step("approve", scenario, who)], scenario, "approved")},
