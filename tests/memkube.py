@@ -40,6 +40,7 @@ class MemoryKube:
     def __init__(self, on_write: Callable[[str], None] | None = None) -> None:
         self._rv = itertools.count(1)
         self.secrets: dict[tuple[str, str], client.V1Secret] = {}
+        self.config_maps: dict[tuple[str, str], client.V1ConfigMap] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.crs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[str, list[dict[str, Any]]] = {}
@@ -89,6 +90,28 @@ class MemoryKube:
     def delete_secret(self, ns: str, name: str) -> None:
         if self.secrets.pop((ns, name), None) is not None:
             self._wrote(f"delete secret {ns}/{name}")
+
+    # -- ConfigMaps -----------------------------------------------------------------------------
+
+    def read_config_map(self, ns: str, name: str) -> client.V1ConfigMap | None:
+        return copy.deepcopy(self.config_maps.get((ns, name)))
+
+    def write_config_map(self, ns: str, name: str, data: dict[str, str],
+                         existing: client.V1ConfigMap | None,
+                         annotations: dict[str, str] | None = None) -> client.V1ConfigMap:
+        current = self.config_maps.get((ns, name))
+        if existing is None and current is not None:
+            raise Conflict(409, f"write configmap {ns}/{name}: 409 AlreadyExists")
+        if existing is not None and (current is None or existing.metadata.resource_version
+                                     != current.metadata.resource_version):
+            raise Conflict(409, f"write configmap {ns}/{name}: 409 Conflict")
+        cm = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, namespace=ns, annotations=annotations,
+                                         resource_version=str(next(self._rv))),
+            data=dict(data))
+        self.config_maps[(ns, name)] = cm
+        self._wrote(f"configmap {ns}/{name}")
+        return copy.deepcopy(cm)
 
     # -- Deployments and pods -------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from ..kube.api import Conflict, Kube
 from ..kube.conditions import set_condition
 from ..prometheus.client import Prom
 from ..settings import Settings, Target, TargetRefused
-from ..signing.records import Signer
+from ..signing.checkpoints import publish
+from ..signing.records import Signer, subject_of
 from ..telemetry.metrics import ACTIONS, INCIDENTS, REMEDIATION_SECONDS
 from .decide import (
     INCIDENT_CAUSE_OF,
@@ -63,9 +64,11 @@ def target_of(obj: dict[str, Any], settings: Settings) -> Target:
 
 class IncidentReconciler:
     def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 operator_namespace: str = "sigops-system") -> None:
         self.kube, self.prom, self.settings, self.signer, self.clock = (
             kube, prom, settings, signer, clock)
+        self.operator_namespace = operator_namespace
         self._evidence: dict[str, Evidence] = {}
 
     # -- status helpers ----------------------------------------------------------------------
@@ -90,6 +93,9 @@ class IncidentReconciler:
         patch["observedGeneration"] = obj["metadata"].get("generation")
         self.kube.patch_status(obj["metadata"]["namespace"], PLURAL, obj["metadata"]["name"],
                                patch)
+        if patch.get("actions"):
+            publish(self.kube, self.operator_namespace, self.signer, PLURAL, obj["metadata"],
+                    "status.actions", patch["actions"])
         if phase and phase != st.get("phase"):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
             log.info("incident %s/%s: %s%s", ns, name, phase,
@@ -104,7 +110,7 @@ class IncidentReconciler:
         target = self._target_id(obj)
         for step in steps:
             chain = self.signer.append(chain, "incident.action", target, limit=200,
-                                       scenario=scenario, result=result,
+                                       subject=subject_of(obj), scenario=scenario, result=result,
                                        incident=obj["metadata"]["name"], **step)
         return chain
 
@@ -198,7 +204,8 @@ class IncidentReconciler:
         target = self._target_id(obj)
         spec = obj.get("spec") or {}
         signal = self.signer.record(
-            [], "detection", target, cause=cause, scenario=scenario,
+            [], "detection", target, uid=subject_of(obj)["uid"],
+            namespace=subject_of(obj)["namespace"], cause=cause, scenario=scenario,
             evidence=ev.summary(), incident=obj["metadata"]["name"],
             alert_fingerprint=(spec.get("alert") or {}).get("fingerprint"),
             source=spec.get("source"), confidence=confidence)

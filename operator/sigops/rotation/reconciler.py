@@ -32,7 +32,8 @@ from ..kube.conditions import set_condition
 from ..kube.door import KubeDoor
 from ..prometheus.client import Prom
 from ..settings import AgentSecret, Settings, Target, TargetRefused
-from ..signing.records import Signer
+from ..signing.checkpoints import publish
+from ..signing.records import Signer, subject_of
 from .model import (
     DEFAULT_OVERLAP,
     TERMINAL,
@@ -212,7 +213,7 @@ class RotationReconciler:
         if step:
             patch["history"] = self.signer.append(
                 st.get("history") or [], "keyrotation.step", ctx.ref, step=step,
-                phase=phase, rotation=f"{ctx.ns}/{ctx.name}",
+                subject=subject_of(ctx.obj), phase=phase, rotation=f"{ctx.ns}/{ctx.name}",
                 new_key=st.get("newKeyId") or fields.get("newKeyId"),
                 previous_key=st.get("previousKeyId") or fields.get("previousKeyId"),
                 fingerprint=st.get("newKeyFingerprint") or fields.get("newKeyFingerprint"),
@@ -220,6 +221,8 @@ class RotationReconciler:
         self.kube.patch_status(ctx.ns, PLURAL, ctx.name, patch)
         st.update(patch)
         if step:
+            publish(self.kube, self.operator_namespace, self.signer, PLURAL,
+                    ctx.obj["metadata"], "status.history", patch["history"])
             self.kube.event(ctx.obj, f"Rotation{phase}", step)
             log.info("keyrotation %s/%s: %s -> %s", ctx.ns, ctx.name, step, phase,
                      extra={"rotation": f"{ctx.ns}/{ctx.name}", "target": ctx.ref,

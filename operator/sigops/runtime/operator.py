@@ -57,7 +57,8 @@ class Operator:
         self.operator_namespace = operator_namespace
         self.rotations = RotationReconciler(kube, prom, settings, signer,
                                             operator_namespace=operator_namespace)
-        self.incidents = IncidentReconciler(kube, prom, settings, signer)
+        self.incidents = IncidentReconciler(kube, prom, settings, signer,
+                                            operator_namespace=operator_namespace)
         self.health = health or Health()
         self.stop = threading.Event()
         self.leading: Callable[[], bool] = lambda: True

@@ -46,7 +46,8 @@ def _publish(kube: Kube, ns: str, key: Key, attempts: int = 3) -> None:
         existing = kube.read_config_map(ns, PUBKEYS_CONFIGMAP)
         old = json.loads(((existing.data or {}) if existing else {}).get("pubkeys.json", "{}"))
         merged = {**old.get("keys", {}), **pubkeys_document([key])["keys"]}
-        doc = json.dumps({"keys": merged}, sort_keys=True)
+        # Other entries (``revoked``: key ids an admin revoked, and since when) are kept.
+        doc = json.dumps({**old, "keys": merged}, sort_keys=True)
         if existing is not None and (existing.data or {}).get("pubkeys.json") == doc:
             return
         try:

@@ -118,9 +118,32 @@ class _Session:
             raise PluginError(f"ConfigMap {ns}/{PUBKEYS_CONFIGMAP} not found or empty (the "
                               "operator publishes it; --operator-namespace picks another)")
         try:
-            return load_pubkeys(json.loads(text))
+            doc = json.loads(text)
+            self.revoked = _revocations(doc)
+            return load_pubkeys(doc)
         except (KeyringError, ValueError) as e:
             raise PluginError(f"ConfigMap {ns}/{PUBKEYS_CONFIGMAP}: {e}") from None
+
+    revoked: dict[str, str] = {}
+
+    def checkpoints(self) -> dict[str, dict[str, Any]] | None:
+        """The operator's history checkpoints (None: not readable here, said as a note)."""
+        from ...kube.api import KubeError
+        from ...signing.checkpoints import CHECKPOINTS_CONFIGMAP, load_checkpoints
+
+        try:
+            cm = self.kube.read_config_map(self.args.operator_namespace, CHECKPOINTS_CONFIGMAP)
+        except KubeError as e:
+            _err(f"warning: cannot read the history checkpoints ({e}): a cut at the end of "
+                 "a history cannot be seen")
+            return None
+        return load_checkpoints((cm.data or {}) if cm is not None else {})
+
+
+def _revocations(doc: Any) -> dict[str, str]:
+    """``{"revoked": {kid: time}}`` of a pubkeys document: keys revoked, and since when."""
+    rev = doc.get("revoked") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in rev.items()} if isinstance(rev, dict) else {}
 
 
 def _load_doc(path: str) -> Any:
@@ -143,8 +166,8 @@ def _objects_in(doc: Any) -> list[dict[str, Any]]:
     return [doc] if isinstance(doc, dict) else []
 
 
-def _pubkeys_file(path: str) -> dict[str, bytes]:
-    """A pubkeys document, or the ConfigMap itself saved with ``-o yaml``."""
+def _pubkeys_file(path: str) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A pubkeys document, or the ConfigMap itself saved with ``-o yaml``: (keys, revoked)."""
     from ...core.errors import KeyringError
     from ...core.signals import load_pubkeys
 
@@ -155,7 +178,7 @@ def _pubkeys_file(path: str) -> dict[str, bytes]:
         except ValueError:
             raise PluginError(f"{path}: ConfigMap without a pubkeys.json document") from None
     try:
-        return load_pubkeys(doc)
+        return load_pubkeys(doc), _revocations(doc)
     except KeyringError as e:
         raise PluginError(f"{path}: {e}") from None
 
@@ -271,11 +294,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.ref:
             raise PluginError("verify takes si/NAME, kr/NAME, -A, --all or -f FILE")
         objs = [s.get(_refs(args))]
-    pubkeys = _pubkeys_file(args.pubkeys) if args.pubkeys else s.pubkeys()
+    from ...signing.checkpoints import load_checkpoints
+
+    if args.pubkeys:
+        pubkeys, revoked = _pubkeys_file(args.pubkeys)
+    else:
+        pubkeys, revoked = s.pubkeys(), s.revoked
+    if args.checkpoints:
+        checkpoints: dict[str, dict[str, Any]] | None = load_checkpoints(
+            _load_doc(args.checkpoints))
+    else:
+        checkpoints = None if args.filename else s.checkpoints()
     ok = True
     for obj in objs:
         try:
-            v = verify_object(obj, pubkeys)
+            v = verify_object(obj, pubkeys, checkpoints if checkpoints is not None else {},
+                              revoked)
         except RefError as e:
             raise PluginError(str(e)) from None
         ok = ok and v.valid
@@ -356,7 +390,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     verification = None
     if not args.no_verify:
         try:
-            keys = _pubkeys_file(args.pubkeys) if args.pubkeys else s.pubkeys()
+            keys = _pubkeys_file(args.pubkeys)[0] if args.pubkeys else s.pubkeys()
             verification = verify_object(obj, keys).to_dict()
         except PluginError as e:
             _err(f"signed records not verified: {e}")
@@ -483,9 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "  kubectl sigops verify si/flk-sig-x7k2p\n"
                    "  kubectl sigops verify -A                 # everything, every namespace\n"
                    "  kubectl -n sigops-system get cm sigops-signal-pubkeys -o yaml > keys.yaml\n"
-                   "  kubectl sigops verify -f si.yaml --pubkeys keys.yaml\n")
+                   "  kubectl sigops verify -f si.yaml --pubkeys keys.yaml\n"
+                   "  kubectl -n sigops-system get cm sigops-history -o yaml > history.yaml\n"
+                   "  kubectl sigops verify -f si.yaml --pubkeys keys.yaml "
+                   "--checkpoints history.yaml\n")
     conn(v)
     keys(v)
+    v.add_argument("--checkpoints", metavar="FILE",
+                   help="the operator's history checkpoints (ConfigMap sigops-history saved "
+                        "with -o yaml) for an offline check; online they are read from the "
+                        "operator's namespace")
     v.add_argument("ref", nargs="?", metavar="si/NAME|kr/NAME")
     v.add_argument("-A", "--all-namespaces", action="store_true",
                    help="every incident and rotation in every namespace")
