@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession, TCPConnector
+from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sigops.core.wal import read_wal, whole_entries
@@ -55,9 +55,12 @@ def token_file(tmp_path: Path, text: str = TOKEN + "\n") -> TokenFile:
     return TokenFile(str(f))
 
 
+# The fixture's WAL lies in 2027: the default window would refuse a 2026 clock's "now".
+WIDE = Limits(max_window=1e12)
+
+
 def app_of(directory: Path, tokens: TokenFile, max_bytes: int = 1 << 20,
-           limits: Limits = Limits(max_window=1e12)):  # type: ignore[no-untyped-def]
-    # The fixture's WAL lies in 2027: the default window would refuse a 2026 clock's "now".
+           limits: Limits = WIDE) -> web.Application:
     return make_app(WalDirectory(directory, max_bytes), tokens, limits)
 
 
