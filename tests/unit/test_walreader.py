@@ -332,3 +332,27 @@ def test_more_readers_than_the_total_get_503(tmp_path: Path, waldir: Path) -> No
             await server.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_the_sidecar_does_not_start_without_a_token(tmp_path: Path, content: str | None,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigops.cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("SIGOPS_WAL_TOKEN_FILE", raising=False)
+    args = ["wal", "serve", "--dir", str(tmp_path), "--listen", "127.0.0.1:0"]
+    if content is not None:
+        (tmp_path / "tok").write_text(content)
+        args += ["--token-file", str(tmp_path / "tok")]
+    assert main(args) == EXIT_USAGE
+    assert "token-file" in capsys.readouterr().err
+
+
+def test_a_max_window_that_is_no_duration_is_a_usage_error(tmp_path: Path) -> None:
+    from sigops.cli import EXIT_USAGE, main
+
+    (tmp_path / "tok").write_text(TOKEN)
+    for bad in ("forever", "0s"):
+        assert main(["wal", "serve", "--dir", str(tmp_path), "--token-file",
+                     str(tmp_path / "tok"), "--max-window", bad]) == EXIT_USAGE
