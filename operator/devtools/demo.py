@@ -77,7 +77,8 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
         url = flk.backend(old, upstream=True)
         say(f"backend: 2 pods behind {url} (key {old.fingerprint} from Secret backend-key); "
             "like the real FLK backend it has no samples endpoint: it logs each refused PCS "
-            "and keeps an inbox WAL, served read-only by the sigops wal serve sidecar")
+            "and keeps an inbox WAL, served read-only by the sigops wal serve sidecar to "
+            "sigops' token only")
         stack = flk.monitoring(prom_port)
         say(f"Prometheus {stack.prometheus_url} scrapes the backend pods (rule "
             f"FLKSignatureFailuresSpike: rate > 2/s over 10s, for 3s); Alertmanager "

@@ -21,6 +21,7 @@ from sigops.testbed.manifests import (
     literal_env,
     running_backend,
     secret_env,
+    wal_reader_policy,
 )
 from sigops.testbed.rules import write_rule_file
 
@@ -98,7 +99,8 @@ class Flk:
         """Secrets backend-key and agent-key holding ``key``, the backend Deployment and its
         Service; waits for the pods and for the Service to answer. Returns the Service URL.
         ``upstream``: no samples endpoint, an inbox WAL and its reader sidecar, like the real
-        FLK backend (see ``running_backend``)."""
+        FLK backend (see ``running_backend``), with the runbook's NetworkPolicy; the sidecar
+        mounts the chart's WAL token Secret, so :meth:`install` comes first."""
         secret = key.to_entry()["secret"]
         self.apply(*({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
                       "stringData": {"PCS_HMAC_KEY": secret}}
@@ -107,7 +109,11 @@ class Flk:
                                     secret_env("PCS_HMAC_KEY", "backend-key")], self.image,
                                    replicas=replicas, upstream=upstream, args=args,
                                    sidecar=sidecar),
-                   backend_service())
+                   backend_service(),
+                   # Only sigops reaches the WAL reader (enforced where a policy controller
+                   # runs; the node's bridge alone ignores it).
+                   *([wal_reader_policy({"app": BACKEND}, OPERATOR_NS, RELEASE)]
+                     if upstream and sidecar else []))
         self.wait(lambda: (self.get("deployment", "-n", self.ns, BACKEND).get("status") or {})
                   .get("availableReplicas") == replicas, 120, f"{replicas} backend pods")
         ip = self.get("service", "-n", self.ns, BACKEND)["spec"]["clusterIP"]

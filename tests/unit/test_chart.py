@@ -7,6 +7,7 @@ packages) are used when present to check the alert rule and the Alertmanager sni
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -192,7 +193,9 @@ CASES: dict[str, Doc] = {
     "dry-run": {"mode": "dryRun", "prometheus": {"url": "http://prometheus.monitoring:9090"}},
     "paused": {"paused": True},
     "wal-exec": {"evidence": {"walExec": {"enabled": True, "dir": "/var/lib/flk/wal"}}},
-    "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}}},
+    "existing-token": {"alerts": {"token": {"existingSecret": "my-token", "secretKey": "bearer"}},
+                       "evidence": {"walReader": {"token": {"existingSecret": "my-wal-token",
+                                                            "secretKey": "wal"}}}},
     "secure": {"prometheus": {"url": "https://prometheus.monitoring:9090",
                               "tls": {"caSecret": {"name": "prom-ca", "key": "ca.pem"},
                                       "clientCertSecret": "sigops-client"},
@@ -243,8 +246,8 @@ def test_defaults(rendered: dict[str, list[Doc]]) -> None:
     assert not kinds(docs, "PrometheusRule")
     assert grants(docs, "nodes", "patch", kind="ClusterRole")
     # Secret, ConfigMap and the token the Deployment mounts belong together.
-    secret = one(docs, "Secret")
-    assert secret["metadata"]["name"] == "rel-sigops-alerts-token"
+    secret = next(s for s in kinds(docs, "Secret")
+                  if s["metadata"]["name"] == "rel-sigops-alerts-token")
     assert len(secret["data"]["token"]) >= 48
 
 
@@ -556,6 +559,33 @@ def test_existing_token_secret(rendered: dict[str, list[Doc]]) -> None:
     vol = next(v for v in pod["volumes"] if v["name"] == "alerts-token")
     assert vol["secret"]["secretName"] == "my-token"
     assert env_of(docs)["SIGOPS_ALERTS_TOKEN_FILE"].endswith("/bearer")
+    vol = next(v for v in pod["volumes"] if v["name"] == "wal-token")
+    assert vol["secret"]["secretName"] == "my-wal-token"
+    assert env_of(docs)["SIGOPS_WAL_TOKEN_FILE"].endswith("/wal")
+
+
+@pytest.mark.parametrize("case", ["defaults", "multi-namespace"])
+def test_the_wal_reader_token_is_one_secret_in_sigops_and_each_target_namespace(
+        rendered: dict[str, list[Doc]], case: str) -> None:
+    """sigops presents the token its Secret holds; each backend's WAL reader sidecar mounts
+    the same Secret, same token, in its own namespace (runbooks/wal-reader-sidecar.yaml)."""
+    docs = rendered[case]
+    copies = [s for s in kinds(docs, "Secret") if s["metadata"]["name"] == "rel-sigops-wal-token"]
+    want = {RELEASE_NS} | {t.get("namespace", "fractal-lba")
+                           for t in CASES[case].get("targets", [{}])}
+    assert sorted(s["metadata"]["namespace"] for s in copies) == sorted(want)
+    assert len({s["data"]["token"] for s in copies}) == 1
+    assert len(base64.b64decode(copies[0]["data"]["token"])) == 48
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "wal-token")
+    vol = next(v for v in pod["volumes"] if v["name"] == "wal-token")
+    assert vol["secret"]["secretName"] == "rel-sigops-wal-token" and mount["readOnly"]
+    assert env_of(docs)["SIGOPS_WAL_TOKEN_FILE"] == (
+        f"{mount['mountPath']}/{vol['secret']['items'][0]['path']}")
+    # the token itself is nowhere but in the Secrets: not in the config, env or args
+    token = base64.b64decode(copies[0]["data"]["token"]).decode()
+    assert token not in json.dumps([d for d in docs if d["kind"] != "Secret"])
 
 
 def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:

@@ -58,3 +58,21 @@ def test_start_up_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError):
         read_token(str(tmp_path / "empty"))
+
+
+def test_the_same_class_serves_the_wal_reader_and_names_its_file(tmp_path: Path) -> None:
+    """One TokenFile for the receiver, the WAL reader sidecar and the token sigops presents to
+    it (sigops.settings.tokens); a client presents the first line."""
+    from sigops.settings.tokens import TokenFile as Shared
+    from sigops.settings.tokens import bearer
+
+    assert Shared is TokenFile
+    f = tmp_path / "wal-token"
+    f.write_text("\n  new-token-1 \nold-token-2\n")
+    tf = Shared(str(f), what="WAL reader token file")
+    assert tf.first() == b"new-token-1" and tf.matches(b"old-token-2")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ValueError, match="WAL reader token file"):
+        Shared(str(tmp_path / "empty"), what="WAL reader token file")
+    assert bearer("Bearer abc ") == b"abc"
+    assert bearer(None) is bearer("") is bearer("Bearer ") is bearer("Basic abc") is None

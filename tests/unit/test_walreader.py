@@ -1,18 +1,27 @@
 """The WAL tail sidecar (``sigops wal serve``): intact entries of the window from the newest
-end of the day files, never a torn entry, bounded answers, nothing but /v1/wal and /healthz."""
+end of the day files, never a torn entry, bounded answers, nothing but /v1/wal and /healthz;
+only to the bearer token of its token file (re-read when it changes), a window at most
+``max_window`` back, one read in flight per client and a deadline per read, so slow or greedy
+clients do not starve sigops' own reads."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sigops.core.wal import read_wal, whole_entries
-from sigops.runtime.walreader import WalDirectory, make_app
+from sigops.runtime.walreader import Limits, WalDirectory, make_app
+from sigops.settings.tokens import TokenFile
 from sigops.testbed.upstream import InboxWal
 
 pytestmark = pytest.mark.unit
@@ -34,6 +43,25 @@ def waldir(tmp_path: Path) -> Path:
     for i in range(100, 110):
         wal.append(body(i), T0 + 86_400 * 1_000_000_000 + i * 1_000_000_000)
     return tmp_path
+
+
+TOKEN = "wal-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def token_file(tmp_path: Path, text: str = TOKEN + "\n") -> TokenFile:
+    f = tmp_path / "wal-token"
+    f.write_text(text)
+    return TokenFile(str(f))
+
+
+# The fixture's WAL lies in 2027: the default window would refuse a 2026 clock's "now".
+WIDE = Limits(max_window=1e12)
+
+
+def app_of(directory: Path, tokens: TokenFile, max_bytes: int = 1 << 20,
+           limits: Limits = WIDE) -> web.Application:
+    return make_app(WalDirectory(directory, max_bytes), tokens, limits)
 
 
 def since(seconds: float) -> datetime:
@@ -86,16 +114,17 @@ def test_whole_entries_is_byte_identical_for_intact_entries(waldir: Path) -> Non
         assert damaged == 0 and raw.endswith(data)
 
 
-def test_http_answers_and_refuses(waldir: Path) -> None:
+def test_http_answers_and_refuses(waldir: Path, tmp_path: Path) -> None:
     async def run() -> None:
-        client = TestClient(TestServer(make_app(WalDirectory(waldir, 1 << 20))))
+        client = TestClient(TestServer(app_of(waldir, token_file(tmp_path))))
         await client.start_server()
         try:
-            r = await client.get("/v1/wal", params={"since": "2027-01-16T08:00:00Z"})
+            r = await client.get("/v1/wal", params={"since": "2027-01-16T08:00:00Z"},
+                                 headers=AUTH)
             assert r.status == 200 and r.headers["X-WAL-Files"] == "inbox-20270116.wal"
             assert ids(await r.read()) == list(range(100, 110))
             for bad in ({"since": "yesterday"}, {"max_bytes": "-1"}, {"max_bytes": "x"}):
-                assert (await client.get("/v1/wal", params=bad)).status == 400
+                assert (await client.get("/v1/wal", params=bad, headers=AUTH)).status == 400
             assert (await client.get("/../../etc/passwd")).status == 404
             assert (await client.get("/v1/wal/inbox-20270115.wal")).status == 404
             assert (await client.get("/healthz")).status == 200
@@ -110,15 +139,220 @@ def test_no_wal_dir_yet_is_an_empty_answer(tmp_path: Path) -> None:
     assert (data, files, damaged, truncated) == (b"", [], 0, False)
 
 
-
-def test_a_time_at_the_edge_of_the_calendar_is_a_bad_request(waldir: Path) -> None:
+def test_a_time_at_the_edge_of_the_calendar_is_a_bad_request(waldir: Path,
+                                                              tmp_path: Path) -> None:
     async def run() -> None:
-        client = TestClient(TestServer(make_app(WalDirectory(waldir, 1 << 20))))
+        client = TestClient(TestServer(app_of(waldir, token_file(tmp_path))))
         await client.start_server()
         try:
-            r = await client.get("/v1/wal", params={"since": "0001-01-01T00:00:00+01:00"})
+            r = await client.get("/v1/wal", params={"since": "0001-01-01T00:00:00+01:00"},
+                                 headers=AUTH)
             assert r.status == 400
         finally:
             await client.close()
 
     asyncio.run(run())
+
+
+# -- who may read, how much, how long ------------------------------------------------------
+
+
+def test_no_token_or_a_wrong_one_is_401_and_logged_without_the_token(
+        waldir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The whole WAL went to anyone who asked (``since=2000-01-01``); now nothing does
+    without the token, whatever the query."""
+    async def run() -> None:
+        client = TestClient(TestServer(app_of(waldir, token_file(tmp_path))))
+        await client.start_server()
+        try:
+            q = {"since": "2000-01-01T00:00:00Z"}
+            for headers in ({}, {"Authorization": "Bearer not-the-token"},
+                            {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "},
+                            {"Authorization": f"Bearer {TOKEN}x"}):
+                r = await client.get("/v1/wal", params=q, headers=headers)
+                assert r.status == 401, headers
+                assert r.headers["WWW-Authenticate"] == "Bearer"
+                assert await r.json() == {"error": "unauthorized"}
+            # the kubelet's probe needs no token, and learns nothing
+            r = await client.get("/healthz")
+            assert r.status == 200 and await r.text() == "ok\n"
+        finally:
+            await client.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run())
+    refusals = [r.getMessage() for r in caplog.records if "refused a WAL read" in r.getMessage()]
+    assert len(refusals) == 5 and "127.0.0.1" in refusals[0]
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+def test_the_token_file_is_reread_when_the_secret_changes(waldir: Path, tmp_path: Path) -> None:
+    tokens = token_file(tmp_path)
+
+    async def run() -> None:
+        client = TestClient(TestServer(app_of(waldir, tokens)))
+        await client.start_server()
+        q = {"since": "2027-01-16T08:00:00Z"}
+        try:
+            assert (await client.get("/v1/wal", params=q, headers=AUTH)).status == 200
+            new = tmp_path / "wal-token.new"
+            new.write_text("the-new-token-xyz\n" + TOKEN + "\n")  # overlap: both lines count
+            os.replace(new, tmp_path / "wal-token")  # as kubelet swaps a Secret volume
+            for t in ("the-new-token-xyz", TOKEN):
+                r = await client.get("/v1/wal", params=q,
+                                     headers={"Authorization": f"Bearer {t}"})
+                assert r.status == 200, t
+            new.write_text("the-new-token-xyz\n")
+            os.replace(new, tmp_path / "wal-token")
+            assert (await client.get("/v1/wal", params=q, headers=AUTH)).status == 401
+            assert tokens.first() == b"the-new-token-xyz"
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_window_further_back_than_the_max_is_a_clear_400(tmp_path: Path) -> None:
+    wal = InboxWal(tmp_path / "wal")
+    now = time.time_ns()
+    for i in range(5):
+        wal.append(body(i), now - (5 - i) * 60 * 1_000_000_000)
+
+    async def run() -> None:
+        limits = Limits(max_window=3600)
+        client = TestClient(TestServer(app_of(tmp_path / "wal", token_file(tmp_path),
+                                              limits=limits)))
+        await client.start_server()
+        try:
+            r = await client.get("/v1/wal", params={"since": "2000-01-01T00:00:00Z"},
+                                 headers=AUTH)
+            assert r.status == 400
+            assert "at most the last 3600s" in (await r.json())["error"]
+            r = await client.get("/v1/wal", headers=AUTH)  # the default: the last hour
+            assert r.status == 200 and ids(await r.read()) == [0, 1, 2, 3, 4]
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+async def _slow_client(port: int, source: str) -> tuple[asyncio.StreamReader,
+                                                        asyncio.StreamWriter]:
+    """A client at ``source`` that asks for the whole WAL and then reads nothing (a tiny
+    receive buffer, so the sidecar's answer backs up)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 10)
+    writer.write(f"GET /v1/wal?since=2027-01-15T00:00:00Z HTTP/1.1\r\nHost: x\r\n"
+                 f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+def test_slow_clients_do_not_starve_another_and_are_cut_at_the_deadline(tmp_path: Path) -> None:
+    """Two clients that ask for a large answer and do not read it (the attack that left
+    sigops with 503s) each hold one slot at most, a second read of theirs is 429, sigops'
+    own read goes through meanwhile, and at the read deadline they are cut off and their
+    slots are free again."""
+    wal = InboxWal(tmp_path / "wal")
+    pad = "p" * 60_000
+    for i in range(200):  # about 12 MB: more than the sockets' buffers hold
+        wal.append(json.dumps({"pcs_id": f"id-{i}", "n": i, "pad": pad}).encode(),
+                   T0 + i * 1_000_000_000)
+    limits = Limits(max_window=1e12, per_client=1, total=3, deadline=2.0)
+
+    async def run() -> None:
+        server = TestServer(app_of(tmp_path / "wal", token_file(tmp_path), 16 << 20, limits))
+        await server.start_server()
+        port = server.port
+        assert port is not None
+        url = f"http://127.0.0.1:{port}/v1/wal"
+        q = {"since": "2027-01-15T00:00:00Z", "max_bytes": str(1 << 20)}
+
+        async def get(source: str) -> tuple[int, bytes]:
+            async with ClientSession(connector=TCPConnector(local_addr=(source, 0))) as s:
+                async with s.get(url, params=q, headers=AUTH) as r:
+                    return r.status, await r.read()
+
+        try:
+            slow = [await _slow_client(port, "127.0.0.2"), await _slow_client(port, "127.0.0.3")]
+            t0 = time.monotonic()
+            await asyncio.sleep(0.3)  # their requests reach the handler
+            # each slow client holds its one slot: a second read of its own is 429
+            for source in ("127.0.0.2", "127.0.0.3"):
+                status, _ = await get(source)
+                assert status == 429, source
+            # sigops' read is served meanwhile
+            status, data = await get("127.0.0.1")
+            assert status == 200 and ids(data)
+            assert time.monotonic() - t0 < limits.deadline
+            # at the deadline the slow ones are cut off: their answers end short
+            await asyncio.sleep(limits.deadline + 0.5 - (time.monotonic() - t0))
+            for reader, writer in slow:
+                got = 0
+                while chunk := await asyncio.wait_for(reader.read(1 << 16), 10):
+                    got += len(chunk)
+                assert got < 12_000_000
+                writer.close()
+            assert time.monotonic() - t0 < limits.deadline + 5
+            for source in ("127.0.0.2", "127.0.0.3"):  # and their slots are free again
+                status, _ = await get(source)
+                assert status == 200, source
+        finally:
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_more_readers_than_the_total_get_503(tmp_path: Path, waldir: Path) -> None:
+    limits = Limits(max_window=1e12, per_client=1, total=1, deadline=5.0)
+
+    async def run() -> None:
+        wal = InboxWal(tmp_path / "big")
+        for i in range(200):
+            wal.append(json.dumps({"n": i, "pad": "p" * 60_000}).encode(),
+                       T0 + i * 1_000_000_000)
+        server = TestServer(app_of(tmp_path / "big", token_file(tmp_path), 16 << 20, limits))
+        await server.start_server()
+        port = server.port
+        assert port is not None
+        try:
+            reader, writer = await _slow_client(port, "127.0.0.2")
+            await asyncio.sleep(0.3)
+            async with ClientSession(connector=TCPConnector(local_addr=("127.0.0.3", 0))) as s:
+                async with s.get(f"http://127.0.0.1:{port}/v1/wal", headers=AUTH,
+                                 params={"since": "2027-01-15T00:00:00Z"}) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"
+            writer.close()
+        finally:
+            await server.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_the_sidecar_does_not_start_without_a_token(tmp_path: Path, content: str | None,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigops.cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("SIGOPS_WAL_TOKEN_FILE", raising=False)
+    args = ["wal", "serve", "--dir", str(tmp_path), "--listen", "127.0.0.1:0"]
+    if content is not None:
+        (tmp_path / "tok").write_text(content)
+        args += ["--token-file", str(tmp_path / "tok")]
+    assert main(args) == EXIT_USAGE
+    assert "token-file" in capsys.readouterr().err
+
+
+def test_a_max_window_that_is_no_duration_is_a_usage_error(tmp_path: Path) -> None:
+    from sigops.cli import EXIT_USAGE, main
+
+    (tmp_path / "tok").write_text(TOKEN)
+    for bad in ("forever", "0s"):
+        assert main(["wal", "serve", "--dir", str(tmp_path), "--token-file",
+                     str(tmp_path / "tok"), "--max-window", bad]) == EXIT_USAGE

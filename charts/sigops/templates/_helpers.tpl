@@ -47,6 +47,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{- define "sigops.walTokenSecretName" -}}
+{{- default (printf "%s-wal-token" (include "sigops.fullname" .)) .Values.evidence.walReader.token.existingSecret -}}
+{{- end -}}
+
 {{- define "sigops.tokenSecretName" -}}
 {{- default (printf "%s-alerts-token" (include "sigops.fullname" .)) .Values.alerts.token.existingSecret -}}
 {{- end -}}

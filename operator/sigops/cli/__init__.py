@@ -412,8 +412,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_wal_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from ..runtime.walreader import serve
+    from ..core.timeparse import parse_duration
+    from ..runtime.walreader import Limits, serve
     from ..runtime.web import parse_listen
+    from ..settings.tokens import TokenFile
 
     try:
         host, port = parse_listen(args.listen)
@@ -421,9 +423,25 @@ def cmd_wal_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if not os.path.isdir(args.dir):
         raise UsageError(f"--dir {args.dir!r} is not a directory")
+    if not args.token_file:
+        raise UsageError("--token-file (or SIGOPS_WAL_TOKEN_FILE) is required: the WAL holds "
+                         "every PCS the backend received, and only sigops may read it")
+    try:
+        window = parse_duration(args.max_window)
+        if window <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--max-window {args.max_window!r} is not a positive duration "
+                         "(like 24h or 90m)") from None
+    try:
+        token = TokenFile(args.token_file, what="WAL reader token file")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read --token-file: {type(e).__name__}: the file must exist "
+                         "and hold a token") from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(args.dir, host, port, args.max_bytes)
+    serve(args.dir, host, port, args.max_bytes, token,
+          Limits(max_window=window, deadline=float(args.read_deadline)))
     return EXIT_OK
 
 
@@ -577,12 +595,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="A read-only sidecar for the FLK backend pod: serves the newest intact "
                     "inbox WAL entries (GET /v1/wal?since=TIME&max_bytes=N) so sigops can "
                     "diagnose from the PCS the backend refused. Mount the backend's WAL "
-                    "volume read-only.",
-        epilog="example: sigops wal serve --dir /data/wal --listen 0.0.0.0:8079")
+                    "volume read-only, and the Secret whose token sigops presents "
+                    "(Authorization: Bearer; every other request is 401).",
+        epilog="example: sigops wal serve --dir /data/wal --listen 0.0.0.0:8079 "
+               "--token-file /etc/sigops/wal-token/token")
     ws.add_argument("--dir", required=True, help="the backend's WAL_DIR")
     ws.add_argument("--listen", default="0.0.0.0:8079", help="host:port (default 0.0.0.0:8079)")
     ws.add_argument("--max-bytes", type=_positive_int, default=8 << 20, metavar="N",
                     help="most bytes one answer holds (default 8388608)")
+    ws.add_argument("--token-file", default=os.environ.get("SIGOPS_WAL_TOKEN_FILE"),
+                    metavar="FILE", help="the bearer token(s) sigops presents, one per line "
+                    "(a mounted Secret; re-read when it changes); required "
+                    "(env SIGOPS_WAL_TOKEN_FILE)")
+    ws.add_argument("--max-window", default="24h", metavar="DURATION",
+                    help="how far back since may reach (default 24h); older is 400")
+    ws.add_argument("--read-deadline", type=_positive_int, default=10, metavar="SECONDS",
+                    help="seconds one read, answer sent included, may take (default 10)")
     ws.set_defaults(func=cmd_wal_serve)
 
     def wal_help(_: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ sidecar), and the Events on the Deployment, its ReplicaSets, pods and Secrets.
 
 Read-only and bounded: logs are streamed (at most :data:`LOG_LIMIT_BYTES` per pod), WAL
 answers are capped, at most :data:`MAX_PODS` pods are asked. A pod that does not answer is
-recorded as such and the others still count. No key material is read here: logs, WAL bodies
-(signed PCS) and Events hold none.
+recorded as such and the others still count. The WAL sidecar answers only the bearer token
+of ``--wal-token-file`` (:func:`use_wal_token`), which is never logged. No key material is
+read here: logs, WAL bodies (signed PCS) and Events hold none.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from ..core.strictjson import loads
 from ..core.timeparse import format_time, parse_time
 from ..core.wal import WalEntry, read_wal, whole_entries
 from ..kube.api import Kube
+from ..settings.tokens import TokenFile
 
-__all__ = ["PodEvidence", "gather_pods", "WAL_PORT_NAME", "LOG_LIMIT_BYTES", "MAX_PODS",
-           "CLOCK_TOLERANCE_SECONDS"]
+__all__ = ["PodEvidence", "gather_pods", "use_wal_token", "WAL_PORT_NAME", "LOG_LIMIT_BYTES",
+           "MAX_PODS", "CLOCK_TOLERANCE_SECONDS", "WAL_MAX_WINDOW"]
 
 log = logging.getLogger("sigops.evidence")
 
@@ -39,6 +41,9 @@ LOG_LIMIT_BYTES = 4 << 20
 """Most log bytes read per pod."""
 WAL_LIMIT_BYTES = 8 << 20
 """Most WAL bytes asked of one pod's sidecar."""
+WAL_MAX_WINDOW = timedelta(hours=24)
+"""How far back the sidecar serves by default (``sigops wal serve --max-window``): a longer
+window is asked from this far back only (the sidecar would refuse it)."""
 MAX_PODS = 20
 MAX_WAL_SAMPLES = 2000
 WAL_TOTAL_BYTES = 32 << 20
@@ -48,6 +53,16 @@ TIME_BUDGET_SECONDS = 60.0
 CLOCK_TOLERANCE_SECONDS = 5.0
 """A pod whose ``Date`` header is further than this from ours counts as off (the header has
 one-second resolution, and the request takes time)."""
+
+
+_wal_token: TokenFile | None = None
+
+
+def use_wal_token(token: TokenFile | None) -> None:
+    """The token presented to every WAL reader sidecar (``--wal-token-file``, set once at
+    start-up); without one the sidecars are not asked (they would answer 401)."""
+    global _wal_token
+    _wal_token = token
 
 
 @dataclass
@@ -305,11 +320,15 @@ def _wal_days(since: datetime, now: datetime) -> list[str]:
     return days
 
 
-def _read_bounded(url: str, timeout: float, limit: int, deadline: float) -> bytes:
+def _read_bounded(url: str, timeout: float, limit: int, deadline: float,
+                  token: bytes | None = None) -> bytes:
     """At most ``limit`` bytes of ``url``'s body, read in chunks, given up at ``deadline``
-    (a server that trickles bytes cannot hold the diagnosis)."""
+    (a server that trickles bytes cannot hold the diagnosis); ``token`` is sent as the
+    bearer token."""
     out = bytearray()
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    headers = {"Authorization": f"Bearer {token.decode()}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                timeout=timeout) as r:
         while len(out) < limit:
             if time.monotonic() > deadline:
                 raise TimeoutError("time budget spent")
@@ -341,10 +360,22 @@ def _wal(pe: PodEvidence, kube: Kube, ns: str, pods: list[dict[str, Any]],
         pod_since = since + timedelta(seconds=offset) - timedelta(seconds=60)
         port = _port(pod, WAL_PORT_NAME, None)
         if port is not None:
+            if _wal_token is None:
+                notes.append(f"{name}: sigops has no WAL reader token (--wal-token-file)")
+                continue
+            # The sidecar serves a bounded window back from its own clock.
+            pod_since = max(pod_since, now + timedelta(seconds=offset) - WAL_MAX_WINDOW
+                            + timedelta(seconds=60))
             url = (f"{_base(pod, port)}/v1/wal?since={format_time(pod_since)}"
                    f"&max_bytes={min(WAL_LIMIT_BYTES, budget)}")
             try:
-                data = _read_bounded(url, timeout, min(WAL_LIMIT_BYTES, budget), deadline)
+                data = _read_bounded(url, timeout, min(WAL_LIMIT_BYTES, budget), deadline,
+                                     _wal_token.first())
+            except urllib.error.HTTPError as e:
+                notes.append(f"{name}: HTTP {e.code}" + (
+                    " (the sidecar refused sigops' WAL token: is the token Secret the same "
+                    "in both namespaces?)" if e.code == 401 else ""))
+                continue
             except Exception as e:  # noqa: BLE001 - any failure: this pod's WAL is missing
                 notes.append(f"{name}: {type(e).__name__}")
                 continue

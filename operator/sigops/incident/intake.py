@@ -28,12 +28,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core.ratelimit import Decision, SlidingWindowLimiter
@@ -43,6 +41,7 @@ from ..core.timeparse import now_iso, parse_duration
 from ..kube.api import GROUP, VERSION, Conflict, Forbidden, Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..settings import Settings, Target
+from ..settings.tokens import TokenFile
 from ..signing.records import Signer
 from ..telemetry.metrics import (
     ALERTS_DROPPED,
@@ -515,82 +514,9 @@ def receive(intake: AlertIntake, raw: bytes, source: str) -> Reply:
     return Reply(200, {"results": results})
 
 
-def _parse_tokens(text: str) -> tuple[bytes, ...]:
-    return tuple(line.strip().encode() for line in text.splitlines() if line.strip())
-
-
-class TokenFile:
-    """The bearer token(s) Alertmanager may send, from a file that is re-read whenever it
-    changes (a mounted Secret rotates: kubelet swaps the file under the mount).
-
-    One token per line; any of them is accepted, so a rotation can overlap (old and new, then
-    new only) or switch at once. A file that is missing, unreadable or empty for a moment (a
-    writer truncating before it writes) keeps the tokens last read: refusing every alert then
-    would lose alerts to a half-written file. The tokens are never logged.
-    """
-
-    REREAD_AFTER = 5.0
-    """Seconds after which the file is read again even if it looks unchanged (a rewrite in
-    place within the file system's timestamp granularity, same size, keeps its stamp)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._read_at = 0.0
-        self._stamp: tuple[int, int, int, int] | None = None
-        self._tokens: tuple[bytes, ...] = ()
-        self._complained = False
-        self._refresh(initial=True)
-
-    def _signature(self) -> tuple[int, int, int, int]:
-        st = os.stat(self.path)  # follows the Secret volume's symlinks to the current file
-        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def _refresh(self, initial: bool = False) -> None:
-        try:
-            stamp = self._signature()
-            now = time.monotonic()
-            if stamp == self._stamp and now - self._read_at < self.REREAD_AFTER:
-                return
-            tokens = _parse_tokens(Path(self.path).read_text())
-            self._read_at = now
-        except OSError as e:
-            if initial:
-                raise
-            if not self._complained:
-                log.warning("alerts token file unreadable (%s); keeping the tokens read "
-                            "before", type(e).__name__)
-                self._complained = True
-            return
-        if not tokens:
-            if initial:
-                raise ValueError(f"alerts token file {self.path} is empty")
-            if not self._complained:
-                log.warning("alerts token file is empty; keeping the tokens read before")
-                self._complained = True
-            return
-        changed = self._stamp is not None and tokens != self._tokens
-        self._stamp, self._tokens, self._complained = stamp, tokens, False
-        if changed:
-            log.info("alerts token file changed: %d token(s) accepted from now on",
-                     len(tokens))
-
-    def tokens(self) -> tuple[bytes, ...]:
-        with self._lock:
-            self._refresh()
-            return self._tokens
-
-    def matches(self, presented: bytes) -> bool:
-        """Constant-time comparison against every current token."""
-        ok = False
-        for t in self.tokens():
-            ok |= hmac.compare_digest(presented, t)
-        return ok
-
-
 def read_token(path: str | None) -> TokenFile | None:
     """The token file of ``--alerts-token-file`` (None when not given); an unreadable or
     empty file at start-up is an error (OSError, ValueError)."""
     if not path:
         return None
-    return TokenFile(path)
+    return TokenFile(path, what="alerts token file")

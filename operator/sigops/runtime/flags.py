@@ -25,6 +25,9 @@ RUN_FLAGS: tuple[Flag, ...] = (
          "address of the Alertmanager webhook receiver (POST /v1/alerts)"),
     Flag("--alerts-token-file", "SIGOPS_ALERTS_TOKEN_FILE", None,
          "file holding the bearer token Alertmanager sends (required to accept alerts)"),
+    Flag("--wal-token-file", "SIGOPS_WAL_TOKEN_FILE", None,
+         "file holding the bearer token sigops presents to the backends' WAL reader sidecars "
+         "(re-read when it changes; without it the sidecars are not asked)"),
     Flag("--alerts-tls-cert-file", "SIGOPS_ALERTS_TLS_CERT_FILE", None,
          "serve the receiver over TLS with this certificate chain (PEM; reloaded on change)"),
     Flag("--alerts-tls-key-file", "SIGOPS_ALERTS_TLS_KEY_FILE", None,

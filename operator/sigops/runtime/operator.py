@@ -324,6 +324,17 @@ def main(args: argparse.Namespace) -> int:
     intake = AlertIntake(kube, prom, settings, signer, args.operator_namespace, token)
     if token is None:
         log.warning("no --alerts-token-file: every alert post is refused (401)")
+    from ..incident.backendpods import use_wal_token
+    from ..settings.tokens import TokenFile
+
+    try:
+        use_wal_token(TokenFile(args.wal_token_file, what="WAL reader token file")
+                      if args.wal_token_file else None)
+    except (OSError, ValueError) as e:
+        log.error("cannot read the WAL reader token: %s", type(e).__name__)
+        return 2
+    if not args.wal_token_file:
+        log.warning("no --wal-token-file: the backends' WAL reader sidecars are not asked")
     tls: TLSFiles | None = None
     if bool(args.alerts_tls_cert_file) != bool(args.alerts_tls_key_file):
         log.error("--alerts-tls-cert-file and --alerts-tls-key-file go together")

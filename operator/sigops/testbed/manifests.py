@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["backend_deployment", "literal_env", "secret_env", "running_backend",
-           "backend_service", "agents", "wal_reader", "RESTRICTED", "WAL_DIR", "WAL_PORT"]
+           "backend_service", "agents", "wal_reader", "wal_token_volume", "wal_reader_policy",
+           "RESTRICTED", "WAL_DIR", "WAL_PORT", "WAL_TOKEN_SECRET", "WAL_TOKEN_DIR"]
 
 # A container that passes the restricted Pod Security Standard with a read-only root.
 RESTRICTED: dict[str, Any] = {
@@ -47,21 +48,59 @@ def backend_deployment(env: list[dict[str, Any]], name: str = "fractal-lba-backe
 WAL_DIR = "/var/lib/flk/wal"
 """Where the backend pods keep their inbox WAL (``WAL_DIR``), an emptyDir volume ``wal``."""
 WAL_PORT = 8079
+WAL_TOKEN_SECRET = "sigops-wal-token"
+"""The Secret holding the token sigops presents to the sidecar: the chart's
+``<fullname>-wal-token``, created in each target's namespace (release ``sigops``)."""
+WAL_TOKEN_DIR = "/etc/sigops/wal-token"
 
 
 def wal_reader(image: str, wal_dir: str = WAL_DIR, volume: str = "wal",
                port: int = WAL_PORT) -> dict[str, Any]:
     """The ``sigops wal serve`` sidecar: the backend pod's WAL volume mounted read-only, its
-    tail served on port ``flk-wal`` (what sigops' evidence looks for)."""
+    tail served on port ``flk-wal`` (what sigops' evidence looks for) to the holder of the
+    token in volume ``wal-token`` (:func:`wal_token_volume`) only."""
     return {
         "name": "wal-reader", "image": image, "imagePullPolicy": "IfNotPresent",
-        "args": ["wal", "serve", "--dir", wal_dir, "--listen", f"0.0.0.0:{port}"],
+        "args": ["wal", "serve", "--dir", wal_dir, "--listen", f"0.0.0.0:{port}",
+                 "--token-file", f"{WAL_TOKEN_DIR}/token"],
         "ports": [{"name": "flk-wal", "containerPort": port}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "flk-wal"}},
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"},
                       "limits": {"memory": "128Mi"}},
-        "volumeMounts": [{"name": volume, "mountPath": wal_dir, "readOnly": True}],
+        "volumeMounts": [{"name": volume, "mountPath": wal_dir, "readOnly": True},
+                         {"name": "wal-token", "mountPath": WAL_TOKEN_DIR, "readOnly": True}],
         "securityContext": RESTRICTED,
+    }
+
+
+def wal_token_volume(secret: str = WAL_TOKEN_SECRET) -> dict[str, Any]:
+    """The sidecar's token: key ``token`` of the chart's WAL token Secret."""
+    return {"name": "wal-token", "secret": {"secretName": secret, "defaultMode": 0o440,
+                                            "items": [{"key": "token", "path": "token"}]}}
+
+
+def wal_reader_policy(backend_labels: dict[str, str], operator_namespace: str = "sigops-system",
+                      release: str = "sigops", backend_port: int = 8080,
+                      port: int = WAL_PORT) -> dict[str, Any]:
+    """The NetworkPolicy of the backend's pods: the WAL reader port admits only sigops' pods
+    (the chart's labels, in its namespace); the backend's own port stays open to all (a
+    policy that selects a pod shuts every port it does not name)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "fractal-lba-backend-wal-reader"},
+        "spec": {
+            "podSelector": {"matchLabels": backend_labels},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"namespaceSelector": {"matchLabels": {
+                               "kubernetes.io/metadata.name": operator_namespace}},
+                           "podSelector": {"matchLabels": {
+                               "app.kubernetes.io/name": "sigops",
+                               "app.kubernetes.io/instance": release}}}],
+                 "ports": [{"protocol": "TCP", "port": port}]},
+                {"ports": [{"protocol": "TCP", "port": backend_port}]},
+            ],
+        },
     }
 
 
@@ -91,9 +130,10 @@ def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-
     pod: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 15}
     if upstream:
         container["volumeMounts"] = [{"name": "wal", "mountPath": WAL_DIR}]
+        pod["volumes"] = [{"name": "wal", "emptyDir": {"sizeLimit": "256Mi"}}]
         if sidecar:
             pod["containers"].append(wal_reader(image))
-        pod["volumes"] = [{"name": "wal", "emptyDir": {"sizeLimit": "256Mi"}}]
+            pod["volumes"].append(wal_token_volume())
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
