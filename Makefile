@@ -20,7 +20,7 @@ help:
 	@echo "make demo          run sigops end to end on the local node (KEEP=1 keeps it up)"
 	@echo "make unit          fast tests, no cluster"
 	@echo "make integration   tests against the local control plane"
-	@echo "make tools-netpol  build kube-router, so the node test of the NetworkPolicy runs (else it is deselected)"
+	@echo "make tools-netpol  build only kube-router (make tools builds it too) for the NetworkPolicy node tests"
 	@echo "make image         build the image sigops:$(VERSION) here (podman, no registry) and load it into the node"
 	@echo "make cluster       start a local one-node cluster whose pods run (.dev/cluster/kubeconfig)"
 	@echo "make cluster-down  stop it and restore what it changed on this machine"
@@ -49,8 +49,7 @@ venv: $(STAMP)
 tools:
 	bash scripts/tools.sh
 
-# kube-router (NetworkPolicy enforcement on the node, for tests/node/test_pod_health_and_policy.py);
-# not part of `tools`: its cold build adds minutes.
+# kube-router alone (NetworkPolicy enforcement on the node); `tools` builds it too.
 tools-netpol:
 	bash scripts/tools.sh netpol
 

@@ -5,9 +5,8 @@
 #   prometheus, prometheus-alertmanager                                -- Debian packages
 #   containerd, runc, CNI plugins, podman, mmdebstrap (the node and
 #   the image; see devtools/node.py and scripts/image.sh)              -- Debian packages
-# Built only by `netpol` (`all` links one built before; its cold build takes minutes):
 #   kube-router (its network policy controller enforces NetworkPolicy
-#   on the node, tests/node/test_pod_health_and_policy.py)         -- Go module
+#   on the node: the chart's and the WAL reader's policy tests)       -- Go module
 #   ipset (kube-router's sets)                                         -- Debian package
 # Binaries are cached by version outside the repo ($SIGOPS_TOOLS_CACHE, default
 # ~/.cache/sigops/tools) and linked into .dev/bin. A second run takes seconds.
@@ -181,21 +180,8 @@ netpol_tools() {
     github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 }
 
-# `all` also links a kube-router built before (by `netpol`) when ipset is there, so the
-# NetworkPolicy node test runs wherever it was built once; `all` never builds it.
-netpol_if_cached() {
-  local helper=$here/tools/kube-router mod version
-  mod=$(awk '$1=="require" {print $2; exit}' "$helper/go.mod")
-  version=$(require_version "$helper/go.mod" "$mod")
-  if have_all "$cache/kube-router-$version/bin" kube-router && command -v ipset >/dev/null 2>&1
-  then
-    link kube-router "$cache/kube-router-$version/bin"
-    log "kube-router $version: cached (the NetworkPolicy node test runs)"
-  fi
-}
-
 case "$what" in
-  all) debian_tools; go_tools; netpol_if_cached ;;
+  all) debian_tools; go_tools; netpol_tools ;;
   go) go_tools ;;
   debian) debian_tools ;;
   netpol) netpol_tools ;;

@@ -4,7 +4,7 @@
   probe counters show it calling /readyz and /livez and getting successes, and when the
   operator's process is frozen (SIGSTOP from the host: a wedged container, nothing added to
   sigops for it) the pod goes NotReady and the liveness probe has the container restarted.
-- NetworkPolicy (needs ``make tools-netpol``; deselected without it, see conftest.py): with
+- NetworkPolicy (needs kube-router, which ``make tools`` builds; see conftest.py): with
   kube-router's network policy controller enforcing policies on the node, a pod labelled as
   Alertmanager in the allowed namespace gets an HTTP answer from the receiver (401: no token),
   while the same pod in another namespace, and an unlabelled pod in the allowed namespace,

@@ -3,7 +3,7 @@
 - Any pod may connect while no policy is enforced, but only the token of the chart's Secret
   ``sigops-wal-token`` reads the WAL: none or a wrong one is 401, a window further back than
   the sidecar serves is 400 (``since=2000-01-01`` gave the whole WAL before).
-- With kube-router enforcing NetworkPolicy (``make tools-netpol``; deselected without it), the
+- With kube-router enforcing NetworkPolicy (``make tools`` builds it; see conftest.py), the
   runbook's policy (``runbooks/wal-reader-networkpolicy.yaml``, applied by ``Flk.backend``)
   lets sigops' own pod read the WAL with the token it mounts, while a pod of the backend's
   namespace cannot connect to the port even with the token; the backend's own port stays open.
