@@ -10,7 +10,7 @@ What is checked, per object:
 Each record must verify with a published key that was not revoked before the record was
 signed, belong to this object (its payload names the incident or the rotation, and the
 object's UID and namespace: ``foreign_record`` otherwise), carry the next sequence number
-(``reordered`` otherwise) and name the hash of the record before it; the first record names
+(``truncated`` after a gap, ``reordered`` when it goes back) and name the hash of the record before it; the first record names
 none, unless the chain is at its length limit (the operator then drops the oldest records).
 With the operator's checkpoint of the chain (ConfigMap ``sigops-history``, or a saved copy),
 the chain must reach the checkpoint's length and hold its head there (``truncated`` /
@@ -109,8 +109,10 @@ def _chain(verdict: Verdict, path: str, records: Sequence[Any], pubkeys: Mapping
         finding, payload = _one(where, rec, pubkeys, belongs, revoked)
         seq = payload.get("seq") if payload is not None else None
         if finding.ok and isinstance(seq, int) and prev_seq is not None and seq != prev_seq + 1:
-            finding = Finding(where, False, finding.key_id, "reordered",
-                              f"sequence number {seq} follows {prev_seq}")
+            gap = seq > prev_seq + 1
+            finding = Finding(where, False, finding.key_id, "truncated" if gap else "reordered",
+                              f"sequence number {seq} follows {prev_seq}: "
+                              + ("records were removed" if gap else "records were reordered"))
         prev_seq = seq if isinstance(seq, int) else None
         if finding.ok and payload is not None:
             named = payload.get("prev_hash")
