@@ -294,6 +294,21 @@ def test_refusals_on_missing_objects_and_wrong_kinds(cluster, api, namespace):
     assert out.returncode == 2 and "this verb takes kr/NAME" in out.stderr
 
 
+def test_namespace_and_context_flags_before_the_verb(cluster, api, namespace, tmp_path):
+    """``kubectl sigops -n NS explain si/x`` was refused ("invalid choice"): kubectl's flags
+    work before or after the verb, against the real API server."""
+    kubeconfig, _ = person(api, cluster, namespace, tmp_path)
+    for args in (["-n", namespace, "explain", "si/nope"],
+                 ["--context", "alice", "-n", namespace, "approve", "si/nope"],
+                 ["explain", "si/nope", "--context", "alice", "-n", namespace]):
+        out = sigops(cluster, *args, kubeconfig=kubeconfig)
+        assert out.returncode == 2, (args, out.stderr)
+        assert f"si/nope not found in namespace {namespace}" in out.stderr, (args, out.stderr)
+    out = sigops(cluster, "--context", "nobody", "explain", "si/nope", kubeconfig=kubeconfig)
+    assert out.returncode == 2 and "invalid choice" not in out.stderr
+    assert "nobody" in out.stderr, out.stderr
+
+
 def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespace, tmp_path):
     """The chart's ValidatingAdmissionPolicy: a new decision or abort request must name the
     user making the request. kubectl sigops passes; claiming to be someone else does not."""

@@ -406,6 +406,17 @@ examples:
 """
 
 
+def _conn_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-n", "--namespace", default=default,
+                   help="namespace (default: the context's)")
+    p.add_argument("--context", default=default,
+                   help="kubeconfig context (default: the current one)")
+
+
+LISTING_VERBS = ("verify",)
+"""The verbs that take ``-A`` (the others act on one object)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Explain, approve, deny, abort and verify sigops "
@@ -417,11 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ... import __version__
 
     p.add_argument("--version", action="version", version=f"kubectl-sigops {__version__}")
+    # kubectl takes its connection flags before or after the verb: so does this. The verbs
+    # repeat them with SUPPRESS defaults, so a flag given after the verb wins and one given
+    # before it is not overwritten by the verb's default.
+    _conn_flags(p, None)
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="every namespace (verify only)")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     def conn(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-        sp.add_argument("--context", help="kubeconfig context (default: the current one)")
+        _conn_flags(sp, argparse.SUPPRESS)
 
     def keys(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--pubkeys", metavar="FILE",
@@ -487,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     conn(v)
     keys(v)
     v.add_argument("ref", nargs="?", metavar="si/NAME|kr/NAME")
-    v.add_argument("-A", "--all-namespaces", action="store_true",
+    v.add_argument("-A", "--all-namespaces", action="store_true", default=argparse.SUPPRESS,
                    help="every incident and rotation in every namespace")
     v.add_argument("--all", action="store_true",
                    help="every incident and rotation in the namespace")
@@ -537,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.all_namespaces and args.verb not in LISTING_VERBS:
+        parser.error(f"-A/--all-namespaces works with {', '.join(LISTING_VERBS)} only; "
+                     f"{args.verb} acts on one object")
     if args.verb in ("explain", "report") and not (args.ref or args.filename):
         parser.error(f"{args.verb} takes {'si/NAME' if args.verb == 'report' else 'KIND/NAME'} "
                      "or -f FILE")
