@@ -135,7 +135,7 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
             say(f"evidence {src['source']}: {src['status']}: {src['detail']}")
         for a in inc["status"].get("actions", []):
             say(f"action: {a['payload']['summary']}")
-        ready = next((c for c in inc["status"].get("conditions") or []
+        ready: dict[str, Any] = next((c for c in inc["status"].get("conditions") or []
                       if c.get("type") == "Ready"), {})
         say(f"why: {ready.get('message', '-')}")
         print("\n" + inc["status"].get("communication", ""), flush=True)
