@@ -158,3 +158,19 @@ def test_a_finished_rotation_records_when_it_retired_the_old_key() -> None:
     e = r.entry(old_kid) or {}
     assert e["state"] == "retired" and e.get("retired_at") and e.get("overlap_until")
     assert "retired" in (r.readmission_refused(w.old.fingerprint, LATER) or "")
+
+
+def test_a_new_key_revoked_before_promotion_is_never_handed_to_agents() -> None:
+    w = World(HMAC)
+    w.run(until=frozenset({"Overlapping"}))
+    new_kid = w.obj()["status"]["newKeyId"]
+    _revoke_in_cluster(w, new_kid)
+    assert w.run() == "Aborted"
+    st = w.obj()["status"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "KeyRevoked", ready
+    assert w.agent_fingerprint() == w.old.fingerprint
+    assert w.backend_fingerprints() == [w.old.fingerprint]
+    r, _ = Backend(w.kube, NS, "fractal-lba-backend", None).read_ring()
+    assert r is not None and r.entry(new_kid)["state"] == "revoked"  # type: ignore[index]
+    assert w.violations == []

@@ -456,6 +456,12 @@ class RotationReconciler:
             raise StepError(Reason.KEYRING_LOST,
                 f"keyring Secret {ctx.ring_secret} is missing or no "
                 "longer held by this rotation")
+        new_kid = ctx.status.get("newKeyId")
+        if new_kid and ring.closed(new_kid) and ctx.status.get("phase") != Phase.RETIRING:
+            # Revoked before it was promoted: never hand agents (or the backend) that key.
+            raise StepError(Reason.KEY_REVOKED,
+                f"the new key {new_kid} was {(ring.entry(new_kid) or {}).get('state')} "
+                "before it was promoted; the rotation is undone")
         return ring, existing
 
     def _overlap(self, ctx: _Ctx) -> str:
