@@ -8,9 +8,9 @@
 2. A KeyRotation rotates the backend's HMAC key: real rollouts, the agents follow it.
 3. A fault: a group of agents was never updated and still signs with the retired key. The
    alert fires, Alertmanager posts to sigops, sigops opens a SignatureIncident, diagnoses
-   stale keys from the pods' failed samples, runs scenario A (key overlap, another rollout),
-   the error rate falls, the alert resolves and the incident ends Resolved; its signed
-   detection is verified as an observer would.
+   stale keys from the pods' failed samples, and escalates: scenario A never lets a key a
+   finished rotation retired back in (it may be a leaked one), and says so; a person updates
+   those agents. Its signed detection is verified as an observer would.
 4. The post-incident report of that incident (``kubectl sigops report``): Markdown and the
    picture of the error rate from the demo's Prometheus, in .dev/demo/report/.
 
@@ -136,6 +136,9 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
             say(f"evidence {src['source']}: {src['status']}: {src['detail']}")
         for a in inc["status"].get("actions", []):
             say(f"action: {a['payload']['summary']}")
+        ready: dict[str, Any] = next((c for c in inc["status"].get("conditions") or []
+                      if c.get("type") == "Ready"), {})
+        say(f"why: {ready.get('message', '-')}")
         print("\n" + inc["status"].get("communication", ""), flush=True)
         pub = flk.kubectl("get", "cm", "sigops-signal-pubkeys", "-n", OPERATOR_NS, "-o",
                           "jsonpath={.data.pubkeys\\.json}")
@@ -173,8 +176,9 @@ def main() -> int:  # noqa: PLR0915 - a linear story reads best as one function
             print(f"  {len(res):3d} series  {q[:90]}", flush=True)
         say(f"{answered} of {len(queries)} dashboard queries answer (the chart's "
             "grafanaDashboard ConfigMap; sigops scraped through its Service)")
-        ok = (inc["status"]["phase"] == "Resolved" and ver.returncode == 0
-              and rep.returncode == 0)
+        # The retired key stays retired: the incident ends with a person, not with the key.
+        ok = ((inc["status"]["phase"], inc["status"].get("scenario")) == ("Escalated", "A")
+              and ver.returncode == 0 and rep.returncode == 0)
         if keep:
             print(f"KEEP=1: everything is still running.\n"
                   f"  export KUBECONFIG={node.kubeconfig}\n  kubectl get pods,kr,si -A\n"

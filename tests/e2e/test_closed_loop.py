@@ -11,6 +11,7 @@ import json
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +174,11 @@ def run_to_end(loop: Loop, final: str = "Resolved", on_applied: Any = None
 def test_e2e_a_agents_on_a_key_the_backend_dropped(loop, api, namespace, operator_factory):
     old, new = generate_key(HMAC, kid="old"), generate_key(HMAC, kid="new")
     make_backend(api, namespace, new)
-    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
-                                                              "state": "active"}],
+    # The old key retiring, its window open: the backend dropped it too early. (A key a
+    # finished rotation retired is never re-admitted: tests/integration/test_incidents.py.)
+    window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    ring = {"keys": [{**old.to_entry(), "state": "retiring", "overlap_until": window},
+                     {**new.to_entry(), "state": "active"}],
             "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
     client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),

@@ -61,14 +61,18 @@ def phase_is(api: Any, ns: str, *phases: str):  # type: ignore[no-untyped-def]
 # -- scenarios -----------------------------------------------------------------------------
 
 
-def rotated_too_early(api: Any, ns: str) -> tuple[Key, Key]:
+def rotated_too_early(api: Any, ns: str, state: str = "retiring",
+                      **old_fields: Any) -> tuple[Key, Key]:
     """A backend on a new key while agents still sign with the old one, which sigops' keyring
-    knows as retired (a rotation finished too early). Returns (old, new)."""
+    holds in ``state`` (default: retiring, its overlap window open for a day: the backend
+    dropped it too early). Returns (old, new)."""
     old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
     new = Key("new", HMAC, secret=b"new-backend-key-987654321")
     backend(api, ns, new)
-    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
-                                                              "state": "active"}],
+    window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    fields = {"overlap_until": window} if state == "retiring" else {}
+    ring = {"keys": [{**old.to_entry(), "state": state, **fields, **old_fields},
+                     {**new.to_entry(), "state": "active"}],
             "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
     client.CoreV1Api(api).create_namespaced_secret(ns, client.V1Secret(
         metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
@@ -123,6 +127,65 @@ def test_scenario_a_against_a_single_key_backend_is_undone(cluster, api, namespa
     assert any(e.reason == "ScenarioFailed" and "ignores PCS_HMAC_KEYS" in e.message
                for e in events.items)
     verify_records(api, op, inc)
+
+
+def _escalated_without_acting(api: Any, ns: str, new: Key) -> dict[str, Any]:
+    inc = wait_for(phase_is(api, ns, "Escalated", "Resolved", "Verifying"), 30,
+                   what="scenario A to refuse")
+    st = inc["status"]
+    assert (st["phase"], st["scenario"]) == ("Escalated", "A"), st.get("conditions")
+    assert not [a for a in st.get("actions") or []
+                if a["payload"]["action"] == "accept-agent-keys"], st["actions"]
+    assert backend_fingerprints(api, ns) == [new.fingerprint]
+    return inc
+
+
+def test_scenario_a_never_readmits_a_key_a_finished_rotation_retired(api, namespace,
+                                                                      operator_factory,
+                                                                      samples, tmp_path):
+    """Issue 26: PCS signed with a leaked old key, then an alert, and scenario A put the old
+    key back in PCS_HMAC_KEYS. A retired key stays retired: A escalates and says why."""
+    old, new = rotated_too_early(api, namespace, "retired", retired_at="2026-11-20T00:00:00Z")
+    samples.samples = [envelope(pcs(old, i)) for i in range(50)]
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    assert alert_post(op, namespace)[0] == 200
+    inc = _escalated_without_acting(api, namespace, new)
+    ready = next(c for c in inc["status"]["conditions"] if c["type"] == "Ready")
+    assert "key old" in ready["message"] and "retired at 2026-11-20" in ready["message"]
+    assert "never accepted again" in ready["message"]
+    events = client.CoreV1Api(api).list_namespaced_event(namespace)
+    assert any(e.reason == "ScenarioFailed" and "retired" in e.message for e in events.items)
+    blob = json.dumps(inc)
+    assert old.secret.decode() not in blob and new.secret.decode() not in blob
+
+
+def test_a_key_revoked_with_kubectl_sigops_is_never_readmitted(cluster, api, namespace,
+                                                              operator_factory, samples,
+                                                              tmp_path):
+    """A key A could re-admit (retiring, its window open), marked compromised with ``kubectl
+    sigops revoke``: the ring records who and when, the backend no longer accepts it, and A
+    escalates naming the revocation instead of letting it back in."""
+    import subprocess
+
+    from tests.support import REPO, secret
+
+    old, new = rotated_too_early(api, namespace)
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "kubectl-sigops"), "revoke", "old",
+                          "-n", namespace, "--reason", "leaked in a CI log"],
+                         env=dict(cluster.env), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"key old ({old.fingerprint}) revoked by" in out.stdout
+    ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")
+                      ["keyring.json"])
+    entry = next(e for e in ring["keys"] if e["kid"] == "old")
+    assert entry["state"] == "revoked" and entry["revoked_by"] and entry["revoked_at"]
+    assert "old" not in ring["backend_accepts"]
+    samples.samples = [envelope(pcs(old, i)) for i in range(50)]
+    op = start(operator_factory, tmp_path, namespace, samples.url)
+    assert alert_post(op, namespace)[0] == 200
+    inc = _escalated_without_acting(api, namespace, new)
+    ready = next(c for c in inc["status"]["conditions"] if c["type"] == "Ready")
+    assert "was revoked at" in ready["message"] and entry["revoked_by"] in ready["message"]
 
 
 def test_scenario_b_clock_skew_labels_nodes(api, namespace, operator_factory, samples,

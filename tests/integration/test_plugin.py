@@ -294,6 +294,21 @@ def test_refusals_on_missing_objects_and_wrong_kinds(cluster, api, namespace):
     assert out.returncode == 2 and "this verb takes kr/NAME" in out.stderr
 
 
+def test_namespace_and_context_flags_before_the_verb(cluster, api, namespace, tmp_path):
+    """``kubectl sigops -n NS explain si/x`` was refused ("invalid choice"): kubectl's flags
+    work before or after the verb, against the real API server."""
+    kubeconfig, _ = person(api, cluster, namespace, tmp_path)
+    for args in (["-n", namespace, "explain", "si/nope"],
+                 ["--context", "alice", "-n", namespace, "approve", "si/nope"],
+                 ["explain", "si/nope", "--context", "alice", "-n", namespace]):
+        out = sigops(cluster, *args, kubeconfig=kubeconfig)
+        assert out.returncode == 2, (args, out.stderr)
+        assert f"si/nope not found in namespace {namespace}" in out.stderr, (args, out.stderr)
+    out = sigops(cluster, "--context", "nobody", "explain", "si/nope", kubeconfig=kubeconfig)
+    assert out.returncode == 2 and "invalid choice" not in out.stderr
+    assert "nobody" in out.stderr, out.stderr
+
+
 def test_admission_policy_lets_only_the_requester_be_named(cluster, api, namespace, tmp_path):
     """The chart's ValidatingAdmissionPolicy: a new decision or abort request must name the
     user making the request. kubectl sigops passes; claiming to be someone else does not."""
@@ -436,3 +451,75 @@ def test_an_approval_given_before_it_was_asked_is_recorded(api, namespace, opera
     acts = [a["payload"] for a in inc["status"]["actions"]]
     assert (acts[0]["action"], acts[0]["by"]["user"]) == ("approve", "sigops-admin")
     assert acts[1]["action"] == "tighten-token-rate"
+
+
+def _ring(api: Any, ns: str) -> dict[str, Any]:
+    from tests.support import secret
+
+    return json.loads(secret(api, ns, "sigops-keyring-fractal-lba-backend")["keyring.json"])
+
+
+def test_revoke_as_a_namespace_user_needs_her_rights_on_the_ring(cluster, api, namespace,
+                                                                tmp_path):
+    """``kubectl sigops revoke`` acts with the person's own credentials: without update on the
+    ring Secret it is refused and nothing changes; with it, the key is revoked in her name
+    (the API server's), dropped from the backend's env entries, and the pods roll. The
+    backend's primary key is refused."""
+    old = Key("old", HMAC, secret=b"old-agent-key-0123456789")
+    new = Key("new", HMAC, secret=b"new-backend-key-987654321")
+    backend(api, namespace, new)
+    ring = {"keys": [{**old.to_entry(), "state": "retiring"},
+                     {**new.to_entry(), "state": "active"}],
+            "profile": "python", "backend_accepts": ["new", "old"], "primary": "new",
+            "lock": None}
+    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
+        string_data={"keyring.json": json.dumps(ring)}))
+    kubeconfig, user = person(api, cluster, namespace, tmp_path)
+    out = sigops(cluster, "revoke", "old", kubeconfig=kubeconfig)
+    assert out.returncode == 2 and "403" in out.stderr, out.stderr
+    assert _ring(api, namespace)["keys"][0]["state"] == "retiring"
+
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(namespace, client.V1Role(
+        metadata=client.V1ObjectMeta(name="alice-keys"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["secrets"],
+                                   resource_names=["sigops-keyring-fractal-lba-backend"],
+                                   verbs=["get", "update"]),
+               client.V1PolicyRule(api_groups=["apps"], resources=["deployments"],
+                                   resource_names=["fractal-lba-backend"],
+                                   verbs=["get", "update"])]))
+    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="alice-keys"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
+                                  name="alice-keys"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="alice",
+                                       namespace=namespace)]))
+
+    def revoked() -> subprocess.CompletedProcess[str] | None:
+        o = sigops(cluster, "revoke", old.fingerprint, "--reason", "leaked",
+                   kubeconfig=kubeconfig)
+        return o if o.returncode == 0 else None  # RBAC takes a moment to apply
+
+    out = wait_for(revoked, 15, what="the revocation")
+    assert f"revoked by {user}" in out.stdout and "rolls" in out.stdout
+    got = _ring(api, namespace)
+    entry = next(e for e in got["keys"] if e["kid"] == "old")
+    assert (entry["state"], entry["revoked_by"], entry["revoked_reason"]) == (
+        "revoked", user, "leaked")
+    assert got["backend_accepts"] == ["new"]
+    from tests.support import secret
+
+    data = secret(api, namespace, "sigops-keyring-fractal-lba-backend")
+    assert data["PCS_HMAC_KEYS"] == new.secret.decode()  # type: ignore[union-attr]
+    dep = client.AppsV1Api(api).read_namespaced_deployment("fractal-lba-backend", namespace)
+    assert dep.spec.template.metadata.annotations[
+        "sigops.fractal-lba.io/keyring-revision"].endswith("-revoked")
+    # Again: said, nothing changes. The primary: refused.
+    out = sigops(cluster, "revoke", "old", kubeconfig=kubeconfig)
+    assert out.returncode == 0 and "revoked already" in out.stdout
+    out = sigops(cluster, "-n", namespace, "revoke", "new", kubeconfig=kubeconfig)
+    assert out.returncode == 1 and "primary key" in out.stderr
+    assert next(e for e in _ring(api, namespace)["keys"] if e["kid"] == "new")[
+        "state"] == "active"
+    assert old.secret.decode() not in out.stdout + out.stderr  # type: ignore[union-attr]

@@ -518,3 +518,43 @@ def test_an_escalated_incident_without_a_measured_error_rate_says_so() -> None:
     assert "n/a/s" not in md and "not measured" in md
     obj["status"]["errorRate"] = "0.50"
     assert "error rate 0.50/s" in render(incident_story(obj))
+
+
+# -- kubectl's flags before or after the verb (issue 26, item 6) ------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["-n", "fractal-lba", "--context", "prod", "explain", "si/x"],
+    ["explain", "si/x", "-n", "fractal-lba", "--context", "prod"],
+    ["--namespace=fractal-lba", "explain", "--context=prod", "si/x"],
+    ["-n", "other", "explain", "si/x", "-n", "fractal-lba", "--context", "prod"],
+])
+def test_connection_flags_before_or_after_the_verb(argv: list[str]) -> None:
+    """Was refused: ``kubectl sigops -n NS explain si/x`` said "invalid choice"."""
+    args = build_parser().parse_args(argv)
+    assert (args.verb, args.ref, args.namespace, args.context) == (
+        "explain", "si/x", "fractal-lba", "prod")
+
+
+def test_connection_flags_default_to_the_context() -> None:
+    args = build_parser().parse_args(["approve", "si/x"])
+    assert (args.namespace, args.context, args.all_namespaces) == (None, None, False)
+
+
+@pytest.mark.parametrize("argv", [["-A", "verify"], ["verify", "-A"],
+                                  ["--all-namespaces", "verify"]])
+def test_all_namespaces_before_or_after_verify(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.verb == "verify" and args.all_namespaces is True
+
+
+def test_all_namespaces_with_a_one_object_verb_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["-A", "explain", "si/x"])
+    assert e.value.code == 2
+    assert "-A/--all-namespaces works with verify only" in capsys.readouterr().err
+
+
+def test_completion_after_a_leading_namespace_flag() -> None:
+    assert completion.candidates(build_parser(), ["-n", "x", "ap"]) == ["approve"]

@@ -60,7 +60,7 @@ CAUSES: Mapping[str, Cause] = {
         Cause("valid", None, "verifies with an accepted key under the ring's profile"),
         Cause("clock_skew", "B",
               "signature valid but sent_at is too far from received_at"),
-        Cause("stale_key", "A", "verifies only with a retired key"),
+        Cause("stale_key", "A", "verifies only with a retired (or revoked) key"),
         Cause("pending_key", "A",
               "verifies only with a pending key or one the backend does not accept"),
         Cause("canonicalization_drift", "C",
@@ -504,7 +504,7 @@ class Diagnoser:
         window = k.valid_at(when)
         if window == 0 and self.ring.accepts(k):
             return "accepted", k.kid, m.profile
-        if window > 0 or k.state in ("retired", "retiring"):
+        if window > 0 or k.state in ("retired", "retiring", "revoked"):
             return "stale_key", k.kid, m.profile
         return "pending_key", k.kid, m.profile
 

@@ -2,7 +2,8 @@
 
 A key ring lists every key sigops knows about a target, in every state of its life; which of
 them the backend accepts is a property of the ring (``backend_accepts``) or, by default, the
-keys in state ``active`` or ``retiring``. An empty ring fails closed.
+keys in state ``active`` or ``retiring``. An empty ring fails closed. A ``revoked`` key (marked
+compromised by a person) is never accepted, whatever ``backend_accepts`` says.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .timeparse import format_time, parse_time
 __all__ = [
     "ALGS",
     "STATES",
+    "CLOSED_STATES",
     "HMAC",
     "ED25519",
     "Key",
@@ -40,7 +42,9 @@ __all__ = [
 HMAC = "hmac-sha256"
 ED25519 = "ed25519"
 ALGS = (HMAC, ED25519)
-STATES = ("pending", "active", "retiring", "retired")
+STATES = ("pending", "active", "retiring", "retired", "revoked")
+CLOSED_STATES = frozenset({"retired", "revoked"})
+"""States a key never leaves: sigops never makes a backend accept such a key again."""
 SIG_LEN = {HMAC: 32, ED25519: 64}
 
 
@@ -224,7 +228,10 @@ class KeyRing:
                     f"backend_accepts names unknown kid(s): {', '.join(sorted(unknown))}")
 
     def accepts(self, key: Key) -> bool:
-        """Does the backend accept this key (ignoring its validity window)?"""
+        """Does the backend accept this key (ignoring its validity window)? Never a revoked
+        key: a signature by a compromised key is not valid, whoever still accepts it."""
+        if key.state == "revoked":
+            return False
         if self.backend_accepts is not None:
             return key.kid in self.backend_accepts
         return key.state in ("active", "retiring")

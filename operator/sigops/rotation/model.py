@@ -47,6 +47,7 @@ class Reason(StrEnum):
     ERROR_RATE_ABOVE_THRESHOLD = "ErrorRateAboveThreshold"
     INVALID_SPEC = "InvalidSpec"
     KEYRING_LOST = "KeyringLost"
+    KEY_REVOKED = "KeyRevoked"
     NO_PROMETHEUS = "NoPrometheus"
     OLD_KEY_STILL_ACCEPTED = "OldKeyStillAccepted"
     PROBE_FAILED = "ProbeFailed"

@@ -434,15 +434,9 @@ class RotationReconciler:
 
     def _with_overlaps(self, ring: ManagedRing, kids: list[str | None]) -> list[str]:
         """``kids``, plus keys an incident's key overlap (scenario A) added whose window is still
-        open: a rotation must never drop a key agents were found signing with."""
-        now = now_iso(self.clock())
-        out = [k for k in kids if k]
-        for kid in ring.accepts:
-            e = ring.entry(kid) or {}
-            if (kid not in out and e.get("added_by") == "scenario-A"
-                    and str(e.get("overlap_until", "")) > now):
-                out.append(kid)
-        return out
+        open: a rotation must never drop a key agents were found signing with. Never a retired
+        or revoked key (a key revoked mid-rotation stays out)."""
+        return ring.with_overlaps(kids, now_iso(self.clock()))
 
     def delete(self, obj: dict[str, Any]) -> None:
         """A KeyRotation deleted mid-rotation is undone first, never left half-applied."""
@@ -465,6 +459,12 @@ class RotationReconciler:
             raise StepError(Reason.KEYRING_LOST,
                 f"keyring Secret {ctx.ring_secret} is missing or no "
                 "longer held by this rotation")
+        new_kid = ctx.status.get("newKeyId")
+        if new_kid and ring.closed(new_kid) and ctx.status.get("phase") != Phase.RETIRING:
+            # Revoked before it was promoted: never hand agents (or the backend) that key.
+            raise StepError(Reason.KEY_REVOKED,
+                f"the new key {new_kid} was {(ring.entry(new_kid) or {}).get('state')} "
+                "before it was promoted; the rotation is undone")
         return ring, existing
 
     def _overlap(self, ctx: _Ctx) -> str:
@@ -647,14 +647,16 @@ class RotationReconciler:
                 data[key] = agent_secret_value(new)
                 self.kube.write_secret(ctx.target_ns, ctx.agent.name, data, sec,
                                        labels=(sec.metadata.labels if sec else None))
+        overlap = parse_duration(ctx.spec.get("overlap", DEFAULT_OVERLAP))
+        until = self.clock() + timedelta(seconds=overlap)
         ring.set_state(new_kid, "active")
-        if old_kid:
-            ring.set_state(old_kid, "retiring")
+        old_entry = ring.entry(old_kid)
+        if old_kid and ring.set_state(old_kid, "retiring") and old_entry is not None:
+            # The window scenario A may re-admit it in (and no longer after).
+            old_entry.setdefault("overlap_until", now_iso(until))
         ring.primary = new_kid
         ring.accepts = self._with_overlaps(ring, [new_kid, old_kid])
         self._apply_backend(ctx, ring, existing)
-        overlap = parse_duration(ctx.spec.get("overlap", DEFAULT_OVERLAP))
-        until = self.clock() + timedelta(seconds=overlap)
         self._set(ctx, Phase.PROMOTED,
             progressing=("True", Phase.PROMOTED, "agents use the new key"),
             overlapUntil=now_iso(until),
@@ -710,7 +712,7 @@ class RotationReconciler:
         assert ring is not None
         old_kid = ctx.status.get("previousKeyId") or None
         if old_kid:
-            ring.set_state(old_kid, "retired")
+            ring.set_state(old_kid, "retired", now_iso(self.clock()))
         ring.accepts = self._with_overlaps(ring, [ctx.status["newKeyId"]])
         ring.lock = None
         entry = ring.entry(ctx.status["newKeyId"])
@@ -768,6 +770,15 @@ class RotationReconciler:
         """Undo every change from the snapshot, then mark the rotation Aborted. A person's
         abort names who asked in the signed history record."""
         snap = self._read_snapshot(ctx)
+        kept = self._keep_forward(ctx, snap) if snap is not None else None
+        if kept is not None:
+            msg = f"{message}; {kept}"
+            self._set(ctx, Phase.ABORTED, ready=("False", reason, msg),
+                      progressing=("False", reason, msg), message=msg,
+                      step=f"aborted ({reason}): {message}; {kept}",
+                      signed={"requested_by": requested_by} if requested_by else None)
+            self.kube.event(ctx.obj, "RotationAborted", msg, "Warning")
+            return
         if snap is not None:
             # Agents first: the backend still accepts the old key until the ring is restored,
             # so no moment leaves agents on a key the backend rejects.
@@ -786,7 +797,12 @@ class RotationReconciler:
             current, existing = self._read_ring(ctx)
             mine = current.for_rotation(ctx.uid) if current else None
             if mine is not None and restored.entry(mine["kid"]) is None:
-                restored.entries.append({**mine, "state": "retired"})
+                restored.entries.append({**mine, "state": "retired",
+                                         "retired_at": now_iso(self.clock())})
+            # A key retired or revoked since the snapshot stays so: the restore never makes
+            # the backend accept it again.
+            if current is not None:
+                restored.keep_closed_from(current)
             restored.lock = None
             self._write_ring(ctx, restored, existing)
             self._deployment(ctx)  # a missing Deployment is a StepError, as before
@@ -811,6 +827,28 @@ class RotationReconciler:
                        "Deployment env and agent Secret",
                   signed={"requested_by": requested_by} if requested_by else None)
         self.kube.event(ctx.obj, "RotationAborted", msg, "Warning")
+
+
+    def _keep_forward(self, ctx: _Ctx, snap: dict[str, Any]) -> str | None:
+        """When the key the undo would go back to was retired or revoked since (a person
+        marked it compromised mid-rotation), undoing would make the backend and the agents use
+        it again: instead keep them on the new key, release the ring and say so. None: undo as
+        usual."""
+        current, existing = self._read_ring(ctx)
+        back_to = ManagedRing.from_json(snap["ring"]).primary
+        new_kid = ctx.status.get("newKeyId")
+        if (current is None or not back_to or not current.closed(back_to)
+                or current.primary != new_kid):
+            return None
+        current.lock = None
+        entry = current.entry(new_kid)
+        if entry is not None:
+            entry.pop("rotation", None)
+        self._apply_backend(ctx, current, existing)
+        self._drop_snapshot(ctx)
+        state = (current.entry(back_to) or {}).get("state")
+        return (f"not undone: the previous key {back_to} is {state}, so agents and backend "
+                f"stay on the new key {new_kid}")
 
 
 UNKNOWN_USER = "unknown (spec.abort set without kubectl sigops)"

@@ -272,6 +272,70 @@ def cmd_abort(args: argparse.Namespace) -> int:
     return _request(args, "kr", build)
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Mark a key of a backend's managed ring compromised, as the user: her RBAC on the ring
+    Secret is the gate, and the API server's name for her is recorded with the time."""
+    from ...backend.deployment import Backend
+    from ...backend.keyring import REVISION_ANNOTATION, RingError, revision_of
+    from ...kube.api import Conflict, KubeError
+
+    s = _Session(args)
+    ns = s.namespace
+    backend = Backend(s.kube, ns, args.deployment, None)
+    try:
+        who = s.kube.whoami()
+        for _ in range(3):
+            ring, existing = backend.read_ring()
+            if ring is None:
+                raise PluginError(f"no key ring of sigops for {ns}/{args.deployment} (Secret "
+                                  f"{backend.ring_secret}): nothing to revoke")
+            entry = ring.entry(args.key) or ring.by_fingerprint(args.key)
+            if entry is None:
+                _err(f"refused: no key {args.key} in the ring of {ns}/{args.deployment} "
+                     f"(keys: {', '.join(str(e.get('kid')) for e in ring.entries)})")
+                return EXIT_INVALID
+            kid = str(entry["kid"])
+            fp = ring.key(kid).fingerprint  # type: ignore[union-attr]
+            try:
+                changed = ring.revoke(kid, _iso(_now()), who["user"], args.reason)
+            except RingError as e:
+                _err(f"refused: {e}")
+                return EXIT_INVALID
+            if not changed:
+                sys.stdout.write(f"key {kid} ({fp}) was revoked already at "
+                                 f"{entry.get('revoked_at')} by {entry.get('revoked_by')}\n")
+                return EXIT_OK
+            alg = str(entry.get("alg") or "hmac-sha256")
+            try:
+                backend.write_ring(ring, alg, existing)
+            except Conflict:
+                continue  # changed since it was read: read and revoke again
+            break
+        else:
+            raise PluginError(f"key ring Secret {backend.ring_secret} kept changing; try again")
+    except KubeError as e:
+        raise PluginError(str(e)) from None
+    sys.stdout.write(f"key {kid} ({fp}) revoked by {who['user']}: removed from what "
+                     f"{ns}/{args.deployment} accepts, never accepted again by sigops\n")
+    rev = revision_of(ring)
+
+    def roll(dep: dict[str, Any]) -> bool:
+        tmeta = dep["spec"]["template"].setdefault("metadata", {})
+        ann = dict(tmeta.get("annotations") or {})
+        ann[REVISION_ANNOTATION] = f"{rev}-revoked"
+        tmeta["annotations"] = ann
+        return True
+
+    try:
+        backend.update(roll)
+    except KubeError as e:
+        _err(f"the backend's pods were not rolled ({e}); they accept the key until they "
+             f"restart: kubectl -n {ns} rollout restart deployment/{args.deployment}")
+        return EXIT_USAGE
+    sys.stdout.write(f"deployment {ns}/{args.deployment} rolls to drop it\n")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .checks import verify_object
 
@@ -431,6 +495,7 @@ examples:
   kubectl sigops approve si/flk-sig-x7k2p -n fractal-lba
   kubectl sigops deny si/flk-sig-x7k2p
   kubectl sigops abort kr/backend-2026-11            # stop a rotation, undo every change
+  kubectl sigops revoke key-2026-11 -n fractal-lba   # a leaked key: never accepted again
   kubectl sigops verify si/flk-sig-x7k2p             # exit 0 valid, 1 invalid
   kubectl get si flk-sig-x7k2p -o yaml > si.yaml     # ... later, offline:
   kubectl sigops verify -f si.yaml --pubkeys pubkeys.json
@@ -438,6 +503,17 @@ examples:
   source <(kubectl-sigops completion bash)           # `kubectl sigops <TAB>` completes
                                                     # through kubectl's own completion
 """
+
+
+def _conn_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-n", "--namespace", default=default,
+                   help="namespace (default: the context's)")
+    p.add_argument("--context", default=default,
+                   help="kubeconfig context (default: the current one)")
+
+
+LISTING_VERBS = ("verify",)
+"""The verbs that take ``-A`` (the others act on one object)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,11 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ... import __version__
 
     p.add_argument("--version", action="version", version=f"kubectl-sigops {__version__}")
+    # kubectl takes its connection flags before or after the verb: so does this. The verbs
+    # repeat them with SUPPRESS defaults, so a flag given after the verb wins and one given
+    # before it is not overwritten by the verb's default.
+    _conn_flags(p, None)
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="every namespace (verify only)")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     def conn(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-        sp.add_argument("--context", help="kubeconfig context (default: the current one)")
+        _conn_flags(sp, argparse.SUPPRESS)
 
     def keys(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--pubkeys", metavar="FILE",
@@ -510,6 +591,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("ref", metavar="kr/NAME")
     a.set_defaults(func=cmd_abort)
 
+    rv = sub_parser("revoke", "mark a key compromised: never accepted again",
+                    "Mark a key of a backend's key ring (Secret sigops-keyring-DEPLOYMENT) "
+                    "revoked: it is dropped from what the backend accepts, its pods roll, and "
+                    "sigops never accepts it again (scenario A escalates instead, a rotation "
+                    "never re-adds it, an abort never restores it). Your user, as the API "
+                    "server names it, and the time are recorded in the ring. RBAC decides who "
+                    "may: update on that Secret (and patch on the Deployment to roll it). The "
+                    "backend's primary key is refused: rotate first.",
+                    "  kubectl sigops revoke key-2026-11 --deployment fractal-lba-backend "
+                    "-n fractal-lba\n"
+                    "  kubectl sigops revoke 3f9a1c2b7d4e --reason 'leaked in a CI log'\n")
+    conn(rv)
+    rv.add_argument("key", metavar="KID|FINGERPRINT")
+    rv.add_argument("--deployment", default="fractal-lba-backend",
+                    help="the backend whose key ring holds it (default fractal-lba-backend)")
+    rv.add_argument("--reason", help="why (kept in the ring, at most 200 characters)")
+    rv.set_defaults(func=cmd_revoke)
+
     v = sub_parser("verify", "verify the signed records and hash chain (exit 0 valid, 1 not)",
                    "Verify every signed record (detection, actions; rotation history) and the "
                    "hash chain against the published public keys (ConfigMap "
@@ -528,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with -o yaml) for an offline check; online they are read from the "
                         "operator's namespace")
     v.add_argument("ref", nargs="?", metavar="si/NAME|kr/NAME")
-    v.add_argument("-A", "--all-namespaces", action="store_true",
+    v.add_argument("-A", "--all-namespaces", action="store_true", default=argparse.SUPPRESS,
                    help="every incident and rotation in every namespace")
     v.add_argument("--all", action="store_true",
                    help="every incident and rotation in the namespace")
@@ -578,6 +677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.all_namespaces and args.verb not in LISTING_VERBS:
+        parser.error(f"-A/--all-namespaces works with {', '.join(LISTING_VERBS)} only; "
+                     f"{args.verb} acts on one object")
     if args.verb in ("explain", "report") and not (args.ref or args.filename):
         parser.error(f"{args.verb} takes {'si/NAME' if args.verb == 'report' else 'KIND/NAME'} "
                      "or -f FILE")

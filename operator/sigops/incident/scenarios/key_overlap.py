@@ -1,6 +1,12 @@
 """Scenario A, key overlap: make the backend accept the key(s) the agents actually sign with,
 alongside its own, for the overlap window. It only ever adds keys: never drops one agents use.
 
+It re-admits only a key sigops' key ring holds as ``active``, or ``retiring`` within its
+overlap window (:meth:`ManagedRing.readmission_refused`): never a key a finished rotation
+retired, one a person revoked (``kubectl sigops revoke``), a pending one, or one known only from
+the backend's history. With no key left to add it refuses and says why, so the incident
+escalates (a leaked old key signing PCS must not be let back in by an alert).
+
 The overlap is reported done only when the live backend accepts both (:func:`confirm`): a
 backend that holds one key (the upstream server reads ``PCS_HMAC_KEY`` only) is not
 overlap-capable, and the added keys are taken back (:func:`undo`)."""
@@ -10,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from ...backend.keyring import OVERLAP_MARK, ManagedRing
 from ...backend.probe import probe_overlap
 from ...core.keys import HMAC, Key
 from ...core.scenarios import SCENARIOS
@@ -28,22 +35,45 @@ def _agent_keys(ctx: ScenarioContext) -> list[Key]:
     return [k for k in ring.keys if k.kid in kids]
 
 
+def _admissible(ctx: ScenarioContext, ring: ManagedRing | None, keys: list[Key]
+                ) -> tuple[list[Key], list[str]]:
+    """The keys the ring lets back in now, and why each of the others may not come back."""
+    now = now_iso(ctx.now)
+    ok: list[Key] = []
+    refused: list[str] = []
+    for k in keys:
+        why = (f"key {k.fingerprint} is not in sigops' key ring" if ring is None
+               else ring.readmission_refused(k.fingerprint, now))
+        if why is None:
+            ok.append(k)
+        else:
+            refused.append(why)
+    return ok, refused
+
+
 def plan(ctx: ScenarioContext) -> list[dict[str, Any]]:
-    keys = _agent_keys(ctx)
-    if not keys:
+    found = _agent_keys(ctx)
+    if not found:
         raise ScenarioError("no failing sample verifies with a key sigops knows: "
                             "nothing to add to the backend")
+    ring, _ = ctx.backend.read_ring()
+    keys, refused = _admissible(ctx, ring, found)
+    if not keys:
+        raise ScenarioError("the agents sign with a key sigops will not accept again: "
+                            + "; ".join(refused))
     until = now_iso(ctx.now + timedelta(seconds=parse_duration(OVERLAP)))
     return [{"action": "accept-agent-keys", "kids": [k.kid for k in keys],
              "fingerprints": [k.fingerprint for k in keys], "overlapUntil": until,
              "summary": f"Backend {ctx.target_id} now also accepts the key(s) agents use "
                         f"({', '.join(k.fingerprint for k in keys)}) until {until}",
-             "undo": "remove these kids from backend_accepts in the keyring Secret"}]
+             "undo": "remove these kids from backend_accepts in the keyring Secret",
+             **({"refused": refused} if refused else {})}]
 
 
 def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
-    """Add the agents' keys to what the backend accepts (idempotent)."""
-    keys = {k.kid: k for k in _agent_keys(ctx)}
+    """Add the agents' keys to what the backend accepts (idempotent). The ring is asked again
+    here: a key revoked or retired since the plan (an approval may come much later) stays out,
+    and nothing is changed."""
     alg = ctx.evidence.backend_alg or "hmac-sha256"
     dep = ctx.backend.deployment()
     if dep is None:
@@ -51,18 +81,20 @@ def apply(ctx: ScenarioContext, steps: list[dict[str, Any]]) -> None:
     ring, existing = ctx.backend.read_ring()
     if ring is None:
         ring = ctx.backend.import_ring(alg, dep)
+    now = now_iso(ctx.now)
     for step in steps:
-        for kid, fp in zip(step["kids"], step["fingerprints"], strict=True):
-            entry = next((e for e in ring.entries
-                          if ring.key(e["kid"]) and ring.key(e["kid"]).fingerprint == fp), None)  # type: ignore[union-attr]
-            if entry is None:
-                k = keys.get(kid)
-                if k is None:
-                    continue
-                entry = {**k.to_entry(), "state": "retiring", "created_at": now_iso(ctx.now),
-                         "overlap_until": step["overlapUntil"], "added_by": "scenario-A"}
-                ring.entries.append(entry)
+        for fp in step["fingerprints"]:
+            why = ring.readmission_refused(fp, now)
+            if why is not None:
+                raise ScenarioError(f"not applied: {why}")
+    for step in steps:
+        for fp in step["fingerprints"]:
+            entry = ring.by_fingerprint(fp)
+            assert entry is not None  # readmission_refused said it is there
             if entry["kid"] not in ring.accepts:
+                if entry.get("state") == "retiring":
+                    entry.setdefault("overlap_until", step["overlapUntil"])
+                    entry.setdefault("added_by", OVERLAP_MARK)
                 ring.accepts.append(entry["kid"])
     ctx.backend.apply(ring, alg, existing)
 
