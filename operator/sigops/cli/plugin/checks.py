@@ -11,7 +11,8 @@ Each record must verify with a published key that was not revoked before the rec
 signed, belong to this object (its payload names the incident or the rotation, and the
 object's UID and namespace: ``foreign_record`` otherwise), carry the next sequence number
 (``truncated`` after a gap, ``reordered`` when it goes back) and name the hash of the record
-before it; the first record names none, unless the chain is at its length limit (the operator then drops the oldest records).
+before it; the first record names none, unless the chain is at its length limit (the
+operator then drops the oldest records).
 With the operator's checkpoint of the chain (ConfigMap ``sigops-history``, or a saved copy),
 the chain must reach the checkpoint's length and hold its head there (``truncated`` /
 ``reordered`` otherwise). An object with nothing signed is not valid: there is nothing to
