@@ -116,9 +116,11 @@ def test_mallory_cannot_point_a_rotation_at_another_namespace(
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "NamespaceNotAllowed", ready
     assert victim in ready["message"] and mallory in ready["message"]
-    events = client.CoreV1Api(api).list_namespaced_event(
-        mallory, field_selector="involvedObject.name=steal")
-    assert any(e.reason == "NamespaceNotAllowed" and e.type == "Warning" for e in events.items)
+    # The Warning Event follows the status write.
+    wait_for(lambda: any(e.reason == "NamespaceNotAllowed" and e.type == "Warning"
+                         for e in client.CoreV1Api(api).list_namespaced_event(
+                             mallory, field_selector="involvedObject.name=steal").items),
+             15, what="the Warning Event")
     # Nothing of the victim's changed; nothing of it is readable by her.
     assert fingerprint_of_namespace(api, victim) == before
     assert victim_key not in readable_by_mallory(cluster, [mallory, victim, op.operator_ns])
