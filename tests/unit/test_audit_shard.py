@@ -198,3 +198,58 @@ def test_partials_merge_into_the_totals_of_one_run(wals: list[Path]) -> None:
     for name, f in one["findings"].items():
         assert merged["findings"][name]["count"] == f["count"]
     assert merged["digests"] == [p["digest"] for p in parts]
+
+
+# -- sigops audit shard ----------------------------------------------------------------------
+
+AUDIT_KEY = ed_key("audit-abc", seed_byte=77)
+
+
+def test_the_cli_audits_its_own_index_and_signs_the_result(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, wals: list[Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigops.audit.partial import verify_partial
+    from sigops.core.errors import SignalRejected
+
+    ring = history_ring(RING)
+    kr = tmp_path / "history.json"
+    kr.write_text(json.dumps(RING.to_dict()))  # the verb judges it as a history itself
+    key = tmp_path / "audit-key.json"
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    shards = tmp_path / "shards.json"
+    shards.write_text(json.dumps([[str(wals[0])], [str(wals[1].parent)]]))
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    rc = cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), "--shards",
+                   str(shards), "--index", "1", "--fingerprint", LEAKED.fingerprint,
+                   "--audit", "fleet/leak-drill", "--target", "backend"])
+    out = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in out.err
+    signal = json.loads(out.out)
+    public = {AUDIT_KEY.kid: AUDIT_KEY.public or b""}
+    result = verify_partial(signal, public, "fleet/leak-drill", 1)
+    alone = audit_shard(ring, inputs([wals[1]]), AuditQuery(
+        fingerprints=frozenset({LEAKED.fingerprint})))
+    assert result["total"] == alone["total"] and result["by_verdict"] == alone["by_verdict"]
+    assert result["findings"]["searched_key"]["count"] == 4
+    assert [i["name"] for i in result["inputs"]] == [str(wals[1])]
+    with pytest.raises(SignalRejected, match="foreign_record"):
+        verify_partial(signal, public, "fleet/leak-drill", 0)
+    signal["payload"]["result"]["total"] += 1
+    with pytest.raises(SignalRejected, match="bad_signature"):
+        verify_partial(signal, public, "fleet/leak-drill", 1)
+    for k in RING.keys:  # no key material in what it prints
+        assert k.secret is None or k.secret.decode() not in out.out + out.err
+
+
+def test_the_cli_refuses_an_audit_that_looks_for_nothing(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, wals: list[Path]) -> None:
+    kr = tmp_path / "history.json"
+    kr.write_text(json.dumps(RING.to_dict()))
+    key = tmp_path / "audit-key.json"
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    rc = cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), str(wals[0])])
+    assert rc == 2 and "look for something" in capsys.readouterr().err
+    out = tmp_path / "partial.json"
+    rc = cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
+                   "--out", str(out), str(wals[0])])
+    assert rc == 1 and json.loads(out.read_text())["payload"]["result"]["total"] > 0
