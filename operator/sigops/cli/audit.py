@@ -18,11 +18,27 @@ from typing import Any
 __all__ = ["add_audit_parser"]
 
 
+def _wal_files(root: str) -> list[str]:
+    """Every inbox WAL file (``inbox-*.wal*``) under ``root``, at any depth."""
+    return [str(f) for f in Path(root).rglob("inbox-*.wal*") if f.is_file()]
+
+
 def _shard_paths(args: argparse.Namespace) -> list[str]:
-    """The WAL files of this index: INPUT…, or entry ``--index`` of the ``--shards`` file (a
-    JSON list, one list of paths per index), each path a file or a directory of WALs."""
+    """The WAL files of this index: INPUT…; entry ``--index`` of the ``--shards`` file (a
+    JSON list, one list of paths per index), each path a file or a directory of WALs; or,
+    with ``--dir`` and ``--shards-of N``, every N-th WAL file under the directory."""
+    from ..core.audit import shard_of
     from . import UsageError
 
+    if args.dir is not None:
+        if args.inputs or args.shards:
+            raise UsageError("give --dir, --shards or INPUT…, one of them")
+        if not os.path.isdir(args.dir):
+            raise UsageError(f"--dir {args.dir} is not a directory")
+        index = args.index or 0
+        if not 0 <= index < args.shards_of:
+            raise UsageError(f"--index {index} is not one of --shards-of {args.shards_of}")
+        return shard_of(_wal_files(args.dir), args.shards_of, index)
     if args.shards is None:
         if not args.inputs:
             raise UsageError("no INPUT given and no --shards file")
@@ -88,17 +104,40 @@ def cmd_audit_shard(args: argparse.Namespace) -> int:
                              max_bytes=args.max_bytes)
     index = args.index if args.index is not None else 0
     signed = sign_partial(key, args.audit, index, args.target, result)
+    found = any(f["count"] for f in result["findings"].values())
+    sys.stderr.write(f"sigops: audited {result['total']} records in {len(paths)} file(s): "
+                     + ", ".join(f"{n} {f['count']}" for n, f in result["findings"].items())
+                     + "\n")
+    if args.publish_configmap:
+        # In a Job: success means "partial written", whatever it found (a non-zero exit
+        # would make Kubernetes retry the index).
+        _publish(args.namespace, f"{args.publish_configmap}{index}", signed)
+        return EXIT_OK
     if args.out:
         tmp = f"{args.out}.tmp"
         Path(tmp).write_text(json.dumps(signed, sort_keys=True) + "\n")
         os.replace(tmp, args.out)  # whole or absent: a reader never sees half a partial
     else:
         _out(signed)
-    found = any(f["count"] for f in result["findings"].values())
-    sys.stderr.write(f"sigops: audited {result['total']} records in {len(paths)} file(s): "
-                     + ", ".join(f"{n} {f['count']}" for n, f in result["findings"].items())
-                     + "\n")
     return EXIT_INVALID if found else EXIT_OK
+
+
+def _publish(namespace: str | None, name: str, signed: dict[str, Any]) -> None:
+    """Write the partial into its ConfigMap (created empty by the operator; the index's Role
+    may get and update that one only)."""
+    from ..kube.api import Kube, KubeError
+    from . import UsageError
+
+    if not namespace:
+        raise UsageError("--publish-configmap needs --namespace")
+    try:
+        kube = Kube.connect()
+        existing = kube.read_config_map(namespace, name)
+        kube.write_config_map(namespace, name,
+                              {"partial.json": json.dumps(signed, sort_keys=True)}, existing)
+    except KubeError as e:
+        raise UsageError(f"cannot write the partial to configmap {namespace}/{name}: "
+                         f"{e}") from None
 
 
 def _index_default() -> int | None:
@@ -149,6 +188,11 @@ def add_audit_parser(sub: Any) -> None:
     s.add_argument("--shards", metavar="SHARDS.json",
                    help="a JSON list with one list of paths (files or WAL directories) per "
                         "index; this index reads its own")
+    s.add_argument("--dir", metavar="DIR",
+                   help="a tree of WAL files (inbox-*.wal*); with --shards-of N this index "
+                        "reads every N-th file of its sorted listing")
+    s.add_argument("--shards-of", type=_positive_int, default=1, metavar="N",
+                   help="the number of indexes sharing --dir (default 1)")
     s.add_argument("--index", type=int, default=_index_default(), metavar="I",
                    help="this index (default: env JOB_COMPLETION_INDEX, else 0)")
     s.add_argument("--audit", default="local/audit", metavar="NS/NAME",
@@ -156,6 +200,10 @@ def add_audit_parser(sub: Any) -> None:
     s.add_argument("--target", default="local", help="the target's name (signed into it)")
     s.add_argument("--tenant", help="the tenant whose traffic these WALs hold, if known")
     s.add_argument("--out", metavar="FILE", help="write the result here (atomically)")
+    s.add_argument("--publish-configmap", metavar="PREFIX",
+                   help="write the result into ConfigMap PREFIX<index> (in a Job; exit 0 "
+                        "once written, whatever was found)")
+    s.add_argument("--namespace", help="the namespace of --publish-configmap")
     s.add_argument("inputs", nargs="*", metavar="INPUT")
     s.set_defaults(func=cmd_audit_shard)
 

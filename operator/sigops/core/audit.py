@@ -28,7 +28,7 @@ Pure: no Kubernetes, no network; the caller maps the files and signs the result.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ from .timeparse import format_time
 from .wal import Buffer, read_wal
 
 __all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "OTHER", "AuditQuery", "ShardInput",
-           "history_ring", "audit_shard", "merge_partials"]
+           "history_ring", "audit_shard", "merge_partials", "shard_of"]
 
 FINDINGS: Mapping[str, str] = {
     "accepted_invalid": "verifies under the target's profile with a key of the history, "
@@ -233,3 +233,11 @@ def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> 
             acc["first"].extend(list(f.get("first") or [])[:max(room, 0)])
         out["digests"].append(p.get("digest"))
     return out
+
+
+def shard_of(paths: Sequence[str], shards: int, index: int) -> list[str]:
+    """The files of index ``index`` of ``shards``: every ``shards``-th of the sorted
+    listing, so the indexes of one audit read each file exactly once."""
+    if not 0 <= index < shards:
+        raise ValueError(f"index {index} is not one of {shards} shards")
+    return [p for i, p in enumerate(sorted(paths)) if i % shards == index]
