@@ -103,10 +103,10 @@ def audit_status(audit_ref: str, job: Mapping[str, Any], partials: Mapping[int, 
         status["message"] = "; ".join(rejected) or \
             f"indexes failed: {', '.join(map(str, failed_rows))}"
     if finished is not None and signer is not None:
-        status["summary"] = signer.record(
-            [], "audit_summary", target, audit=audit_ref, phase=phase, shards=shards,
-            succeeded=done, total=merged["total"], valid=merged["valid"],
-            invalid=merged["invalid"],
-            findings={n: int(f["count"]) for n, f in findings.items()},
-            digests=[str(d) for d in merged["digests"]], **dict(subject or {}))
+        fields: dict[str, Any] = {
+            "audit": audit_ref, "phase": phase, "shards": shards, "succeeded": done,
+            "total": merged["total"], "valid": merged["valid"], "invalid": merged["invalid"],
+            "findings": {n: int(f["count"]) for n, f in findings.items()},
+            "digests": [str(d) for d in merged["digests"]], **dict(subject or {})}
+        status["summary"] = signer.record([], "audit_summary", target, **fields)
     return status
