@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sigops.audit.job import job_manifest, plan_job, result_config_map
 from sigops.audit.launch import launch
-from sigops.core.keys import ED25519, generate_key
-from sigops.kube.api import Kube
+from sigops.audit.reconciler import AuditReconciler
+from sigops.core.keys import ED25519, HMAC, Key, generate_key
+from sigops.core.pcs import expected_pcs_id, sign_pcs
+from sigops.core.timeparse import format_time
+from sigops.kube.api import Kube, secret_strings
 from sigops.settings import Settings
-from tests.support import BIN, kubectl, wait_for
+from sigops.signing.records import Signer
+from tests.support import BIN, REPO, kubectl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +104,84 @@ def test_the_job_and_its_rbac_are_created_least_privilege_and_go_with_the_job(
 
     wait_for(gone, timeout=60, what="the audit's objects garbage-collected with its Job")
     assert job_manifest(plan)["metadata"]["name"] == plan.name
+
+
+def sa_kubeconfig(cluster: Any, namespace: str, sa: str, path: Path) -> Path:
+    """A kubeconfig that is the Job's ServiceAccount, as its pods are."""
+    token = kubectl(cluster, "create", "token", sa, "-n", namespace,
+                    "--duration", "1h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    kc = {**admin, "users": [{"name": "audit", "user": {"token": token}}],
+          "contexts": [{"name": "audit", "context": {"cluster": admin["clusters"][0]["name"],
+                                                     "user": "audit"}}],
+          "current-context": "audit"}
+    path.write_text(json.dumps(kc))
+    path.chmod(0o600)
+    return path
+
+
+def wal(path: Path, key: Key, n: int, late: int, base: int) -> None:
+    """``n`` records signed with ``key``, the last ``late`` after its window ends."""
+    out = []
+    for i in range(n):
+        when = datetime(2026, 11, 30, 10, 0, tzinfo=UTC) + timedelta(minutes=i)
+        if i >= n - late:
+            when += timedelta(hours=2)
+        pcs = {"pcs_id": expected_pcs_id("ab" * 32, base + i, "s-1"), "merkle_root": "ab" * 32,
+               "epoch": base + i, "shard_id": "s-1", "D_hat": 1.5, "coh_star": 0.25,
+               "r": 0.5, "budget": 0.35, "sent_at": format_time(when)}
+        body = json.dumps(sign_pcs(pcs, key, "python")).encode()
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.000000001Z")
+        out.append(f"{stamp}|{len(body)}|".encode() + body + b"\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(out))
+
+
+def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write(
+        cluster: Any, namespace: str, tmp_path: Path) -> None:
+    kube = Kube.connect(str(cluster.kubeconfig))
+    settings = Settings.model_validate({
+        "targets": [{"namespace": namespace, "walClaim": "backend-wal"}],
+        "audit": {"image": "sigops:0.test", "firstN": 5}})
+    leaked = Key("leaked", HMAC, "retired", secret=b"sigops-integration-leaked-key",
+                 not_after=datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps({"keys": [leaked.to_entry()], "profile": "python"}))
+    wal(tmp_path / "wal" / "pod-a" / "inbox-20261130.wal", leaked, 6, 2, 0)
+    wal(tmp_path / "wal" / "pod-b" / "inbox-20261130.wal", leaked, 5, 1, 100)
+    kube.create_cr(namespace, "signatureaudits", audit(
+        namespace, "leak", shards=2, parallelism=2, lookFor={"keyIds": ["leaked"],
+                                                             "acceptedInvalid": True}))
+    operator_key = generate_key(ED25519, "sigops-test", state="active")
+    rec = AuditReconciler(kube, settings, Signer(operator_key))
+    assert rec.tick(kube.get_cr(namespace, "signatureaudits", "leak") or {}) == "Running"
+    st = (kube.get_cr(namespace, "signatureaudits", "leak") or {})["status"]
+    name = st["job"]["name"]
+    assert kube.read_job(namespace, name) is not None
+    assert "key.json" not in json.dumps(st) and "private" not in json.dumps(st)
+    # The indexes, run here as the Job's ServiceAccount with the Job's own arguments.
+    kc = sa_kubeconfig(cluster, namespace, name, tmp_path / "kc")
+    key = tmp_path / "key.json"
+    key.write_text(secret_strings(kube.read_secret(namespace, name))["key.json"])
+    args = (kube.read_job(namespace, name) or {})["spec"]["template"]["spec"]["containers"][0][
+        "args"]
+    args = [{"/etc/sigops/history/keyring.json": str(history),
+             "/etc/sigops/audit-key/key.json": str(key),
+             "/wal": str(tmp_path / "wal")}.get(a, a) for a in args]
+    for i in range(2):
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "sigops"), *args,
+                            "--index", str(i)], env={**cluster.env, "KUBECONFIG": str(kc)},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert rec.tick(kube.get_cr(namespace, "signatureaudits", "leak") or {}) == "Running"
+    st = (kube.get_cr(namespace, "signatureaudits", "leak") or {})["status"]
+    assert st["progress"]["summary"] == "2/2"  # the Job itself never finishes here
+    assert st["totals"]["total"] == 11 and st["totals"]["by_verdict"] == {
+        "valid": 8, "stale_key": 3}
+    assert st["findings"]["accepted_invalid"]["count"] == 3
+    assert st["findings"]["searched_key"]["count"] == 11
+    # One index may not write another's result.
+    other = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(kc), "-n", namespace,
+                            "create", "configmap", f"{name}-r9"], capture_output=True,
+                           text=True, timeout=60)
+    assert other.returncode != 0 and "forbidden" in other.stderr

@@ -86,3 +86,35 @@ def test_a_failed_index_fails_the_audit_and_is_named() -> None:
 def test_job_index_lists() -> None:
     assert parse_indexes("") == set() and parse_indexes(None) == set()
     assert parse_indexes("0,2-4,7") == {0, 2, 3, 4, 7}
+
+
+# -- the reconciler's refusals, on the in-memory door ---------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    ({"target": {"namespace": "payments"}, "lookFor": {"all": True}}, "NamespaceNotAllowed"),
+    ({"target": {}, "lookFor": {}}, "NothingToLookFor"),
+    ({"target": {}, "lookFor": {"all": True}, "shards": 500}, "TooManyShards"),
+])
+def test_an_audit_the_operator_will_not_run_is_refused_and_starts_nothing(
+        spec: dict[str, Any], reason: str) -> None:
+    from tests.memkube import MemoryKube
+
+    from sigops.audit.reconciler import AuditReconciler
+    from sigops.settings import Settings
+
+    kube = MemoryKube()
+    settings = Settings.model_validate({
+        "targets": [{"namespace": "sre", "walClaim": "wal"},
+                    {"namespace": "payments", "walClaim": "wal"}],
+        "audit": {"image": "sigops:0.test"}})
+    kube.add_cr("sre", "signatureaudits", {"metadata": {"name": "a", "namespace": "sre",
+                                                        "uid": "u-1"}, "spec": spec})
+    rec = AuditReconciler(kube, settings, Signer(OPERATOR))  # type: ignore[arg-type]
+    assert rec.tick(kube.get_cr("sre", "signatureaudits", "a") or {}) == "Refused"
+    st = (kube.get_cr("sre", "signatureaudits", "a") or {})["status"]
+    (ready,) = st["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert "job" not in st
+    # Refused is final: a later tick changes nothing.
+    assert rec.tick(kube.get_cr("sre", "signatureaudits", "a") or {}) == "Refused"
