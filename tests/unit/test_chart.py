@@ -611,7 +611,7 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
                         "overlapProbeRounds": 3},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
         "evidence": {"walExec": {"enabled": True, "dir": "/wal"}},
-        "audit": {"maxParallelism": 9, "maxShards": 99, "backoffLimitPerIndex": 1,
+        "audit": {"enabled": True, "maxParallelism": 9, "maxShards": 99, "backoffLimitPerIndex": 1,
                   "activeDeadline": "3h", "ttlAfterFinished": "10m", "firstN": 5,
                   "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
     }
@@ -632,8 +632,9 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "overlap_probe_grace": "45s", "overlap_probe_rounds": 3,
         "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
         "service_id": "sigops-eu", "wal_exec": True, "wal_exec_dir": "/wal",
-        "audit": {"max_parallelism": 9, "max_shards": 99, "backoff_limit_per_index": 1,
-                  "active_deadline": "3h", "ttl_after_finished": "10m", "first_n": 5,
+        "audit": {"enabled": True, "max_parallelism": 9, "max_shards": 99,
+                  "backoff_limit_per_index": 1, "active_deadline": "3h",
+                  "ttl_after_finished": "10m", "first_n": 5,
                   "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
     }
     got = cfg.model_dump()
@@ -1047,3 +1048,21 @@ def test_audit_jobs_run_the_operators_own_image_unless_the_chart_names_one(
     deployment = next(d for d in render({}, tmp=tmp_path) if d.get("kind") == "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert cfg.audit.image == image
+
+
+def test_audit_rbac_only_when_audits_are_on(tmp_path: Path) -> None:
+    def target_rules(values: Doc) -> set[tuple[str, str, str]]:
+        role = next(r for r in kinds(render(values, tmp=tmp_path), "Role")
+                    if r["metadata"]["name"].endswith("-target"))
+        return {(g, res, v) for r in role["rules"] for g in r["apiGroups"]
+                for res in r["resources"] for v in r["verbs"]}
+
+    off, on = target_rules({}), target_rules({"audit": {"enabled": True}})
+    crs = "sigops.fractal-lba.io"
+    added = {(crs, "signatureaudits", v) for v in ("get", "list", "watch", "patch")}
+    added |= {(crs, "signatureaudits/status", "patch")}
+    added |= {("batch", "jobs", v) for v in ("create", "get", "patch")}
+    added |= {("", "serviceaccounts", "create"), ("", "configmaps", "create"),
+              ("", "configmaps", "update")}
+    added |= {("rbac.authorization.k8s.io", r, "create") for r in ("roles", "rolebindings")}
+    assert on - off == added and not off & added

@@ -141,6 +141,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "signal_rate_window" $v.signals.rateWindow
   "service_id" $v.signals.serviceId
   "audit" (dict
+    "enabled" $v.audit.enabled
     "maxParallelism" $v.audit.maxParallelism
     "maxShards" $v.audit.maxShards
     "backoffLimitPerIndex" $v.audit.backoffLimitPerIndex

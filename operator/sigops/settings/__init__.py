@@ -115,6 +115,9 @@ is refused (the CRD's own validation refuses it at admission too)."""
 class AuditSettings(_Model):
     """Limits of SignatureAudit Jobs (one Indexed Job per audit, in the target's namespace)."""
 
+    enabled: bool = False
+    """Act on SignatureAudits (the chart then grants the operator Jobs, ServiceAccounts, Roles,
+    RoleBindings and ConfigMap writes in the target namespaces). Off: they are not watched."""
     max_parallelism: int = Field(default=4, ge=1, le=1000, alias="maxParallelism")
     """The most indexes of one audit that run at once; a spec asking for more gets this."""
     max_shards: int = Field(default=64, ge=1, le=10000, alias="maxShards")
