@@ -7,7 +7,8 @@ audit's Secret in the target's namespace (never from status, which a requester w
 status could rewrite), and write the merged status; once the Job has finished, the status
 holds a summary signed by the operator and the audit is done.
 
-Not yet registered with kopf, and the chart grants the operator no Job RBAC (issue 27).
+Registered (``runtime/operator.py``) only with ``audit.enabled``, which also makes the chart
+grant the RBAC it needs.
 """
 
 from __future__ import annotations
