@@ -118,3 +118,11 @@ def test_an_audit_the_operator_will_not_run_is_refused_and_starts_nothing(
     assert "job" not in st
     # Refused is final: a later tick changes nothing.
     assert rec.tick(kube.get_cr("sre", "signatureaudits", "a") or {}) == "Refused"
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import sigops.audit.status as status_module
+
+    assert doctest.testmod(status_module).failed == 0
