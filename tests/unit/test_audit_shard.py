@@ -253,3 +253,44 @@ def test_the_cli_refuses_an_audit_that_looks_for_nothing(
     rc = cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
                    "--out", str(out), str(wals[0])])
     assert rc == 1 and json.loads(out.read_text())["payload"]["result"]["total"] > 0
+
+
+# -- the managed ring's retired_at / revoked_at -------------------------------------------
+
+
+def test_revoked_at_and_retired_at_end_a_keys_window_as_the_managed_ring_records_them(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from sigops.core.audit import closed_times
+    from sigops.core.keys import keyring_from_dict
+
+    revoked = ed_key("leaked-ed", state="revoked")
+    retired = hmac_key("old-2024", state="retired")
+    doc = {"keys": [GOOD.to_entry(),
+                    {**revoked.to_entry(), "revoked_at": format_time(REVOKED_AT),
+                     "revoked_by": "alice"},
+                    {**retired.to_entry(), "retired_at": format_time(at(5))}],
+           "profile": "python", "backend_accepts": ["good-2025"], "primary": "good-2025"}
+    data = b"".join([rec(revoked, 1, at(10)), rec(revoked, 2, at(40)),
+                     rec(retired, 3, at(1)), rec(retired, 4, at(50)), rec(GOOD, 5, at(2))])
+    ring = history_ring(keyring_from_dict(doc), closed_times(doc))
+    got = audit_shard(ring, [ShardInput("w", data)],
+                      AuditQuery(key_ids=frozenset({"leaked-ed"}), accepted_invalid=True))
+    assert [(f["pcs_id"] is not None, f["verdict"]) for f in
+            got["findings"]["searched_key"]["first"]] == [(True, "valid"), (True, "stale_key")]
+    assert got["by_verdict"] == {"valid": 3, "stale_key": 2}
+    assert got["findings"]["accepted_invalid"]["count"] == 2
+    # The verb reads the same document (a managed ring's keyring.json) the same way.
+    kr, key, wal = tmp_path / "keyring.json", tmp_path / "k.json", tmp_path / "inbox-1.wal"
+    kr.write_text(json.dumps(doc))
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    wal.write_bytes(data)
+    assert cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
+                     str(wal)]) == 1
+    result = json.loads(capsys.readouterr().out)["payload"]["result"]
+    assert result["by_verdict"] == got["by_verdict"]
+    # A key revoked with no recorded time is never valid.
+    bare = {**doc, "keys": [GOOD.to_entry(), revoked.to_entry()]}
+    never = audit_shard(history_ring(keyring_from_dict(bare), closed_times(bare)),
+                        [ShardInput("w", data[:data.index(b"\n2025") + 1])],
+                        AuditQuery(all=True))
+    assert never["by_verdict"] == {"stale_key": 1}

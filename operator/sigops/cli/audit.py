@@ -84,13 +84,14 @@ def _mapped(stack: ExitStack, paths: list[str], tenant: str | None) -> Iterator[
 
 def cmd_audit_shard(args: argparse.Namespace) -> int:
     from ..audit.partial import sign_partial
-    from ..core.audit import AuditQuery, audit_shard, history_ring
+    from ..core.audit import AuditQuery, audit_shard, closed_times, history_ring
     from ..core.errors import KeyringError
-    from ..core.keys import key_from_entry, load_keyring
+    from ..core.keys import key_from_entry, keyring_from_dict
     from . import EXIT_INVALID, EXIT_OK, UsageError, _out, _read_json_file
 
     try:
-        ring = history_ring(load_keyring(args.keyring, args.profile))
+        doc = _read_json_file(args.keyring, "keyring")
+        ring = history_ring(keyring_from_dict(doc, args.profile), closed_times(doc))
         key = key_from_entry(_read_json_file(args.key, "signing key"))
         if not key.can_sign or key.alg != "ed25519":
             raise UsageError("--key must be an ed25519 key entry with private_b64")
@@ -162,8 +163,9 @@ def add_audit_parser(sub: Any) -> None:
         epilog="example: sigops audit shard --keyring history.json --key audit-key.json "
                "--fingerprint 3f2a9c01b7de --accepted-invalid /data/wal/inbox-20261130.wal")
     s.add_argument("--keyring", required=True, metavar="K.json",
-                   help="the target's key history: every key, retired ones included, with "
-                        "not_before/not_after windows")
+                   help="the target's key history: every key, retired and revoked ones "
+                        "included, with not_before/not_after windows; retired_at/revoked_at "
+                        "(as the managed ring records them) end a key's window")
     s.add_argument("--profile", choices=PROFILES, help="the target's canonical profile "
                    "(default: the keyring's)")
     s.add_argument("--key", required=True, metavar="KEY.json",

@@ -8,9 +8,10 @@ record gets the verdict ``sigops verify`` gives it with the same key ring -- the
 ``sigops verify`` of the same files, record for record.
 
 The key history is a key ring whose keys carry their validity windows (``not_before`` /
-``not_after``). A revoked key is a key whose window ends at its revocation time. The audit
-judges a key with a window by its window, not by today's state: a retired key was valid in
-its window; a key without a window is judged by its state (:func:`history_ring`).
+``not_after``) and, in the managed ring, when each was retired or revoked (``retired_at`` /
+``revoked_at``): a key's window ends then. The audit judges a key with a window by its window,
+not by today's state: a retired or revoked key was valid until it was retired or revoked; a
+key without a window is judged by its state (:func:`history_ring`).
 
 What the WAL does not say is the backend's answer: it stores every body before verification.
 A record whose signature verifies, under the target's profile, with a key of the history is
@@ -34,13 +35,13 @@ from datetime import datetime
 from typing import Any
 
 from .diagnose import Diagnoser
-from .errors import KeyringError
-from .keys import KeyRing
-from .timeparse import format_time
+from .errors import KeyringError, MalformedInput
+from .keys import Key, KeyRing
+from .timeparse import format_time, parse_time
 from .wal import Buffer, read_wal
 
 __all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "OTHER", "AuditQuery", "ShardInput",
-           "history_ring", "audit_shard", "merge_partials", "shard_of"]
+           "closed_times", "history_ring", "audit_shard", "merge_partials", "shard_of"]
 
 FINDINGS: Mapping[str, str] = {
     "accepted_invalid": "verifies under the target's profile with a key of the history, "
@@ -99,12 +100,45 @@ class ShardInput:
     """The tenant whose traffic this WAL holds, if known (the WAL body does not say)."""
 
 
-def history_ring(ring: KeyRing) -> KeyRing:
-    """``ring`` judged as a history: a key with a validity window counts by its window
-    (accepted inside it, whatever its state today); a key without one by its state."""
-    accepts = {k.kid for k in ring.keys
-               if k.not_before is not None or k.not_after is not None or ring.accepts(k)}
-    return KeyRing(ring.keys, ring.profile, ring.max_skew_seconds, frozenset(accepts))
+def closed_times(doc: Any) -> dict[str, datetime]:
+    """When each key of a keyring document stopped being valid, as its entries record it:
+    the earlier of ``revoked_at`` and ``retired_at`` (the managed ring writes them; a
+    keyring file may too). Entries without either are left out."""
+    out: dict[str, datetime] = {}
+    for e in (doc.get("keys") if isinstance(doc, Mapping) else None) or []:
+        if not isinstance(e, Mapping) or not isinstance(e.get("kid"), str):
+            continue
+        times = []
+        for name in ("revoked_at", "retired_at"):
+            v = e.get(name)
+            if isinstance(v, str) and v:
+                try:
+                    times.append(parse_time(v))
+                except MalformedInput:
+                    raise KeyringError(f"key {e['kid']!r}: {name} is not a time") from None
+        if times:
+            out[e["kid"]] = min(times)
+    return out
+
+
+def history_ring(ring: KeyRing, closed: Mapping[str, datetime] | None = None) -> KeyRing:
+    """``ring`` judged as a history. A key whose end is known (``closed``: kid -> when it
+    was revoked or retired, see :func:`closed_times`) is valid until then: its window ends
+    there and it counts by its window, even if revoked today (records signed before its
+    revocation were valid; after it, ``stale_key``). A key with a window counts by its
+    window; any other key by its state (a revoked key with no recorded time: never)."""
+    keys: list[Key] = []
+    for k in ring.keys:
+        end = (closed or {}).get(k.kid)
+        if end is not None:
+            na = end if k.not_after is None else min(k.not_after, end)
+            # "revoked" is never accepted, whatever the window: judged as retired at ``end``.
+            k = Key(k.kid, k.alg, "retired" if k.state == "revoked" else k.state, k.secret,
+                    k.public, k.private_seed, k.not_before, na)
+        keys.append(k)
+    accepts = {k.kid for k in keys if k.state != "revoked" and (
+        k.not_before is not None or k.not_after is not None or ring.accepts(k))}
+    return KeyRing(tuple(keys), ring.profile, ring.max_skew_seconds, frozenset(accepts))
 
 
 class _Counter:
