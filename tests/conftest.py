@@ -67,7 +67,8 @@ def cluster() -> Iterator[object]:
                    check=True, capture_output=True)
     subprocess.run([str(BIN / "kubectl"), "wait", "--for=condition=Established", "--timeout=60s",
                     "crd/keyrotations.sigops.fractal-lba.io",
-                    "crd/signatureincidents.sigops.fractal-lba.io"],
+                    "crd/signatureincidents.sigops.fractal-lba.io",
+                    "crd/signatureaudits.sigops.fractal-lba.io"],
                    env=env, check=True, capture_output=True)
     info = {"kubeconfig": kubeconfig, "env": env, "local": c}
     yield type("Cluster", (), info)()

@@ -453,3 +453,35 @@ def test_alert_to_rollback_under_chart_rbac(cluster, api, namespace, operator_fa
     assert ev["samples"]["report"]["total"] == 5, ev
     time.sleep(1.0)
     assert_no_permission_errors(op.logs())
+
+
+def test_an_audit_starts_its_job_and_rbac_under_chart_rbac(
+        cluster, api, namespace, operator_factory, install_chart, tmp_path):
+    values = chart_values(namespace, audit={"enabled": True})
+    values["targets"][0]["walClaim"] = "backend-wal"
+    inst = install_chart(f"sigops-{uuid.uuid4().hex[:6]}", values)
+    op = start_operator(operator_factory, inst, tmp_path)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "signatureaudits", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "SignatureAudit",
+            "metadata": {"name": "drill"},
+            "spec": {"target": {}, "lookFor": {"all": True}, "shards": 2, "parallelism": 2}})
+
+    def started() -> Doc | None:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "signatureaudits", "drill")
+        st = obj.get("status") or {}
+        return st if st.get("job") else None
+
+    st = wait_for(started, timeout=60, what="the audit's Job to start")
+    job = client.BatchV1Api(api).read_namespaced_job(st["job"]["name"], namespace)
+    assert job.spec.suspend is False and job.spec.completion_mode == "Indexed"
+    image = next(d for d in inst.docs if d["kind"] == "Deployment")["spec"]["template"][
+        "spec"]["containers"][0]["image"]
+    assert job.spec.template.spec.containers[0].image == image  # the operator's own
+    role = client.RbacAuthorizationV1Api(api).read_namespaced_role(st["job"]["name"],
+                                                                    namespace)
+    assert [r.resource_names for r in role.rules] == [[f"{st['job']['name']}-r0",
+                                                       f"{st['job']['name']}-r1"]]
+    time.sleep(1.0)
+    assert_no_permission_errors(op.logs())

@@ -229,9 +229,11 @@ def test_defaults(rendered: dict[str, list[Doc]]) -> None:
     env = env_of(docs)
     assert env["SIGOPS_NAMESPACES"] == "fractal-lba"
     assert "SIGOPS_PROMETHEUS_URL" not in env
-    # Defaults of the chart are the defaults of the code (except the target it names).
+    # Defaults of the chart are the defaults of the code (except the target it names and the
+    # audit Jobs' image: the chart's own).
     cfg = Settings.model_validate(config_of(docs))
-    assert cfg.model_dump(exclude={"targets"}) == Settings().model_dump(exclude={"targets"})
+    mine: Any = {"targets": True, "audit": {"image"}}
+    assert cfg.model_dump(exclude=mine) == Settings().model_dump(exclude=mine)
     (target,) = cfg.targets
     assert (target.namespace, target.deployment, target.default) == (
         "fractal-lba", "fractal-lba-backend", True)
@@ -609,6 +611,9 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
                         "overlapProbeRounds": 3},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
         "evidence": {"walExec": {"enabled": True, "dir": "/wal"}},
+        "audit": {"enabled": True, "maxParallelism": 9, "maxShards": 99, "backoffLimitPerIndex": 1,
+                  "activeDeadline": "3h", "ttlAfterFinished": "10m", "firstN": 5,
+                  "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
     }
     cfg = Settings.model_validate(config_of(render(values, tmp=tmp_path)))
     default = Settings()
@@ -627,6 +632,10 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "overlap_probe_grace": "45s", "overlap_probe_rounds": 3,
         "reconcile_interval": 2.0, "signal_rate_limit": 5, "signal_rate_window": "30m",
         "service_id": "sigops-eu", "wal_exec": True, "wal_exec_dir": "/wal",
+        "audit": {"enabled": True, "max_parallelism": 9, "max_shards": 99,
+                  "backoff_limit_per_index": 1, "active_deadline": "3h",
+                  "ttl_after_finished": "10m", "first_n": 5,
+                  "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
     }
     got = cfg.model_dump()
     for field, value in want.items():
@@ -644,6 +653,7 @@ def test_every_target_value_reaches_the_operator(tmp_path: Path) -> None:
                 "ed25519Pubs": "PS", "tokenRate": "RATE"},
         "agentSecret": {"name": "agents", "key": "SIGNING_KEY"},
         "requestNamespaces": ["sre"], "allowErrorRateQuery": True, "samplesConfigMap": "failed",
+        "walClaim": "backend-wal",
     }
     cfg = Settings.model_validate(config_of(render({"targets": [target]}, tmp=tmp_path)))
     got = cfg.targets[0].model_dump(by_alias=True)
@@ -1030,3 +1040,29 @@ def test_two_copies_elect_a_leader(rendered: dict[str, list[Doc]], tmp_path: Pat
     vf.write_text(yaml.safe_dump({"replicaCount": 2, "leaderElection": {"enabled": False}}))
     p = helm("template", "rel", "--values", str(vf))
     assert p.returncode != 0 and "leaderElection" in p.stderr
+
+
+def test_audit_jobs_run_the_operators_own_image_unless_the_chart_names_one(
+        tmp_path: Path) -> None:
+    cfg = Settings.model_validate(config_of(render({}, tmp=tmp_path)))
+    deployment = next(d for d in render({}, tmp=tmp_path) if d.get("kind") == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert cfg.audit.image == image
+
+
+def test_audit_rbac_only_when_audits_are_on(tmp_path: Path) -> None:
+    def target_rules(values: Doc) -> set[tuple[str, str, str]]:
+        role = next(r for r in kinds(render(values, tmp=tmp_path), "Role")
+                    if r["metadata"]["name"].endswith("-target"))
+        return {(g, res, v) for r in role["rules"] for g in r["apiGroups"]
+                for res in r["resources"] for v in r["verbs"]}
+
+    off, on = target_rules({}), target_rules({"audit": {"enabled": True}})
+    crs = "sigops.fractal-lba.io"
+    added = {(crs, "signatureaudits", v) for v in ("get", "list", "watch", "patch")}
+    added |= {(crs, "signatureaudits/status", "patch")}
+    added |= {("batch", "jobs", v) for v in ("create", "get", "patch")}
+    added |= {("", "serviceaccounts", "create"), ("", "configmaps", "create"),
+              ("", "configmaps", "update")}
+    added |= {("rbac.authorization.k8s.io", r, "create") for r in ("roles", "rolebindings")}
+    assert on - off == added and not off & added

@@ -101,6 +101,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
 {{- with .requestNamespaces }}{{ $_ := set $t "requestNamespaces" . }}{{ end -}}
 {{- if .allowErrorRateQuery }}{{ $_ := set $t "allowErrorRateQuery" true }}{{ end -}}
 {{- with .samplesConfigMap }}{{ $_ := set $t "samplesConfigMap" . }}{{ end -}}
+{{- with .walClaim }}{{ $_ := set $t "walClaim" . }}{{ end -}}
 {{- $targets = append $targets $t -}}
 {{- end -}}
 {{- $modes := dict -}}
@@ -139,6 +140,17 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "signal_rate_limit" $v.signals.rateLimit
   "signal_rate_window" $v.signals.rateWindow
   "service_id" $v.signals.serviceId
+  "audit" (dict
+    "enabled" $v.audit.enabled
+    "maxParallelism" $v.audit.maxParallelism
+    "maxShards" $v.audit.maxShards
+    "backoffLimitPerIndex" $v.audit.backoffLimitPerIndex
+    "activeDeadline" $v.audit.activeDeadline
+    "ttlAfterFinished" $v.audit.ttlAfterFinished
+    "firstN" $v.audit.firstN
+    "image" (default (include "sigops.image" .) $v.audit.image)
+    "cpu" ($v.audit.cpu | toString)
+    "memory" $v.audit.memory)
 -}}
 {{- if $v.remediation.notificationURL -}}
 {{- $_ := set $cfg "notification_url" $v.remediation.notificationURL -}}

@@ -588,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("pending", "active", "retiring", "retired"))
     k.set_defaults(func=cmd_keygen)
 
+    from .audit import add_audit_parser
+
+    add_audit_parser(sub)
+
     w = sub.add_parser("wal", help="serve the backend's inbox WAL tail (a read-only sidecar)")
     wsub = w.add_subparsers(dest="wal_verb", metavar="serve", parser_class=_Parser)
     ws = wsub.add_parser(

@@ -345,6 +345,49 @@ class Kube:
         out: list[dict[str, Any]] = self.api.sanitize_for_serialization(evs).get("items", [])
         return out
 
+    # -- Jobs and the objects an audit Job owns ----------------------------------------------
+
+    def _creator(self, kind: str) -> Callable[..., Any]:
+        """The create call of a namespaced kind that sigops creates from a manifest."""
+        batch, rbac = client.BatchV1Api(self.api), client.RbacAuthorizationV1Api(self.api)
+        table: dict[str, Callable[..., Any]] = {
+            "Job": batch.create_namespaced_job,
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Secret": self.core.create_namespaced_secret,
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Role": rbac.create_namespaced_role,
+            "RoleBinding": rbac.create_namespaced_role_binding,
+        }
+        if kind not in table:
+            raise KubeError(0, f"sigops does not create {kind} objects")
+        return table[kind]
+
+    def create_object(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create one namespaced object from its manifest (Job, ServiceAccount, Secret,
+        ConfigMap, Role, RoleBinding); :class:`Conflict` when it exists."""
+        meta = body["metadata"]
+        r = self._call(f"create {body['kind']} {meta['namespace']}/{meta['name']}",
+                       self._creator(body["kind"]), meta["namespace"], body)
+        out: dict[str, Any] = self.api.sanitize_for_serialization(r)
+        return out
+
+    def read_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            r = self._call(f"read job {ns}/{name}",
+                           client.BatchV1Api(self.api).read_namespaced_job, name, ns)
+        except NotFound:
+            return None
+        out: dict[str, Any] = self.api.sanitize_for_serialization(r)
+        return out
+
+    def patch_job(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of a Job (``{"spec": {"suspend": False}}`` resumes it)."""
+        r = self._call(f"patch job {ns}/{name}",
+                       client.BatchV1Api(self.api).patch_namespaced_job, name, ns, patch,
+                       _content_type="application/merge-patch+json")
+        out: dict[str, Any] = self.api.sanitize_for_serialization(r)
+        return out
+
     # -- custom resources ---------------------------------------------------------------------
 
     def list_cr(self, ns: str, plural: str, selector: str | None = None

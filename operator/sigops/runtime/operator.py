@@ -59,6 +59,9 @@ class Operator:
                                             operator_namespace=operator_namespace)
         self.incidents = IncidentReconciler(kube, prom, settings, signer,
                                             operator_namespace=operator_namespace)
+        from ..audit.reconciler import AuditReconciler
+
+        self.audits = AuditReconciler(kube, settings, signer)
         self.health = health or Health()
         self.stop = threading.Event()
         self.leading: Callable[[], bool] = lambda: True
@@ -209,6 +212,27 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             after = op.incidents.tick(obj)
         if after and after != before:
             INCIDENT_PHASES.labels(after).inc()
+
+    # SignatureAudits only when the config turns them on (the chart then grants the RBAC):
+    # without it there is no watch on them at all.
+    if op.settings.audit.enabled:
+        from ..audit.reconciler import TERMINAL as AUDIT_TERMINAL
+
+        def audit_open(status: Any, **_: Any) -> bool:
+            return (status or {}).get("phase") not in AUDIT_TERMINAL
+
+        @kopf.timer(GROUP, VERSION, "signatureaudits", interval=op.settings.reconcile_interval,
+                    sharp=False, backoff=5, registry=registry, id="reconcile", when=audit_open)
+        def audit_tick(**kw: Any) -> None:
+            if not audit_open(kw["status"]):
+                return
+            op.require_leading()
+            with op.health.working("reconcile", f"a step of signatureaudit {kw['namespace']}/"
+                                                f"{kw['name']}"):
+                obj = op.kube.get_cr(kw["namespace"], "signatureaudits", kw["name"])
+                if obj is None or obj["metadata"].get("deletionTimestamp"):
+                    return
+                op.audits.tick(obj)
 
 
 def rotation_gauges(settings: Settings, obj: dict[str, Any], before: str | None,

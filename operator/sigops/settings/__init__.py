@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..core.scenarios import LETTERS, SCENARIOS
 from ..core.timeparse import parse_duration
 
-__all__ = ["Target", "TargetEnv", "AgentSecret", "TargetRefused", "Settings", "load_settings",
-           "Mode", "REQUESTER_FIELDS", "pod_pattern", "POD_OF_DEPLOYMENT"]
+__all__ = ["Target", "TargetEnv", "AuditSettings", "AgentSecret", "TargetRefused", "Settings",
+           "load_settings", "Mode", "REQUESTER_FIELDS", "pod_pattern", "POD_OF_DEPLOYMENT"]
 
 Mode = Literal["auto", "approval", "dryRun"]
 DEFAULT_MODES: dict[str, Mode] = {
@@ -81,6 +81,10 @@ class Target(_Model):
     samples_config_map: str | None = Field(default=None, alias="samplesConfigMap")
     """A ConfigMap of failed samples (in the target's namespace) that evidence may read; a
     requester's ``spec.samples.configMapRef`` is read only when it names this one."""
+    wal_claim: str | None = Field(default=None, alias="walClaim")
+    """A PersistentVolumeClaim in the target's namespace holding its backends' inbox WAL
+    files (any tree of ``inbox-*.wal*``), which SignatureAudit Jobs mount read-only. Unset:
+    the target cannot be audited from a volume."""
 
     @field_validator("backend_url")
     @classmethod
@@ -106,6 +110,37 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REQUESTER_FIELDS = ("container", "env", "agentSecret", "probeURL")
 """Fields a KeyRotation's ``spec.target`` once carried and the config now owns: a spec naming one
 is refused (the CRD's own validation refuses it at admission too)."""
+
+
+class AuditSettings(_Model):
+    """Limits of SignatureAudit Jobs (one Indexed Job per audit, in the target's namespace)."""
+
+    enabled: bool = False
+    """Act on SignatureAudits (the chart then grants the operator Jobs, ServiceAccounts, Roles,
+    RoleBindings and ConfigMap writes in the target namespaces). Off: they are not watched."""
+    max_parallelism: int = Field(default=4, ge=1, le=1000, alias="maxParallelism")
+    """The most indexes of one audit that run at once; a spec asking for more gets this."""
+    max_shards: int = Field(default=64, ge=1, le=10000, alias="maxShards")
+    """The most indexes (completions) one audit may have."""
+    backoff_limit_per_index: int = Field(default=2, ge=0, le=10, alias="backoffLimitPerIndex")
+    """Retries of one failing index (the others are not rerun)."""
+    active_deadline: str = Field(default="6h", alias="activeDeadline")
+    """How long the whole Job may run."""
+    ttl_after_finished: str = Field(default="1h", alias="ttlAfterFinished")
+    """How long a finished Job (and, through its owner references, its RBAC and inputs) is
+    kept."""
+    first_n: int = Field(default=20, ge=0, le=1000, alias="firstN")
+    """Records kept per finding by each index (and in the merged status)."""
+    image: str | None = None
+    """The image the Jobs run (the operator's own; the chart sets it)."""
+    cpu: str = "1"
+    memory: str = "256Mi"
+    """Requests and limits of one index: it streams its files, so memory stays flat."""
+
+    @field_validator("active_deadline", "ttl_after_finished")
+    @classmethod
+    def _durations(cls, v: str) -> str:
+        return _dur(v)
 
 
 class TargetRefused(ValueError):
@@ -187,6 +222,8 @@ class Settings(_Model):
     signal_rate_limit: int = 3
     signal_rate_window: str = "1h"
     service_id: str = "sigops"
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """SignatureAudit Jobs: parallelism, shards, retries, deadline, TTL, image."""
 
     @field_validator("namespace_label", "deployment_label")
     @classmethod

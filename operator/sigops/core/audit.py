@@ -1,0 +1,277 @@
+"""The audit of one shard of a fleet: inbox WALs read once, every record judged with a
+target's key history, counted and sampled with bounded memory (issue 27).
+
+A shard is one or more inbox WAL buffers (a backend pod's WAL, or files of an archive). Each
+record gets the verdict ``sigops verify`` gives it with the same key ring -- the same
+:class:`~sigops.core.diagnose.Diagnoser`, judged and settled in input order exactly as
+:mod:`sigops.core.batch` does in one process -- so an audit's totals equal a single-process
+``sigops verify`` of the same files, record for record.
+
+The key history is a key ring whose keys carry their validity windows (``not_before`` /
+``not_after``) and, in the managed ring, when each was retired or revoked (``retired_at`` /
+``revoked_at``): a key's window ends then. The audit judges a key with a window by its window,
+not by today's state: a retired or revoked key was valid until it was retired or revoked; a
+key without a window is judged by its state (:func:`history_ring`).
+
+What the WAL does not say is the backend's answer: it stores every body before verification.
+A record whose signature verifies, under the target's profile, with a key of the history is
+one a backend holding that key accepted; the audit calls such a record *accepted*, and when
+sigops judges it invalid all the same (outside its key's window, or too far from its receive
+time), *accepted_invalid* -- the finding a leaked key leaves behind.
+
+Memory: counts per dimension keep at most :data:`MAX_KEYS` distinct values (the rest under
+``"(other)"``), each finding keeps its first ``first_n`` records, and the diagnoser's own
+memory is bounded; the WAL is only sliced (a ``mmap`` of a file works).
+
+Pure: no Kubernetes, no network; the caller maps the files and signs the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .diagnose import Diagnoser
+from .errors import KeyringError, MalformedInput
+from .keys import Key, KeyRing
+from .timeparse import format_time, parse_time
+from .wal import Buffer, read_wal
+
+__all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "OTHER", "AuditQuery", "ShardInput",
+           "closed_times", "history_ring", "audit_shard", "merge_partials", "shard_of"]
+
+FINDINGS: Mapping[str, str] = {
+    "accepted_invalid": "verifies under the target's profile with a key of the history, "
+                        "yet sigops judges it invalid (outside the key's window, or skewed)",
+    "searched_key": "signed with a key the audit looks for (by key id or fingerprint)",
+    "invalid": "every record sigops judges invalid (a full re-verification)",
+}
+"""What an audit can look for: finding name -> meaning."""
+
+ACCEPTED_INVALID = frozenset({"stale_key", "pending_key", "clock_skew"})
+"""Causes whose record verifies under the target's profile with a known key: a backend that
+held the key accepted it, sigops does not."""
+_SIGNED_OWN = ACCEPTED_INVALID | {"valid"}
+MAX_KEYS = 1000
+"""Distinct values kept per count dimension (kid, profile, PCS shard, tenant)."""
+OTHER = "(other)"
+NONE = "-"
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """What to look for. Looking for nothing is refused, never vacuously answered."""
+
+    key_ids: frozenset[str] = frozenset()
+    fingerprints: frozenset[str] = frozenset()
+    accepted_invalid: bool = False
+    all: bool = False
+    since: datetime | None = None
+    until: datetime | None = None
+    first_n: int = 20
+
+    def __post_init__(self) -> None:
+        if not (self.key_ids or self.fingerprints or self.accepted_invalid or self.all):
+            raise KeyringError("an audit must look for something: key ids, fingerprints, "
+                               "accepted-but-invalid records, or all")
+        if self.first_n < 0:
+            raise KeyringError("first_n must be >= 0")
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise KeyringError("the audit window is empty: until must be after since")
+
+    def findings(self) -> tuple[str, ...]:
+        """The findings this query asks for, in :data:`FINDINGS` order."""
+        asked = {"accepted_invalid": self.accepted_invalid,
+                 "searched_key": bool(self.key_ids or self.fingerprints),
+                 "invalid": self.all}
+        return tuple(f for f in FINDINGS if asked[f])
+
+
+@dataclass(frozen=True)
+class ShardInput:
+    """One WAL of a shard: a name to report (a file name, never its contents), the bytes."""
+
+    name: str
+    data: Buffer = field(repr=False)
+    tenant: str | None = None
+    """The tenant whose traffic this WAL holds, if known (the WAL body does not say)."""
+
+
+def closed_times(doc: Any) -> dict[str, datetime]:
+    """When each key of a keyring document stopped being valid, as its entries record it:
+    the earlier of ``revoked_at`` and ``retired_at`` (the managed ring writes them; a
+    keyring file may too). Entries without either are left out."""
+    out: dict[str, datetime] = {}
+    for e in (doc.get("keys") if isinstance(doc, Mapping) else None) or []:
+        if not isinstance(e, Mapping) or not isinstance(e.get("kid"), str):
+            continue
+        times = []
+        for name in ("revoked_at", "retired_at"):
+            v = e.get(name)
+            if isinstance(v, str) and v:
+                try:
+                    times.append(parse_time(v))
+                except MalformedInput:
+                    raise KeyringError(f"key {e['kid']!r}: {name} is not a time") from None
+        if times:
+            out[e["kid"]] = min(times)
+    return out
+
+
+def history_ring(ring: KeyRing, closed: Mapping[str, datetime] | None = None) -> KeyRing:
+    """``ring`` judged as a history. A key whose end is known (``closed``: kid -> when it
+    was revoked or retired, see :func:`closed_times`) is valid until then: its window ends
+    there and it counts by its window, even if revoked today (records signed before its
+    revocation were valid; after it, ``stale_key``). A key with a window counts by its
+    window; any other key by its state (a revoked key with no recorded time: never)."""
+    keys: list[Key] = []
+    for k in ring.keys:
+        end = (closed or {}).get(k.kid)
+        if end is not None:
+            na = end if k.not_after is None else min(k.not_after, end)
+            # "revoked" is never accepted, whatever the window: judged as retired at ``end``.
+            k = Key(k.kid, k.alg, "retired" if k.state == "revoked" else k.state, k.secret,
+                    k.public, k.private_seed, k.not_before, na)
+        keys.append(k)
+    accepts = {k.kid for k in keys if k.state != "revoked" and (
+        k.not_before is not None or k.not_after is not None or ring.accepts(k))}
+    return KeyRing(tuple(keys), ring.profile, ring.max_skew_seconds, frozenset(accepts))
+
+
+class _Counter:
+    """Counts by value, at most :data:`MAX_KEYS` distinct values."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, value: str) -> None:
+        c = self.counts
+        if value in c:
+            c[value] += 1
+        elif len(c) < MAX_KEYS:
+            c[value] = 1
+        else:
+            c[OTHER] = c.get(OTHER, 0) + 1
+
+
+def _digest(data: Buffer) -> str:
+    h = hashlib.sha256()
+    step = 1 << 22
+    for i in range(0, len(data), step):  # page by page: a mapped file stays mapped
+        h.update(data[i:i + step])
+    return h.hexdigest()
+
+
+def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, *,
+                max_bytes: int = 1 << 20, accelerate: bool = True) -> dict[str, Any]:
+    """The partial result of one shard: totals, counts by verdict, kid, profile, PCS shard
+    and tenant, the first ``query.first_n`` records of each finding, and the SHA-256 of
+    every input read. ``ring`` is judged as given (pass :func:`history_ring` of a key
+    history, as the audit Job does) so that ``sigops verify`` with the same ring agrees.
+
+    Records are numbered from 0 across all inputs, as ``sigops verify`` numbers them."""
+    d = Diagnoser(ring, max_bytes=max_bytes, accelerate=accelerate)
+    wanted_kids = set(query.key_ids)
+    by_fp = {k.fingerprint: k.kid for k in ring.keys}
+    wanted_kids |= {by_fp[f] for f in query.fingerprints if f in by_fp}
+    asked = query.findings()
+    findings: dict[str, dict[str, Any]] = {f: {"count": 0, "first": []} for f in asked}
+    dims = {n: _Counter() for n in ("by_verdict", "by_kid", "by_profile", "by_shard",
+                                    "by_tenant")}
+    by_verdict, by_kid, by_profile, by_shard, by_tenant = (dims[n].add for n in dims)
+    read: list[dict[str, Any]] = []
+    own = d.profile or ring.profile
+    n = valid = 0
+    check, settle, remember = d.check_wal, d.settle, d.remember
+
+    def note(name: str, index: int, pcs_id: str | None, cause: str, kid: str | None,
+             src: str) -> None:
+        f = findings[name]
+        f["count"] += 1
+        if len(f["first"]) < query.first_n:
+            f["first"].append({"index": index, "pcs_id": pcs_id, "verdict": cause,
+                               "kid": kid, "input": src})
+
+    for src in inputs:
+        tenant = src.tenant or NONE
+        read.append({"name": src.name, "bytes": len(src.data), "sha256": _digest(src.data)})
+        for entry in read_wal(src.data, query.since, query.until):
+            v, kid, content = check(entry, n)
+            pcs_id: str | None
+            profile: str | None
+            if v is None:  # valid by the short route (as batch.Settler settles it)
+                assert content is not None
+                remember(content[0], content)
+                cause, pcs_id, profile = "valid", content[0], own
+            else:
+                v = settle(v, content)
+                cause, pcs_id, kid, profile = v.cause, v.pcs_id, v.kid, v.profile
+            by_verdict(cause)
+            by_kid(kid or NONE)
+            by_profile(profile or NONE)
+            by_shard(str(content[3]) if content is not None else NONE)
+            by_tenant(tenant)
+            if cause == "valid":
+                valid += 1
+            elif "invalid" in findings:
+                note("invalid", n, pcs_id, cause, kid, src.name)
+            if cause in ACCEPTED_INVALID and "accepted_invalid" in findings:
+                note("accepted_invalid", n, pcs_id, cause, kid, src.name)
+            # A kid is named only when a key verifies the record (any profile).
+            if kid is not None and kid in wanted_kids and "searched_key" in findings:
+                note("searched_key", n, pcs_id, cause, kid, src.name)
+            n += 1
+    whole = hashlib.sha256("\n".join(f"{r['sha256']} {r['bytes']} {r['name']}"
+                                     for r in read).encode()).hexdigest()
+    known = {k.kid for k in ring.keys}
+    return {
+        "total": n,
+        "valid": valid,
+        "invalid": n - valid,
+        **{name: c.counts for name, c in dims.items()},
+        "findings": findings,
+        "inputs": read,
+        "digest": whole,
+        "window": {"since": None if query.since is None else format_time(query.since),
+                   "until": None if query.until is None else format_time(query.until)},
+        "profile": own,
+        "unknown_key_ids": sorted(query.key_ids - known),
+        "unknown_fingerprints": sorted(query.fingerprints - set(by_fp)),
+    }
+
+
+def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> dict[str, Any]:
+    """The totals of several shards' partial results (counts added, each finding's first
+    records kept in shard order up to ``first_n``, the digests of the shards listed)."""
+    out: dict[str, Any] = {"total": 0, "valid": 0, "invalid": 0, "findings": {},
+                           "digests": []}
+    dims = ("by_verdict", "by_kid", "by_profile", "by_shard", "by_tenant")
+    for name in dims:
+        out[name] = {}
+    for p in partials:
+        for k in ("total", "valid", "invalid"):
+            out[k] += int(p.get(k, 0))
+        for name in dims:
+            acc = out[name]
+            for value, c in (p.get(name) or {}).items():
+                acc[value] = acc.get(value, 0) + int(c)
+        for name, f in (p.get("findings") or {}).items():
+            acc = out["findings"].setdefault(name, {"count": 0, "first": []})
+            acc["count"] += int(f.get("count", 0))
+            room = first_n - len(acc["first"])
+            acc["first"].extend(list(f.get("first") or [])[:max(room, 0)])
+        out["digests"].append(p.get("digest"))
+    return out
+
+
+def shard_of(paths: Sequence[str], shards: int, index: int) -> list[str]:
+    """The files of index ``index`` of ``shards``: every ``shards``-th of the sorted
+    listing, so the indexes of one audit read each file exactly once."""
+    if not 0 <= index < shards:
+        raise ValueError(f"index {index} is not one of {shards} shards")
+    return [p for i, p in enumerate(sorted(paths)) if i % shards == index]
