@@ -186,6 +186,25 @@ def test_a_key_revoked_with_kubectl_sigops_is_never_readmitted(cluster, api, nam
     inc = _escalated_without_acting(api, namespace, new)
     ready = next(c for c in inc["status"]["conditions"] if c["type"] == "Ready")
     assert "was revoked at" in ready["message"] and entry["revoked_by"] in ready["message"]
+    # The operator signs the revocation the person recorded (she wrote the ring herself).
+    from sigops.core.signals import load_pubkeys, verify_signal
+
+    def signed() -> dict[str, Any] | None:
+        ring = json.loads(secret(api, namespace, "sigops-keyring-fractal-lba-backend")
+                          ["keyring.json"])
+        rec = next(e for e in ring["keys"] if e["kid"] == "old").get("revocation_record")
+        return rec if isinstance(rec, dict) else None
+
+    record = wait_for(signed, 30, what="the revocation signed by the operator")
+    cm = client.CoreV1Api(api).read_namespaced_config_map("sigops-signal-pubkeys",
+                                                           op.operator_ns)
+    payload = verify_signal(record, load_pubkeys(json.loads(cm.data["pubkeys.json"])))
+    assert (payload["type"], payload["kid"], payload["fingerprint"]) == (
+        "keyring.revocation", "old", old.fingerprint)
+    assert payload["revoked_by"] == entry["revoked_by"]
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=fractal-lba-backend")
+    assert any(e.reason == "KeyRevoked" for e in events.items)
 
 
 def test_scenario_b_clock_skew_labels_nodes(api, namespace, operator_factory, samples,

@@ -87,6 +87,11 @@ class Operator:
         while not self.stop.wait(max(self.settings.reconcile_interval, 1.0) * 4):
             for t in self.settings.targets:
                 try:
+                    self.sign_revocations(t)
+                except Exception:  # noqa: BLE001 - keep looking after other targets
+                    log.exception("signing the revocations of %s/%s failed", t.namespace,
+                                  t.deployment)
+                try:
                     open_incidents = [
                         i for i in self.kube.list_cr(t.namespace, "signatureincidents")
                         if ((i.get("status") or {}).get("phase") or "Detected") in OPEN
@@ -104,6 +109,46 @@ class Operator:
                 except Exception:  # noqa: BLE001 - keep snapshotting other targets
                     log.exception("last-known-good snapshot of %s/%s failed", t.namespace,
                                   t.deployment)
+
+
+    def sign_revocations(self, target: Any) -> int:
+        """Sign each revocation a person recorded in a target's key ring (``kubectl sigops
+        revoke`` writes it with her own rights): the ring entry gains ``revocation_record``, a
+        record signed by the operator naming the key, when and by whom, and an Event on the
+        Deployment says so. Returns how many were signed."""
+        from ..backend.config import EnvNames
+        from ..backend.deployment import Backend
+        from ..kube.api import Conflict
+
+        backend = Backend(self.kube, target.namespace, target.deployment, target.container,
+                          EnvNames.from_spec(target.env.model_dump(by_alias=True)))
+        ring, existing = backend.read_ring()
+        fresh = [e for e in (ring.entries if ring else [])
+                 if e.get("state") == "revoked" and not e.get("revocation_record")]
+        if ring is None or not fresh:
+            return 0
+        for e in fresh:
+            key = ring.key(e.get("kid"))
+            e["revocation_record"] = self.signer.record(
+                [], "keyring.revocation", f"{target.namespace}/{target.deployment}",
+                kid=e.get("kid"), fingerprint=key.fingerprint if key else None,
+                revoked_at=e.get("revoked_at"), revoked_by=e.get("revoked_by"),
+                reason=e.get("revoked_reason"))
+        primary = ring.key(ring.primary) or (ring.key(fresh[0].get("kid")))
+        try:
+            backend.write_ring(ring, primary.alg if primary else "hmac-sha256", existing)
+        except Conflict:
+            return 0  # written in between: the next pass signs it
+        dep = backend.deployment()
+        for e in fresh:
+            msg = (f"key {e.get('kid')} revoked at {e.get('revoked_at')} by "
+                   f"{e.get('revoked_by')}: signed into the key ring's record")
+            log.info("%s/%s: %s", target.namespace, target.deployment, msg,
+                     extra={"target": f"{target.namespace}/{target.deployment}"})
+            if dep is not None:
+                self.kube.event({"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "metadata": dep["metadata"]}, "KeyRevoked", msg, "Warning")
+        return len(fresh)
 
 
 def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
