@@ -35,6 +35,8 @@ from .decide import (
     needs_approval,
 )
 from .evidence import Evidence, gather
+from .model import OPEN as OPEN_PHASES
+from .model import TERMINAL, Phase
 from .scenarios import ScenarioContext, ScenarioError, scenario_for
 
 __all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "REFUSED", "target_of", "decided_by",
@@ -42,12 +44,12 @@ __all__ = ["IncidentReconciler", "TERMINAL_INCIDENT", "REFUSED", "target_of", "d
 
 log = logging.getLogger("sigops.incident")
 PLURAL = "signatureincidents"
-REFUSED = "Refused"
+REFUSED = Phase.REFUSED
 """The phase of an incident whose target sigops will not act on (not a configured target, or
 not requestable from the incident's namespace): nothing was read, nothing changed."""
-TERMINAL_INCIDENT = frozenset({"Escalated", "RateLimited", REFUSED})
+TERMINAL_INCIDENT = TERMINAL
 RATE_LIMITED_LABEL = "sigops.fractal-lba.io/rate-limited"
-OPEN = frozenset({"Detected", "Diagnosing", "Remediating", "Verifying", "AwaitingApproval"})
+OPEN = OPEN_PHASES
 
 
 def _t(s: str) -> datetime:
@@ -84,7 +86,7 @@ class IncidentReconciler:
                                                 obj["metadata"].get("generation"), now)
         merged = {**st, **patch}
         patch["communication"] = communication(
-            phase=merged.get("phase", "Detected"), cause=merged.get("cause"),
+            phase=merged.get("phase", Phase.DETECTED), cause=merged.get("cause"),
             scenario=merged.get("scenario"),
             actions=[a.get("payload", {}) for a in merged.get("actions") or []],
             error_rate=_float(merged.get("errorRate")),
@@ -124,16 +126,16 @@ class IncidentReconciler:
 
     def tick(self, obj: dict[str, Any]) -> str:
         st = obj.get("status") or {}
-        phase = st.get("phase") or "Detected"
+        phase = st.get("phase") or Phase.DETECTED
         if phase in TERMINAL_INCIDENT:
             return phase
         if (obj["metadata"].get("labels") or {}).get(RATE_LIMITED_LABEL) == "true":
-            return "RateLimited"  # a record of a rate-limited signal: never remediated
+            return Phase.RATE_LIMITED  # a record of a rate-limited signal: never remediated
         try:
             target_of(obj, self.settings)
         except TargetRefused as e:
             return self._refuse(obj, e)
-        if phase == "Resolved":
+        if phase == Phase.RESOLVED:
             self._after_resolution(obj)
             return phase
         now = self.clock()
@@ -143,14 +145,15 @@ class IncidentReconciler:
         if now >= escalate_at:
             self._escalate(obj, "Unresolved", f"unresolved after "
                                               f"{self.settings.escalate_after}")
-            return "Escalated"
-        if phase in ("Detected", "Diagnosing", "AwaitingApproval") and st.get("alertResolvedAt"):
-            self._patch(obj, {}, "Verifying",
+            return Phase.ESCALATED
+        if (phase in (Phase.DETECTED, Phase.DIAGNOSING, Phase.AWAITING_APPROVAL)
+                and st.get("alertResolvedAt")):
+            self._patch(obj, {}, Phase.VERIFYING,
                         ("Ready", "False", "AlertResolved", "the alert resolved; verifying"))
-            return "Verifying"
-        step = {"Detected": self._detected, "Diagnosing": self._diagnose,
-                "AwaitingApproval": self._awaiting, "Remediating": self._remediate,
-                "Verifying": self._verify}[phase]
+            return Phase.VERIFYING
+        step = {"Detected": self._detected, Phase.DIAGNOSING: self._diagnose,
+                Phase.AWAITING_APPROVAL: self._awaiting, Phase.REMEDIATING: self._remediate,
+                Phase.VERIFYING: self._verify}[phase]
         return step(obj)
 
     def _refuse(self, obj: dict[str, Any], refused: TargetRefused) -> str:
@@ -164,10 +167,10 @@ class IncidentReconciler:
     def _detected(self, obj: dict[str, Any]) -> str:
         created = _t(obj["metadata"]["creationTimestamp"])
         esc = created + timedelta(seconds=self.settings.seconds("escalate_after"))
-        self._patch(obj, {"escalateAt": now_iso(esc)}, "Diagnosing",
-                    ("Ready", "False", "Diagnosing", "gathering evidence"))
-        self.kube.event(obj, "Detected", f"signature failure spike on {self._target_id(obj)}")
-        return "Diagnosing"
+        self._patch(obj, {"escalateAt": now_iso(esc)}, Phase.DIAGNOSING,
+                    ("Ready", "False", Phase.DIAGNOSING, "gathering evidence"))
+        self.kube.event(obj, Phase.DETECTED, f"signature failure spike on {self._target_id(obj)}")
+        return Phase.DIAGNOSING
 
     def _ctx(self, obj: dict[str, Any], ev: Evidence) -> ScenarioContext:
         t = target_of(obj, self.settings)
@@ -216,10 +219,10 @@ class IncidentReconciler:
         if scenario is None:
             self._patch(obj, patch)
             self._escalate(obj, "NoScenario", "no runbook scenario matches the evidence")
-            return "Escalated"
+            return Phase.ESCALATED
         self.kube.event(obj, "Diagnosed", f"cause {cause} (confidence {confidence:.2f}); "
                                           f"scenario {scenario}")
-        self._patch(obj, patch, "Diagnosing",
+        self._patch(obj, patch, Phase.DIAGNOSING,
                     ("Ready", "False", "Diagnosed", f"cause {cause}, scenario {scenario}"))
         return self._gate(obj)
 
@@ -246,11 +249,11 @@ class IncidentReconciler:
             why = "dry run: plan in status.pendingActions" if mode == "dryRun" else (
                 f"scenario {scenario} needs approval: kubectl sigops approve si/{name} -n {ns} "
                 f"(or deny si/{name})")
-            self._patch(obj, {}, "AwaitingApproval",
-                        ("Ready", "False", "DryRun" if mode == "dryRun" else "AwaitingApproval",
-                         why))
-            self.kube.event(obj, "AwaitingApproval", why)
-            return "AwaitingApproval"
+            self._patch(obj, {}, Phase.AWAITING_APPROVAL,
+                        ("Ready", "False",
+                         "DryRun" if mode == "dryRun" else Phase.AWAITING_APPROVAL, why))
+            self.kube.event(obj, Phase.AWAITING_APPROVAL, why)
+            return Phase.AWAITING_APPROVAL
         patch: dict[str, Any] = {}
         if scenario in approved and needs_approval(
                 scenario, mode, [], recent_signing_change=ev.recent_signing_change):
@@ -258,8 +261,8 @@ class IncidentReconciler:
             who = decided_by(obj.get("spec") or {}, scenario, "approve")
             patch["actions"] = self._actions(obj, [decision_step("approve", scenario, who)],
                                              scenario, "approved")
-        self._patch(obj, patch, "Remediating",
-                    ("Ready", "False", "Remediating", f"running scenario {scenario}"))
+        self._patch(obj, patch, Phase.REMEDIATING,
+                    ("Ready", "False", Phase.REMEDIATING, f"running scenario {scenario}"))
         return self._remediate(obj)
 
     def _awaiting(self, obj: dict[str, Any]) -> str:
@@ -279,10 +282,10 @@ class IncidentReconciler:
             who = decided_by(spec, scenario, "approve")
             self._patch(obj, {"actions": self._actions(
                 obj, [decision_step("approve", scenario, who)], scenario, "approved")},
-                "Remediating", ("Ready", "False", "Approved",
+                Phase.REMEDIATING, ("Ready", "False", "Approved",
                                 f"scenario {scenario} approved by {who['user']}"))
             return self._remediate(obj)
-        return "AwaitingApproval"
+        return Phase.AWAITING_APPROVAL
 
     def _remediate(self, obj: dict[str, Any]) -> str:
         st = obj["status"]
@@ -299,7 +302,7 @@ class IncidentReconciler:
         except ScenarioError as e:
             return self._next_candidate(obj, f"scenario {scenario} failed: {e}")
         except Conflict:
-            return "Remediating"  # someone wrote concurrently: the next tick tries again
+            return Phase.REMEDIATING  # someone wrote concurrently: the next tick tries again
         # Labels from the configured target only: a requester's string never becomes a label.
         t = ctx.target
         ACTIONS.labels(t.namespace, t.deployment, scenario).inc()
@@ -314,10 +317,10 @@ class IncidentReconciler:
         if impl.escalation is not None:
             self._patch(obj, patch)
             self._escalate(obj, *impl.escalation)
-            return "Escalated"
-        self._patch(obj, patch, "Verifying",
-                    ("Ready", "False", "Verifying", f"scenario {scenario} applied; verifying"))
-        return "Verifying"
+            return Phase.ESCALATED
+        self._patch(obj, patch, Phase.VERIFYING,
+                    ("Ready", "False", Phase.VERIFYING, f"scenario {scenario} applied; verifying"))
+        return Phase.VERIFYING
 
     def _confirm(self, obj: dict[str, Any]) -> str | None:
         """Run the applied scenario's live confirmation, if it has one. None: confirmed (or
@@ -334,7 +337,7 @@ class IncidentReconciler:
             try:
                 impl.undo(ctx, steps)
             except Conflict:
-                return "Verifying"  # undo again next tick
+                return Phase.VERIFYING  # undo again next tick
             undone = [{"action": "undo", "summary": f"scenario {scenario} not confirmed by the "
                                                     f"live backend, its changes undone: {e}"}]
             self._patch(obj, {"confirm": None,
@@ -346,7 +349,7 @@ class IncidentReconciler:
                                           if c.get("type") == "Ready"), {})
             if ready.get("message") != waiting:
                 self._patch(obj, {}, None, ("Ready", "False", "Confirming", waiting))
-            return "Verifying"
+            return Phase.VERIFYING
         self._patch(obj, {"confirm": None})
         return None
 
@@ -376,16 +379,16 @@ class IncidentReconciler:
         if (under and resolved_alert) or (rate is None and st.get("alertResolvedAt")):
             created = _t(obj["metadata"]["creationTimestamp"])
             REMEDIATION_SECONDS.observe((self.clock() - created).total_seconds())
-            self._patch(obj, {"resolvedAt": now_iso(self.clock())}, "Resolved",
-                        ("Ready", "True", "Resolved",
+            self._patch(obj, {"resolvedAt": now_iso(self.clock())}, Phase.RESOLVED,
+                        ("Ready", "True", Phase.RESOLVED,
                          "error rate under threshold and alert resolved"))
-            self.kube.event(obj, "Resolved", f"signature errors back to {_rate(rate)}/s")
-            return "Resolved"
+            self.kube.event(obj, Phase.RESOLVED, f"signature errors back to {_rate(rate)}/s")
+            return Phase.RESOLVED
         started = _t(st.get("verifyStartedAt") or now_iso(self.clock()))
         if (self.clock() - started).total_seconds() > self.settings.seconds("verify_timeout"):
             return self._next_candidate(obj, f"scenario {st.get('scenario')} did not bring the "
                                              "error rate down")
-        return "Verifying"
+        return Phase.VERIFYING
 
     def _next_candidate(self, obj: dict[str, Any], why: str,
                         extra: dict[str, Any] | None = None) -> str:
@@ -397,19 +400,19 @@ class IncidentReconciler:
         if not rest:
             self._escalate(obj, "RemediationFailed", why,
                            {"tried": tried, "pendingActions": None, **(extra or {})})
-            return "Escalated"
+            return Phase.ESCALATED
         self._patch(obj, {"tried": tried, "scenario": rest[0], "pendingActions": None,
                           "cause": INCIDENT_CAUSE_OF.get(rest[0], st.get("cause")),
                           **(extra or {})},
-                    "Diagnosing", ("Ready", "False", "NextCandidate",
+                    Phase.DIAGNOSING, ("Ready", "False", "NextCandidate",
                                    f"{why}; trying scenario {rest[0]}"))
         return self._gate(obj)
 
     def _escalate(self, obj: dict[str, Any], reason: str, message: str,
                   extra: dict[str, Any] | None = None) -> None:
-        self._patch(obj, {"escalatedAt": now_iso(self.clock()), **(extra or {})}, "Escalated",
+        self._patch(obj, {"escalatedAt": now_iso(self.clock()), **(extra or {})}, Phase.ESCALATED,
                     ("Ready", "False", reason, message))
-        self.kube.event(obj, "Escalated", message, "Warning")
+        self.kube.event(obj, Phase.ESCALATED, message, "Warning")
         url = self.settings.notification_url
         if url:
             body = json.dumps({"incident": obj["metadata"]["name"],
