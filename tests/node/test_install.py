@@ -5,6 +5,7 @@ read-only root filesystem; nothing it leaves behind is undeletable."""
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 
 from tests.node.support import (
@@ -23,11 +24,12 @@ from tests.support import kubectl, wait_for
 GROUP = "sigops.fractal-lba.io"
 
 
-def _kr_failing(name: str) -> dict[str, object]:
-    """A KeyRotation whose backend does not exist: it fails at once (a finished rotation)."""
+def _kr_failing(name: str, deployment: str = "fractal-lba-backend") -> dict[str, object]:
+    """A KeyRotation of the configured target, whose Deployment does not exist here: it fails
+    at once (a finished rotation)."""
     return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "KeyRotation",
             "metadata": {"name": name, "namespace": "fractal-lba"},
-            "spec": {"target": {"deployment": "no-such-backend"}, "algorithm": "hmac-sha256",
+            "spec": {"target": {"deployment": deployment}, "algorithm": "hmac-sha256",
                      "overlap": "1h"}}
 
 
@@ -55,6 +57,9 @@ def test_readme_install_upgrade_uninstall(node: object) -> None:
     out = logs(node, OPERATOR_NS, name)
     assert "alert receiver on 0.0.0.0:8080" in out and "Traceback" not in out, out
 
+    # The installed admission policy refuses a backend the config does not name.
+    refused = _create(node, _kr_failing("unconfigured", "no-such-backend"), check=False)
+    assert refused.returncode != 0 and "is not a target of the sigops config" in refused.stderr
     # A finished rotation: no finalizer left on it once sigops has seen it end.
     _create(node, _kr_failing("gone-backend"))
     wait_for(lambda: (get_json(node, "keyrotation", "-n", "fractal-lba", "gone-backend")
@@ -87,11 +92,12 @@ def test_readme_install_upgrade_uninstall(node: object) -> None:
     kubectl(node, "delete", "namespace", "fractal-lba", "--timeout=60s")
 
 
-def _create(node: object, obj: dict[str, object]) -> None:
-    import subprocess
-
+def _create(node: object, obj: dict[str, object], check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
     from tests.support import BIN
 
     r = subprocess.run([str(BIN / "kubectl"), "create", "-f", "-"], input=json.dumps(obj),
                        env=node.env, capture_output=True, text=True, timeout=60)  # type: ignore[attr-defined]
-    assert r.returncode == 0, r.stderr
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
