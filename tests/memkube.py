@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client
 
-from sigops.kube.api import Conflict, NotFound, b64, unb64
+from sigops.kube.api import Conflict, Forbidden, NotFound, b64, unb64
 
 __all__ = ["MemoryKube"]
 
@@ -46,6 +47,8 @@ class MemoryKube:
         self.pods: dict[str, list[dict[str, Any]]] = {}
         self.replica_sets: dict[str, list[client.V1ReplicaSet]] = {}
         self.events: list[dict[str, Any]] = []
+        self.logs: dict[tuple[str, str], list[str]] = {}
+        self.nodes: dict[str, dict[str, str]] = {}
         self.writes: list[str] = []
         self.on_write = on_write
 
@@ -124,12 +127,17 @@ class MemoryKube:
         self.replica_sets.setdefault(ns, []).append(client.V1ReplicaSet(
             metadata=client.V1ObjectMeta(
                 name=f"{dep['metadata']['name']}-rs", namespace=ns,
+                creation_timestamp=datetime(2026, 12, 6, tzinfo=UTC),
+                annotations={"deployment.kubernetes.io/revision": "1"},
                 labels=dict(dep["spec"]["selector"]["matchLabels"]),
                 owner_references=[client.V1OwnerReference(
                     api_version="apps/v1", kind="Deployment", name=dep["metadata"]["name"],
                     uid=dep["metadata"]["uid"], controller=True)]),
-            spec=client.V1ReplicaSetSpec(selector=client.V1LabelSelector(
-                match_labels=dict(dep["spec"]["selector"]["matchLabels"])))))
+            spec=client.V1ReplicaSetSpec(
+                selector=client.V1LabelSelector(
+                    match_labels=dict(dep["spec"]["selector"]["matchLabels"])),
+                template=client.V1PodTemplateSpec.from_dict(
+                    copy.deepcopy(dep["spec"]["template"])))))
 
     @staticmethod
     def _rolled_out(dep: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +172,32 @@ class MemoryKube:
 
     def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods.get(ns, []))
+
+    def pod_log_lines(self, ns: str, pod: str, container: str | None, since_seconds: int,
+                      limit_bytes: int, max_line: int = 8192) -> Iterator[str]:
+        yield from self.logs.get((ns, pod), [])
+
+    def exec_output(self, ns: str, pod: str, container: str | None, command: list[str],
+                    limit_bytes: int, timeout: float = 15.0) -> tuple[bytes, str, str]:
+        raise Forbidden(403, f"exec in pod {ns}/{pod}: 403 (no exec in memory)")
+
+    def list_events(self, ns: str) -> list[dict[str, Any]]:
+        return []  # Events sigops reads as evidence: none here (its own are in .events)
+
+    def list_nodes(self) -> list[client.V1Node]:
+        return [client.V1Node(metadata=client.V1ObjectMeta(name=n, labels=dict(labels)))
+                for n, labels in self.nodes.items()]
+
+    def label_node(self, name: str, key: str, value: str) -> None:
+        self.nodes.setdefault(name, {})[key] = value
+        self._wrote(f"node {name}")
+
+    def create_cr(self, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        if not obj["metadata"].get("name"):
+            obj["metadata"]["name"] = obj["metadata"].get("generateName", "x-") + str(
+                next(self._rv))
+        return self.add_cr(ns, plural, obj)
 
     # -- custom resources and Events ------------------------------------------------------------
 

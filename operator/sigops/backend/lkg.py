@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.timeparse import now_iso
-from ..kube.api import MANAGED, Conflict, Kube, secret_strings
+from ..kube.api import MANAGED, Conflict, secret_strings
+from ..kube.door import KubeDoor, plain
 from .deployment import Backend, owned_by, rollout_done
 
 __all__ = ["snapshot_name", "read_snapshot", "take_snapshot", "template_digest",
@@ -51,7 +52,7 @@ def replica_set_template(template: dict[str, Any]) -> dict[str, Any]:
     return out  # type: ignore[no-any-return]
 
 
-def own_templates(kube: Kube, dep: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+def own_templates(kube: KubeDoor, dep: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """The templates of the ReplicaSets this Deployment owns (controller owner reference with
     its UID), by digest: ``{digest: (replica set name, template)}``. The only templates
     scenario E may roll back to."""
@@ -63,12 +64,12 @@ def own_templates(kube: Kube, dep: dict[str, Any]) -> dict[str, tuple[str, dict[
     for rs in kube.list_replica_sets(ns, ",".join(f"{k}={v}" for k, v in sorted(match.items()))):
         if not owned_by(rs, dep) or rs.spec is None or rs.spec.template is None:
             continue
-        tmpl = replica_set_template(kube.api.sanitize_for_serialization(rs.spec.template))
+        tmpl = replica_set_template(plain(rs.spec.template))
         out.setdefault(template_digest(tmpl), (rs.metadata.name, tmpl))
     return out
 
 
-def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None:
+def read_snapshot(kube: KubeDoor, ns: str, deployment: str) -> dict[str, Any] | None:
     sec = kube.read_secret(ns, snapshot_name(deployment))
     if sec is None or not sec.data or "snapshot.json" not in sec.data:
         return None
@@ -76,7 +77,7 @@ def read_snapshot(kube: Kube, ns: str, deployment: str) -> dict[str, Any] | None
     return doc
 
 
-def take_snapshot(kube: Kube, ns: str, deployment: str, min_age: float = 0.0) -> bool:
+def take_snapshot(kube: KubeDoor, ns: str, deployment: str, min_age: float = 0.0) -> bool:
     """Snapshot the current template if it differs from the stored one; True if written.
 
     Not while the template is rolling out or younger than ``min_age`` seconds (not known to be
@@ -109,7 +110,7 @@ def take_snapshot(kube: Kube, ns: str, deployment: str, min_age: float = 0.0) ->
     return True
 
 
-def _template_age(kube: Kube, ns: str, dep: dict[str, Any]) -> float:
+def _template_age(kube: KubeDoor, ns: str, dep: dict[str, Any]) -> float:
     """Seconds since the ReplicaSet of the Deployment's current revision was created (0 when
     it cannot be told)."""
     rev = (dep["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")

@@ -27,7 +27,7 @@ from ..core.errors import KeyringError, MalformedInput
 from ..core.strictjson import loads
 from ..core.timeparse import format_time, parse_time
 from ..core.wal import WalEntry, read_wal, whole_entries
-from ..kube.api import Kube
+from ..kube.door import KubeDoor
 from ..settings.tokens import TokenFile
 
 __all__ = ["PodEvidence", "gather_pods", "use_wal_token", "WAL_PORT_NAME", "LOG_LIMIT_BYTES",
@@ -184,7 +184,7 @@ def _failing_or_unparsed(entry: WalEntry, failing: set[str] | None) -> bool:
     return not isinstance(pcs_id, str) or pcs_id in failing
 
 
-def gather_pods(kube: Kube, ns: str, dep: dict[str, Any], container: str | None,
+def gather_pods(kube: KubeDoor, ns: str, dep: dict[str, Any], container: str | None,
                 revisions: dict[str, int], replica_sets: list[str], since: datetime,
                 now: datetime, timeout: float, read_wal_entries: bool,
                 wal_exec_dir: str | None = None) -> PodEvidence:
@@ -339,7 +339,7 @@ def _read_bounded(url: str, timeout: float, limit: int, deadline: float,
     return bytes(out)
 
 
-def _wal(pe: PodEvidence, kube: Kube, ns: str, pods: list[dict[str, Any]],
+def _wal(pe: PodEvidence, kube: KubeDoor, ns: str, pods: list[dict[str, Any]],
          container: str | None, since: datetime, now: datetime, timeout: float,
          failing: set[str] | None, exec_dir: str | None, deadline: float) -> None:
     got, notes, via = 0, [], set()

@@ -24,7 +24,8 @@ from ..core.errors import KeyringError, MalformedInput
 from ..core.keys import Key, KeyRing
 from ..core.timeparse import format_time, parse_time
 from ..core.wal import WalEntry
-from ..kube.api import Kube, KubeError, NotFound
+from ..kube.api import KubeError, NotFound
+from ..kube.door import KubeDoor, plain
 from ..prometheus.client import Prom
 from ..rotation.model import TERMINAL
 from ..settings import Settings, Target
@@ -105,7 +106,7 @@ def samples_config_map(target: Target, ref: object) -> tuple[str | None, str]:
     return name, f"configmap {target.namespace}/{name}"
 
 
-def _samples_from_configmap(kube: Kube, ns: str, name: str, key: object) -> list[bytes]:
+def _samples_from_configmap(kube: KubeDoor, ns: str, name: str, key: object) -> list[bytes]:
     cm = kube.read_config_map(ns, name)
     if cm is None:
         raise NotFound(404, f"configmap {ns}/{name} not found")
@@ -159,7 +160,7 @@ def failure_text(e: BaseException) -> str:
     return f"no answer ({type(e).__name__})"
 
 
-def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[str, Any]]:
+def _revisions(kube: KubeDoor, backend: Backend, dep: dict[str, Any]) -> list[dict[str, Any]]:
     """The Deployment's ReplicaSets, oldest first, with the fingerprints each accepted."""
     sel = dep["spec"].get("selector", {}).get("matchLabels") or {}
     label_selector = ",".join(f"{k}={v}" for k, v in sel.items())
@@ -169,7 +170,7 @@ def _revisions(kube: Kube, backend: Backend, dep: dict[str, Any]) -> list[dict[s
         if not owned_by(rs, dep):
             continue
         ann = rs.metadata.annotations or {}
-        tmpl = kube.api.sanitize_for_serialization(rs.spec.template)
+        tmpl = plain(rs.spec.template)
         try:
             eff = backend.effective_of_template(tmpl)
             fps, alg = eff.fingerprints, eff.alg
@@ -237,7 +238,7 @@ def _window_start(spec: dict[str, Any], now: datetime, settings: Settings) -> da
     return min(max(start, now - MAX_WINDOW), now - timedelta(seconds=60))
 
 
-def gather(kube: Kube, prom: Prom, settings: Settings, incident: dict[str, Any],
+def gather(kube: KubeDoor, prom: Prom, settings: Settings, incident: dict[str, Any],
            target: Target, now: datetime) -> Evidence:
     ev = Evidence()
     spec = incident.get("spec") or {}

@@ -19,8 +19,9 @@ from typing import Any
 from ..backend.config import EnvNames
 from ..backend.deployment import Backend
 from ..core.timeparse import now_iso, parse_duration
-from ..kube.api import Conflict, Kube
+from ..kube.api import Conflict
 from ..kube.conditions import set_condition
+from ..kube.door import KubeDoor
 from ..prometheus.client import Prom
 from ..settings import Settings, Target, TargetRefused
 from ..signing.checkpoints import publish
@@ -65,7 +66,7 @@ def target_of(obj: dict[str, Any], settings: Settings) -> Target:
 
 
 class IncidentReconciler:
-    def __init__(self, kube: Kube, prom: Prom, settings: Settings, signer: Signer,
+    def __init__(self, kube: KubeDoor, prom: Prom, settings: Settings, signer: Signer,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  operator_namespace: str = "sigops-system") -> None:
         self.kube, self.prom, self.settings, self.signer, self.clock = (

@@ -8,11 +8,20 @@ test_kube_contract.py``): reads of missing objects, optimistic concurrency, stat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kubernetes import client
 
-__all__ = ["KubeDoor"]
+__all__ = ["KubeDoor", "plain"]
+
+
+def plain(obj: Any) -> Any:
+    """A client model object as plain JSON-like data (no request is made)."""
+    return _SERIALIZER.sanitize_for_serialization(obj)
+
+
+_SERIALIZER = client.ApiClient()
 
 
 class KubeDoor(Protocol):
@@ -42,6 +51,20 @@ class KubeDoor(Protocol):
     def list_replica_sets(self, ns: str, selector: str) -> list[client.V1ReplicaSet]: ...
 
     def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def pod_log_lines(self, ns: str, pod: str, container: str | None, since_seconds: int,
+                      limit_bytes: int, max_line: int = 8192) -> Iterator[str]: ...
+
+    def exec_output(self, ns: str, pod: str, container: str | None, command: list[str],
+                    limit_bytes: int, timeout: float = ...) -> tuple[bytes, str, str]: ...
+
+    def list_events(self, ns: str) -> list[dict[str, Any]]: ...
+
+    def list_nodes(self) -> list[client.V1Node]: ...
+
+    def label_node(self, name: str, key: str, value: str) -> None: ...
+
+    def create_cr(self, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     def list_cr(self, ns: str, plural: str, selector: str | None = None
                 ) -> list[dict[str, Any]]: ...

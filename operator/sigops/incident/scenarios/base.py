@@ -10,7 +10,7 @@ from typing import Any
 from ...backend.deployment import Backend
 from ...core.errors import SigopsError
 from ...core.scenarios import ScenarioInfo
-from ...kube.api import Kube
+from ...kube.door import KubeDoor
 from ...prometheus.client import Prom
 from ...settings import Settings, Target
 from ..evidence import Evidence
@@ -28,7 +28,7 @@ class ScenarioError(SigopsError):
 
 @dataclass
 class ScenarioContext:
-    kube: Kube
+    kube: KubeDoor
     prom: Prom
     settings: Settings
     backend: Backend
