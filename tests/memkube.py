@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
