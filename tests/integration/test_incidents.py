@@ -355,12 +355,23 @@ def test_approval_flow_and_dry_run(api, namespace, operator_factory, samples, tm
     inc = wait_for(phase_is(api, namespace, "AwaitingApproval"), 30, what="approval wait")
     assert token_rate(api, namespace) == "100"
     name = inc["metadata"]["name"]
-    # A requester may not loosen the configured mode, and a bare spec.approve (no decision
-    # naming who) counts for nothing: the incident keeps waiting and nothing changes.
+    # A requester (a user who may patch incidents in this namespace, nothing else) may not
+    # loosen the configured mode, and a bare spec.approve (no decision naming who) counts for
+    # nothing: the incident keeps waiting and nothing changes.
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(namespace, client.V1Role(
+        metadata=client.V1ObjectMeta(name="requester"), rules=[client.V1PolicyRule(
+            api_groups=[GROUP], resources=["signatureincidents"], verbs=["get", "patch"])]))
+    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="requester"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
+                                  name="requester"),
+        subjects=[client.RbacV1Subject(kind="User", name="requester",
+                                       api_group="rbac.authorization.k8s.io")]))
     for loosen in ('{"spec":{"mode":"auto"}}', '{"spec":{"approve":["D"]}}'):
-        out = kubectl(op.cluster, "patch", "si", name, "-n", namespace, "--type", "merge",
-                      "-p", loosen)
-        assert out.returncode == 0
+        out = kubectl(op.cluster, "--as", "requester", "patch", "si", name, "-n", namespace,
+                      "--type", "merge", "-p", loosen, check=False)
+        assert out.returncode == 0, out.stderr
     time.sleep(3)  # several reconcile ticks
     assert phase_is(api, namespace, "AwaitingApproval")()
     assert token_rate(api, namespace) == "100"
