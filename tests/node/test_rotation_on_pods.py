@@ -385,7 +385,7 @@ def test_hand_the_backend_back_after_uninstall(operator: object) -> None:
     new = new_key_of(node, ns, st)
     helm(node, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
     text = (REPO / "runbooks" / "key-rotation.md").read_text()
-    section = text[text.index("## 7. Handing the backend back"):text.index("## Related")]
+    section = text[text.index("## 7. Handing the backend back"):text.index("## 8. ")]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
     assert len(blocks) == 2
     script = "set -euo pipefail\n" + "\n".join(blocks).replace("ns=fractal-lba", f"ns={ns}")
