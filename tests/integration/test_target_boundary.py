@@ -244,6 +244,25 @@ def test_the_admission_policy_refuses_foreign_targets_before_they_are_stored(
         assert r.returncode != 0 and "allowErrorRateQuery" in r.stderr, r.stderr
         r = as_mallory(cluster, mallory, keyrotation("mine", HMAC, overlap="1h"), tmp_path)
         assert r.returncode == 0, r.stderr
+        # Granted the status subresource, she still may not write a rotation's status (move it
+        # on, cut its history): only the operator's ServiceAccount and cluster admins may.
+        client.RbacAuthorizationV1Api(api).create_namespaced_role(mallory, client.V1Role(
+            metadata=client.V1ObjectMeta(name="mallory-status"), rules=[client.V1PolicyRule(
+                api_groups=[GROUP], resources=["keyrotations/status"], verbs=["get", "patch"])]))
+        client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+            mallory, client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="mallory-status"),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
+                                          name="mallory-status"),
+                subjects=[client.RbacV1Subject(kind="User", name=MALLORY,
+                                               api_group="rbac.authorization.k8s.io")]))
+        done = json.dumps({"status": {"phase": "Completed"}})
+        r = kubectl(cluster, "--as", MALLORY, "patch", "kr", "mine", "-n", mallory,
+                    "--subresource=status", "--type", "merge", "-p", done, check=False)
+        assert r.returncode != 0 and "written by the sigops operator" in r.stderr, r.stderr
+        r = kubectl(cluster, "patch", "kr", "mine", "-n", mallory, "--subresource=status",
+                    "--type", "merge", "-p", done, check=False)  # a cluster admin may
+        assert r.returncode == 0, r.stderr
     finally:
         kubectl(cluster, "delete", "-f", str(tmp_path / "vap.yaml"), check=False)
         # The API server drops the policy a moment later: wait, so later tests see none.
