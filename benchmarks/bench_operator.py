@@ -411,8 +411,10 @@ def scenario_a(cluster: Cluster, work: Path, reps: int = 3) -> dict[str, Any]:
                         "sent_at": "2026-11-22T00:00:00Z"}, old)
         samples.append({"pcs": doc, "received_at": doc["sent_at"], "source": "agent-1"})
     server = SampleServer(samples)
-    ring = {"keys": [{**old.to_entry(), "state": "retired"}, {**new.to_entry(),
-                                                              "state": "active"}],
+    # Retiring within its window: the key scenario A may re-admit (a retired one it refuses).
+    window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    ring = {"keys": [{**old.to_entry(), "state": "retiring", "overlap_until": window},
+                     {**new.to_entry(), "state": "active"}],
             "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
     namespaces = [f"bench-a-{i}" for i in range(reps)]
     for ns in namespaces:

@@ -9,6 +9,7 @@ and the agents' Secret ``agent-key``), leak-scanned and deleted by :func:`finish
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -244,10 +245,14 @@ def incident_run(api: Any, scenario: str) -> IncidentRun:
     ns = new_namespace(api)
     keys: dict[str, Key] = {}
     if scenario == "A":
-        keys["old"] = generate_key(HMAC, kid="old", state="retired")
+        # The old key retiring, its overlap window open (the backend dropped it too early):
+        # the key scenario A may re-admit (a retired one it refuses and escalates).
+        keys["old"] = generate_key(HMAC, kid="old", state="retiring")
         keys["new"] = generate_key(HMAC, kid="new", state="active")
         literal_backend(api, ns, keys["new"])
-        ring = {"keys": [keys["old"].to_entry(), keys["new"].to_entry()], "profile": "python",
+        window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        ring = {"keys": [{**keys["old"].to_entry(), "overlap_until": window},
+                         keys["new"].to_entry()], "profile": "python",
                 "backend_accepts": ["new"], "primary": "new", "lock": None}
         client.CoreV1Api(api).create_namespaced_secret(ns, client.V1Secret(
             metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),

@@ -77,7 +77,11 @@ def test_scenario_a_sigkilled_at_every_phase_acts_once(api, namespace, operator_
     for k in (old, new):
         kit.REGISTRY.add_key(k)
     backend(api, namespace, new)
-    ring = {"keys": [{**old.to_entry(), "state": "retired"}, new.to_entry()],
+    # The old key retiring, its overlap window open (the backend dropped it too early): the
+    # key scenario A may re-admit (a retired one it refuses).
+    window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    ring = {"keys": [{**old.to_entry(), "state": "retiring", "overlap_until": window},
+                     new.to_entry()],
             "profile": "python", "backend_accepts": ["new"], "primary": "new", "lock": None}
     client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="sigops-keyring-fractal-lba-backend"),
