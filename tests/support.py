@@ -231,6 +231,21 @@ def keyrotation(name: str, alg: str, overlap: str = "3s", **spec: Any) -> dict[s
                      "algorithm": alg, "overlap": overlap, **spec}}
 
 
+def grant_user(api: Any, ns: str, user: str, name: str,
+               rules: list[client.V1PolicyRule]) -> None:
+    """A Role ``name`` with ``rules`` in ``ns``, bound to the user ``user`` (for
+    ``kubectl --as``): her rights there, and nothing else."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(ns, client.V1Role(metadata=client.V1ObjectMeta(name=name),
+                                                  rules=rules))
+    rbac.create_namespaced_role_binding(ns, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=name),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
+                                  name=name),
+        subjects=[client.RbacV1Subject(kind="User", name=user,
+                                       api_group="rbac.authorization.k8s.io")]))
+
+
 def undo_snapshots(api: Any, ns: str) -> dict[str, str]:
     """The undo snapshots in ``ns`` (an operator's namespace), by rotation UID (values are key
     material: compare keys only)."""

@@ -18,6 +18,7 @@ from tests.support import (
     GROUP,
     VERSION,
     get_kr,
+    grant_user,
     keyrotation,
     kubectl,
     make_backend,
@@ -40,21 +41,14 @@ def set_history(cluster: Any, ns: str, history: list[dict[str, Any]]) -> None:
 
 def test_a_cut_a_reorder_and_a_foreign_chain_fail_verification(cluster, api, operator_factory,
                                                                tmp_path):
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core = client.CoreV1Api(api)
     mine, other = f"t-hist-{uuid.uuid4().hex[:8]}", f"t-hist-{uuid.uuid4().hex[:8]}"
     for ns in (mine, other):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         make_backend(api, ns, HMAC)
-    rbac.create_namespaced_role(mine, client.V1Role(
-        metadata=client.V1ObjectMeta(name="eve"), rules=[client.V1PolicyRule(
-            api_groups=[GROUP], resources=["keyrotations", "keyrotations/status"],
-            verbs=["get", "list", "patch"])]))
-    rbac.create_namespaced_role_binding(mine, client.V1RoleBinding(
-        metadata=client.V1ObjectMeta(name="eve"),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
-                                  name="eve"),
-        subjects=[client.RbacV1Subject(kind="User", name=EVE,
-                                       api_group="rbac.authorization.k8s.io")]))
+    grant_user(api, mine, EVE, "eve", [client.V1PolicyRule(
+        api_groups=[GROUP], resources=["keyrotations", "keyrotations/status"],
+        verbs=["get", "list", "patch"])])
     try:
         op = operator_factory({"targets": [rotation_target(mine), rotation_target(other)]})
         for ns in (mine, other):

@@ -24,6 +24,7 @@ from tests.support import (
     backend,
     backend_fingerprints,
     envelope,
+    grant_user,
     has_secret,
     incidents,
     kubectl,
@@ -358,16 +359,8 @@ def test_approval_flow_and_dry_run(api, namespace, operator_factory, samples, tm
     # A requester (a user who may patch incidents in this namespace, nothing else) may not
     # loosen the configured mode, and a bare spec.approve (no decision naming who) counts for
     # nothing: the incident keeps waiting and nothing changes.
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role(namespace, client.V1Role(
-        metadata=client.V1ObjectMeta(name="requester"), rules=[client.V1PolicyRule(
-            api_groups=[GROUP], resources=["signatureincidents"], verbs=["get", "patch"])]))
-    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
-        metadata=client.V1ObjectMeta(name="requester"),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
-                                  name="requester"),
-        subjects=[client.RbacV1Subject(kind="User", name="requester",
-                                       api_group="rbac.authorization.k8s.io")]))
+    grant_user(api, namespace, "requester", "requester", [client.V1PolicyRule(
+        api_groups=[GROUP], resources=["signatureincidents"], verbs=["get", "patch"])])
     for loosen in ('{"spec":{"mode":"auto"}}', '{"spec":{"approve":["D"]}}'):
         out = kubectl(op.cluster, "--as", "requester", "patch", "si", name, "-n", namespace,
                       "--type", "merge", "-p", loosen, check=False)

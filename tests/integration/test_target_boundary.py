@@ -23,6 +23,7 @@ from tests.support import (
     REPO,
     VERSION,
     get_kr,
+    grant_user,
     keyrotation,
     kubectl,
     make_backend,
@@ -46,28 +47,20 @@ def world(api: Any, cluster: Any) -> Iterator[dict[str, str]]:
     """``victim``: a configured target's namespace, its backend and Secrets. ``mallory``: her
     namespace, with a configured backend of her own. ``sre``: a namespace the victim's target
     lets request rotations."""
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core = client.CoreV1Api(api)
     names = {"victim": ns_name("victim"), "mallory": ns_name("mallory"), "sre": ns_name("sre")}
     for ns in names.values():
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     make_backend(api, names["victim"], HMAC)
     make_backend(api, names["mallory"], HMAC)
-    rbac.create_namespaced_role(names["mallory"], client.V1Role(
-        metadata=client.V1ObjectMeta(name="mallory"), rules=[
-            client.V1PolicyRule(api_groups=[GROUP],
-                                resources=["keyrotations", "signatureincidents"],
-                                verbs=["create", "get", "list", "watch", "patch", "update",
-                                       "delete"]),
-            client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
-                                verbs=["create", "get", "list", "update"]),
-            client.V1PolicyRule(api_groups=[""], resources=["secrets"],
-                                verbs=["get", "list", "create"])]))
-    rbac.create_namespaced_role_binding(names["mallory"], client.V1RoleBinding(
-        metadata=client.V1ObjectMeta(name="mallory"),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
-                                  name="mallory"),
-        subjects=[client.RbacV1Subject(kind="User", name=MALLORY,
-                                       api_group="rbac.authorization.k8s.io")]))
+    grant_user(api, names["mallory"], MALLORY, "mallory", [
+        client.V1PolicyRule(api_groups=[GROUP], resources=["keyrotations", "signatureincidents"],
+                            verbs=["create", "get", "list", "watch", "patch", "update",
+                                   "delete"]),
+        client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
+                            verbs=["create", "get", "list", "update"]),
+        client.V1PolicyRule(api_groups=[""], resources=["secrets"],
+                            verbs=["get", "list", "create"])])
     yield names
     for ns in names.values():
         kubectl(cluster, "delete", "namespace", ns, "--wait=false", check=False)
@@ -246,16 +239,8 @@ def test_the_admission_policy_refuses_foreign_targets_before_they_are_stored(
         assert r.returncode == 0, r.stderr
         # Granted the status subresource, she still may not write a rotation's status (move it
         # on, cut its history): only the operator's ServiceAccount and cluster admins may.
-        client.RbacAuthorizationV1Api(api).create_namespaced_role(mallory, client.V1Role(
-            metadata=client.V1ObjectMeta(name="mallory-status"), rules=[client.V1PolicyRule(
-                api_groups=[GROUP], resources=["keyrotations/status"], verbs=["get", "patch"])]))
-        client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
-            mallory, client.V1RoleBinding(
-                metadata=client.V1ObjectMeta(name="mallory-status"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
-                                          name="mallory-status"),
-                subjects=[client.RbacV1Subject(kind="User", name=MALLORY,
-                                               api_group="rbac.authorization.k8s.io")]))
+        grant_user(api, mallory, MALLORY, "mallory-status", [client.V1PolicyRule(
+            api_groups=[GROUP], resources=["keyrotations/status"], verbs=["get", "patch"])])
         done = json.dumps({"status": {"phase": "Completed"}})
         r = kubectl(cluster, "--as", MALLORY, "patch", "kr", "mine", "-n", mallory,
                     "--subresource=status", "--type", "merge", "-p", done, check=False)

@@ -26,7 +26,7 @@ from ..backend.probe import ACCEPTED, OverlapProbe, probe_overlap, probe_pcs
 from ..core.diagnose import Diagnoser
 from ..core.errors import KeyringError, MalformedInput, SigopsError
 from ..core.keys import HMAC, Key, b64decode_strict, generate_key
-from ..core.timeparse import now_iso, parse_duration
+from ..core.timeparse import now_iso, parse_duration, parse_time
 from ..kube.api import MANAGED, Conflict, secret_strings
 from ..kube.conditions import set_condition
 from ..kube.door import KubeDoor
@@ -486,7 +486,7 @@ class RotationReconciler:
         dep = self._deployment(ctx)
         if self.settings.wait_for_rollout and not self._rollout_done(dep):
             started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
-            waited = (self.clock() - datetime.fromisoformat(started.replace("Z", "+00:00")))
+            waited = self.clock() - parse_time(started)
             if waited.total_seconds() > self.settings.seconds("rollout_timeout"):
                 raise StepError(Reason.ROLLOUT_TIMEOUT, f"backend rollout not done after "
                                                   f"{self.settings.rollout_timeout}")
@@ -535,7 +535,7 @@ class RotationReconciler:
             return True
         spacing = (self.settings.seconds("overlap_probe_grace")
                    / (self.settings.overlap_probe_rounds - 1))
-        return (self.clock() - _parse_time(str(last))).total_seconds() >= spacing
+        return (self.clock() - parse_time(str(last))).total_seconds() >= spacing
 
     def _probe_round(self, ctx: _Ctx, since_key: str, urls: list[str], old: Key | None,
                      new: Key) -> list[OverlapProbe]:
@@ -557,7 +557,7 @@ class RotationReconciler:
             return ("no live probe (no backendURL configured for the target and no ready "
                     "backend pod)")
         started = ctx.status.get("overlapStartedAt") or now_iso(self.clock())
-        waited = (self.clock() - _parse_time(started)).total_seconds()
+        waited = (self.clock() - parse_time(started)).total_seconds()
         grace = self.settings.seconds("overlap_probe_grace")
         if waited <= grace and not self._probe_round_due(ctx, "overlap"):
             raise StepError(Reason.WAITING_FOR_BACKEND,
@@ -674,7 +674,7 @@ class RotationReconciler:
         """Retire the old key, then prove it: ``Completed`` only once the rollout is done and
         every ready pod refuses the old key and accepts the new one. Until then the phase stays
         ``Retiring`` and the Progressing condition says what it waits for."""
-        until = _parse_time(str(ctx.status["overlapUntil"]))
+        until = parse_time(str(ctx.status["overlapUntil"]))
         if self.clock() < until:
             return Phase.RETIRING
         if not ctx.status.get("retiredAt"):
@@ -682,7 +682,7 @@ class RotationReconciler:
         ring, _ = self._read_ring(ctx)
         dep = self._deployment(ctx)
         if self.settings.wait_for_rollout and not self._rollout_done(dep):
-            waited = (self.clock() - _parse_time(str(ctx.status["retiredAt"]))).total_seconds()
+            waited = (self.clock() - parse_time(str(ctx.status["retiredAt"]))).total_seconds()
             if waited > self.settings.seconds("rollout_timeout"):
                 raise StepError(Reason.ROLLOUT_STALLED, (
                     f"the rollout that drops the old key from {ctx.ref} is not done after "
@@ -865,10 +865,6 @@ def abort_requested_by(spec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(who, dict) and who.get("user"):
         return {k: who[k] for k in ("user", "uid", "groups", "at") if who.get(k)}
     return {"user": UNKNOWN_USER}
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def find_container_or_fail(deployment: dict[str, Any], name: str | None) -> None:

@@ -54,6 +54,8 @@ class _Session:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self._kube: Any = None
+        self.revoked: dict[str, str] = {}
+        """Public keys revoked, and since when (read with :meth:`pubkeys`)."""
 
     @property
     def kube(self) -> Any:
@@ -123,8 +125,6 @@ class _Session:
             return load_pubkeys(doc)
         except (KeyringError, ValueError) as e:
             raise PluginError(f"ConfigMap {ns}/{PUBKEYS_CONFIGMAP}: {e}") from None
-
-    revoked: dict[str, str] = {}
 
     def checkpoints(self) -> dict[str, dict[str, Any]] | None:
         """The operator's history checkpoints (None: not readable here, said as a note)."""
