@@ -95,12 +95,14 @@ class Flk:
             self.kubectl("create", "namespace", self.ns)
 
     def backend(self, key: Key, replicas: int = 2, upstream: bool = False,
-                args: tuple[str, ...] = (), sidecar: bool = True) -> str:
+                args: tuple[str, ...] = (), sidecar: bool = True,
+                wal_claim: str | None = None) -> str:
         """Secrets backend-key and agent-key holding ``key``, the backend Deployment and its
         Service; waits for the pods and for the Service to answer. Returns the Service URL.
         ``upstream``: no samples endpoint, an inbox WAL and its reader sidecar, like the real
         FLK backend (see ``running_backend``), with the runbook's NetworkPolicy; the sidecar
-        mounts the chart's WAL token Secret, so :meth:`install` comes first."""
+        mounts the chart's WAL token Secret, so :meth:`install` comes first. ``wal_claim``:
+        the pods keep their WALs on that claim, one directory per pod."""
         secret = key.to_entry()["secret"]
         self.apply(*({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
                       "stringData": {"PCS_HMAC_KEY": secret}}
@@ -108,7 +110,7 @@ class Flk:
         self.apply(running_backend([*literal_env(PCS_SIGN_ALG="hmac", TOKEN_RATE="1000"),
                                     secret_env("PCS_HMAC_KEY", "backend-key")], self.image,
                                    replicas=replicas, upstream=upstream, args=args,
-                                   sidecar=sidecar),
+                                   sidecar=sidecar, wal_claim=wal_claim),
                    backend_service(),
                    # Only sigops reaches the WAL reader (enforced where a policy controller
                    # runs; the node's bridge alone ignores it).

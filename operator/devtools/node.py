@@ -63,7 +63,11 @@ NODE_CONTROLLERS = ",".join((
     "deployment", "replicaset", "garbagecollector", "namespace", "serviceaccount",
     "serviceaccount-token", "endpoint", "endpointslice", "endpointslicemirroring",
     "nodelifecycle", "podgc", "daemonset", "statefulset", "job", "disruption",
-    "root-ca-cert-publisher", "ttl"))
+    "root-ca-cert-publisher", "ttl",
+    # what PersistentVolumes and finished Jobs need (hostPath volumes bound to claims; the
+    # TTL of a finished Job)
+    "persistentvolume-binder-controller", "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller", "ttl-after-finished-controller"))
 
 # Host paths the node's programs create outside their configured directories.
 HOST_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/var/lib/cni",

@@ -107,18 +107,23 @@ def wal_reader_policy(backend_labels: dict[str, str], operator_namespace: str = 
 def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-lba-backend",
                     replicas: int = 2, args: tuple[str, ...] = (),
                     port: int = 8080, upstream: bool = False,
-                    sidecar: bool = True) -> dict[str, Any]:
+                    sidecar: bool = True, wal_claim: str | None = None) -> dict[str, Any]:
     """``sigops testbed backend`` as ``replicas`` pods of ``image``: port ``http``, ready when
     its config loaded (``/healthz``), rolling one extra pod at a time and never below
     ``replicas`` available, draining on SIGTERM.
 
     ``upstream``: leave only what the real FLK backend leaves -- no samples endpoint, an inbox
     WAL in ``WAL_DIR`` (an emptyDir) read by the :func:`wal_reader` sidecar (unless not
-    ``sidecar``: then only ``pods/exec`` reaches it), the rejection lines in the pod log."""
+    ``sidecar``: then only ``pods/exec`` reaches it), the rejection lines in the pod log.
+    ``wal_claim``: the WAL on that PersistentVolumeClaim instead of an emptyDir, each pod in
+    a directory of its own name (``WAL_DIR/<pod>``): the WALs outlive the pods, as a fleet's
+    archive does (what a SignatureAudit reads through the target's ``walClaim``)."""
     labels = {"app": name}
+    wal_dir = f"{WAL_DIR}/$(POD_NAME)" if wal_claim else WAL_DIR
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     if upstream:
         args = (*args, "--no-samples-endpoint")
-        env = [*env, {"name": "WAL_DIR", "value": WAL_DIR}]
+        env = [*env, *([pod_name] if wal_claim else []), {"name": "WAL_DIR", "value": wal_dir}]
     container = {
         "name": "backend", "image": image, "imagePullPolicy": "IfNotPresent",
         "args": ["testbed", "backend", "--listen", f"0.0.0.0:{port}", *args], "env": env,
@@ -130,9 +135,14 @@ def running_backend(env: list[dict[str, Any]], image: str, name: str = "fractal-
     pod: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 15}
     if upstream:
         container["volumeMounts"] = [{"name": "wal", "mountPath": WAL_DIR}]
-        pod["volumes"] = [{"name": "wal", "emptyDir": {"sizeLimit": "256Mi"}}]
+        pod["volumes"] = [{"name": "wal", "persistentVolumeClaim": {"claimName": wal_claim}}
+                          if wal_claim else {"name": "wal", "emptyDir": {"sizeLimit": "256Mi"}}]
         if sidecar:
-            pod["containers"].append(wal_reader(image))
+            reader = wal_reader(image)
+            if wal_claim:
+                reader["env"] = [pod_name]
+                reader["args"][reader["args"].index("--dir") + 1] = wal_dir
+            pod["containers"].append(reader)
             pod["volumes"].append(wal_token_volume())
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
