@@ -199,6 +199,42 @@ def test_partials_merge_into_the_totals_of_one_run(wals: list[Path]) -> None:
         assert merged["findings"][name]["count"] == f["count"]
     assert merged["digests"] == [p["digest"] for p in parts]
 
+    for name, f in one["findings"].items():
+        assert merged["findings"][name]["by_hour"] == f["by_hour"], name
+
+
+def test_each_finding_record_carries_its_wal_time_and_counts_by_hour_add_up() -> None:
+    data, kinds = pod_wal(10_000)
+    q = AuditQuery(accepted_invalid=True, key_ids=frozenset({"leaked-ed"}), all=True,
+                   first_n=1000)
+    got = audit_shard(history_ring(RING), [ShardInput("w", data)], q)
+    stamps = {e["index"]: e.get("received") for e in got["findings"]["invalid"]["first"]}
+    for name, f in got["findings"].items():
+        assert sum(f["by_hour"].values()) == f["count"], name
+        for e in f["first"]:
+            assert e["received"] == stamps.get(e["index"], e["received"])
+    searched = got["findings"]["searched_key"]
+    # The leaked key's records were received from 12:20 to 12:53: hours 12.
+    assert searched["by_hour"] == {"2025-01-19T12": searched["count"]}
+    assert all(e["received"].startswith("2025-01-19T12:") and e["received"].endswith("123Z")
+               for e in searched["first"])
+    # A damaged entry has no time: its hour is "-".
+    assert got["findings"]["invalid"]["by_hour"][audit.NONE] == 1
+    assert audit._hour("2026-11-30T12:30:00+02:00") == "2026-11-30T10"
+    assert audit._hour("2026-11-30T23:59:59.999999999Z") == "2026-11-30T23"
+
+
+def test_counts_by_hour_stay_bounded_in_a_shard_and_in_the_merge(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "MAX_HOURS", 1)
+    late = rec(GOOD, 1, at(90), merkle_root="cd" * 32)  # tampered, at 13:30
+    data = pod_wal(10_000)[0] + late
+    got = audit_shard(RING, [ShardInput("w", data)], AuditQuery(all=True))
+    hours = got["findings"]["invalid"]["by_hour"]
+    assert len(hours) == 2 and audit.OTHER in hours
+    merged = merge_partials([got, got])["findings"]["invalid"]["by_hour"]
+    assert len(merged) == 2 and sum(merged.values()) == 2 * got["findings"]["invalid"]["count"]
+
 
 # -- sigops audit shard ----------------------------------------------------------------------
 

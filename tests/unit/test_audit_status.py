@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from pcskit import ed_key
 from test_audit_shard import AUDIT_KEY, RING, history_ring, pod_wal
 
 from sigops.audit.partial import sign_partial
-from sigops.audit.status import audit_status, parse_indexes
+from sigops.audit.status import audit_status, digest_of, parse_indexes
 from sigops.core.audit import AuditQuery, ShardInput, audit_shard
 from sigops.core.signals import load_pubkeys, pubkeys_document, verify_signal
 from sigops.signing.records import Signer
@@ -58,6 +59,17 @@ def test_done_the_totals_are_merged_and_the_summary_is_signed_by_the_operator() 
     payload = verify_signal(st["summary"], load_pubkeys(pubkeys_document([OPERATOR])))
     assert payload["type"] == "audit_summary" and payload["uid"] == "u-1"
     assert payload["total"] == st["totals"]["total"] and payload["succeeded"] == 3
+    # Every total and listed record is bound by its digest, nulls or not (the API server
+    # may drop them), and an edit shows.
+    assert payload["result_digest"] == digest_of({"totals": st["totals"],
+                                                  "findings": st["findings"]})
+    stored = json.loads(json.dumps(st["findings"]), object_hook=lambda d: {
+        k: v for k, v in d.items() if v is not None})
+    assert digest_of({"totals": st["totals"], "findings": stored}) == payload["result_digest"]
+    first = st["findings"]["accepted_invalid"]["first"][0]
+    first["pcs_id"] = "=HYPERLINK(1)"
+    assert digest_of({"totals": st["totals"], "findings": st["findings"]}) != \
+        payload["result_digest"]
 
 
 @pytest.mark.parametrize("forged", ["other_key", "other_audit", "other_index", "edited"])

@@ -27,7 +27,7 @@ from ..settings import Settings, TargetRefused
 from ..signing.records import Signer, subject_of
 from .job import AuditJob, AuditRefused, plan_job, result_config_map
 from .launch import launch
-from .status import audit_status
+from .status import audit_status, digest_of
 
 __all__ = ["AuditReconciler", "PLURAL", "TERMINAL", "Phase", "Reason"]
 
@@ -124,8 +124,9 @@ class AuditReconciler:
                     partials[i] = json.loads(text)
                 except ValueError:
                     partials[i] = {}  # not a signal: rejected as malformed, index fails
+        subject = {**subject_of(obj), "spec_digest": digest_of(obj.get("spec") or {})}
         st = audit_status(plan.ref, job, partials, {stored.kid: stored.public or b""},
-                          plan.limits.first_n, self.signer, subject_of(obj), plan.target.ref)
+                          plan.limits.first_n, self.signer, subject, plan.target.ref)
         phase = str(st["phase"])
         if phase == Phase.RUNNING:
             ready, reason = "False", Reason.RUNNING

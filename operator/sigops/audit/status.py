@@ -4,20 +4,43 @@ Each partial is verified with the audit's public key and must name this audit an
 (:func:`~sigops.audit.partial.verify_partial`); a partial that does not verify is never
 merged, its index is ``Failed`` and the reason is shown. Totals and findings are those of the
 verified partials (so they grow while the Job runs); when the Job is done, the merged result
-is summarized in a record signed by the operator.
+is summarized in a record signed by the operator. The summary binds the counts it names and,
+by their digest (:func:`digest_of`), every total and finding record of the status and the
+spec the audit ran: a reader holding the operator's public keys can check all of it
+(``kubectl sigops audit``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from ..core.audit import merge_partials
 from ..core.errors import SignalRejected
+from ..core.signals import canonical_payload
 from ..signing.records import Signer
 from .partial import verify_partial
 
-__all__ = ["parse_indexes", "job_state", "audit_status"]
+__all__ = ["parse_indexes", "job_state", "audit_status", "digest_of"]
+
+
+def _no_nulls(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _no_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list | tuple):
+        return [_no_nulls(x) for x in v]
+    return v
+
+
+def digest_of(doc: Any) -> str:
+    """SHA-256 (hex) of the RFC 8785 form of ``doc`` with null fields left out (the API
+    server may drop them from a stored object): the same before and after a round trip.
+
+    >>> digest_of({"a": 1, "b": None}) == digest_of({"a": 1})
+    True
+    """
+    return hashlib.sha256(canonical_payload({"doc": _no_nulls(doc)})).hexdigest()
 
 
 def parse_indexes(text: str | None) -> set[int]:
@@ -50,7 +73,8 @@ def audit_status(audit_ref: str, job: Mapping[str, Any], partials: Mapping[int, 
                  subject: Mapping[str, str] | None = None, target: str = "") -> dict[str, Any]:
     """The status of audit ``audit_ref`` (``namespace/name``): ``partials`` maps an index to
     its partial as read from its ConfigMap (missing: not written yet). ``signer`` signs the
-    summary once the Job has finished."""
+    summary once the Job has finished; ``subject`` (the audit's UID and namespace, and the
+    digest of its spec) goes into it."""
     spec, st = job.get("spec") or {}, job.get("status") or {}
     shards = int(spec.get("completions") or 0)
     completed, failed = parse_indexes(st.get("completedIndexes")), parse_indexes(
@@ -107,6 +131,8 @@ def audit_status(audit_ref: str, job: Mapping[str, Any], partials: Mapping[int, 
             "audit": audit_ref, "phase": phase, "shards": shards, "succeeded": done,
             "total": merged["total"], "valid": merged["valid"], "invalid": merged["invalid"],
             "findings": {n: int(f["count"]) for n, f in findings.items()},
-            "digests": [str(d) for d in merged["digests"]], **dict(subject or {})}
+            "digests": [str(d) for d in merged["digests"]],
+            "result_digest": digest_of({"totals": status["totals"], "findings": findings}),
+            **dict(subject or {})}
         status["summary"] = signer.record([], "audit_summary", target, **fields)
     return status

@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 
 __all__ = ["script", "candidates", "verbs"]
 
-_REF_KINDS = {"explain": ("si", "kr"), "verify": ("si", "kr"), "approve": ("si",),
-              "deny": ("si",), "report": ("si",), "abort": ("kr",)}
-_PLURALS = {"si": "signatureincidents", "kr": "keyrotations"}
+_REF_KINDS = {"explain": ("si", "kr"), "verify": ("si", "kr", "sau"), "approve": ("si",),
+              "deny": ("si",), "report": ("si", "sau"), "abort": ("kr",)}
+_NAME_KINDS = {"audit": "sau"}
+"""Verbs whose positional is a bare NAME of one kind (``kubectl sigops audit --follow N``)."""
+_PLURALS = {"si": "signatureincidents", "kr": "keyrotations", "sau": "signatureaudits"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -83,6 +85,11 @@ def candidates(parser: argparse.ArgumentParser, words: Sequence[str],
     for a in p._actions:  # a positional with fixed choices (completion bash|zsh)
         if not a.option_strings and a.choices is not None:
             return [str(c) for c in a.choices if str(c).startswith(cur)]
+    bare = _NAME_KINDS.get(path[-1] if path else "")
+    if bare and parser.prog.startswith("kubectl"):
+        ns = _value_of(before, ("-n", "--namespace"))
+        return [n for n in (names(_PLURALS[bare], ns) if names is not None else [])
+                if n.startswith(cur)]
     kinds = _REF_KINDS.get(path[-1] if path else "", ())
     if kinds and parser.prog.startswith("kubectl"):
         kind, sep, _ = cur.partition("/")

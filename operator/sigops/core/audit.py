@@ -20,8 +20,9 @@ sigops judges it invalid all the same (outside its key's window, or too far from
 time), *accepted_invalid* -- the finding a leaked key leaves behind.
 
 Memory: counts per dimension keep at most :data:`MAX_KEYS` distinct values (the rest under
-``"(other)"``), each finding keeps its first ``first_n`` records, and the diagnoser's own
-memory is bounded; the WAL is only sliced (a ``mmap`` of a file works).
+``"(other)"``), each finding keeps its first ``first_n`` records and its count by hour (at
+most :data:`MAX_HOURS` hours), and the diagnoser's own memory is bounded; the WAL is only
+sliced (a ``mmap`` of a file works).
 
 Pure: no Kubernetes, no network; the caller maps the files and signs the result.
 """
@@ -40,8 +41,9 @@ from .keys import Key, KeyRing
 from .timeparse import format_time, parse_time
 from .wal import Buffer, read_wal
 
-__all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "OTHER", "AuditQuery", "ShardInput",
-           "closed_times", "history_ring", "audit_shard", "merge_partials", "shard_of"]
+__all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "MAX_HOURS", "OTHER", "AuditQuery",
+           "ShardInput", "closed_times", "history_ring", "audit_shard", "merge_partials",
+           "shard_of"]
 
 FINDINGS: Mapping[str, str] = {
     "accepted_invalid": "verifies under the target's profile with a key of the history, "
@@ -59,6 +61,25 @@ MAX_KEYS = 1000
 """Distinct values kept per count dimension (kid, profile, PCS shard, tenant)."""
 OTHER = "(other)"
 NONE = "-"
+MAX_HOURS = 24 * 93
+"""Distinct hours kept per finding's ``by_hour`` count (a quarter; the rest under
+``"(other)"``)."""
+
+
+def _hour(received: str | None) -> str:
+    """The UTC hour (``2026-11-30T10``) of a WAL entry's time, :data:`NONE` if unknown.
+
+    >>> _hour("2026-11-30T10:59:59.123456789Z"), _hour("2026-11-30T12:30:00+02:00")
+    ('2026-11-30T10', '2026-11-30T10')
+    """
+    if received is None:
+        return NONE
+    if received.endswith("Z") and received[13:14] == ":":  # the WAL's usual form: no parse
+        return received[:13]
+    try:
+        return format_time(parse_time(received))[:13]
+    except MalformedInput:
+        return NONE
 
 
 @dataclass(frozen=True)
@@ -170,9 +191,11 @@ def _digest(data: Buffer) -> str:
 def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, *,
                 max_bytes: int = 1 << 20, accelerate: bool = True) -> dict[str, Any]:
     """The partial result of one shard: totals, counts by verdict, kid, profile, PCS shard
-    and tenant, the first ``query.first_n`` records of each finding, and the SHA-256 of
-    every input read. ``ring`` is judged as given (pass :func:`history_ring` of a key
-    history, as the audit Job does) so that ``sigops verify`` with the same ring agrees.
+    and tenant, per finding its count, its count by UTC hour received (``by_hour``, at most
+    :data:`MAX_HOURS` hours) and its first ``query.first_n`` records (each with the WAL
+    entry's time, ``received``), and the SHA-256 of every input read. ``ring`` is judged as
+    given (pass :func:`history_ring` of a key history, as the audit Job does) so that
+    ``sigops verify`` with the same ring agrees.
 
     Records are numbered from 0 across all inputs, as ``sigops verify`` numbers them."""
     d = Diagnoser(ring, max_bytes=max_bytes, accelerate=accelerate)
@@ -180,7 +203,8 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
     by_fp = {k.fingerprint: k.kid for k in ring.keys}
     wanted_kids |= {by_fp[f] for f in query.fingerprints if f in by_fp}
     asked = query.findings()
-    findings: dict[str, dict[str, Any]] = {f: {"count": 0, "first": []} for f in asked}
+    findings: dict[str, dict[str, Any]] = {f: {"count": 0, "first": [], "by_hour": {}}
+                                           for f in asked}
     dims = {n: _Counter() for n in ("by_verdict", "by_kid", "by_profile", "by_shard",
                                     "by_tenant")}
     by_verdict, by_kid, by_profile, by_shard, by_tenant = (dims[n].add for n in dims)
@@ -190,12 +214,18 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
     check, settle, remember = d.check_wal, d.settle, d.remember
 
     def note(name: str, index: int, pcs_id: str | None, cause: str, kid: str | None,
-             src: str) -> None:
+             src: str, received: str | None) -> None:
         f = findings[name]
         f["count"] += 1
+        hour = _hour(received)
+        hours = f["by_hour"]
+        if hour in hours or len(hours) < MAX_HOURS:
+            hours[hour] = hours.get(hour, 0) + 1
+        else:
+            hours[OTHER] = hours.get(OTHER, 0) + 1
         if len(f["first"]) < query.first_n:
             f["first"].append({"index": index, "pcs_id": pcs_id, "verdict": cause,
-                               "kid": kid, "input": src})
+                               "kid": kid, "input": src, "received": received})
 
     for src in inputs:
         tenant = src.tenant or NONE
@@ -219,12 +249,15 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
             if cause == "valid":
                 valid += 1
             elif "invalid" in findings:
-                note("invalid", n, pcs_id, cause, kid, src.name)
+                note("invalid", n, pcs_id, cause, kid, src.name,
+                     entry.received_at)
             if cause in ACCEPTED_INVALID and "accepted_invalid" in findings:
-                note("accepted_invalid", n, pcs_id, cause, kid, src.name)
+                note("accepted_invalid", n, pcs_id, cause, kid, src.name,
+                     entry.received_at)
             # A kid is named only when a key verifies the record (any profile).
             if kid is not None and kid in wanted_kids and "searched_key" in findings:
-                note("searched_key", n, pcs_id, cause, kid, src.name)
+                note("searched_key", n, pcs_id, cause, kid, src.name,
+                     entry.received_at)
             n += 1
     whole = hashlib.sha256("\n".join(f"{r['sha256']} {r['bytes']} {r['name']}"
                                      for r in read).encode()).hexdigest()
@@ -247,7 +280,8 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
 
 def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> dict[str, Any]:
     """The totals of several shards' partial results (counts added, each finding's first
-    records kept in shard order up to ``first_n``, the digests of the shards listed)."""
+    records kept in shard order up to ``first_n`` and its count by hour added, at most
+    :data:`MAX_HOURS` hours, the digests of the shards listed)."""
     out: dict[str, Any] = {"total": 0, "valid": 0, "invalid": 0, "findings": {},
                            "digests": []}
     dims = ("by_verdict", "by_kid", "by_profile", "by_shard", "by_tenant")
@@ -261,10 +295,15 @@ def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> 
             for value, c in (p.get(name) or {}).items():
                 acc[value] = acc.get(value, 0) + int(c)
         for name, f in (p.get("findings") or {}).items():
-            acc = out["findings"].setdefault(name, {"count": 0, "first": []})
+            acc = out["findings"].setdefault(name, {"count": 0, "first": [], "by_hour": {}})
             acc["count"] += int(f.get("count", 0))
             room = first_n - len(acc["first"])
             acc["first"].extend(list(f.get("first") or [])[:max(room, 0)])
+            hours = acc["by_hour"]
+            for hour, c in sorted((f.get("by_hour") or {}).items()):
+                if hour not in hours and len(hours) - (OTHER in hours) >= MAX_HOURS:
+                    hour = OTHER
+                hours[hour] = hours.get(hour, 0) + int(c)
         out["digests"].append(p.get("digest"))
     return out
 

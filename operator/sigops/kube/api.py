@@ -430,6 +430,35 @@ class Kube:
                                        GROUP, VERSION, ns, plural, body)
         return r
 
+    def watch_cr(self, ns: str, plural: str, name: str, seconds: float,
+                 resource_version: str | None = None) -> Iterator[dict[str, Any]]:
+        """The custom resource ``ns/name`` each time it changes, for at most ``seconds``
+        (the server ends the watch then): ADDED and MODIFIED objects; a DELETED one ends
+        it with :class:`NotFound`. Needs ``watch`` on the kind (:class:`Forbidden`
+        otherwise: poll with :meth:`get_cr` instead)."""
+        from kubernetes import watch
+
+        w = watch.Watch()
+        kw: dict[str, Any] = {"field_selector": f"metadata.name={name}",
+                              "timeout_seconds": max(int(seconds), 1),
+                              "_request_timeout": max(seconds, 1.0) + TIMEOUT}
+        if resource_version:
+            kw["resource_version"] = resource_version
+        try:
+            for ev in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, ns,
+                               plural, **kw):
+                obj = ev.get("object")
+                if ev.get("type") == "DELETED":
+                    raise NotFound(404, f"{plural} {ns}/{name} was deleted")
+                if isinstance(obj, dict) and ev.get("type") in ("ADDED", "MODIFIED"):
+                    yield obj
+        except ApiException as e:
+            raise typed_error(e, f"watch {plural} {ns}/{name}") from None
+        except urllib3.exceptions.HTTPError as e:  # the connection broke or timed out
+            raise KubeError(0, f"watch {plural} {ns}/{name}: {type(e).__name__}") from None
+        finally:
+            w.stop()
+
     def patch_status(self, ns: str, plural: str, name: str, status: dict[str, Any]) -> None:
         self._call(f"patch status of {plural} {ns}/{name}",
                    self.custom.patch_namespaced_custom_object_status,

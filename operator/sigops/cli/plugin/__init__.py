@@ -209,8 +209,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _load_one(path: str) -> dict[str, Any]:
     objs = _objects_in(_load_doc(path))
     if len(objs) != 1:
-        raise PluginError(f"{path}: expected one SignatureIncident or KeyRotation, found "
-                          f"{len(objs)} objects")
+        raise PluginError(f"{path}: expected one SignatureIncident, KeyRotation or "
+                          f"SignatureAudit, found {len(objs)} objects")
     return objs[0]
 
 
@@ -357,7 +357,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         if not args.ref:
             raise PluginError("verify takes si/NAME, kr/NAME, -A, --all or -f FILE")
-        objs = [s.get(_refs(args))]
+        objs = [s.get(_refs(args, ("si", "kr", "sau")))]
     from ...signing.checkpoints import load_checkpoints
 
     if args.pubkeys:
@@ -371,6 +371,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         checkpoints = None if args.filename else s.checkpoints()
     ok = True
     for obj in objs:
+        if obj.get("kind") == "SignatureAudit":
+            ok = _verify_audit(obj, pubkeys, revoked, args.output) and ok
+            continue
         try:
             v = verify_object(obj, pubkeys, checkpoints if checkpoints is not None else {},
                               revoked)
@@ -393,6 +396,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_INVALID
 
 
+def _verify_audit(obj: dict[str, Any], pubkeys: dict[str, bytes], revoked: dict[str, str],
+                  output: str) -> bool:
+    """A SignatureAudit's signed summary, checked against its status."""
+    from .auditreport import SummaryRejected, check_summary
+
+    ref = f"sau/{(obj.get('metadata') or {}).get('name')}"
+    try:
+        check = check_summary(obj, pubkeys, revoked)
+    except SummaryRejected as e:
+        if output == "json":
+            sys.stdout.write(json.dumps({"object": ref, "valid": False, "reason": e.reason,
+                                         "detail": str(e)}) + "\n")
+        else:
+            sys.stdout.write(f"{ref}: INVALID\n  summary: {e.reason}: {e}\n")
+        return False
+    if output == "json":
+        sys.stdout.write(json.dumps({"object": ref, "valid": True, "key_id": check.key_id,
+                                     "notes": check.notes}) + "\n")
+    else:
+        sys.stdout.write(f"{ref}: valid: its signed summary verifies with the published key "
+                         f"{check.key_id} and matches its status\n")
+        for n in check.notes:
+            sys.stdout.write(f"  note: {n}\n")
+    return True
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .auditcmd import cmd_audit as run
+
+    return run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ...prometheus.client import Prom
     from ...settings import load_settings
@@ -409,9 +444,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
 
     s = _Session(args)
-    obj = _load_one(args.filename) if args.filename else s.get(_refs(args, ("si",)))
+    obj = _load_one(args.filename) if args.filename else s.get(_refs(args, ("si", "sau")))
+    if (obj.get("kind") or "") == "SignatureAudit":
+        from .auditcmd import audit_report
+
+        return audit_report(args, s, obj)
     if (obj.get("kind") or "") != "SignatureIncident":
-        raise PluginError("report takes a SignatureIncident (si/NAME)")
+        raise PluginError("report takes a SignatureIncident (si/NAME) or a SignatureAudit "
+                          "(sau/NAME)")
     try:
         settings = load_settings(args.config)
     except ValueError as e:
@@ -500,6 +540,9 @@ examples:
   kubectl get si flk-sig-x7k2p -o yaml > si.yaml     # ... later, offline:
   kubectl sigops verify -f si.yaml --pubkeys pubkeys.json
   kubectl sigops report si/flk-sig-x7k2p -o report/ --prometheus-url http://prometheus:9090
+  kubectl sigops audit --key-id key-2026-11 --since 2026-11-01T00:00:00Z \
+      --until 2026-12-01T00:00:00Z --report audit/  # which records did a leaked key sign?
+  kubectl sigops report sau/leak-drill -o audit/     # the report of an audit that ended
   source <(kubectl-sigops completion bash)           # `kubectl sigops <TAB>` completes
                                                     # through kubectl's own completion
 """
@@ -519,9 +562,10 @@ LISTING_VERBS = ("verify",)
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Explain, approve, deny, abort and verify sigops "
-                            "SignatureIncidents (si) and KeyRotations (kr), and write "
-                            "post-incident reports. Uses the current kubeconfig context and "
-                            "namespace, like kubectl.",
+                            "SignatureIncidents (si) and KeyRotations (kr), write "
+                            "post-incident reports, and run fleet audits (SignatureAudits, "
+                            "sau). Uses the current kubeconfig context and namespace, like "
+                            "kubectl.",
                 epilog=EXAMPLES + "\nexit codes: 0 done / valid, 1 invalid or refused "
                                   "(nothing changed), 2 usage or API error")
     from ... import __version__
@@ -626,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the operator's history checkpoints (ConfigMap sigops-history saved "
                         "with -o yaml) for an offline check; online they are read from the "
                         "operator's namespace")
-    v.add_argument("ref", nargs="?", metavar="si/NAME|kr/NAME")
+    v.add_argument("ref", nargs="?", metavar="si/NAME|kr/NAME|sau/NAME")
     v.add_argument("-A", "--all-namespaces", action="store_true", default=argparse.SUPPRESS,
                    help="every incident and rotation in every namespace")
     v.add_argument("--all", action="store_true",
@@ -641,13 +685,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "durations to detect/act/resolve, the filled communication template) and "
                    "DIR/error-rate.png: the target's signature error rate from Prometheus over "
                    "the incident window, the alert threshold and each action marked. The "
-                   "picture needs the extra sigops[report] (matplotlib).",
+                   "picture needs the extra sigops[report] (matplotlib). For an audit that "
+                   "ended (sau/NAME): its signed summary is verified, then DIR/audit-NAME.md, "
+                   "DIR/audit-NAME-findings.csv and DIR/audit-NAME-findings.png (findings "
+                   "per hour) are written; exit 0 nothing found, 1 findings.",
                    "  kubectl sigops report si/flk-sig-x7k2p -o report/ "
                    "--prometheus-url http://prometheus:9090\n"
-                   "  kubectl sigops report -f si.yaml -o report/ --no-verify\n")
+                   "  kubectl sigops report -f si.yaml -o report/ --no-verify\n"
+                   "  kubectl sigops report sau/leak-drill -o audit/\n")
     conn(r)
     keys(r)
-    r.add_argument("ref", nargs="?", metavar="si/NAME")
+    r.add_argument("ref", nargs="?", metavar="si/NAME|sau/NAME")
     r.add_argument("-f", "--filename", metavar="FILE", help="a saved -o yaml/json instead")
     r.add_argument("-o", "--output-dir", required=True, metavar="DIR")
     r.add_argument("--prometheus-url", default=os.environ.get("SIGOPS_PROMETHEUS_URL"),
@@ -661,6 +709,59 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-verify", action="store_true",
                    help="do not verify the signed records for the report")
     r.set_defaults(func=cmd_report)
+
+    au = sub_parser(
+        "audit", "audit a fleet's inbox WALs: create, follow, verify, report",
+        "Create a SignatureAudit (the operator re-verifies the target's inbox WALs with its "
+        "key history in a Kubernetes Indexed Job, one index per shard), follow it as its "
+        "indexes finish, check the summary the operator signed with its published keys "
+        "(ConfigMap sigops-signal-pubkeys) and print or write the answer. An audit only "
+        "reads: it never changes a backend. Without NAME a new audit gets a generated name; "
+        "with the NAME of an audit that exists with the same spec, that one is followed "
+        "(a rerun of the same spec gives the same answer); another spec is refused and "
+        "nothing changes. Ctrl-C stops following, the audit goes on.\n\n"
+        "--report DIR writes DIR/audit-NAME.md, DIR/audit-NAME-findings.csv and, with "
+        "the extra sigops[report] (matplotlib), DIR/audit-NAME-findings.png.\n\n"
+        "exit codes: 0 nothing found, 1 findings, 2 usage or API error, the audit refused "
+        "or failed, its summary not verified, or still running at --timeout",
+        "  kubectl sigops audit leak-drill --key-id key-2026-11 -n fractal-lba \\\n"
+        "      --since 2026-11-01T00:00:00Z --until 2026-12-01T00:00:00Z --report audit/\n"
+        "  kubectl sigops audit --accepted-invalid --since 2026-11-30T00:00:00Z \\\n"
+        "      --until 2026-12-01T00:00:00Z --shards 8 --parallelism 4 --no-wait\n"
+        "  kubectl sigops audit --follow leak-drill --report audit/\n"
+        "  kubectl sigops report sau/leak-drill -o audit/\n"
+        "  kubectl sigops verify sau/leak-drill\n")
+    conn(au)
+    keys(au)
+    au.add_argument("name", nargs="?", metavar="NAME",
+                    help="the audit's name (default: generated)")
+    au.add_argument("--follow", action="store_true",
+                    help="follow the existing audit NAME (create nothing)")
+    au.add_argument("--deployment", default="fractal-lba-backend",
+                    help="the configured target's Deployment (default fractal-lba-backend)")
+    au.add_argument("--since", metavar="TIME",
+                    help="WAL entries received at or after this RFC 3339 time")
+    au.add_argument("--until", metavar="TIME", help="... and before this one")
+    au.add_argument("--key-id", action="append", metavar="KID",
+                    help="look for records signed with this key id (repeatable)")
+    au.add_argument("--fingerprint", action="append", metavar="FP",
+                    help="look for records signed with the key of this fingerprint "
+                         "(12 hex digits; repeatable)")
+    au.add_argument("--accepted-invalid", action="store_true",
+                    help="look for records a backend accepted that sigops judges invalid")
+    au.add_argument("--all", action="store_true",
+                    help="a full re-verification: every invalid record is a finding")
+    au.add_argument("--shards", type=int, metavar="N",
+                    help="indexes of the Job (default 1; the config caps it)")
+    au.add_argument("--parallelism", type=int, metavar="N",
+                    help="indexes at once (default 1; the config caps it)")
+    au.add_argument("--no-wait", action="store_true",
+                    help="create it and return (follow later with --follow NAME)")
+    au.add_argument("--timeout", default="30m", metavar="DURATION",
+                    help="stop following after this long (default 30m); the audit goes on")
+    au.add_argument("--report", metavar="DIR",
+                    help="write the report (Markdown, CSV, chart) into DIR once it ends")
+    au.set_defaults(func=cmd_audit)
 
     c = sub_parser("completion", "shell completion script (bash or zsh)",
                    "Print a completion script for kubectl-sigops.",
@@ -681,7 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-A/--all-namespaces works with {', '.join(LISTING_VERBS)} only; "
                      f"{args.verb} acts on one object")
     if args.verb in ("explain", "report") and not (args.ref or args.filename):
-        parser.error(f"{args.verb} takes {'si/NAME' if args.verb == 'report' else 'KIND/NAME'} "
+        parser.error(f"{args.verb} takes "
+                     f"{'si/NAME, sau/NAME' if args.verb == 'report' else 'KIND/NAME'} "
                      "or -f FILE")
     try:
         rc: int = args.func(args)

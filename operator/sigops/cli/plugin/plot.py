@@ -12,13 +12,13 @@ from its data rather than its pixels.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available", "figure", "figure_data", "save_png", "read_png_figure_data",
-           "PNG_KEY"]
+__all__ = ["available", "figure", "findings_figure", "figure_data", "save_png",
+           "read_png_figure_data", "PNG_KEY"]
 
 PNG_KEY = "sigops:figure"
 
@@ -78,6 +78,42 @@ def figure(points: Sequence[tuple[float, float]], threshold: float,
     return fig
 
 
+_FINDING_COLORS = ("#c0392b", "#1f5fa8", "#8e44ad", "#2e8b57")
+
+
+def findings_figure(series: Mapping[str, Sequence[tuple[datetime, int]]], title: str) -> Any:
+    """A matplotlib Figure (Agg canvas) of an audit's findings per hour received: one step
+    line per finding (``series``: name -> (hour, count)), gid ``finding-<name>``."""
+    import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    top = 1
+    for i, (name, points) in enumerate(series.items()):
+        if not points:
+            continue
+        hours = [_num(t) for t, _ in points]
+        counts = [c for _, c in points]
+        top = max(top, *counts)
+        ax.plot(hours, counts, drawstyle="steps-post", marker="o", markersize=3,
+                linewidth=1.6, color=_FINDING_COLORS[i % len(_FINDING_COLORS)],
+                gid=f"finding-{name}", label=f"{name} (per hour)")
+    ax.set_ylim(0, top * 1.15)
+    ax.set_ylabel("findings per hour received")
+    ax.set_xlabel("time the backend received the record (UTC)")
+    ax.set_title(title, fontsize=10, pad=14)
+    ax.xaxis.set_major_formatter(
+        mdates.DateFormatter("%m-%d %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8,
+              frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def _num(t: datetime) -> float:
     import matplotlib.dates as mdates
 
@@ -94,7 +130,8 @@ def _rfc3339_ms(t: datetime) -> str:
 
 def figure_data(fig: Any) -> dict[str, Any]:
     """What the figure shows, read from its artists: the threshold line's y values, each
-    action line's x (as RFC 3339 UTC) and the number of rate points."""
+    action line's x (as RFC 3339 UTC) and the number of rate points; for an audit's chart,
+    each finding's plotted total (``findings``)."""
     import matplotlib.dates as mdates
 
     out: dict[str, Any] = {"threshold": None, "actions": [], "rate_points": 0}
@@ -111,6 +148,9 @@ def figure_data(fig: Any) -> dict[str, Any]:
                                        "vertical": len(xs) == 1})
             elif gid == "rate":
                 out["rate_points"] = len(line.get_xdata())
+            elif gid.startswith("finding-"):
+                out.setdefault("findings", {})[gid[len("finding-"):]] = int(
+                    sum(line.get_ydata()))
     out["actions"].sort(key=lambda a: int(a["gid"].split("-")[1]))
     return out
 

@@ -19,7 +19,7 @@ __all__ = ["Ref", "RefError", "parse_ref", "ref_of", "KINDS", "parse_ts", "ago"]
 
 
 class RefError(SigopsError):
-    """Not a reference to a SignatureIncident or a KeyRotation."""
+    """Not a reference to a SignatureIncident, a KeyRotation or a SignatureAudit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +35,16 @@ class Ref:
 
 KINDS: dict[str, tuple[str, str, str]] = {}
 for _kind, _plural, _short in (("SignatureIncident", "signatureincidents", "si"),
-                               ("KeyRotation", "keyrotations", "kr")):
+                               ("KeyRotation", "keyrotations", "kr"),
+                               ("SignatureAudit", "signatureaudits", "sau")):
     for _alias in (_short, _kind.lower(), _plural,
                    f"{_plural}.sigops.fractal-lba.io", f"{_kind.lower()}.sigops.fractal-lba.io"):
         KINDS[_alias] = (_kind, _plural, _short)
 
 
 def parse_ref(text: str, only: tuple[str, ...] = ("si", "kr")) -> Ref:
-    """``KIND/NAME`` with KIND one of si, signatureincident(s), kr, keyrotation(s)."""
+    """``KIND/NAME`` with KIND one of si, signatureincident(s), kr, keyrotation(s), sau,
+    signatureaudit(s); ``only`` the short names this verb takes."""
     kind, sep, name = text.partition("/")
     row = KINDS.get(kind.lower())
     if not sep or not name or row is None:
@@ -54,12 +56,13 @@ def parse_ref(text: str, only: tuple[str, ...] = ("si", "kr")) -> Ref:
     return Ref(*row, name)
 
 
-def ref_of(obj: dict[str, Any]) -> Ref:
-    """The reference of a stored object (by its ``kind``)."""
+def ref_of(obj: dict[str, Any], only: tuple[str, ...] = ("si", "kr")) -> Ref:
+    """The reference of a stored object (by its ``kind``), one of the kinds ``only``."""
     kind = str(obj.get("kind") or "")
     row = KINDS.get(kind.lower())
-    if row is None:
-        raise RefError(f"not a SignatureIncident or KeyRotation: kind {kind or 'missing'}")
+    if row is None or row[2] not in only:
+        names = " or ".join(KINDS[s][0] for s in only)
+        raise RefError(f"not a {names}: kind {kind or 'missing'}")
     return Ref(*row, str((obj.get("metadata") or {}).get("name") or ""))
 
 
