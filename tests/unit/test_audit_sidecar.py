@@ -323,3 +323,22 @@ def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times
     answers[:] = [_Answer(400, {}, b'{"error": "cursor is not one of this window\'s"}')]
     with pytest.raises(WalReadError, match="HTTP 400: cursor is not"):
         list(read_pages(pod, TOKEN.encode(), since, until, sleep=slept.append))
+
+
+def test_the_wal_port_admits_the_audit_jobs_pods_of_the_backends_namespace_only() -> None:
+    """The NetworkPolicy of the WAL reader port (runbook and builder alike) admits the audit
+    Job's pods by the labels the Job gives them, with no namespaceSelector: the backend's own
+    namespace, where the Jobs run."""
+    import yaml
+    from tests.support import REPO
+
+    from sigops.testbed.manifests import AUDIT_POD_LABELS, wal_reader_policy
+
+    doc = yaml.safe_load((REPO / "runbooks" / "wal-reader-networkpolicy.yaml").read_text())
+    assert doc == wal_reader_policy({"app": "fractal-lba-backend"})
+    operator, audit = doc["spec"]["ingress"][0]["from"]
+    assert "namespaceSelector" in operator
+    assert audit == {"podSelector": {"matchLabels": AUDIT_POD_LABELS}}
+    labels = job_manifest(with_pods(plan(), PODS, NOW))["spec"]["template"]["metadata"][
+        "labels"]
+    assert AUDIT_POD_LABELS.items() <= labels.items()
