@@ -185,3 +185,88 @@ def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write
                             "create", "configmap", f"{name}-r9"], capture_output=True,
                            text=True, timeout=60)
     assert other.returncode != 0 and "forbidden" in other.stderr
+
+
+def test_a_sidecar_audit_reads_one_index_per_own_ready_pod_listed_in_its_config_map(
+        cluster: Any, api: Any, namespace: str) -> None:
+    """``walSource: sidecar``: at launch the operator lists the Deployment's own ready pods
+    (its ReplicaSet's, here made by the controller and marked ready as a kubelet would), never
+    a look-alike that only matches the selector, and writes them into the Job's pods
+    ConfigMap; one index per pod, the WAL token mounted, the Role no wider."""
+    import time
+
+    from kubernetes import client
+
+    from sigops.audit.job import pods_config_map
+    from sigops.audit.sidecar import WalPod, parse_pods
+
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    labels = {"app": "fractal-lba-backend"}
+    apps.create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "fractal-lba-backend", "labels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                     {"name": "backend", "image": "x",
+                      "ports": [{"name": "http", "containerPort": 8080}]},
+                     {"name": "wal-reader", "image": "x",
+                      "ports": [{"name": "flk-wal", "containerPort": 8079}]}]}}}})
+
+    def own_pods() -> list[str] | None:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=fractal-lba-backend")
+        names = sorted(p.metadata.name for p in pods.items
+                       if any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or []))
+        return names if len(names) == 2 else None
+
+    names = wait_for(own_pods, 60, what="the ReplicaSet's two pods")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def ready(name: str, ip: str) -> None:
+        core.patch_namespaced_pod_status(name, namespace, {"status": {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}})
+
+    for i, name in enumerate(names):
+        ready(name, f"10.20.0.{i + 1}")
+    decoy = core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="decoy")))
+    core.create_namespaced_pod(namespace, client.V1Pod(
+        metadata=client.V1ObjectMeta(name="look-alike", labels=labels, owner_references=[
+            client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="decoy",
+                                    uid=decoy.metadata.uid, controller=True)]),
+        spec=client.V1PodSpec(containers=[client.V1Container(
+            name="wal-reader", image="x",
+            ports=[client.V1ContainerPort(name="flk-wal", container_port=8079)])])))
+    ready("look-alike", "10.20.0.99")
+
+    kube = Kube.connect(str(cluster.kubeconfig))
+    settings = Settings.model_validate({
+        "targets": [{"namespace": namespace, "walSource": "sidecar"}],
+        "audit": {"image": "sigops:0.test", "maxParallelism": 4}})
+    kube.create_cr(namespace, "signatureaudits", audit(namespace, "pods", shards=7))
+    rec = AuditReconciler(kube, settings, Signer(generate_key(ED25519, "op", state="active")))
+    assert rec.tick(kube.get_cr(namespace, "signatureaudits", "pods") or {}) == "Running"
+    st = (kube.get_cr(namespace, "signatureaudits", "pods") or {})["status"]
+    job_name = st["job"]["name"]
+    assert st["job"]["shards"] == 2  # spec.shards 7 is replaced by the pod count
+    cond = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert "one index per ready pod (2" in cond["message"]
+    cm = kube.read_config_map(namespace, pods_config_map(job_name))
+    assert cm is not None and cm.metadata.owner_references[0].kind == "Job"
+    assert parse_pods(cm.data["pods.json"]) == [WalPod(names[0], "10.20.0.1", 8079),
+                                                 WalPod(names[1], "10.20.0.2", 8079)]
+    job = kube.read_job(namespace, job_name) or {}
+    assert job["spec"]["completions"] == 2 and job["spec"]["suspend"] is False
+    pod_spec = job["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod_spec["volumes"]}
+    assert vols["wal-token"]["secret"]["secretName"] == "sigops-wal-token"
+    assert vols["pods"]["configMap"]["name"] == pods_config_map(job_name)
+    sa = f"system:serviceaccount:{namespace}:{job_name}"
+    for what in (("list", "pods"), ("get", "secret/sigops-wal-token"),
+                 ("update", f"configmap/{pods_config_map(job_name)}")):
+        r = kubectl(cluster, "auth", "can-i", "--as", sa, "-n", namespace, *what, check=False)
+        assert r.stdout.strip() == "no", what
+    # The reconciler follows it with the Job's own count of indexes.
+    assert rec.tick(kube.get_cr(namespace, "signatureaudits", "pods") or {}) == "Running"
+    st = (kube.get_cr(namespace, "signatureaudits", "pods") or {})["status"]
+    assert st["progress"]["summary"] == "0/2"

@@ -230,9 +230,9 @@ def test_defaults(rendered: dict[str, list[Doc]]) -> None:
     assert env["SIGOPS_NAMESPACES"] == "fractal-lba"
     assert "SIGOPS_PROMETHEUS_URL" not in env
     # Defaults of the chart are the defaults of the code (except the target it names and the
-    # audit Jobs' image: the chart's own).
+    # audit Jobs' image and WAL token Secret: the release's own).
     cfg = Settings.model_validate(config_of(docs))
-    mine: Any = {"targets": True, "audit": {"image"}}
+    mine: Any = {"targets": True, "audit": {"image", "wal_token_secret"}}
     assert cfg.model_dump(exclude=mine) == Settings().model_dump(exclude=mine)
     (target,) = cfg.targets
     assert (target.namespace, target.deployment, target.default) == (
@@ -610,7 +610,8 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "keyRotation": {"minOverlap": "24h", "reconcileInterval": 2, "overlapProbeGrace": "45s",
                         "overlapProbeRounds": 3},
         "signals": {"rateLimit": 5, "rateWindow": "30m", "serviceId": "sigops-eu"},
-        "evidence": {"walExec": {"enabled": True, "dir": "/wal"}},
+        "evidence": {"walExec": {"enabled": True, "dir": "/wal"},
+                     "walReader": {"token": {"secretKey": "wal"}}},
         "audit": {"enabled": True, "maxParallelism": 9, "maxShards": 99, "backoffLimitPerIndex": 1,
                   "activeDeadline": "3h", "ttlAfterFinished": "10m", "firstN": 5,
                   "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
@@ -635,7 +636,8 @@ def test_every_config_value_reaches_the_operator(tmp_path: Path) -> None:
         "audit": {"enabled": True, "max_parallelism": 9, "max_shards": 99,
                   "backoff_limit_per_index": 1, "active_deadline": "3h",
                   "ttl_after_finished": "10m", "first_n": 5,
-                  "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi"},
+                  "image": "sigops-audit:x", "cpu": "500m", "memory": "128Mi",
+                  "wal_token_secret": "rel-sigops-wal-token", "wal_token_key": "wal"},
     }
     got = cfg.model_dump()
     for field, value in want.items():
@@ -661,8 +663,13 @@ def test_every_target_value_reaches_the_operator(tmp_path: Path) -> None:
     for field, value in target.items():
         assert got[field] == (tuple(value) if isinstance(value, list) else value), field
         assert default[field] != got[field], f"{field}: pick a non-default test value"
-    assert set(target) == set(Target.model_fields[f].alias or f for f in Target.model_fields), \
+    # walSource sidecar excludes walClaim: its own render below
+    assert set(target) | {"walSource"} == set(Target.model_fields[f].alias or f
+                                              for f in Target.model_fields), \
         "a Target field has no chart value"
+    sidecar = {"namespace": "pay", "deployment": "be", "walSource": "sidecar"}
+    cfg = Settings.model_validate(config_of(render({"targets": [sidecar]}, tmp=tmp_path)))
+    assert cfg.targets[0].wal_source == "sidecar" != Target().wal_source
 
 
 def test_extra_config_is_merged_and_validated(tmp_path: Path) -> None:

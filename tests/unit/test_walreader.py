@@ -356,3 +356,198 @@ def test_a_max_window_that_is_no_duration_is_a_usage_error(tmp_path: Path) -> No
     for bad in ("forever", "0s"):
         assert main(["wal", "serve", "--dir", str(tmp_path), "--token-file",
                      str(tmp_path / "tok"), "--max-window", bad]) == EXIT_USAGE
+
+
+# -- /v1/wal/range: a whole window, forward, page by page ------------------------------------
+
+
+def damaged_dir(tmp_path: Path) -> Path:
+    """Two day files with every kind of damage: junk lines, a length running past the next
+    entry, two damaged entries in a row, and a last entry torn mid-write."""
+    root = tmp_path / "dmg"
+    wal = InboxWal(root)
+    for i in range(30):
+        wal.append(body(i), T0 + i * 1_000_000_000)
+        if i == 4:
+            with open(root / "inbox-20270115.wal", "ab") as f:
+                f.write(b"not a header at all\n")
+        if i == 9:
+            with open(root / "inbox-20270115.wal", "ab") as f:
+                f.write(b"2027-01-15T08:00:09Z|999|{\"cut\n")
+                f.write(b"2027-01-15T08:00:09Z|3|{}}}\n")
+        if i == 20:
+            with open(root / "inbox-20270115.wal", "ab") as f:
+                f.write(b"\n\n")  # blank lines between entries are no entries
+    for i in range(30, 40):
+        wal.append(body(i), T0 + 86_400 * 1_000_000_000 + i * 1_000_000_000)
+    with open(root / "inbox-20270116.wal", "ab") as f:
+        f.write(b"2027-01-16T08:00:50Z|50|{\"torn")
+    return root
+
+
+def direct(root: Path, lo: datetime, hi: datetime) -> list[tuple[bool, bytes | None]]:
+    """What a reader of the files themselves sees in the window: intact entries in it and
+    every damaged entry."""
+    out = []
+    for f in WalDirectory(root, 1).window_files(lo, hi):
+        out += [(e.error is not None, e.body) for e in read_wal(f.read_bytes(), lo, hi)]
+    return out
+
+
+def paged(wd: WalDirectory, lo: datetime, hi: datetime, max_bytes: int
+          ) -> tuple[list[tuple[bool, bytes | None]], int, int]:
+    """(entries of every page, damaged entries the pages reported, pages)."""
+    out: list[tuple[bool, bytes | None]] = []
+    cursor, damaged, pages = None, 0, 0
+    while True:
+        page = wd.page(lo, hi, cursor, max_bytes)
+        pages += 1
+        assert len(page.data) <= max_bytes
+        entries = list(read_wal(page.data))
+        # a page holds whole entries only: nothing torn at its end, stubs stand alone
+        assert sum(e.error is not None for e in entries) == page.damaged
+        out += [(e.error is not None, e.body) for e in entries]
+        damaged += page.damaged
+        if page.next_cursor is None:
+            return out, damaged, pages
+        assert page.next_cursor != cursor or page.data
+        cursor = page.next_cursor
+        assert pages < 10_000
+
+
+@pytest.mark.parametrize("max_bytes", [160, 300, 701, 4096, 1 << 20])
+def test_pages_of_a_window_crossing_files_are_the_files_entry_for_entry(
+        tmp_path: Path, max_bytes: int) -> None:
+    root = damaged_dir(tmp_path)
+    wd = WalDirectory(root, 1 << 20)
+    for lo, hi in ((since(-10), since(86_400 * 2)), (since(5), since(86_400 + 35)),
+                   (since(86_400 + 32), since(86_400 * 3))):
+        want = direct(root, lo, hi)
+        if hi == since(86_400 + 35):
+            # the torn last entry is stamped after this window closed: a write in progress
+            # then, not the window's (a reader of the file counts it)
+            assert want[-1] == (True, None)
+            want = want[:-1]
+        got, damaged, pages = paged(wd, lo, hi, max_bytes)
+        assert got == want
+        assert damaged == sum(bad for bad, _ in want)
+        if max_bytes == 1 << 20 and lo == since(-10):
+            assert pages == 1 and damaged == 4
+        elif max_bytes == 160 and lo == since(-10):
+            assert pages > 10
+
+
+def test_the_server_ceiling_bounds_every_page(waldir: Path) -> None:
+    wd = WalDirectory(waldir, 400)
+    page = wd.page(since(0), since(86_400 * 2), None, 1 << 20)
+    assert 0 < len(page.data) <= 400 and page.next_cursor
+
+
+def test_an_entry_longer_than_a_page_is_a_clear_refusal_not_a_hang(tmp_path: Path) -> None:
+    from sigops.runtime.walreader import PageRefused
+
+    wal = InboxWal(tmp_path)
+    wal.append(body(1), T0)
+    wal.append(json.dumps({"n": 2, "pad": "p" * 5000}).encode(), T0 + 1_000_000_000)
+    wal.append(body(3), T0 + 2_000_000_000)
+    wd = WalDirectory(tmp_path, 1 << 20)
+    first = wd.page(since(-1), since(10), None, 1000)
+    assert ids(first.data) == [1] and first.next_cursor
+    t0 = time.monotonic()
+    with pytest.raises(PageRefused) as e:
+        wd.page(since(-1), since(10), first.next_cursor, 1000)
+    assert e.value.status == 422 and "longer than max_bytes (1000)" in str(e.value)
+    assert time.monotonic() - t0 < 1
+    # a larger page gets past it
+    again = wd.page(since(-1), since(10), first.next_cursor, 8000)
+    assert [json.loads(x.body or b"")["n"] for x in read_wal(again.data)] == [2, 3]
+
+
+def test_a_cursor_names_only_an_entry_boundary_of_the_windows_own_files(
+        waldir: Path) -> None:
+    from sigops.runtime.walreader import PageRefused
+
+    wd = WalDirectory(waldir, 1 << 20)
+    lo, hi = since(0), since(86_400 * 2)
+    good = wd.page(lo, hi, None, 500).next_cursor
+    assert good is not None and good.startswith("v1.20270115.")
+    offset = int(good.rsplit(".", 1)[1])
+    size = (waldir / "inbox-20270115.wal").stat().st_size
+    for bad in ("", "x", "v1.20270115", "v2.20270115.0", f"v1.20270115.{offset + 1}",
+                f"v1.20270115.{size + 1}", "v1.20270114.0", "v1.20270117.0",
+                "v1.20270115.-1", "v1.../../etc/passwd.0", "v1.20270115.0/../x",
+                "v1.2027011500.0", "v1.20270115.1234567890123456"):
+        if bad == "":
+            continue  # an empty cursor is no cursor: the window's start
+        with pytest.raises(PageRefused) as e:
+            wd.page(lo, hi, bad, 500)
+        assert e.value.status == 400, bad
+    # a cursor of a day outside this window: refused, though the file exists
+    with pytest.raises(PageRefused):
+        wd.page(since(86_400), hi, good, 500)
+    assert wd.page(lo, hi, f"v1.20270115.{size}", 500).data  # a file's end: the next file
+    assert wd.page(lo, hi, "v1.20270115.0", 500).data
+
+
+def test_range_over_http_pages_with_the_same_token_window_and_limits(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = damaged_dir(tmp_path)
+
+    async def run() -> None:
+        client = TestClient(TestServer(app_of(root, token_file(tmp_path))))
+        await client.start_server()
+        try:
+            q = {"since": "2027-01-15T07:00:00Z", "until": "2027-01-17T00:00:00Z",
+                 "max_bytes": "500"}
+            got: list[tuple[bool, bytes | None]] = []
+            damaged, cursor = 0, None
+            while True:
+                params = {**q, **({"cursor": cursor} if cursor else {})}
+                r = await client.get("/v1/wal/range", params=params, headers=AUTH)
+                assert r.status == 200, await r.text()
+                data = await r.read()
+                assert len(data) <= 500
+                got += [(e.error is not None, e.body) for e in read_wal(data)]
+                damaged += int(r.headers["X-WAL-Damaged"])
+                cursor = r.headers.get("X-WAL-Next-Cursor")
+                assert r.headers["X-WAL-Complete"] == ("false" if cursor else "true")
+                if not cursor:
+                    break
+            want = direct(root, parse(q["since"]), parse(q["until"]))
+            assert got == want and damaged == 4
+            # refusals: no token, a bad cursor, an empty window, an entry too long
+            assert (await client.get("/v1/wal/range", params=q)).status == 401
+            for bad in ({"cursor": "v1.20270115.3"}, {"cursor": "../inbox-20270115.wal"},
+                        {"until": "2027-01-15T07:00:00Z"}, {"until": "soon"}):
+                r = await client.get("/v1/wal/range", params={**q, **bad}, headers=AUTH)
+                assert r.status == 400, bad
+            r = await client.get("/v1/wal/range", params={**q, "max_bytes": "20"},
+                                 headers=AUTH)
+            assert r.status == 422 and "longer than max_bytes" in (await r.json())["error"]
+        finally:
+            await client.close()
+
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    asyncio.run(run())
+
+
+def test_range_refuses_a_window_older_than_the_max(tmp_path: Path) -> None:
+    wal = InboxWal(tmp_path / "wal")
+    wal.append(body(1), time.time_ns() - 60 * 1_000_000_000)
+
+    async def run() -> None:
+        client = TestClient(TestServer(app_of(tmp_path / "wal", token_file(tmp_path),
+                                              limits=Limits(max_window=3600))))
+        await client.start_server()
+        try:
+            r = await client.get("/v1/wal/range", headers=AUTH,
+                                 params={"since": "2000-01-01T00:00:00Z"})
+            assert r.status == 400 and "--max-window" in (await r.json())["error"]
+            r = await client.get("/v1/wal/range", headers=AUTH)  # the last hour, to now
+            assert r.status == 200 and ids(await r.read()) == [1]
+        finally:
+            await client.close()
+
+    asyncio.run(run())

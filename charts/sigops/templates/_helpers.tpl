@@ -102,6 +102,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
 {{- if .allowErrorRateQuery }}{{ $_ := set $t "allowErrorRateQuery" true }}{{ end -}}
 {{- with .samplesConfigMap }}{{ $_ := set $t "samplesConfigMap" . }}{{ end -}}
 {{- with .walClaim }}{{ $_ := set $t "walClaim" . }}{{ end -}}
+{{- with .walSource }}{{ $_ := set $t "walSource" . }}{{ end -}}
 {{- $targets = append $targets $t -}}
 {{- end -}}
 {{- $modes := dict -}}
@@ -150,7 +151,9 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
     "firstN" $v.audit.firstN
     "image" (default (include "sigops.image" .) $v.audit.image)
     "cpu" ($v.audit.cpu | toString)
-    "memory" $v.audit.memory)
+    "memory" $v.audit.memory
+    "walTokenSecret" (include "sigops.walTokenSecretName" .)
+    "walTokenKey" $v.evidence.walReader.token.secretKey)
 -}}
 {{- if $v.remediation.notificationURL -}}
 {{- $_ := set $cfg "notification_url" $v.remediation.notificationURL -}}

@@ -8,30 +8,45 @@ and one result ConfigMap per index are created next, each owned by the Job (so t
 deletes the Job deletes them too), and only then is the Job resumed: no pod runs without its
 RBAC.
 
-Index ``i`` reads every file of the WAL volume whose position in the sorted listing is ``i``
-modulo the number of shards, and writes its signed partial to ConfigMap ``<job>-r<i>``: the
-Role grants ``get``/``update`` on exactly those ConfigMaps and nothing else (no Secrets: the
+Two WAL sources, chosen by the target's ``walSource`` in the operator config:
+
+- ``volume`` (the default): index ``i`` reads every file of the ``walClaim`` volume whose
+  position in the sorted listing is ``i`` modulo ``spec.shards``.
+- ``sidecar``: one index per ready pod of the Deployment's own ReplicaSets, listed at launch
+  (:mod:`.sidecar`): ``spec.shards`` is replaced by the pod count (pods come and go; a
+  person cannot know it ahead). The list is the input ConfigMap ``<job>-pods``, owned by the
+  Job and mounted; the WAL token Secret of the target's namespace is mounted too (never an
+  argument). Index ``i`` reads pod ``i``'s window through its WAL reader sidecar.
+
+Each index writes its signed partial to ConfigMap ``<job>-r<i>``: the Role grants
+``get``/``update`` on exactly those ConfigMaps and nothing else (no Secrets, no pods: the
 kubelet mounts them, the pod never reads them through the API).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from ..core.timeparse import parse_duration
+from ..core.timeparse import format_time, parse_duration
 from ..settings import AuditSettings, Target
+from .sidecar import PODS_KEY, WalPod, pods_json
 
-__all__ = ["AuditRefused", "AuditJob", "plan_job", "job_name", "result_config_map",
-           "job_manifest", "owned_manifests", "LABEL_AUDIT", "LABEL_AUDIT_UID",
-           "KEYRING_KEY"]
+__all__ = ["AuditRefused", "AuditJob", "plan_job", "with_pods", "job_name", "result_config_map",
+           "pods_config_map", "job_manifest", "owned_manifests", "LABEL_AUDIT",
+           "LABEL_AUDIT_UID", "KEYRING_KEY", "WAL_TOKEN_PATH"]
 
 LABEL_AUDIT = "sigops.fractal-lba.io/audit"
 LABEL_AUDIT_UID = "sigops.fractal-lba.io/audit-uid"
 KEYRING_KEY = "keyring.json"
 """The key history inside the target's managed keyring Secret (``sigops-keyring-<deployment>``)."""
 _WAL, _HISTORY, _KEY = "/wal", "/etc/sigops/history", "/etc/sigops/audit-key"
+_PODS, _WAL_TOKEN = "/etc/sigops/pods", "/etc/sigops/wal-token"
+WAL_TOKEN_PATH = f"{_WAL_TOKEN}/token"
+"""Where an index of a ``sidecar`` audit finds the WAL reader token (a mounted Secret)."""
 
 
 class AuditRefused(ValueError):
@@ -61,6 +76,14 @@ class AuditJob:
     all: bool = False
     since: str | None = None
     until: str | None = None
+    want_parallelism: int = 1
+    """``spec.parallelism`` as asked (``parallelism`` is it held to the limits)."""
+    pods: tuple[WalPod, ...] = ()
+    """``sidecar`` source: the pods read, one per index (:func:`with_pods`)."""
+
+    @property
+    def sidecar(self) -> bool:
+        return self.target.wal_source == "sidecar"
 
     @property
     def name(self) -> str:
@@ -86,6 +109,11 @@ def result_config_map(job: str, index: int) -> str:
     return f"{job}-r{index}"
 
 
+def pods_config_map(job: str) -> str:
+    """The input ConfigMap of a ``sidecar`` audit: the pods, one per index."""
+    return f"{job}-pods"
+
+
 def _strings(v: Any, what: str) -> tuple[str, ...]:
     if v is None:
         return ()
@@ -100,9 +128,10 @@ def plan_job(meta: Mapping[str, Any], spec: Mapping[str, Any], target: Target,
     resolved with :meth:`Settings.resolve_target`), or :class:`AuditRefused`.
     ``spec.parallelism`` is held to the config's limit; more shards than it allows, an audit
     that looks for nothing, or a target without a WAL volume are refused."""
-    if not target.wal_claim:
-        raise AuditRefused("NoWalSource", f"target {target.ref} names no walClaim in the "
-                                          "operator config: there is no WAL to audit")
+    if target.wal_source == "volume" and not target.wal_claim:
+        raise AuditRefused("NoWalSource", f"target {target.ref} names no walClaim (nor "
+                                          "walSource: sidecar) in the operator config: "
+                                          "there is no WAL to audit")
     if not limits.image:
         raise AuditRefused("NoImage", "the operator config sets no audit.image")
     look = spec.get("lookFor") or {}
@@ -117,7 +146,7 @@ def plan_job(meta: Mapping[str, Any], spec: Mapping[str, Any], target: Target,
     shards = spec.get("shards", 1)
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise AuditRefused("InvalidSpec", "spec.shards must be a positive integer")
-    if shards > limits.max_shards:
+    if shards > limits.max_shards and target.wal_source == "volume":
         raise AuditRefused("TooManyShards", f"spec.shards {shards} is above the config's "
                                             f"audit.maxShards ({limits.max_shards})")
     want = spec.get("parallelism", 1)
@@ -130,7 +159,26 @@ def plan_job(meta: Mapping[str, Any], spec: Mapping[str, Any], target: Target,
         parallelism=min(want, limits.max_parallelism, shards), image=limits.image,
         keyring_secret=keyring_secret, limits=limits, key_ids=key_ids, fingerprints=fps,
         accepted_invalid=accepted_invalid, all=everything,
-        since=str(since) if since else None, until=str(until) if until else None)
+        since=str(since) if since else None, until=str(until) if until else None,
+        want_parallelism=want)
+
+
+def with_pods(plan: AuditJob, pods: Sequence[WalPod], now: datetime) -> AuditJob:
+    """A ``sidecar`` audit's plan once its pods are listed: one index per pod (``spec.shards``
+    is replaced by their number), and a window that ends: ``spec.until``, else ``now`` (the
+    launch), so every index reads the same window however late it starts. No pods, or more
+    than ``audit.maxShards``, is refused."""
+    if not pods:
+        raise AuditRefused("NoPodsToRead", f"target {plan.target.ref} has walSource sidecar "
+                                           "but no ready pod of its own ReplicaSets has a "
+                                           "flk-wal port")
+    if len(pods) > plan.limits.max_shards:
+        raise AuditRefused("TooManyShards", f"{len(pods)} pods to read is above the config's "
+                                            f"audit.maxShards ({plan.limits.max_shards})")
+    return dataclasses.replace(
+        plan, pods=tuple(pods), shards=len(pods),
+        parallelism=min(plan.want_parallelism, plan.limits.max_parallelism, len(pods)),
+        until=plan.until or format_time(now))
 
 
 def _labels(plan: AuditJob) -> dict[str, str]:
@@ -144,9 +192,12 @@ def _meta(plan: AuditJob, name: str) -> dict[str, Any]:
 
 
 def _args(plan: AuditJob) -> list[str]:
+    if plan.sidecar:
+        source = ["--pods", f"{_PODS}/{PODS_KEY}", "--wal-token-file", WAL_TOKEN_PATH]
+    else:
+        source = ["--dir", _WAL, "--shards-of", str(plan.shards)]
     args = ["audit", "shard", "--keyring", f"{_HISTORY}/{KEYRING_KEY}",
-            "--profile", plan.target.profile, "--key", f"{_KEY}/key.json",
-            "--dir", _WAL, "--shards-of", str(plan.shards),
+            "--profile", plan.target.profile, "--key", f"{_KEY}/key.json", *source,
             "--audit", plan.ref, "--target", plan.target.ref,
             "--first", str(plan.limits.first_n),
             "--publish-configmap", f"{plan.name}-r", "--namespace", plan.namespace]
@@ -165,9 +216,27 @@ def _args(plan: AuditJob) -> list[str]:
     return args
 
 
+def _wal_volumes(plan: AuditJob) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes) of the WAL source: the claim, or the pods list and the token."""
+    if not plan.sidecar:
+        return ([{"name": "wal", "mountPath": _WAL, "readOnly": True}],
+                [{"name": "wal", "persistentVolumeClaim": {
+                    "claimName": plan.target.wal_claim, "readOnly": True}}])
+    key = plan.limits.wal_token_key
+    return ([{"name": "pods", "mountPath": _PODS, "readOnly": True},
+             {"name": "wal-token", "mountPath": _WAL_TOKEN, "readOnly": True}],
+            [{"name": "pods", "configMap": {"name": pods_config_map(plan.name),
+                                            "items": [{"key": PODS_KEY, "path": PODS_KEY}]}},
+             {"name": "wal-token", "secret": {"secretName": plan.limits.wal_token_secret,
+                                              "items": [{"key": key, "path": "token"}]}}])
+
+
 def job_manifest(plan: AuditJob) -> dict[str, Any]:
     """The Indexed Job, suspended (resume it once :func:`owned_manifests` exist)."""
     limits = plan.limits
+    if plan.sidecar and len(plan.pods) != plan.shards:
+        raise ValueError("a sidecar audit's Job is built once its pods are listed (with_pods)")
+    mounts, volumes = _wal_volumes(plan)
     resources = {"cpu": limits.cpu, "memory": limits.memory}
     return {
         "apiVersion": "batch/v1",
@@ -199,14 +268,13 @@ def job_manifest(plan: AuditJob) -> dict[str, Any]:
                                             "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}},
                         "volumeMounts": [
-                            {"name": "wal", "mountPath": _WAL, "readOnly": True},
+                            *mounts,
                             {"name": "history", "mountPath": _HISTORY, "readOnly": True},
                             {"name": "audit-key", "mountPath": _KEY, "readOnly": True},
                         ],
                     }],
                     "volumes": [
-                        {"name": "wal", "persistentVolumeClaim": {
-                            "claimName": plan.target.wal_claim, "readOnly": True}},
+                        *volumes,
                         {"name": "history", "secret": {
                             "secretName": plan.keyring_secret,
                             "items": [{"key": KEYRING_KEY, "path": KEYRING_KEY}]}},
@@ -220,8 +288,8 @@ def job_manifest(plan: AuditJob) -> dict[str, Any]:
 
 def owned_manifests(plan: AuditJob, job_uid: str, key_json: str) -> list[dict[str, Any]]:
     """The Job's ServiceAccount, Role, RoleBinding, the Secret with the audit's signing key
-    (``key_json``: an Ed25519 key entry) and one empty result ConfigMap per index, each
-    owned by the Job (uid ``job_uid``)."""
+    (``key_json``: an Ed25519 key entry), a ``sidecar`` audit's pods ConfigMap and one empty
+    result ConfigMap per index, each owned by the Job (uid ``job_uid``)."""
     owner = [{"apiVersion": "batch/v1", "kind": "Job", "name": plan.name, "uid": job_uid,
               "controller": True, "blockOwnerDeletion": False}]
 
@@ -244,6 +312,11 @@ def owned_manifests(plan: AuditJob, job_uid: str, key_json: str) -> list[dict[st
         {"apiVersion": "v1", "kind": "Secret", "metadata": meta(), "type": "Opaque",
          "stringData": {"key.json": key_json}},
     ]
+    if plan.sidecar:  # the input: which pod each index reads
+        out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {**_meta(plan, pods_config_map(plan.name)),
+                                 "ownerReferences": owner},
+                    "data": {PODS_KEY: pods_json(plan.pods)}})
     for name in results:
         out.append({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {**_meta(plan, name), "ownerReferences": owner}, "data": {}})

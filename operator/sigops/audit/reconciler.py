@@ -1,7 +1,8 @@
 """The SignatureAudit reconciler: one step per tick.
 
-Open audit without a Job: resolve the target (config only), plan the Job, launch it (with a
-fresh audit key), record the Job in status. Open audit with a Job: read the Job and its
+Open audit without a Job: resolve the target (config only), plan the Job (for a ``walSource:
+sidecar`` target, list the Deployment's own ready pods first: one index per pod), launch it
+(with a fresh audit key), record the Job in status. Open audit with a Job: read the Job and its
 indexes' result ConfigMaps, verify each partial with the audit's public key read from the
 audit's Secret in the target's namespace (never from status, which a requester who may patch
 status could rewrite), and write the merged status; once the Job has finished, the status
@@ -13,6 +14,7 @@ grant the RBAC it needs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime
@@ -25,8 +27,9 @@ from ..kube.api import Kube, secret_strings
 from ..kube.conditions import set_condition
 from ..settings import Settings, TargetRefused
 from ..signing.records import Signer, subject_of
-from .job import AuditJob, AuditRefused, plan_job, result_config_map
+from .job import AuditJob, AuditRefused, plan_job, pods_config_map, result_config_map, with_pods
 from .launch import launch
+from .sidecar import PODS_KEY, WalReadError, parse_pods, wal_pods
 from .status import audit_status, digest_of
 
 __all__ = ["AuditReconciler", "PLURAL", "TERMINAL", "Phase", "Reason"]
@@ -90,6 +93,15 @@ class AuditReconciler:
                         str(e))
             return Phase.REFUSED
         if not status.get("job"):
+            note = ""
+            if plan.sidecar:
+                try:
+                    plan, note = self._with_pods(plan)
+                except (AuditRefused, WalReadError) as e:
+                    reason = getattr(e, "reason", "PodsUnreadable")
+                    self._write(obj, {"phase": Phase.REFUSED, "message": str(e)}, "False",
+                                reason, str(e))
+                    return Phase.REFUSED
             key = generate_key(ED25519, f"audit-{plan.audit_uid.replace('-', '')[:8]}",
                                state="active")
             job, public = launch(self.kube, plan, key)
@@ -101,9 +113,37 @@ class AuditReconciler:
                 "progress": {"summary": f"0/{plan.shards}"},
             }, "False", Reason.JOB_CREATED, f"job {plan.namespace}/{plan.name} started with "
                                             f"{plan.shards} index(es), {plan.parallelism} at "
-                                            "once")
+                                            f"once{note}")
             return Phase.RUNNING
         return self._follow(obj, plan)
+
+    def _with_pods(self, plan: AuditJob) -> tuple[AuditJob, str]:
+        """A sidecar audit's pods: those its Job was made for if it exists (a rerun of an
+        interrupted launch), else the Deployment's own ready pods now; and a note for the
+        condition message."""
+        ns, name, now = plan.namespace, plan.name, datetime.now(UTC)
+        job = self.kube.read_job(ns, name)
+        if job is not None:
+            cm = self.kube.read_config_map(ns, pods_config_map(name))
+            text = ((cm.data or {}) if cm is not None else {}).get(PODS_KEY)
+            if text:
+                return with_pods(plan, parse_pods(text), now), ""
+        pods, not_ready, no_port = wal_pods(self.kube, ns, plan.target.deployment)
+        if no_port:
+            raise AuditRefused("NoWalSidecar", f"{no_port} ready pod(s) of {plan.target.ref} "
+                                               "have no flk-wal port (no WAL reader sidecar): "
+                                               "their WAL cannot be read")
+        planned = with_pods(plan, pods, now)
+        if job is not None and job["spec"].get("completions") != planned.shards:
+            raise AuditRefused("PodsChanged", f"job {ns}/{name} was made for "
+                                              f"{job['spec'].get('completions')} pod(s) and "
+                                              "its pods list is gone: delete the audit and "
+                                              "create it again")
+        note = (f"; one index per ready pod ({planned.shards}: spec.shards is not used with "
+                "walSource sidecar)")
+        if not_ready:
+            note += f"; {not_ready} pod(s) not ready, not read"
+        return planned, note
 
     def _follow(self, obj: dict[str, Any], plan: AuditJob) -> str:
         ns, name = plan.namespace, plan.name
@@ -114,6 +154,8 @@ class AuditReconciler:
             self._write(obj, {"phase": Phase.FAILED, "message": msg}, "False",
                         Reason.JOB_GONE, msg)
             return Phase.FAILED
+        if plan.sidecar:  # one index per pod listed at launch: the Job says how many
+            plan = dataclasses.replace(plan, shards=int(job["spec"]["completions"]))
         stored = key_from_entry(json.loads(secret_strings(secret)["key.json"]))
         partials: dict[int, Any] = {}
         for i in range(plan.shards):

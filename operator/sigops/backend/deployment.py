@@ -17,9 +17,12 @@ from ..kube.door import KubeDoor
 from .config import BackendConfig, EnvNames, backend_config, find_container, resolve_env
 from .keyring import REVISION_ANNOTATION, ManagedRing, desired_env, keyring_secret_name, revision_of
 
-__all__ = ["Backend", "MANAGED", "owned_by", "pod_of", "rollout_done"]
+__all__ = ["Backend", "MANAGED", "owned_by", "pod_of", "rollout_done", "WAL_PORT_NAME"]
 DEFAULT_BACKEND_PORT = 8080
 """The upstream backend's listen port, when its container declares none."""
+WAL_PORT_NAME = "flk-wal"
+"""The container port of the ``sigops wal serve`` sidecar in a backend pod (evidence and the
+fleet audit read the WAL there)."""
 
 
 class Backend:

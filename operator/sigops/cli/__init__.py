@@ -598,7 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve the tail of a WAL directory over HTTP (GET /v1/wal)",
         description="A read-only sidecar for the FLK backend pod: serves the newest intact "
                     "inbox WAL entries (GET /v1/wal?since=TIME&max_bytes=N) so sigops can "
-                    "diagnose from the PCS the backend refused. Mount the backend's WAL "
+                    "diagnose from the PCS the backend refused, and whole windows forward, "
+                    "page by page (GET /v1/wal/range?since=T&until=T&cursor=C: the fleet "
+                    "audit's source). Mount the backend's WAL "
                     "volume read-only, and the Secret whose token sigops presents "
                     "(Authorization: Bearer; every other request is 401).",
         epilog="example: sigops wal serve --dir /data/wal --listen 0.0.0.0:8079 "

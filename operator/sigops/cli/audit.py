@@ -1,7 +1,11 @@
 """``sigops audit shard``: one index of a SignatureAudit (or a person, by hand) audits one
 shard of WAL files and prints its signed partial result.
 
-Exit 0: nothing found; 1: something found; 2: usage or configuration."""
+With ``--pods`` the index reads one backend pod's WAL window through its ``sigops wal serve``
+sidecar, page by page, instead of files (``walSource: sidecar``).
+
+Exit 0: nothing found; 1: something found; 2: usage or configuration; 3: a pod's WAL could
+not be read through its sidecar (the Job retries the index)."""
 
 from __future__ import annotations
 
@@ -82,6 +86,58 @@ def _mapped(stack: ExitStack, paths: list[str], tenant: str | None) -> Iterator[
         yield ShardInput(p, m, tenant)
 
 
+EXIT_UNREADABLE = 3
+WAL_MARGIN_SECONDS = 600
+"""How far inside the sidecars' window (``--wal-window``) an index starts when the audit's
+``since`` lies further back: the window must still hold at the last page."""
+
+
+def _pod_source(args: argparse.Namespace, query: Any) -> tuple[Any, Any, dict[str, int], str]:
+    """(the pages of this index's pod, the query with the window actually read, read
+    statistics, the pod's name)."""
+    import dataclasses
+    from datetime import UTC, datetime, timedelta
+
+    from ..audit.sidecar import WalReadError, parse_pods, read_pages
+    from ..core.timeparse import parse_duration
+    from ..settings.tokens import TokenFile
+    from . import UsageError
+
+    if args.dir is not None or args.shards or args.inputs:
+        raise UsageError("give --pods, --dir, --shards or INPUT…, one of them")
+    if not args.wal_token_file:
+        raise UsageError("--pods needs --wal-token-file: the sidecars answer only their token")
+    try:
+        pods = parse_pods(Path(args.pods).read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read --pods {args.pods}: {e.strerror}") from None
+    except WalReadError as e:
+        raise UsageError(f"--pods {args.pods}: {e}") from None
+    index = args.index or 0
+    if not 0 <= index < len(pods):
+        raise UsageError(f"--index {index} is not one of the {len(pods)} pods of --pods")
+    try:
+        token = TokenFile(args.wal_token_file, what="WAL reader token file").first()
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read --wal-token-file: {type(e).__name__}") from None
+    try:
+        window = parse_duration(args.wal_window)
+    except ValueError:
+        raise UsageError(f"--wal-window {args.wal_window!r} is not a duration") from None
+    now = datetime.now(UTC)
+    until = min(query.until or now, now)
+    earliest = now - timedelta(seconds=window - WAL_MARGIN_SECONDS)
+    since = max(query.since or earliest, earliest)
+    if until <= since:
+        raise UsageError("the audit window lies wholly before what the WAL sidecars serve "
+                         f"(the last {args.wal_window})")
+    query = dataclasses.replace(query, since=since, until=until)
+    stats: dict[str, int] = {}
+    pod = pods[index]
+    return (read_pages(pod, token, since, until, page_bytes=args.page_bytes, stats=stats),
+            query, stats, pod.name)
+
+
 def cmd_audit_shard(args: argparse.Namespace) -> int:
     from ..audit.partial import sign_partial
     from ..core.audit import AuditQuery, audit_shard, closed_times, history_ring
@@ -99,14 +155,27 @@ def cmd_audit_shard(args: argparse.Namespace) -> int:
                            args.accepted_invalid, args.all, args.since, args.until, args.first)
     except KeyringError as e:
         raise UsageError(str(e)) from None
-    paths = _shard_paths(args)
-    with ExitStack() as stack:
-        result = audit_shard(ring, _mapped(stack, paths, args.tenant), query,
-                             max_bytes=args.max_bytes)
+    if args.pods is not None:
+        from ..audit.sidecar import WalReadError
+
+        pages, query, stats, pod = _pod_source(args, query)
+        try:
+            result = audit_shard(ring, pages, query, max_bytes=args.max_bytes)
+        except WalReadError as e:
+            sys.stderr.write(f"sigops: {e}\n")
+            return EXIT_UNREADABLE
+        read = (f"pod {pod}'s window ({stats.get('pages', 0)} page(s), "
+                f"{stats.get('damaged', 0)} damaged entries)")
+    else:
+        paths = _shard_paths(args)
+        with ExitStack() as stack:
+            result = audit_shard(ring, _mapped(stack, paths, args.tenant), query,
+                                 max_bytes=args.max_bytes)
+        read = f"{len(paths)} file(s)"
     index = args.index if args.index is not None else 0
     signed = sign_partial(key, args.audit, index, args.target, result)
     found = any(f["count"] for f in result["findings"].values())
-    sys.stderr.write(f"sigops: audited {result['total']} records in {len(paths)} file(s): "
+    sys.stderr.write(f"sigops: audited {result['total']} records in {read}: "
                      + ", ".join(f"{n} {f['count']}" for n, f in result["findings"].items())
                      + "\n")
     if args.publish_configmap:
@@ -195,6 +264,19 @@ def add_audit_parser(sub: Any) -> None:
                         "reads every N-th file of its sorted listing")
     s.add_argument("--shards-of", type=_positive_int, default=1, metavar="N",
                    help="the number of indexes sharing --dir (default 1)")
+    s.add_argument("--pods", metavar="PODS.json",
+                   help="a JSON list of backend pods ({name, ip, port}: their WAL reader "
+                        "sidecars); this index reads the window of its own pod through "
+                        "GET /v1/wal/range, page by page (the Job's input ConfigMap)")
+    s.add_argument("--wal-token-file", metavar="FILE",
+                   help="with --pods: the WAL reader token (a mounted Secret; its first line "
+                        "is sent, never printed)")
+    s.add_argument("--page-bytes", type=_positive_int, default=4 << 20, metavar="N",
+                   help="with --pods: bytes asked per page (default 4194304; the sidecar "
+                        "caps it at its --max-bytes)")
+    s.add_argument("--wal-window", default="24h", metavar="DURATION",
+                   help="with --pods: how far back the sidecars serve (their --max-window, "
+                        "default 24h); an older --since starts 10 minutes inside it")
     s.add_argument("--index", type=int, default=_index_default(), metavar="I",
                    help="this index (default: env JOB_COMPLETION_INDEX, else 0)")
     s.add_argument("--audit", default="local/audit", metavar="NS/NAME",

@@ -87,14 +87,15 @@ def _next_header(buf: Buffer, start: int, end: int) -> int:
         i = j + 1
 
 
-def read_wal(buf: Buffer, since: datetime | None = None, until: datetime | None = None
-             ) -> Iterator[WalEntry]:
+def read_wal(buf: Buffer, since: datetime | None = None, until: datetime | None = None,
+             start: int = 0) -> Iterator[WalEntry]:
     """Every entry of ``buf`` in order (``buf`` may be a ``mmap``; it is only sliced).
 
     ``since``/``until`` keep the entries whose time is within ``[since, until)``; damaged
-    entries are always reported (their time is unknown)."""
+    entries are always reported (their time is unknown). ``start``: read from this offset,
+    one where an entry starts (a reader of ``buf`` from 0 reads the same entries after it)."""
     end = len(buf)
-    pos = 0
+    pos = start
     while pos < end:
         if buf[pos:pos + 1] == b"\n":  # a blank line between entries: not an entry
             pos += 1

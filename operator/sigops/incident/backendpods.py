@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.config import find_container
-from ..backend.deployment import pod_of
+from ..backend.deployment import WAL_PORT_NAME, pod_of
 from ..core.backendlog import LogSummary
 from ..core.errors import KeyringError, MalformedInput
 from ..core.strictjson import loads
@@ -35,8 +35,6 @@ __all__ = ["PodEvidence", "gather_pods", "use_wal_token", "WAL_PORT_NAME", "LOG_
 
 log = logging.getLogger("sigops.evidence")
 
-WAL_PORT_NAME = "flk-wal"
-"""The container port of the ``sigops wal serve`` sidecar in the backend pod."""
 LOG_LIMIT_BYTES = 4 << 20
 """Most log bytes read per pod."""
 WAL_LIMIT_BYTES = 8 << 20

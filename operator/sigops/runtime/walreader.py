@@ -11,6 +11,19 @@ when older entries in the window did not fit. ``GET /healthz`` answers ``ok`` (n
 kubelet probes it). Nothing else is served: no listing, no path from the request ever reaches
 the file system.
 
+``GET /v1/wal/range?since=T&until=T&cursor=C&max_bytes=N`` reads a whole window forward,
+page by page (the fleet audit's source): whole entries received in ``[since, until)``
+(``until`` default now), oldest first, at most ``max_bytes`` per page, cut only between
+entries. ``X-WAL-Next-Cursor`` is the cursor of the next page (absent, and
+``X-WAL-Complete: true``, once the window is read). A cursor is opaque to clients; the server
+takes it apart strictly (a file day of the window and a byte offset in that file, at an entry
+boundary; else 400), so it can only name an offset of one of the window's own inbox files. A
+damaged stretch is not served (it may be anything, of any length): in its place one stub
+line (:data:`DAMAGED_STUB`) that every WAL reader reads as one damaged entry, so a reader of
+the pages counts what a reader of the files counts, in the same place; ``X-WAL-Damaged``
+counts them. An entry longer than ``max_bytes`` cannot be served whole: 422, never a cut.
+Same token, limits, deadline and ``--max-window`` as ``/v1/wal``.
+
 Only sigops may read: a WAL holds every PCS body the backend received. A ``/v1/wal`` request
 must carry ``Authorization: Bearer <token>``, one of the lines of ``--token-file`` (a mounted
 Secret, compared in constant time, re-read when it changes), else 401; refusals are logged
@@ -27,24 +40,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
 from ..core.errors import MalformedInput
 from ..core.timeparse import parse_time
-from ..core.wal import whole_entries
+from ..core.wal import HEADER, WalEntry, read_wal, whole_entries
 from ..settings.tokens import TokenFile, bearer
 
-__all__ = ["WalDirectory", "Limits", "make_app", "serve", "WAL_PATH"]
+__all__ = ["WalDirectory", "Limits", "Page", "PageRefused", "make_app", "serve", "WAL_PATH",
+           "RANGE_PATH", "DAMAGED_STUB", "SCAN_PAGES"]
 
 log = logging.getLogger("sigops.walreader")
 WAL_PATH = "/v1/wal"
+RANGE_PATH = "/v1/wal/range"
 _NAME = re.compile(r"inbox-(\d{8})\.wal")
+_CURSOR = re.compile(r"v1\.(\d{8})\.(\d{1,15})")
+DAMAGED_STUB = "1970-01-01T00:00:00Z|0|damaged entry at byte {offset} of {file}\n"
+"""What a page holds in place of a damaged stretch: a header whose zero-length body is not
+followed by the newline it declares, so :func:`~sigops.core.wal.read_wal` reads it as exactly
+one damaged entry wherever it stands (two in a row are two)."""
+SCAN_PAGES = 8
+"""File bytes one page request reads at most, in page sizes: a window whose entries are mostly
+outside ``[since, until)`` answers short (even empty) pages with a cursor instead of reading
+whole files in one request."""
+
+
+class PageRefused(ValueError):
+    """A range request the server will not answer: ``status`` 400 (a bad cursor) or 422 (an
+    entry longer than the page)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a window: WAL bytes, the files read, the damaged entries stubbed, and the
+    cursor of the next page (``None``: the window is read)."""
+
+    data: bytes
+    files: tuple[str, ...]
+    damaged: int
+    next_cursor: str | None
+
+
+def _cursor(path: Path, offset: int) -> str:
+    m = _NAME.fullmatch(path.name)
+    assert m is not None
+    return f"v1.{m.group(1)}.{offset}"
 
 
 class WalDirectory:
@@ -63,6 +116,98 @@ class WalDirectory:
         except FileNotFoundError:
             return []
         return [self.directory / n for n in names]
+
+    def window_files(self, since: datetime, until: datetime) -> list[Path]:
+        """The files of the UTC days from ``since``'s to ``until``'s, oldest first."""
+        last = until.astimezone(UTC).strftime("%Y%m%d")
+        return [p for p in self.files(since)
+                if (m := _NAME.fullmatch(p.name)) and m.group(1) <= last]
+
+    def page(self, since: datetime, until: datetime, cursor: str | None,
+             max_bytes: int) -> Page:
+        """One page of the window ``[since, until)`` from ``cursor`` (``None``: its start).
+        Raises :class:`PageRefused` for a cursor that is not one of this window's, or an
+        entry longer than the page.
+
+        Each file is mapped and read with :func:`~sigops.core.wal.read_wal` from the cursor's
+        offset: the entries are those a reader of the whole file finds, damaged ones where it
+        finds them. A damaged last entry stamped at or after ``until`` is one still being
+        written after the window closed: not the window's."""
+        budget = min(max_bytes, self.max_bytes)
+        files = self.window_files(since, until)
+        index, offset = 0, 0
+        if cursor is not None:
+            m = _CURSOR.fullmatch(cursor)
+            names = [p.name for p in files]
+            if m is None or f"inbox-{m.group(1)}.wal" not in names:
+                raise PageRefused(400, "cursor is not one of this window's")
+            index, offset = names.index(f"inbox-{m.group(1)}.wal"), int(m.group(2))
+        parts: list[bytes] = []
+        used: list[str] = []
+        size, damaged, scanned = 0, 0, 0
+        checked = cursor is None
+
+        def done(path: Path, at: int) -> Page:
+            return Page(b"".join(parts), tuple(used), damaged, _cursor(path, at))
+
+        while index < len(files):
+            path = files[index]
+            with open(path, "rb") as f:
+                end = os.fstat(f.fileno()).st_size
+                if not checked:
+                    _check_boundary(f, offset, end)
+                    checked = True
+                if offset >= end:
+                    index, offset = index + 1, 0
+                    continue
+                with mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ) as mm:
+                    for e in read_wal(mm, start=offset):
+                        if size >= budget or scanned + e.offset - offset >= SCAN_PAGES * budget:
+                            return done(path, e.offset)
+                        piece = self._piece(mm, e, since, until, path.name)
+                        if piece is None:
+                            continue
+                        if not piece:  # a torn tail written after the window closed
+                            break
+                        if size + len(piece) > budget:
+                            if size:
+                                return done(path, e.offset)
+                            raise PageRefused(422, f"the entry at cursor "
+                                                   f"{_cursor(path, e.offset)} is longer "
+                                                   f"than max_bytes ({budget})")
+                        parts.append(piece)
+                        size += len(piece)
+                        damaged += e.error is not None
+                        if path.name not in used:
+                            used.append(path.name)
+                scanned += end - offset
+            index, offset = index + 1, 0
+        return Page(b"".join(parts), tuple(used), damaged, None)
+
+    @staticmethod
+    def _piece(mm: mmap.mmap, e: WalEntry, since: datetime, until: datetime, name: str
+               ) -> bytes | None:
+        """What a page holds for entry ``e``: its bytes as written if it is in the window,
+        a stub if it is damaged, ``None`` if it is outside the window; ``b""`` for a damaged
+        last entry stamped at or after ``until`` (the window ends before it)."""
+        if e.error is not None:
+            m = HEADER.match(mm, e.offset)
+            if m is not None and e.received_at is not None and _runs_to_end(mm, m):
+                try:
+                    if parse_time(e.received_at) >= until:
+                        return b""
+                except MalformedInput:
+                    pass
+            return DAMAGED_STUB.format(offset=e.offset, file=name).encode()
+        when = e.time
+        assert when is not None and e.body is not None
+        if not since <= when < until:
+            return None
+        m = HEADER.match(mm, e.offset)
+        assert m is not None
+        body_end = m.end() + int(m.group(2))
+        whole = mm[e.offset:body_end + 1]
+        return whole if whole.endswith(b"\n") else whole + b"\n"
 
     def tail(self, since: datetime, max_bytes: int) -> tuple[bytes, list[str], int, bool]:
         """(WAL bytes, files read, damaged entries left out, older entries cut off)."""
@@ -87,6 +232,33 @@ class WalDirectory:
             damaged += bad
             budget -= len(chunk)
         return b"".join(reversed(parts)), list(reversed(used)), damaged, truncated
+
+
+def _runs_to_end(mm: mmap.mmap, m: re.Match[bytes]) -> bool:
+    """Whether the entry of header ``m`` is the file's last and cut short (as
+    :func:`~sigops.core.wal.read_wal` finds a write in progress): its length runs past the
+    end and no entry follows."""
+    if m.end() + int(m.group(2)) <= len(mm):
+        return False
+    i = m.end()
+    while (j := mm.find(b"\n", i)) >= 0:
+        if HEADER.match(mm, j + 1):
+            return False
+        i = j + 1
+    return True
+
+
+def _check_boundary(f: BinaryIO, offset: int, end: int) -> None:
+    """A cursor's offset must be where an entry starts (or the file's end): after a newline,
+    at a valid header."""
+    if offset > end:
+        raise PageRefused(400, "cursor is not one of this window's")
+    if offset in (0, end):
+        return
+    f.seek(offset - 1)
+    head = f.read(96)
+    if head[:1] != b"\n" or HEADER.match(head, 1) is None:
+        raise PageRefused(400, "cursor is not one of this window's")
 
 
 @dataclass(frozen=True)
@@ -118,65 +290,111 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> 
     def error(status: int, message: str, **headers: str) -> web.Response:
         return web.json_response({"error": message}, status=status, headers=headers)
 
-    async def tail(request: web.Request) -> web.StreamResponse:
-        client = request.remote or "unknown"
-        presented = bearer(request.headers.get("Authorization"))
-        if presented is None or not token.matches(presented):
-            log.warning("refused a WAL read from %s: %s", client,
-                        "wrong token" if presented else "no token")
-            return error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+    def guard(read: Callable[[web.Request, datetime, datetime, int],
+                             web.StreamResponse | Callable[[], tuple[bytes, dict[str, str]]]]
+              ) -> Callable[[web.Request], Any]:
+        """``read`` behind the token, the window, the per-client and total limits and the
+        deadline: it gets the request, ``since``, now and ``max_bytes`` and answers an error
+        response or the (blocking) function that reads the answer."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            client = request.remote or "unknown"
+            presented = bearer(request.headers.get("Authorization"))
+            if presented is None or not token.matches(presented):
+                log.warning("refused a WAL read from %s: %s", client,
+                            "wrong token" if presented else "no token")
+                return error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+            q = request.query
+            now = datetime.now(UTC)
+            try:
+                since = parse_time(q["since"]) if "since" in q else now - timedelta(hours=1)
+                max_bytes = int(q.get("max_bytes", wal.max_bytes))
+                if max_bytes <= 0:
+                    raise ValueError
+                since.astimezone(UTC)  # a time at the edge of the calendar cannot be used
+            except (MalformedInput, ValueError, OverflowError):
+                return error(400, "since must be an RFC 3339 time and max_bytes a positive "
+                                  "integer")
+            if (now - since).total_seconds() > limits.max_window:
+                return error(400, f"since is more than {limits.max_window:g}s ago: this "
+                             f"sidecar serves at most the last {limits.max_window:g}s "
+                             "(--max-window)")
+            answer = read(request, since, now, max_bytes)
+            if isinstance(answer, web.StreamResponse):
+                return answer
+            if in_flight.get(client, 0) >= limits.per_client:
+                return error(429, "this client already has a read in progress",
+                             **{"Retry-After": "1"})
+            if sum(in_flight.values()) >= limits.total:
+                return error(503, "busy", **{"Retry-After": "1"})
+            in_flight[client] = in_flight.get(client, 0) + 1
+            try:
+                return await _answer(request, answer,
+                                     asyncio.get_running_loop().time() + limits.deadline)
+            finally:
+                in_flight[client] -= 1
+                if not in_flight[client]:
+                    del in_flight[client]
+
+        return handler
+
+    def tail(_: web.Request, since: datetime, now: datetime, max_bytes: int
+             ) -> Callable[[], tuple[bytes, dict[str, str]]]:
+        def read() -> tuple[bytes, dict[str, str]]:
+            data, files, damaged, truncated = wal.tail(since, max_bytes)
+            return data, {"X-WAL-Files": ",".join(files), "X-WAL-Damaged": str(damaged),
+                          "X-WAL-Truncated": "true" if truncated else "false"}
+        return read
+
+    def window(request: web.Request, since: datetime, now: datetime, max_bytes: int
+               ) -> web.StreamResponse | Callable[[], tuple[bytes, dict[str, str]]]:
         q = request.query
-        now = datetime.now(UTC)
         try:
-            since = parse_time(q["since"]) if "since" in q else now - timedelta(hours=1)
-            max_bytes = int(q.get("max_bytes", wal.max_bytes))
-            if max_bytes <= 0:
-                raise ValueError
-            since.astimezone(UTC)  # a time at the edge of the calendar cannot be used
+            until = parse_time(q["until"]) if "until" in q else now
+            until.astimezone(UTC)
         except (MalformedInput, ValueError, OverflowError):
-            return error(400, "since must be an RFC 3339 time and max_bytes a positive integer")
-        if (now - since).total_seconds() > limits.max_window:
-            return error(400, f"since is more than {limits.max_window:g}s ago: this sidecar "
-                         f"serves at most the last {limits.max_window:g}s (--max-window)")
-        if in_flight.get(client, 0) >= limits.per_client:
-            return error(429, "this client already has a read in progress", **{"Retry-After": "1"})
-        if sum(in_flight.values()) >= limits.total:
-            return error(503, "busy", **{"Retry-After": "1"})
-        in_flight[client] = in_flight.get(client, 0) + 1
-        try:
-            return await _answer(request, wal, since, max_bytes,
-                                 asyncio.get_running_loop().time() + limits.deadline)
-        finally:
-            in_flight[client] -= 1
-            if not in_flight[client]:
-                del in_flight[client]
+            return error(400, "until must be an RFC 3339 time")
+        if until <= since:
+            return error(400, "the window is empty: until must be after since")
+        cursor = q.get("cursor") or None
+        if cursor is not None and not _CURSOR.fullmatch(cursor):
+            return error(400, "cursor is not one of this window's")
+
+        def read() -> tuple[bytes, dict[str, str]]:
+            page = wal.page(since, until, cursor, max_bytes)
+            headers = {"X-WAL-Files": ",".join(page.files), "X-WAL-Damaged": str(page.damaged),
+                       "X-WAL-Complete": "false" if page.next_cursor else "true"}
+            if page.next_cursor:
+                headers["X-WAL-Next-Cursor"] = page.next_cursor
+            return page.data, headers
+        return read
 
     app = web.Application()
     app.router.add_get("/healthz", health)
-    app.router.add_get(WAL_PATH, tail)
+    app.router.add_get(WAL_PATH, guard(tail))
+    app.router.add_get(RANGE_PATH, guard(window))
     return app
 
 
-async def _answer(request: web.Request, wal: WalDirectory, since: datetime, max_bytes: int,
+async def _answer(request: web.Request, read: Callable[[], tuple[bytes, dict[str, str]]],
                   deadline: float) -> web.StreamResponse:
-    """Read the window and send it, all before ``deadline`` (loop time). The caller's slot is
+    """Read the answer and send it, all before ``deadline`` (loop time). The caller's slot is
     held until the answer is sent or given up, so the bytes held stay bounded."""
     loop = asyncio.get_running_loop()
-    reading = asyncio.ensure_future(asyncio.to_thread(wal.tail, since, max_bytes))
+    reading = asyncio.ensure_future(asyncio.to_thread(read))
     try:
-        data, files, damaged, truncated = await asyncio.wait_for(
-            asyncio.shield(reading), max(0.0, deadline - loop.time()))
+        data, headers = await asyncio.wait_for(asyncio.shield(reading),
+                                               max(0.0, deadline - loop.time()))
     except TimeoutError:
         await asyncio.gather(reading, return_exceptions=True)  # a thread cannot be stopped
         log.warning("reading the WAL took longer than the read deadline")
         return web.json_response({"error": "reading the WAL took too long"}, status=503)
+    except PageRefused as e:
+        return web.json_response({"error": str(e)}, status=e.status)
     except (OSError, OverflowError) as e:
         log.warning("cannot read the WAL: %s", type(e).__name__)
         return web.json_response({"error": "cannot read the WAL"}, status=503)
-    resp = web.StreamResponse(headers={
-        "Content-Type": "application/octet-stream",
-        "X-WAL-Files": ",".join(files), "X-WAL-Damaged": str(damaged),
-        "X-WAL-Truncated": "true" if truncated else "false"})
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", **headers})
     resp.content_length = len(data)
     try:
         async with asyncio.timeout_at(deadline):

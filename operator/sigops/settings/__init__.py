@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.scenarios import LETTERS, SCENARIOS
 from ..core.timeparse import parse_duration
@@ -85,6 +85,20 @@ class Target(_Model):
     """A PersistentVolumeClaim in the target's namespace holding its backends' inbox WAL
     files (any tree of ``inbox-*.wal*``), which SignatureAudit Jobs mount read-only. Unset:
     the target cannot be audited from a volume."""
+    wal_source: Literal["volume", "sidecar"] = Field(default="volume", alias="walSource")
+    """Where a SignatureAudit reads the target's WAL. ``volume`` (the default: nothing is read
+    over the network unless the admin says so): the files of ``walClaim``. ``sidecar``: each
+    ready pod of the Deployment's own ReplicaSets through its ``sigops wal serve`` sidecar
+    (port ``flk-wal``, the WAL token Secret), one index per pod; the sidecar serves at most
+    its ``--max-window`` (24h) back, and the NetworkPolicy of the WAL port must admit the
+    audit Job's pods. ``walClaim`` must then be unset."""
+
+    @model_validator(mode="after")
+    def _one_wal_source(self) -> Target:
+        if self.wal_source == "sidecar" and self.wal_claim:
+            raise ValueError(f"target {self.namespace}/{self.deployment}: walSource sidecar "
+                             "reads the pods, walClaim names a volume: set one of them")
+        return self
 
     @field_validator("backend_url")
     @classmethod
@@ -136,6 +150,11 @@ class AuditSettings(_Model):
     cpu: str = "1"
     memory: str = "256Mi"
     """Requests and limits of one index: it streams its files, so memory stays flat."""
+    wal_token_secret: str = Field(default="sigops-wal-token", alias="walTokenSecret")
+    """The Secret (in the target's namespace) whose token the WAL reader sidecars accept: the
+    Jobs of ``walSource: sidecar`` targets mount it (the chart's WAL token Secret)."""
+    wal_token_key: str = Field(default="token", alias="walTokenKey")
+    """The token's key in that Secret."""
 
     @field_validator("active_deadline", "ttl_after_finished")
     @classmethod

@@ -13,7 +13,8 @@ from typing import Any
 
 __all__ = ["backend_deployment", "literal_env", "secret_env", "running_backend",
            "backend_service", "agents", "wal_reader", "wal_token_volume", "wal_reader_policy",
-           "RESTRICTED", "WAL_DIR", "WAL_PORT", "WAL_TOKEN_SECRET", "WAL_TOKEN_DIR"]
+           "RESTRICTED", "WAL_DIR", "WAL_PORT", "WAL_TOKEN_SECRET", "WAL_TOKEN_DIR",
+           "AUDIT_POD_LABELS"]
 
 # A container that passes the restricted Pod Security Standard with a read-only root.
 RESTRICTED: dict[str, Any] = {
@@ -79,12 +80,18 @@ def wal_token_volume(secret: str = WAL_TOKEN_SECRET) -> dict[str, Any]:
                                             "items": [{"key": "token", "path": "token"}]}}
 
 
+AUDIT_POD_LABELS = {"app.kubernetes.io/managed-by": "sigops",
+                    "app.kubernetes.io/component": "audit"}
+"""Labels of every SignatureAudit Job's pods (``sigops.audit.job``)."""
+
+
 def wal_reader_policy(backend_labels: dict[str, str], operator_namespace: str = "sigops-system",
                       release: str = "sigops", backend_port: int = 8080,
                       port: int = WAL_PORT) -> dict[str, Any]:
     """The NetworkPolicy of the backend's pods: the WAL reader port admits only sigops' pods
-    (the chart's labels, in its namespace); the backend's own port stays open to all (a
-    policy that selects a pod shuts every port it does not name)."""
+    (the chart's labels, in its namespace) and the pods of sigops' audit Jobs (their labels,
+    in the backend's own namespace, where the Jobs run); the backend's own port stays open to
+    all (a policy that selects a pod shuts every port it does not name)."""
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "fractal-lba-backend-wal-reader"},
@@ -96,7 +103,9 @@ def wal_reader_policy(backend_labels: dict[str, str], operator_namespace: str = 
                                "kubernetes.io/metadata.name": operator_namespace}},
                            "podSelector": {"matchLabels": {
                                "app.kubernetes.io/name": "sigops",
-                               "app.kubernetes.io/instance": release}}}],
+                               "app.kubernetes.io/instance": release}}},
+                          # a podSelector alone: pods of this policy's namespace only
+                          {"podSelector": {"matchLabels": AUDIT_POD_LABELS}}],
                  "ports": [{"protocol": "TCP", "port": port}]},
                 {"ports": [{"protocol": "TCP", "port": backend_port}]},
             ],

@@ -1,0 +1,344 @@
+"""The fleet audit reads backend pods through their WAL reader sidecars (issue 27,
+``walSource: sidecar``): the Job (one index per pod of the Deployment's own ReplicaSets, the
+pods list in a ConfigMap, the token mounted, never in args), the page reader (retries,
+failures), and end to end on this machine: ``sigops wal serve`` on a directory of WAL files
+and ``sigops audit shard --pods`` against it give the totals of ``sigops audit shard`` over
+the same files, record for record."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_audit_job import META, SPEC
+from test_audit_shard import AUDIT_KEY, RING, T0, pod_wal
+from tests.memkube import MemoryKube
+
+from sigops import cli
+from sigops.audit.job import (
+    WAL_TOKEN_PATH,
+    AuditRefused,
+    job_manifest,
+    owned_manifests,
+    plan_job,
+    pods_config_map,
+    result_config_map,
+    with_pods,
+)
+from sigops.audit.partial import verify_partial
+from sigops.audit.sidecar import WalPod, WalReadError, parse_pods, pods_json, read_pages, wal_pods
+from sigops.core.audit import AuditQuery, ShardInput, audit_shard, history_ring
+from sigops.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "audit-wal-token-0123456789abcdef"
+SIDECAR = Settings.model_validate({
+    "targets": [{"namespace": "fractal-lba", "walSource": "sidecar", "profile": "go",
+                 "requestNamespaces": ["sre"]}],
+    "audit": {"maxParallelism": 3, "maxShards": 4, "image": "sigops:0.test"},
+})
+PODS = [WalPod("backend-rs-a", "10.1.0.4", 8079), WalPod("backend-rs-b", "10.1.0.5", 8079)]
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def plan(spec: dict[str, Any] | None = None) -> Any:
+    spec = SPEC if spec is None else spec
+    target = SIDECAR.resolve_target(META["namespace"], spec.get("target"), "SignatureAudit")
+    return plan_job(META, spec, target, SIDECAR.audit, "sigops-keyring-fractal-lba-backend")
+
+
+def test_one_index_per_pod_the_pods_in_a_config_map_and_the_token_mounted_never_an_arg(
+        ) -> None:
+    p = plan()
+    assert p.shards == 5  # as asked, until the pods are known
+    with pytest.raises(ValueError, match="with_pods"):
+        job_manifest(p)
+    p = with_pods(p, PODS, NOW)
+    assert p.shards == 2 and p.parallelism == 2  # spec.shards 5 is replaced by the pods
+    assert p.until == "2026-12-07T12:00:00Z"  # the launch ends the window of every index
+    job = job_manifest(p)
+    assert job["spec"]["completions"] == 2
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert "wal" not in vols  # no claim
+    assert vols["pods"]["configMap"] == {"name": pods_config_map(p.name),
+                                         "items": [{"key": "pods.json", "path": "pods.json"}]}
+    assert vols["wal-token"]["secret"] == {"secretName": "sigops-wal-token",
+                                           "items": [{"key": "token", "path": "token"}]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert all(m["readOnly"] for m in mounts.values())
+    assert WAL_TOKEN_PATH.startswith(mounts["wal-token"]["mountPath"] + "/")
+    args = c["args"]
+    assert "--dir" not in args and "--shards-of" not in args
+    assert args[args.index("--wal-token-file") + 1] == WAL_TOKEN_PATH
+    assert args[args.index("--until") + 1] == "2026-12-07T12:00:00Z"
+    assert not any(TOKEN in a for a in args) and "env" not in c
+    parsed = cli.build_parser().parse_args(args)
+    assert parsed.pods == "/etc/sigops/pods/pods.json" and parsed.publish_configmap
+    objs = owned_manifests(p, "job-uid-1", json.dumps(AUDIT_KEY.to_entry()))
+    cms = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+    assert parse_pods(cms[pods_config_map(p.name)]["data"]["pods.json"]) == PODS
+    assert cms[pods_config_map(p.name)]["metadata"]["ownerReferences"][0]["uid"] == "job-uid-1"
+    # The Role is what it was: its own result ConfigMaps only (no pods, no Secrets).
+    (rule,) = next(o for o in objs if o["kind"] == "Role")["rules"]
+    assert rule["resourceNames"] == [result_config_map(p.name, i) for i in range(2)]
+    assert rule["verbs"] == ["get", "update"]
+
+
+def test_no_pods_or_more_pods_than_the_limit_is_refused_and_spec_until_is_kept() -> None:
+    with pytest.raises(AuditRefused) as e:
+        with_pods(plan(), [], NOW)
+    assert e.value.reason == "NoPodsToRead"
+    many = [WalPod(f"p-{i}", f"10.0.0.{i}", 8079) for i in range(5)]
+    with pytest.raises(AuditRefused) as e:
+        with_pods(plan(), many, NOW)
+    assert e.value.reason == "TooManyShards"
+    assert with_pods(plan({**SPEC, "until": "2026-12-01T00:00:00Z"}), PODS,
+                     NOW).until == "2026-12-01T00:00:00Z"
+    with pytest.raises(ValueError, match="set one of them"):
+        Settings.model_validate({"targets": [{"walSource": "sidecar", "walClaim": "w"}]})
+    assert Settings.model_validate({"targets": [{}]}).targets[0].wal_source == "volume"
+
+
+def backend_pod(name: str, rs: str, ip: str, ready: bool = True, wal_port: bool = True
+                ) -> dict[str, Any]:
+    ports = [{"name": "http", "containerPort": 8080}]
+    containers = [{"name": "backend", "ports": ports}]
+    if wal_port:
+        containers.append({"name": "wal-reader",
+                           "ports": [{"name": "flk-wal", "containerPort": 8079}]})
+    return {"metadata": {"name": name, "labels": {"app": "fractal-lba-backend"},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": rs,
+                                              "controller": True}]},
+            "spec": {"containers": containers},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_only_the_deployments_own_ready_pods_are_read() -> None:
+    kube = MemoryKube()
+    kube.add_deployment("fractal-lba", {
+        "metadata": {"name": "fractal-lba-backend"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "fractal-lba-backend"}},
+                 "template": {"metadata": {"labels": {"app": "fractal-lba-backend"}},
+                              "spec": {"containers": [{"name": "backend"}]}}}})
+    own = "fractal-lba-backend-rs"
+    kube.pods["fractal-lba"] = [
+        backend_pod("be-b", own, "10.1.0.5"),
+        backend_pod("be-a", own, "10.1.0.4"),
+        backend_pod("be-c", own, "10.1.0.6", ready=False),
+        backend_pod("impostor", "someone-elses-rs", "10.9.9.9"),  # matches the selector
+    ]
+    pods, not_ready, no_port = wal_pods(kube, "fractal-lba", "fractal-lba-backend")
+    assert pods == [WalPod("be-a", "10.1.0.4", 8079), WalPod("be-b", "10.1.0.5", 8079)]
+    assert (not_ready, no_port) == (1, 0)
+    kube.pods["fractal-lba"].append(backend_pod("be-d", own, "10.1.0.7", wal_port=False))
+    assert wal_pods(kube, "fractal-lba", "fractal-lba-backend")[2] == 1
+    assert wal_pods(kube, "fractal-lba", "absent") == ([], 0, 0)
+
+
+@pytest.mark.parametrize("text", ["{}", "[1]", '[{"name": "a", "ip": "not-an-ip", "port": 1}]',
+                                  '[{"name": "a", "ip": "10.0.0.1", "port": 0}]',
+                                  '[{"name": "../a", "ip": "10.0.0.1", "port": 80}]',
+                                  '[{"name": "a", "ip": "10.0.0.1", "port": true}]', "nope"])
+def test_a_pods_file_is_read_strictly(text: str) -> None:
+    with pytest.raises(WalReadError):
+        parse_pods(text)
+    assert parse_pods(pods_json(PODS)) == PODS
+
+
+# -- the page reader against a live sidecar ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def sidecar(tmp_path: Path) -> Any:
+    """``sigops wal serve`` on a directory of two pods' worth of WAL in two day files (every
+    kind of bad record, damaged entries included), with a token; yields (url port, WAL dir,
+    token file)."""
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    (wal / "inbox-20250119.wal").write_bytes(pod_wal(10_000)[0])
+    (wal / "inbox-20250120.wal").write_bytes(pod_wal(20_000)[0].replace(
+        b"2025-01-19T", b"2025-01-20T"))
+    tok = tmp_path / "wal-token"
+    tok.write_text(TOKEN + "\n")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigops.cli", "wal", "serve", "--dir", str(wal), "--listen",
+         f"127.0.0.1:{port}", "--token-file", str(tok), "--max-window", "1000000h",
+         "--max-bytes", "65536"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port, wal, tok
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert TOKEN not in err
+
+
+def test_the_index_reads_its_pod_page_by_page_and_audits_it_as_the_files(
+        sidecar: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port, wal, tok = sidecar
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=2)
+    pods = tmp_path / "pods.json"
+    pods.write_text(pods_json([WalPod("other", "127.0.0.9", 1),
+                               WalPod("backend-rs-a", "127.0.0.1", port)]))
+    kr = tmp_path / "history.json"
+    kr.write_text(json.dumps(RING.to_dict()))
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    common = ["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
+              "--accepted-invalid", "--first", "1000", "--since", since.isoformat(),
+              "--until", until.isoformat(), "--audit", "sre/drill"]
+    public = {AUDIT_KEY.kid: AUDIT_KEY.public or b""}
+    assert cli.main([*common, "--pods", str(pods), "--index", "1", "--wal-token-file",
+                     str(tok), "--page-bytes", "3000", "--wal-window", "1000000h"]) == 1
+    out = capsys.readouterr()
+    paged = verify_partial(json.loads(out.out), public, "sre/drill", 1)
+    assert TOKEN not in out.out + out.err and "backend-rs-a's window" in out.err
+    files = sorted(str(p) for p in wal.iterdir())
+    assert cli.main([*common, *files]) == 1
+    direct = verify_partial(json.loads(capsys.readouterr().out), public, "sre/drill", 0)
+    assert len(paged["inputs"]) > 10  # many pages, each read once
+    assert all(i["bytes"] <= 3000 for i in paged["inputs"])
+    for k in ("total", "valid", "invalid", "by_verdict", "by_kid", "by_profile", "by_shard"):
+        assert paged[k] == direct[k], k
+    assert paged["by_verdict"]["malformed"] == 4  # the damaged entries and the bad bodies
+    # record for record: every finding names the same records, numbered alike
+
+    def records(r: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        # every field but the input's name (a page of a pod, or a file)
+        return {n: [{k: v for k, v in x.items() if k != "input"} for x in f["first"]]
+                for n, f in r["findings"].items()}
+
+    assert records(paged) == records(direct)
+    assert {n: f["count"] for n, f in paged["findings"].items()} == {
+        n: f["count"] for n, f in direct["findings"].items()}
+    # the same, in process: the pages are ShardInputs audit_shard takes one at a time
+    ring = history_ring(RING)
+    query = AuditQuery(all=True, since=since, until=until)
+    stats: dict[str, int] = {}
+    pages = read_pages(WalPod("a", "127.0.0.1", port), TOKEN.encode(), since, until,
+                       page_bytes=5000, stats=stats)
+    one = audit_shard(ring, pages, query)
+    whole = audit_shard(ring, [ShardInput(f, Path(f).read_bytes()) for f in files], query)
+    assert one["total"] == whole["total"] and one["by_verdict"] == whole["by_verdict"]
+    assert stats["damaged"] == 2 and stats["pages"] >= 8
+
+
+def test_a_wrong_token_or_a_dead_pod_fails_the_index(sidecar: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    port, _, _ = sidecar
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=2)
+    with pytest.raises(WalReadError, match="HTTP 401"):
+        list(read_pages(WalPod("a", "127.0.0.1", port), b"wrong", since, until))
+    with pytest.raises(WalReadError, match="cannot read its WAL sidecar"):
+        list(read_pages(WalPod("a", "127.0.0.1", free_port()), TOKEN.encode(), since, until))
+    with pytest.raises(WalReadError, match="HTTP 422"):  # an entry longer than the page
+        list(read_pages(WalPod("a", "127.0.0.1", port), TOKEN.encode(), since, until,
+                        page_bytes=50))
+    # in the verb: exit 3, nothing published, the token never printed
+    pods = tmp_path / "pods.json"
+    pods.write_text(pods_json([WalPod("a", "127.0.0.1", port)]))
+    bad = tmp_path / "bad-token"
+    bad.write_text("not-the-token\n")
+    kr = tmp_path / "history.json"
+    kr.write_text(json.dumps(RING.to_dict()))
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    rc = cli.main(["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
+                   "--pods", str(pods), "--wal-token-file", str(bad), "--wal-window",
+                   "1000000h", "--since", since.isoformat(), "--until", until.isoformat()])
+    out = capsys.readouterr()
+    assert rc == 3 and "HTTP 401" in out.err and not out.out
+    assert "not-the-token" not in out.err
+
+
+class _Answer:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+
+def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import email.message
+    import io
+    import urllib.error
+
+    answers: list[_Answer] = []
+    asked: list[str] = []
+
+    def fake_urlopen(req: urllib.request.Request, timeout: float) -> Any:
+        asked.append(req.full_url)
+        assert req.get_header("Authorization") == f"Bearer {TOKEN}"
+        a = answers.pop(0)
+        msg = email.message.Message()
+        for k, v in a.headers.items():
+            msg[k] = v
+        if a.status != 200:
+            raise urllib.error.HTTPError(req.full_url, a.status, "x", msg, io.BytesIO(a.body))
+
+        class R(io.BytesIO):
+            headers = msg
+
+        return R(a.body)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    slept: list[float] = []
+    pod = WalPod("a", "10.0.0.1", 8079)
+    since, until = T0, T0 + timedelta(hours=1)
+    answers[:] = [_Answer(429, {"Retry-After": "2"}), _Answer(503, {"Retry-After": "999"}),
+                  _Answer(200, {"X-WAL-Next-Cursor": "v1.20250119.10"}, b"page-1"),
+                  _Answer(200, {"X-WAL-Complete": "true"}, b"page-2")]
+    got = [p.data for p in read_pages(pod, TOKEN.encode(), since, until, sleep=slept.append,
+                                      max_wait=30)]
+    assert got == [b"page-1", b"page-2"] and slept == [2.0, 30.0]
+    assert "cursor=v1.20250119.10" in asked[-1] and TOKEN not in asked[-1]
+    answers[:] = [_Answer(503, {"Retry-After": "1"})] * 3
+    with pytest.raises(WalReadError, match="HTTP 503.*after 3 attempts"):
+        list(read_pages(pod, TOKEN.encode(), since, until, attempts=3, sleep=slept.append))
+    answers[:] = [_Answer(400, {}, b'{"error": "cursor is not one of this window\'s"}')]
+    with pytest.raises(WalReadError, match="HTTP 400: cursor is not"):
+        list(read_pages(pod, TOKEN.encode(), since, until, sleep=slept.append))
+
+
+def test_the_wal_port_admits_the_audit_jobs_pods_of_the_backends_namespace_only() -> None:
+    """The NetworkPolicy of the WAL reader port (runbook and builder alike) admits the audit
+    Job's pods by the labels the Job gives them, with no namespaceSelector: the backend's own
+    namespace, where the Jobs run."""
+    import yaml
+    from tests.support import REPO
+
+    from sigops.testbed.manifests import AUDIT_POD_LABELS, wal_reader_policy
+
+    doc = yaml.safe_load((REPO / "runbooks" / "wal-reader-networkpolicy.yaml").read_text())
+    assert doc == wal_reader_policy({"app": "fractal-lba-backend"})
+    operator, audit = doc["spec"]["ingress"][0]["from"]
+    assert "namespaceSelector" in operator
+    assert audit == {"podSelector": {"matchLabels": AUDIT_POD_LABELS}}
+    labels = job_manifest(with_pods(plan(), PODS, NOW))["spec"]["template"]["metadata"][
+        "labels"]
+    assert AUDIT_POD_LABELS.items() <= labels.items()
