@@ -18,6 +18,7 @@ ConfigMaps are gone.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import random
@@ -199,13 +200,17 @@ def test_leaked_key_drill(node: object, node_api: object, flk: Flk, wal_root: Pa
     assert len(pods_dirs) >= 4  # two pods, rolled twice: every one left its WAL
 
     # The audit: two indexes at once; the one with the archive is killed while it runs.
-    audit = {"apiVersion": "sigops.fractal-lba.io/v1alpha1", "kind": "SignatureAudit",
-             "metadata": {"name": "leak-drill", "namespace": NS},
-             "spec": {"target": {"deployment": BACKEND}, "since": format_time(leak_time),
-                      "until": format_time(until), "shards": 2, "parallelism": 2,
-                      "lookFor": {"keyIds": [leaked.kid]}}}
-    flk.apply(audit)
-    uid = flk.get("sau", "-n", NS, "leak-drill")["metadata"]["uid"]
+    report = tmp_path / "report"
+    follow = subprocess.Popen(
+        [str(VENV / "kubectl-sigops"), "audit", "leak-drill", "-n", NS,
+         "--deployment", BACKEND, "--key-id", leaked.kid, "--since", format_time(leak_time),
+         "--until", format_time(until), "--shards", "2", "--parallelism", "2",
+         "--timeout", "4m", "--report", str(report)],
+        env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # type: ignore[attr-defined]
+        text=True)
+    uid = wait_for(lambda: flk.kubectl("get", "sau", "-n", NS, "leak-drill",
+                                       "--ignore-not-found", "-o", "jsonpath={.metadata.uid}"),
+                   timeout=60, what="the audit created by kubectl sigops audit")
     job = job_name("leak-drill", uid)
     files = wal_files(wal_root)
     in_pod = [f"/wal/{p.relative_to(wal_root)}" for p in files]
@@ -217,15 +222,24 @@ def test_leaked_key_drill(node: object, node_api: object, flk: Flk, wal_root: Pa
         assert audit_phase(flk, "leak-drill") is None, flk.get("sau", "-n", NS, "leak-drill")
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
-    status = wait_for(lambda: audit_phase(flk, "leak-drill"), timeout=240, interval=1,
-                      what="the audit to finish")
-    assert status["phase"] == "Succeeded", status
+    out, err = follow.communicate(timeout=300)
+    status = audit_phase(flk, "leak-drill")
+    assert status is not None and status["phase"] == "Succeeded", (status, out, err)
+    # The plugin followed it (a line per index done), trusted its signed summary, and says
+    # there are findings (exit 1).
+    assert follow.returncode == 1, out + err
+    assert "2/2 indexes done" in out and "signed summary verifies" in out + err, out + err
 
     # Exactly the injected records: not the key's records before T, not the good ones.
     found = status["findings"]["searched_key"]
     assert found["count"] == len(injected)
     assert sorted(f["pcs_id"] for f in found["first"]) == sorted(injected)
     assert not set(before) & {f["pcs_id"] for f in found["first"]}
+    with open(report / "audit-leak-drill-findings.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["pcs_id"] for r in rows if r["finding"] == "searched_key") == \
+        sorted(injected)
+    assert "searched_key" in (report / "audit-leak-drill.md").read_text()
     # They reached both pods (through the Service), and the audit read every file.
     pods_with = {Path(f["input"]).parent.name for f in found["first"]}
     assert len(pods_with) >= 2, pods_with

@@ -39,7 +39,7 @@ from .diagnose import Diagnoser
 from .errors import KeyringError, MalformedInput
 from .keys import Key, KeyRing
 from .timeparse import format_time, parse_time
-from .wal import Buffer, read_wal
+from .wal import Buffer, WalEntry, read_wal
 
 __all__ = ["FINDINGS", "ACCEPTED_INVALID", "MAX_KEYS", "MAX_HOURS", "OTHER", "AuditQuery",
            "ShardInput", "closed_times", "history_ring", "audit_shard", "merge_partials",
@@ -64,6 +64,12 @@ NONE = "-"
 MAX_HOURS = 24 * 93
 """Distinct hours kept per finding's ``by_hour`` count (a quarter; the rest under
 ``"(other)"``)."""
+
+
+def _received(entry: WalEntry) -> str | None:
+    """The time a finding record shows: the entry's, unless the entry is damaged (a damaged
+    stretch of a file, or the stub a WAL reader sidecar sends for one, has no time to trust)."""
+    return entry.received_at if entry.error is None else None
 
 
 def _hour(received: str | None) -> str:
@@ -249,15 +255,13 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
             if cause == "valid":
                 valid += 1
             elif "invalid" in findings:
-                note("invalid", n, pcs_id, cause, kid, src.name,
-                     entry.received_at)
+                note("invalid", n, pcs_id, cause, kid, src.name, _received(entry))
             if cause in ACCEPTED_INVALID and "accepted_invalid" in findings:
                 note("accepted_invalid", n, pcs_id, cause, kid, src.name,
-                     entry.received_at)
+                     _received(entry))
             # A kid is named only when a key verifies the record (any profile).
             if kid is not None and kid in wanted_kids and "searched_key" in findings:
-                note("searched_key", n, pcs_id, cause, kid, src.name,
-                     entry.received_at)
+                note("searched_key", n, pcs_id, cause, kid, src.name, _received(entry))
             n += 1
     whole = hashlib.sha256("\n".join(f"{r['sha256']} {r['bytes']} {r['name']}"
                                      for r in read).encode()).hexdigest()
