@@ -173,6 +173,10 @@ def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write
                             "--index", str(i)], env={**cluster.env, "KUBECONFIG": str(kc)},
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
+        # The partial is in, and the ConfigMap is still the Job's (its TTL removes it).
+        cm = kube.read_config_map(namespace, f"{name}-r{i}")
+        assert cm is not None and "partial.json" in (cm.data or {})
+        assert [o.name for o in cm.metadata.owner_references or []] == [name]
     assert rec.tick(kube.get_cr(namespace, "signatureaudits", "leak") or {}) == "Running"
     st = (kube.get_cr(namespace, "signatureaudits", "leak") or {})["status"]
     assert st["progress"]["summary"] == "2/2"  # the Job itself never finishes here

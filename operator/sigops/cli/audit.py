@@ -203,8 +203,11 @@ def _publish(namespace: str | None, name: str, signed: dict[str, Any]) -> None:
     try:
         kube = Kube.connect()
         existing = kube.read_config_map(namespace, name)
-        kube.write_config_map(namespace, name,
-                              {"partial.json": json.dumps(signed, sort_keys=True)}, existing)
+        if existing is None:
+            raise UsageError(f"configmap {namespace}/{name} does not exist: the operator "
+                             "creates it with the Job")
+        kube.replace_config_map_data(existing, {"partial.json": json.dumps(signed,
+                                                                           sort_keys=True)})
     except KubeError as e:
         raise UsageError(f"cannot write the partial to configmap {namespace}/{name}: "
                          f"{e}") from None

@@ -215,6 +215,16 @@ class Kube:
         body.metadata.resource_version = existing.metadata.resource_version
         return self._call(what, self.core.replace_namespaced_config_map, name, ns, body)
 
+    def replace_config_map_data(self, existing: client.V1ConfigMap,
+                                data: dict[str, str]) -> client.V1ConfigMap:
+        """Replace the data of ``existing`` and nothing else: its labels, annotations and owner
+        references stay (an audit's result ConfigMap must stay owned by its Job, or the Job's
+        TTL would leave it behind). Conflict when someone else wrote since it was read."""
+        existing.data = data
+        ns, name = existing.metadata.namespace, existing.metadata.name
+        return self._call(f"write configmap {ns}/{name}", self.core.replace_namespaced_config_map,
+                          name, ns, existing)
+
     def ensure_namespace(self, ns: str) -> None:
         try:
             self._call(f"read namespace {ns}", self.core.read_namespace, ns)
