@@ -37,8 +37,8 @@ def build_go(work: Path) -> str | None:
 
 def _wal(jsonl: Path, wal: Path) -> Path:
     """The records of ``jsonl`` as one inbox WAL, each received at its sent_at."""
-    with wal.open("wb") as f:
-        for line in jsonl.read_bytes().splitlines():
+    with wal.open("wb") as f, jsonl.open("rb") as src:
+        for line in src:
             body = line.strip()
             if body:
                 sent = json.loads(body)["sent_at"]
