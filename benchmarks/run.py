@@ -3,7 +3,7 @@
 Writes benchmarks/results/latest.json (machine-readable, git-ignored) and regenerates
 BENCHMARKS.md at the repository root. Progress goes to stderr. ``--quick`` shrinks every size
 for a smoke test (its BENCHMARKS.md says so); ``--parts`` picks parts (verify, diagnose,
-operator); ``--report-only`` rewrites BENCHMARKS.md from the last results without running.
+audit, operator); ``--report-only`` rewrites BENCHMARKS.md from the last results without running.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_audit  # noqa: E402
 import bench_diagnose  # noqa: E402
 import bench_operator  # noqa: E402
 import bench_verify  # noqa: E402
@@ -32,8 +33,8 @@ RESULTS = REPO / "benchmarks" / "results"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/run.py")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    p.add_argument("--parts", default="verify,diagnose,operator",
-                   help="comma list of parts: verify, diagnose, operator")
+    p.add_argument("--parts", default="verify,diagnose,audit,operator",
+                   help="comma list of parts: verify, diagnose, audit, operator")
     p.add_argument("--no-markdown", action="store_true", help="do not rewrite BENCHMARKS.md")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite BENCHMARKS.md from benchmarks/results/latest.json, run nothing")
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             n=4_000 if q else 100_000, rounds=1 if q else 3, naive_n=1_000 if q else 20_000,
             match_n=1_000 if q else 20_000, unverifiable_n=100 if q else 1_000,
             naive_growth_n=200 if q else 2_000),
+        "audit": lambda: bench_audit.run(work, n=10_000 if q else 200_000,
+                                         rounds=1 if q else 3, extra=0 if q else 3),
         "operator": lambda: bench_operator.run(
             work, latency_n=20 if q else 200, storm_posts=1_000 if q else 10_000,
             idle_window=10.0 if q else 45.0),

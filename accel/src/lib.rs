@@ -1,16 +1,19 @@
 //! `sigops_accel`: the hot path of `sigops verify`, compiled (optional).
 //!
-//! One function, [`read_pcs`]: a JSONL line in, and either the record's signed values, its
+//! Two functions. [`read_pcs`]: a JSONL line in, and either the record's signed values, its
 //! canonical bytes under one profile, its decoded signature and its `sent_at`, or `None`.
-//! `None` means "not sure": the pure-Python route (`sigops.core`) then reads the line from the
-//! start and decides. So this code is written to be conservative, not complete: it answers only
+//! [`read_batch`]: the same for many records of a buffer at once (JSONL lines or inbox WAL
+//! entries), so Python pays one call per few thousand records instead of one per record.
+//! `None` means "not sure": the pure-Python route (`sigops.core`) then reads the record from
+//! the start and decides. So this code is written to be conservative, not complete: it answers only
 //! for the common, plain record (no escapes in strings, at most 64 levels, at most 64 keys per
 //! object, integers within 2^53, finite numbers) and must give exactly what the Python route
 //! gives whenever it answers (a property test in `tests/unit/test_accel.py` holds it to that).
 //! No cryptography here: the MAC and the Ed25519 verify stay in Python.
 
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 use std::fmt::Write as _;
 
 const MAX_SAFE_INTEGER: i64 = 1 << 53;
@@ -28,7 +31,8 @@ const FIXED9: u8 = 2;
 enum Val<'a> {
     Str(&'a [u8]),
     Int(i64),
-    Float(f64),
+    /// A finite float, as written: read to a value only where one is needed ([`flt`]).
+    Float(&'a [u8]),
     Null,
     Other,
 }
@@ -109,16 +113,26 @@ impl<'a> Reader<'a> {
                 self.i += 1;
             }
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        let text = &self.b[start..self.i];
         if float {
-            // Correctly rounded, as Python's float() and the JSON parsers it uses are.
-            let v: f64 = text.parse().ok()?;
-            return if v.is_finite() { Some(Val::Float(v)) } else { None };
+            // Finite for sure without reading it: no exponent and under 300 integer digits.
+            // Else read it now (correctly rounded, as Python's float() is) to check.
+            let plain = !text.iter().any(|&c| c == b'e' || c == b'E')
+                && text.iter().take_while(|&&c| c != b'.').count() < 300;
+            if !plain && !flt(text)?.is_finite() {
+                return None;
+            }
+            return Some(Val::Float(text));
         }
-        if text.len() - usize::from(text.starts_with('-')) > 16 {
+        let (neg, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        if digits.len() > 16 {
             return None;
         }
-        let v: i64 = text.parse().ok()?;
+        let v = digits.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0'));
+        let v = if neg { -v } else { v };
         if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&v) {
             Some(Val::Int(v))
         } else {
@@ -213,6 +227,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The value of a JSON float literal (ASCII by construction), correctly rounded.
+fn flt(text: &[u8]) -> Option<f64> {
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 /// Standard base64 with padding, canonical only (unused bits zero): then every strict decoder
 /// gives these bytes.
 fn b64decode(s: &[u8]) -> Option<Vec<u8>> {
@@ -225,17 +244,24 @@ fn b64decode(s: &[u8]) -> Option<Vec<u8>> {
     }
     let body = &s[..s.len() - pad];
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in body {
-        let v = match c {
+    let sextet = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
             _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
+        }))
+    };
+    let mut quads = body.chunks_exact(4);
+    for q in &mut quads {
+        let v = sextet(q[0])? << 18 | sextet(q[1])? << 12 | sextet(q[2])? << 6 | sextet(q[3])?;
+        out.extend_from_slice(&v.to_be_bytes()[1..]);
+    }
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in quads.remainder() {
+        acc = (acc << 6) | sextet(c)?;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
@@ -538,10 +564,10 @@ fn read(line: &[u8]) -> Option<Pcs<'_>> {
             (b"merkle_root", Val::Str(s)) => root = Some(s),
             (b"shard_id", Val::Str(s)) => shard = Some(s),
             (b"epoch", Val::Int(e)) => epoch = Some(e),
-            (b"D_hat", Val::Float(f)) => floats[0] = Some(f),
-            (b"coh_star", Val::Float(f)) => floats[1] = Some(f),
-            (b"r", Val::Float(f)) => floats[2] = Some(f),
-            (b"budget", Val::Float(f)) => floats[3] = Some(f),
+            (b"D_hat", Val::Float(f)) => floats[0] = Some(flt(f)?),
+            (b"coh_star", Val::Float(f)) => floats[1] = Some(flt(f)?),
+            (b"r", Val::Float(f)) => floats[2] = Some(flt(f)?),
+            (b"budget", Val::Float(f)) => floats[3] = Some(flt(f)?),
             (b"sig", Val::Str(s)) => sig = Some(s),
             (b"sent_at", Val::Str(s)) => sent = Some(s),
             (b"sent_at", Val::Null) => {}
@@ -639,9 +665,237 @@ fn read_pcs<'py, 'a>(
     Some((values, PyBytes::new(py, &canon), PyBytes::new(py, &sig), sent))
 }
 
+// -- many records per call ------------------------------------------------------------------
+
+/// `n` ASCII digits at `s[at..]`, as a number.
+fn num(s: &[u8], at: usize, n: usize) -> Option<i64> {
+    let d = s.get(at..at + n)?;
+    let mut v = 0i64;
+    for &c in d {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (valid input).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A time in the one form both routes surely read alike, as microseconds since the epoch
+/// (UTC): `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` with every field in range (`z` too when
+/// `lower_z`). Python's `datetime.fromisoformat` reads such a time to the same instant,
+/// fraction truncated to microseconds; anything else is `None`, and Python decides.
+/// Returns the micros and the length read (the time may be followed by more bytes).
+fn stamp(s: &[u8], lower_z: bool) -> Option<(i64, usize)> {
+    let (y, mo, d) = (num(s, 0, 4)?, num(s, 5, 2)?, num(s, 8, 2)?);
+    let (h, mi, se) = (num(s, 11, 2)?, num(s, 14, 2)?, num(s, 17, 2)?);
+    if s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if y < 1 || !(1..=12).contains(&mo) || d < 1 || d > dim[(mo - 1) as usize] || h > 23
+        || mi > 59 || se > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut us = 0i64;
+    if s.get(i) == Some(&b'.') {
+        let n = s[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        for k in 0..6 {
+            let c = if k < n { s[i + 1 + k] } else { b'0' };
+            us = us * 10 + i64::from(c - b'0');
+        }
+        i += 1 + n;
+    }
+    let off = match *s.get(i)? {
+        b'Z' => {
+            i += 1;
+            0
+        }
+        b'z' if lower_z => {
+            i += 1;
+            0
+        }
+        sign @ (b'+' | b'-') => {
+            let (oh, om) = (num(s, i + 1, 2)?, num(s, i + 4, 2)?);
+            if s[i + 3] != b':' || oh > 23 || om > 59 {
+                return None;
+            }
+            i += 6;
+            let o = oh * 3600 + om * 60;
+            if sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - off;
+    Some((secs * 1_000_000 + us, i))
+}
+
+/// `sent_at` as the short route reads it: absent or null is `Some(None)`, a time in the
+/// sure form `Some(Some(micros))`, anything else `None` (not sure).
+fn sent_micros(sent: Option<&[u8]>) -> Option<Option<i64>> {
+    match sent {
+        None => Some(None),
+        Some(s) => match stamp(s, true) {
+            Some((us, n)) if n == s.len() => Some(Some(us)),
+            _ => None,
+        },
+    }
+}
+
+/// The header of the inbox WAL entry at `b[pos..]` as the Python reader's regular
+/// expression matches it (`<time>|<length>|`), with its time in the sure form: the
+/// entry's time in micros, its body length and where the body starts.
+fn wal_header(b: &[u8], pos: usize) -> Option<(i64, usize, usize)> {
+    let h = &b[pos..];
+    if h.len() < 20 {
+        return None;
+    }
+    let (us, n) = stamp(h, false)?;
+    if h.get(n) != Some(&b'|') {
+        return None;
+    }
+    let digits = h[n + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if !(1..=12).contains(&digits) || h.get(n + 1 + digits) != Some(&b'|') {
+        return None;
+    }
+    let len: usize = std::str::from_utf8(&h[n + 1..n + 1 + digits]).ok()?.parse().ok()?;
+    Some((us, len, pos + n + 2 + digits))
+}
+
+/// Bytes Python's `bytes.isspace` counts as white space.
+fn py_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// What the short route needs of one record, or `None` (not sure).
+#[allow(clippy::type_complexity)]
+fn sure<'a>(
+    rec: &'a [u8],
+    profile: u8,
+    max_bytes: usize,
+) -> Option<(Vec<u8>, Vec<u8>, Option<i64>, Values<'a>)> {
+    if rec.len() > max_bytes {
+        return None;
+    }
+    let p = read(rec)?;
+    let sig = b64decode(p.sig)?;
+    if sig.len() != 32 && sig.len() != 64 {
+        return None;
+    }
+    let sent = sent_micros(p.sent)?;
+    let canon = canonical(&p, profile)?;
+    let text = |s: &'a [u8]| -> Option<&'a str> { std::str::from_utf8(s).ok() };
+    let [d, c, r, b] = p.floats;
+    Some((canon, sig, sent, (text(p.pid)?, text(p.root)?, p.epoch, text(p.shard)?, d, c, r, b)))
+}
+
+/// Many records of `buf` from byte `start`: JSONL lines (`wal` false; blank lines are not
+/// records) or inbox WAL entries (`wal` true; only those received in `[since, until)`, in
+/// micros since the epoch, when given), at most `limit` of them. Returns `(next, rows,
+/// stopped)`: per record in order `(start, end, canonical bytes, signature, sent_at micros or
+/// None, received micros or None, values)` -- the values as [`read_pcs`] gives them -- or, when
+/// not sure of the record, `(start, end, None, None, None, None, None)`: Python reads
+/// `buf[start:end]` (JSONL) or the entry at `start` (WAL) itself. `stopped`: the WAL entry at
+/// `next` is one this reader is not sure how to frame (damaged, or an odd header): Python's
+/// reader reads that entry, then calls again after it.
+#[pyfunction]
+#[pyo3(signature = (buf, start, profile, wal, max_bytes, since, until, limit))]
+#[allow(clippy::too_many_arguments)]
+fn read_batch<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyAny>,
+    start: usize,
+    profile: u8,
+    wal: bool,
+    max_bytes: usize,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> PyResult<(usize, Bound<'py, PyList>, bool)> {
+    let view = PyBuffer::<u8>::get(buf)?;
+    if !view.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyValueError::new_err("buffer is not contiguous"));
+    }
+    // SAFETY: the buffer stays exported (so valid and unmoved) while `view` lives, and is
+    // only read here; Python code does not run while this function holds the GIL.
+    let b: &[u8] = unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
+    let rows = PyList::empty(py);
+    let (mut pos, mut n) = (start.min(b.len()), 0usize);
+    let none = || -> Option<u8> { None };
+    while pos < b.len() && n < limit {
+        let (rec, at, end, received) = if wal {
+            if b[pos] == b'\n' {
+                pos += 1;
+                continue;
+            }
+            let Some((us, len, body)) = wal_header(b, pos) else {
+                return Ok((pos, rows, true));
+            };
+            let body_end = body.checked_add(len).filter(|&e| e <= b.len());
+            let Some(body_end) = body_end else { return Ok((pos, rows, true)) };
+            if body_end < b.len() && b[body_end] != b'\n' {
+                return Ok((pos, rows, true));
+            }
+            let (at, next) = (pos, (body_end + 1).min(b.len()));
+            pos = next;
+            if since.is_some_and(|s| us < s) || until.is_some_and(|u| us >= u) {
+                continue;
+            }
+            (&b[body..body_end], at, next, Some(us))
+        } else {
+            let end = match b[pos..].iter().position(|&c| c == b'\n') {
+                Some(k) => pos + k + 1,
+                None => b.len(),
+            };
+            let (at, line) = (pos, &b[pos..end]);
+            pos = end;
+            if line.iter().all(|&c| py_space(c)) {
+                continue;
+            }
+            (line, at, end, None)
+        };
+        n += 1;
+        let row = match sure(rec, profile, max_bytes) {
+            Some((canon, sig, sent, values)) => (
+                at,
+                end,
+                Some(PyBytes::new(py, &canon)),
+                Some(PyBytes::new(py, &sig)),
+                sent,
+                received,
+                Some(values),
+            )
+                .into_pyobject(py)?,
+            None => (at, end, none(), none(), none(), none(), none()).into_pyobject(py)?,
+        };
+        rows.append(row)?;
+    }
+    Ok((pos, rows, false))
+}
+
 #[pymodule]
 fn sigops_accel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_pcs, m)?)?;
+    m.add_function(wrap_pyfunction!(read_batch, m)?)?;
     m.add("PROFILES", ("python", "go", "fixed9"))?;
     Ok(())
 }

@@ -40,13 +40,15 @@ def _err(msg: str) -> None:
 
 def _records(inputs: Sequence[str],
              lines: Callable[[IO[bytes], bool], Iterator[Any]] | None = None,
-             fmt: str = "auto", since: Any = None, until: Any = None) -> Iterator[Any]:
+             fmt: str = "auto", since: Any = None, until: Any = None,
+             whole_wal: bool = False) -> Iterator[Any]:
     """Raw records from every input in order: JSONL lines (bytes), the elements of a
     ``.json`` document, or the entries of an inbox WAL (:class:`sigops.core.wal.WalEntry`).
     Blank lines are not records. A ``.json`` file that does not parse is one (malformed)
     record. ``lines(stream, plain)`` reads a JSONL stream (default: line by line; ``plain``:
     a regular uncompressed file). gzip-compressed inputs are read as what they hold; ``fmt``
-    ``auto`` recognises a WAL by its first entry."""
+    ``auto`` recognises a WAL by its first entry. ``whole_wal``: a WAL is one item
+    (:class:`sigops.core.batch.WalBuffer`, judged in this process), not entry by entry."""
     from ..core.wal import looks_like_wal
 
     lines = lines or _lines
@@ -54,7 +56,7 @@ def _records(inputs: Sequence[str],
         with _Input(name) as inp:
             f = inp.stream
             if fmt == "wal" or (fmt == "auto" and looks_like_wal(inp.head())):
-                yield from _wal_entries(inp, since, until)
+                yield from _wal_entries(inp, since, until, whole_wal)
             elif name != "-" and Path(name).suffix == ".json":
                 yield from _json_document(f.read())
             else:
@@ -129,9 +131,10 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _wal_entries(inp: _Input, since: Any, until: Any) -> Iterator[Any]:
-    """The entries of a WAL input. A regular uncompressed file is mapped (memory stays flat on
-    any size); stdin and gzip are first copied to a temporary file, then mapped."""
+def _wal_entries(inp: _Input, since: Any, until: Any, whole: bool = False) -> Iterator[Any]:
+    """The entries of a WAL input (``whole``: the mapped WAL as one item). A regular
+    uncompressed file is mapped (memory stays flat on any size); stdin and gzip are first
+    copied to a temporary file, then mapped."""
     import mmap
     import os
     import shutil
@@ -149,7 +152,12 @@ def _wal_entries(inp: _Input, since: Any, until: Any) -> Iterator[Any]:
         if os.fstat(fileno).st_size == 0:
             return
         with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as m:
-            yield from read_wal(m, since, until)
+            if whole:
+                from ..core.batch import WalBuffer
+
+                yield WalBuffer(m, since, until)
+            else:
+                yield from read_wal(m, since, until)
 
 
 def _json_document(data: bytes) -> Iterator[bytes]:
@@ -236,7 +244,12 @@ def _batch(d: Any, args: argparse.Namespace, what: str, mode: str) -> tuple[Any,
 
         items = _records(args.inputs, blocks, args.format, args.since, args.until)
     else:
-        items = _records(args.inputs, None, args.format, args.since, args.until)
+        # One process: a regular file in blocks and a WAL whole, each judged many records
+        # per call of the compiled reader; a stream line by line (its records as they come).
+        def lines(f: IO[bytes], plain: bool) -> Iterator[Any]:
+            return batch.file_blocks(f, seekable=False) if plain else _lines(f, plain)
+
+        items = _records(args.inputs, lines, args.format, args.since, args.until, True)
     return items, kw
 
 

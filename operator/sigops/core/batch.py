@@ -19,15 +19,17 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from itertools import islice
 from typing import IO, Any, Literal
 
-from .diagnose import ContentBatch, Diagnoser, Verdict
+from .diagnose import ContentBatch, Diagnoser, Row, Verdict, jsonl_records
 from .keys import load_keyring
-from .wal import WalEntry
+from .wal import Buffer, WalEntry, read_wal
 
 __all__ = ["Mode", "Valid", "Verdict", "Outcome", "WorkerSpec", "parallel_safe", "LineBlock",
-           "FileRange", "Item", "file_blocks", "judge_block", "Settler", "run", "count",
-           "BLOCK_BYTES", "CHUNK_RECORDS"]
+           "FileRange", "WalBuffer", "Item", "file_blocks", "judge_block", "judge_blocks",
+           "Settler", "run", "count", "BLOCK_BYTES", "CHUNK_RECORDS", "BLOCK_RECORDS"]
 
 Mode = Literal["verify", "diagnose", "count"]
 """``verify``: outcomes, the short route for valid records; ``diagnose``: full verdicts;
@@ -37,6 +39,8 @@ BLOCK_BYTES = 1 << 21
 """Bytes of JSONL per task (about 3,700 upstream PCS)."""
 CHUNK_RECORDS = 1024
 """Records per task otherwise."""
+BLOCK_RECORDS = 8192
+"""At most this many records per judged block in one process (a whole WAL is one item)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +67,7 @@ class LineBlock:
 
     def records(self) -> Iterator[bytes]:
         """Lines ending in ``\\n`` (the last one maybe not), blank ones dropped."""
-        parts = self.data.split(b"\n")
-        last = parts.pop()
-        for part in parts:
-            line = part + b"\n"
-            if not line.isspace():
-                yield line
-        if last and not last.isspace():
-            yield last
+        return jsonl_records(self.data)
 
 
 class FileRange:
@@ -82,14 +79,31 @@ class FileRange:
     def __init__(self, path: str, start: int, end: int | None) -> None:
         self.path, self.start, self.end = path, start, end
 
-    def records(self) -> Iterator[bytes]:
+    @property
+    def data(self) -> bytes:
         with open(self.path, "rb") as f:
             f.seek(self.start)
-            data = f.read() if self.end is None else f.read(self.end - self.start)
-        return LineBlock(data).records()
+            return f.read() if self.end is None else f.read(self.end - self.start)
+
+    def records(self) -> Iterator[bytes]:
+        return jsonl_records(self.data)
 
 
-Item = bytes | WalEntry | LineBlock | FileRange
+class WalBuffer:
+    """A whole inbox WAL (bytes, or a ``mmap`` of its file) and the window of entries to
+    keep; judged in this process (a mapped file does not cross to a worker)."""
+
+    __slots__ = ("data", "since", "until")
+
+    def __init__(self, data: Buffer, since: datetime | None = None,
+                 until: datetime | None = None) -> None:
+        self.data, self.since, self.until = data, since, until
+
+    def records(self) -> Iterator[WalEntry]:
+        return read_wal(self.data, self.since, self.until)
+
+
+Item = bytes | WalEntry | LineBlock | FileRange | WalBuffer
 """One record (a JSON text or an inbox WAL entry), or a block of them."""
 
 
@@ -149,38 +163,66 @@ class Judged:
     unverifiable: list[tuple[int, int, tuple[Any, ...]]] | None = None
 
 
+def _rows(d: Diagnoser, items: Sequence[Item], start: int) -> Iterator[Row]:
+    """``check_line`` / ``check_wal`` of every record of ``items``, numbered from ``start``;
+    blocks and whole WALs through :meth:`Diagnoser.check_buffer` (many records per call of
+    the compiled reader)."""
+    n = start
+    for item in items:
+        if isinstance(item, bytes):
+            yield d.check_line(item, n)
+            n += 1
+        elif isinstance(item, WalEntry):
+            yield d.check_wal(item, n)
+            n += 1
+        else:
+            if isinstance(item, WalBuffer):
+                rows = d.check_buffer(item.data, True, n, item.since, item.until)
+            else:
+                rows = d.check_buffer(item.data, False, n)
+            for row in rows:
+                yield row
+                n += 1
+
+
 def judge_block(d: Diagnoser, items: Sequence[Item], mode: Mode, start: int = 0) -> Judged:
     """Judge each record of ``items`` alone (no memory of earlier records is used); verdicts
     are numbered from ``start`` (a worker, not knowing where its block starts, uses 0)."""
     if mode == "count":
-        return _count_block(d, items)
-    rows: list[tuple[Verdict | None, str | None, tuple[Any, ...] | None]] = []
-    n = start
+        return _count_block(_rows(d, items, 0))
     if mode == "verify":
-        check = d.check_line
-        check_wal = d.check_wal
-        for rec in _records(items):
-            rows.append(check_wal(rec, n) if isinstance(rec, WalEntry) else check(rec, n))
-            n += 1
-    else:
-        judge = d.judge_line
-        for rec in _records(items):
-            v, content = d.judge_wal(rec, n) if isinstance(rec, WalEntry) else judge(rec, n)
-            rows.append((v, None, content))
-            n += 1
-    return Judged(n - start, rows)
+        rows = list(_rows(d, items, start))
+        return Judged(len(rows), rows)
+    out: list[Row] = []
+    n = start
+    judge = d.judge_line
+    for rec in _records(items):
+        v, content = d.judge_wal(rec, n) if isinstance(rec, WalEntry) else judge(rec, n)
+        out.append((v, None, content))
+        n += 1
+    return Judged(n - start, out)
 
 
-def _count_block(d: Diagnoser, items: Sequence[Item]) -> Judged:
+def judge_blocks(d: Diagnoser, items: Sequence[Item], mode: Mode, start: int = 0
+                 ) -> Iterator[Judged]:
+    """:func:`judge_block` in blocks of at most :data:`BLOCK_RECORDS` records, so that a
+    whole WAL (one item) is judged with bounded memory (``verify``, ``count``)."""
+    if mode == "diagnose":
+        yield judge_block(d, items, mode, start)
+        return
+    rows = _rows(d, items, start if mode == "verify" else 0)
+    while chunk := list(islice(rows, BLOCK_RECORDS)):
+        yield Judged(len(chunk), chunk) if mode == "verify" else _count_block(iter(chunk))
+
+
+def _count_block(rows: Iterator[Row]) -> Judged:
     n = 0
     counts: dict[str, list[int]] = {}
     pids: list[str] = []
     contents: list[tuple[Any, ...]] = []
     unverifiable: list[tuple[int, int, tuple[Any, ...]]] = []
-    check = d.check_line
     valid = counts["valid"] = [0, 0]
-    for rec in _records(items):
-        v, _, content = d.check_wal(rec, n) if isinstance(rec, WalEntry) else check(rec, n)
+    for v, _, content in rows:
         if v is None:  # valid by the short route
             if not valid[0]:
                 valid[1] = n
@@ -325,9 +367,9 @@ def _judged(d: Diagnoser, items: Iterable[Item], mode: Mode, jobs: int,
     if jobs <= 1 or spec is None or not parallel_safe(d):
         done = 0
         for task in _tasks(items):
-            block = judge_block(d, task, mode, done)
-            done += block.n
-            yield block
+            for block in judge_blocks(d, task, mode, done):
+                done += block.n
+                yield block
         return
     import multiprocessing
 

@@ -28,7 +28,8 @@ from datetime import datetime
 from .errors import MalformedInput
 from .timeparse import parse_time
 
-__all__ = ["WalEntry", "read_wal", "looks_like_wal", "HEADER", "entry_bytes", "whole_entries"]
+__all__ = ["WalEntry", "read_wal", "entry_at", "looks_like_wal", "HEADER", "entry_bytes",
+           "whole_entries"]
 
 HEADER = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d))"
                     rb"\|(\d{1,12})\|")
@@ -87,6 +88,38 @@ def _next_header(buf: Buffer, start: int, end: int) -> int:
         i = j + 1
 
 
+def entry_at(buf: Buffer, pos: int) -> tuple[WalEntry | None, datetime | None, int]:
+    """The entry that starts at byte ``pos`` of ``buf``: ``(entry, its time, where reading
+    goes on)``; a blank line between entries is ``(None, None, pos + 1)``, a damaged entry
+    has an ``error`` and no time. :func:`read_wal` is this, entry after entry."""
+    end = len(buf)
+    if buf[pos:pos + 1] == b"\n":  # a blank line between entries: not an entry
+        return None, None, pos + 1
+    m = HEADER.match(buf, pos)
+    if m is None:
+        nxt = _next_header(buf, pos, end)
+        return WalEntry(pos, None, None, f"{_what_is_wrong(buf, pos)} at byte {pos}"), None, nxt
+    stamp = m.group(1).decode("ascii")
+    try:
+        when = parse_time(stamp)
+    except MalformedInput:
+        return (WalEntry(pos, None, None, f"bad entry timestamp {stamp!r} at byte {pos}"), None,
+                _next_header(buf, m.end(), end))
+    length = int(m.group(2))
+    body_end = m.end() + length
+    if body_end > end:
+        nxt = _next_header(buf, m.end(), end)
+        what = ("truncated last entry (crash mid-write?)" if nxt == end
+                else "entry length runs past the next entry")
+        return (WalEntry(pos, None, stamp, f"{what}: {length} bytes declared at byte {pos}"),
+                None, nxt)
+    if body_end < end and buf[body_end:body_end + 1] != b"\n":
+        nxt = _next_header(buf, m.end(), end)
+        return WalEntry(pos, None, stamp, f"entry does not end where its length ({length}) "
+                                          f"says, at byte {pos}"), None, nxt
+    return WalEntry(m.start(), bytes(buf[m.end():body_end]), stamp), when, body_end + 1
+
+
 def read_wal(buf: Buffer, since: datetime | None = None, until: datetime | None = None,
              start: int = 0) -> Iterator[WalEntry]:
     """Every entry of ``buf`` in order (``buf`` may be a ``mmap``; it is only sliced).
@@ -97,41 +130,13 @@ def read_wal(buf: Buffer, since: datetime | None = None, until: datetime | None 
     end = len(buf)
     pos = start
     while pos < end:
-        if buf[pos:pos + 1] == b"\n":  # a blank line between entries: not an entry
-            pos += 1
+        entry, when, pos = entry_at(buf, pos)
+        if entry is None:
             continue
-        m = HEADER.match(buf, pos)
-        if m is None:
-            nxt = _next_header(buf, pos, end)
-            yield WalEntry(pos, None, None, f"{_what_is_wrong(buf, pos)} at byte {pos}")
-            pos = nxt
+        if when is not None and ((since is not None and when < since)
+                                 or (until is not None and when >= until)):
             continue
-        stamp = m.group(1).decode("ascii")
-        try:
-            when = parse_time(stamp)
-        except MalformedInput:
-            yield WalEntry(pos, None, None, f"bad entry timestamp {stamp!r} at byte {pos}")
-            pos = _next_header(buf, m.end(), end)
-            continue
-        length = int(m.group(2))
-        body_end = m.end() + length
-        if body_end > end:
-            nxt = _next_header(buf, m.end(), end)
-            what = ("truncated last entry (crash mid-write?)" if nxt == end
-                    else "entry length runs past the next entry")
-            yield WalEntry(pos, None, stamp, f"{what}: {length} bytes declared at byte {pos}")
-            pos = nxt
-            continue
-        if body_end < end and buf[body_end:body_end + 1] != b"\n":
-            nxt = _next_header(buf, m.end(), end)
-            yield WalEntry(pos, None, stamp, f"entry does not end where its length ({length}) "
-                                             f"says, at byte {pos}")
-            pos = nxt
-            continue
-        pos = body_end + 1
-        if (since is not None and when < since) or (until is not None and when >= until):
-            continue
-        yield WalEntry(m.start(), bytes(buf[m.end():body_end]), stamp)
+        yield entry
 
 
 def entry_bytes(entry: WalEntry) -> bytes:
