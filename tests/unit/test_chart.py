@@ -1070,6 +1070,6 @@ def test_audit_rbac_only_when_audits_are_on(tmp_path: Path) -> None:
     added |= {(crs, "signatureaudits/status", "patch")}
     added |= {("batch", "jobs", v) for v in ("create", "get", "patch")}
     added |= {("", "serviceaccounts", "create"), ("", "configmaps", "create"),
-              ("", "configmaps", "update")}
+              ("", "configmaps", "update"), ("", "configmaps", "list")}
     added |= {("rbac.authorization.k8s.io", r, "create") for r in ("roles", "rolebindings")}
     assert on - off == added and not off & added

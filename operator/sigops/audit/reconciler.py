@@ -27,7 +27,15 @@ from ..kube.api import Kube, secret_strings
 from ..kube.conditions import set_condition
 from ..settings import Settings, TargetRefused
 from ..signing.records import Signer, subject_of
-from .job import AuditJob, AuditRefused, plan_job, pods_config_map, result_config_map, with_pods
+from .job import (
+    LABEL_AUDIT_UID,
+    AuditJob,
+    AuditRefused,
+    plan_job,
+    pods_config_map,
+    result_config_map,
+    with_pods,
+)
 from .launch import launch
 from .sidecar import PODS_KEY, WalReadError, parse_pods, wal_pods
 from .status import audit_status, digest_of
@@ -158,8 +166,11 @@ class AuditReconciler:
             plan = dataclasses.replace(plan, shards=int(job["spec"]["completions"]))
         stored = key_from_entry(json.loads(secret_strings(secret)["key.json"]))
         partials: dict[int, Any] = {}
+        # One LIST per tick, whatever the number of indexes (not a GET per index).
+        mine = {cm.metadata.name: cm for cm in self.kube.list_config_maps(
+            ns, f"{LABEL_AUDIT_UID}={plan.audit_uid}")}
         for i in range(plan.shards):
-            cm = self.kube.read_config_map(ns, result_config_map(name, i))
+            cm = mine.get(result_config_map(name, i))
             text = ((cm.data or {}) if cm is not None else {}).get("partial.json")
             if text:
                 try:

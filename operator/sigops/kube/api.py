@@ -269,6 +269,12 @@ class Kube:
             label_selector=selector).items
         return rss
 
+    def list_config_maps(self, ns: str, selector: str) -> list[client.V1ConfigMap]:
+        cms: list[client.V1ConfigMap] = self._call(
+            f"list configmaps in {ns}", self.core.list_namespaced_config_map, ns,
+            label_selector=selector).items
+        return cms
+
     def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         pods = self._call(f"list pods in {ns}", self.core.list_namespaced_pod, ns,
                           label_selector=selector)
