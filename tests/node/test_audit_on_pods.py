@@ -46,6 +46,7 @@ from sigops.core.keys import HMAC, generate_key, keyring_from_dict
 from sigops.core.pcs import sign_pcs
 from sigops.core.timeparse import format_time
 from sigops.kube.api import Kube
+from sigops.testbed.manifests import WAL_DIR
 from sigops.testbed.pcsgen import make_pcs
 from sigops.testbed.upstream import InboxWal
 from tests.node.support import flk_in
@@ -160,6 +161,17 @@ def index_process(core: Any, job: str, index: int) -> int | None:
     return None
 
 
+def managed_ring(flk: Flk, node_api: object, primary: Any, *more: Any) -> None:
+    """The backend's keys in sigops' managed ring (the key history an audit mounts); the
+    pods roll onto it."""
+    ring = ManagedRing(primary=primary.kid, accepts=[k.kid for k in (primary, *more)])
+    for k in (primary, *more):
+        ring.entries.append({**k.to_entry(), "state": "active",
+                             "created_at": format_time(datetime.now(UTC))})
+    Backend(Kube(node_api), NS, BACKEND).apply(ring, HMAC, None)
+    roll_done(flk)
+
+
 def audit_phase(flk: Flk, name: str) -> dict[str, Any] | None:
     st = flk.get("sau", "-n", NS, name).get("status") or {}
     return st if st.get("phase") in ("Succeeded", "Failed", "Refused") else None
@@ -179,14 +191,7 @@ def test_leaked_key_drill(node: object, node_api: object, flk: Flk, wal_root: Pa
     url = flk.backend(good, upstream=True, wal_claim=CLAIM)
     # The backend accepts both keys from sigops' managed ring (as scenario A's overlap leaves
     # it), and the pods roll onto it.
-    kube = Kube(node_api)
-    backend = Backend(kube, NS, BACKEND)
-    ring = ManagedRing(primary=good.kid, accepts=[good.kid, leaked.kid])
-    for k in (good, leaked):
-        ring.entries.append({**k.to_entry(), "state": "active",
-                             "created_at": format_time(datetime.now(UTC))})
-    backend.apply(ring, HMAC, None)
-    roll_done(flk)
+    managed_ring(flk, node_api, good, leaked)
 
     send(url, good, 30, rng, "good-early")
     before = send(url, leaked, 10, rng, "leaked-before-T")
@@ -294,3 +299,77 @@ def test_leaked_key_drill(node: object, node_api: object, flk: Flk, wal_root: Pa
         time.sleep(2)
     assert flk.get("sau", "-n", NS, "leak-drill")["status"]["phase"] == "Succeeded"
 
+
+
+# Print each inbox WAL file of the pod's WAL directory, base64, one per line.
+DUMP = ("import base64, glob, sys\n"
+        "for f in sorted(glob.glob(sys.argv[1] + '/inbox-*.wal')):\n"
+        "    print(base64.b64encode(open(f, 'rb').read()).decode())\n")
+
+
+def test_an_audit_reads_each_pod_through_its_wal_reader(node: object, node_api: object,
+                                                        flk: Flk, tmp_path: Path) -> None:
+    """``walSource: sidecar``: no volume, the pods' WALs in their emptyDirs; one index per
+    pod reads its window through the pod's WAL reader sidecar with the mounted token. A full
+    re-verification finds exactly the records signed with an unknown key, and its totals equal
+    a single-process verify of the pods' WAL files (copied out with exec)."""
+    rng = random.Random(28)
+    good, stranger = generate_key(HMAC, kid="k-current"), generate_key(HMAC, kid="k-unknown")
+    flk.namespace()
+    flk.install(free_port(),
+                targets=[{"namespace": NS, "deployment": BACKEND, "default": True,
+                          "walSource": "sidecar"}],
+                audit={"enabled": True, "ttlAfterFinished": "1h", "firstN": 100,
+                       "maxParallelism": 2, "cpu": "500m"})
+    url = flk.backend(good, upstream=True)
+    managed_ring(flk, node_api, good)
+    since = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.1)
+    send(url, good, 40, rng, "good")
+    forged = []
+    for i in range(12):  # refused by the backend (401), yet in its WAL
+        pcs = sign_pcs(make_pcs(rng, "forged", epoch=i, sent_at=datetime.now(UTC), seq=i),
+                       stranger)
+        assert post(url, pcs) == 401
+        forged.append(pcs["pcs_id"])
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    time.sleep(2.1)
+
+    r = subprocess.run(
+        [str(VENV / "kubectl-sigops"), "audit", "sidecar-audit", "-n", NS,
+         "--deployment", BACKEND, "--all", "--since", format_time(since),
+         "--until", format_time(until), "--timeout", "4m", "--report", str(tmp_path / "r")],
+        env=node.env, capture_output=True, text=True, timeout=300)  # type: ignore[attr-defined]
+    status = audit_phase(flk, "sidecar-audit")
+    assert status is not None and status["phase"] == "Succeeded", (status, r.stdout, r.stderr)
+    assert r.returncode == 1, r.stdout + r.stderr  # findings
+    assert status["progress"]["summary"] == "2/2"  # one index per pod
+    found = status["findings"]["invalid"]
+    assert found["count"] == len(forged)
+    assert sorted(f["pcs_id"] for f in found["first"]) == sorted(forged)
+
+    # The same files, read out of the pods, verified in one process with the same ring.
+    files = []
+    pods = flk.get("pods", "-n", NS, "-l", f"app={BACKEND}")["items"]
+    assert len(pods) == 2
+    for p in pods:
+        name = p["metadata"]["name"]
+        out = flk.kubectl("exec", "-n", NS, name, "-c", "backend", "--", "python3", "-c",
+                          DUMP, WAL_DIR)
+        for i, line in enumerate(out.split()):
+            f = tmp_path / f"{name}-{i}.wal"
+            f.write_bytes(base64.b64decode(line))
+            files.append(f)
+    secret = flk.get("secret", "-n", NS, keyring_secret_name(BACKEND))
+    doc = json.loads(base64.b64decode(secret["data"]["keyring.json"]))
+    hist = tmp_path / "history.json"
+    hist.write_text(json.dumps(history_ring(keyring_from_dict(doc), closed_times(doc))
+                               .to_dict()))
+    v = subprocess.run([str(VENV / "sigops"), "verify", "--keyring", str(hist),
+                        "--since", format_time(since), "--until", format_time(until),
+                        *map(str, files)], capture_output=True, text=True, timeout=300)
+    lines = [json.loads(x) for x in v.stdout.splitlines()]
+    totals = status["totals"]
+    assert totals["total"] == len(lines) == 40 + len(forged)
+    assert totals["by_verdict"] == dict(Counter("valid" if x["valid"] else x["reason"]
+                                                for x in lines))
