@@ -370,10 +370,13 @@ BOUNDED = {
 }
 
 
+@pytest.mark.parametrize("tally", [None, 1, 5])
 @pytest.mark.parametrize("accelerate", [True, False])
 def test_counts_past_max_keys_go_to_other_as_one_record_at_a_time(
-        monkeypatch: pytest.MonkeyPatch, accelerate: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, accelerate: bool, tally: int | None) -> None:
     monkeypatch.setattr(audit, "MAX_KEYS", 3)
+    if tally is not None:  # the tally of combinations is added in often, or rarely
+        monkeypatch.setattr(audit, "TALLY_BOUND", tally)
     ins = [ShardInput("z", b"", "t-z"),  # no records: no tenant counted
            ShardInput("a", many_values_wal(100), "t-a"),
            ShardInput("b", many_values_wal(100), "t-b"),
