@@ -232,10 +232,12 @@ def limits(r: dict[str, Any]) -> dict[str, str]:
             "for the tamper check, and, in the audit, one tally of the record by (verdict, kid, "
             "profile, shard) -- the five bounded counts are added from the tally once per "
             "distinct combination, and the finding checks run only for records a finding can "
-            "name -- and a SHA-256 of every file read (hashlib, whole pages). The MAC, the "
-            "checks and the generator that hands each record to the caller are what is left "
-            "between an index and 2x the Go path; halving it again means moving the MAC and "
-            "the counting into the compiled reader, which today does no cryptography by design.")
+            "name -- and a SHA-256 of every file read (hashlib, whole pages). Beyond what "
+            "sigops verify of the same WAL does, an index hashes every byte it reads and loads "
+            "the signing library for its signed partial at start-up. The MAC, the checks and "
+            "the generator that hands each record to the caller are what is left between an "
+            "index and 2x the Go path; halving it again means moving the MAC and the counting "
+            "into the compiled reader, which today does no cryptography by design.")
     dg = r.get("diagnose") or {}
     if "growth" in dg:
         g = dg["growth"]
