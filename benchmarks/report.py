@@ -229,10 +229,15 @@ def limits(r: dict[str, Any]) -> dict[str, str]:
             "reader (`read_batch`) parses, checks types, decodes the signature and writes the "
             "canonical bytes of many records per call; per record Python still runs the MAC "
             "(hashlib, two digests), the key window and skew checks, the signed content kept "
-            "for the tamper check, and, in the audit, its five bounded counters, the finding "
-            "checks and a SHA-256 of every file read. That per-record Python is what is left "
-            "between an index and 2x the Go path; halving it again means moving the MAC and "
-            "the counting into the compiled reader, which today does no cryptography by design.")
+            "for the tamper check, and, in the audit, one tally of the record by (verdict, kid, "
+            "profile, shard) -- the five bounded counts are added from the tally once per "
+            "distinct combination, and the finding checks run only for records a finding can "
+            "name -- and a SHA-256 of every file read (hashlib, whole pages). Beyond what "
+            "sigops verify of the same WAL does, an index hashes every byte it reads and loads "
+            "the signing library for its signed partial at start-up. The MAC, the checks and "
+            "the generator that hands each record to the caller are what is left between an "
+            "index and 2x the Go path; halving it again means moving the MAC and the counting "
+            "into the compiled reader, which today does no cryptography by design.")
     dg = r.get("diagnose") or {}
     if "growth" in dg:
         g = dg["growth"]
@@ -865,7 +870,9 @@ def _fleet(r: dict[str, Any], a: Any) -> None:
       "at the MB/s above; (3) the API server: the operator's per-tick GETs grow with the "
       "number of indexes (one ConfigMap read each, every tick), the one part of the load "
       "that grows with shards x duration; (4) the WAL reader sidecars cannot feed this "
-      "audit: they serve only the last 24 h (`max_window`), one read in flight per client and "
-      "four in all per sidecar (`per_client` 1, `total` 4), each read cut off after 10 s "
-      "(`deadline`) -- they are for the live diagnosis, so a 10 TB audit reads the WAL "
-      "files (or an archive of them) mounted into the index pods.")
+      "audit: they now also serve a paged `GET /v1/wal/range` (forward pages of whole "
+      "entries, what an audit reading the pods through them uses), but still only within "
+      "the last 24 h (`max_window`), one read in flight per client and four in all per "
+      "sidecar (`per_client` 1, `total` 4), each read cut off after 10 s (`deadline`) -- "
+      "enough for an audit of a pod's last day, not for 10 TB of history, so a 10 TB audit "
+      "reads the WAL files (or an archive of them) mounted into the index pods.")

@@ -341,3 +341,50 @@ def test_both_routes_give_the_same_answer_times_of_findings_included(wals: list[
     assert fast == pure
     times = [f["received"] for f in fast["findings"]["invalid"]["first"]]
     assert any(t is None for t in times) and sum(t is not None for t in times) > 10
+
+
+def many_values_wal(base: int) -> bytes:
+    """Records with many distinct shards, kids, profiles and verdicts, first seen in an
+    order that is not sorted (a shard named like the overflow bucket among them)."""
+    out = []
+    shards = ["s-7", "(other)", "s-2", "s-9", "s-0", "s-5", "s-1", "s-8", "s-3", "s-6", "s-4"]
+    for i in range(60):
+        shard = shards[(i * 7) % len(shards)] if i > 3 else shards[i]
+        key = (GOOD, STRANGER, OLD, GOOD, EARLY, LEAKED)[i % 6]
+        profile = "go" if i % 11 == 5 else "python"
+        out.append(rec(key, base + i, at(i % 45), profile=profile, shard=f"{shard}-{i // 25}"
+                       if i % 13 == 7 else shard))
+        if i % 17 == 4:
+            out.append(rec(GOOD, base + i, at(i), shard=shard))  # replayed or tampered
+    return b"".join(out)
+
+
+# What the audit counted, value by value and in this order, when each of the five
+# dimensions was one bounded counter fed one record at a time (MAX_KEYS = 3).
+BOUNDED = {
+    "by_verdict": [("valid", 104), ("unverifiable", 33), ("pending_key", 29), ("(other)", 42)],
+    "by_kid": [("good-2025", 78), ("-", 35), ("old-2024", 32), ("(other)", 63)],
+    "by_profile": [("python", 160), ("-", 35), ("go", 13)],
+    "by_shard": [("s-7", 20), ("(other)", 164), ("s-2", 24)],
+    "by_tenant": [("t-a", 74), ("t-b", 64), ("-", 6), ("(other)", 64)],
+}
+
+
+@pytest.mark.parametrize("tally", [None, 1, 5])
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_counts_past_max_keys_go_to_other_as_one_record_at_a_time(
+        monkeypatch: pytest.MonkeyPatch, accelerate: bool, tally: int | None) -> None:
+    monkeypatch.setattr(audit, "MAX_KEYS", 3)
+    if tally is not None:  # the tally of combinations is added in often, or rarely
+        monkeypatch.setattr(audit, "TALLY_BOUND", tally)
+    ins = [ShardInput("z", b"", "t-z"),  # no records: no tenant counted
+           ShardInput("a", many_values_wal(100), "t-a"),
+           ShardInput("b", many_values_wal(100), "t-b"),
+           ShardInput("c", many_values_wal(500)[:3000]),
+           ShardInput("d", many_values_wal(700), "t-d"),
+           ShardInput("e", many_values_wal(900)[:5000], "t-a")]
+    got = audit_shard(history_ring(RING), ins, AuditQuery(all=True, first_n=0),
+                      accelerate=accelerate)
+    assert {name: list(got[name].items()) for name in BOUNDED} == BOUNDED
+    for name in BOUNDED:
+        assert sum(got[name].values()) == got["total"]

@@ -61,6 +61,9 @@ MAX_KEYS = 1000
 """Distinct values kept per count dimension (kid, profile, PCS shard, tenant)."""
 OTHER = "(other)"
 NONE = "-"
+TALLY_BOUND = 4096
+"""Distinct (verdict, kid, profile, PCS shard) combinations an audit tallies before it adds
+them into its bounded counts (:func:`audit_shard`)."""
 MAX_HOURS = 24 * 93
 """Distinct hours kept per finding's ``by_hour`` count (a quarter; the rest under
 ``"(other)"``)."""
@@ -178,14 +181,16 @@ class _Counter:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def add(self, value: str) -> None:
+    def add(self, value: str, times: int = 1) -> None:
+        """``times`` records with ``value``: the same as ``times`` calls with one (a value
+        first seen while there is room is kept, whatever its count)."""
         c = self.counts
         if value in c:
-            c[value] += 1
+            c[value] += times
         elif len(c) < MAX_KEYS:
-            c[value] = 1
+            c[value] = times
         else:
-            c[OTHER] = c.get(OTHER, 0) + 1
+            c[OTHER] = c.get(OTHER, 0) + times
 
 
 def _digest(data: Buffer) -> str:
@@ -215,11 +220,38 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
                                            for f in asked}
     dims = {n: _Counter() for n in ("by_verdict", "by_kid", "by_profile", "by_shard",
                                     "by_tenant")}
-    by_verdict, by_kid, by_profile, by_shard, by_tenant = (dims[n].add for n in dims)
     read: list[dict[str, Any]] = []
     own = d.profile or ring.profile
     n = valid = 0
-    check, settle, remember = d.check_buffer, d.settle, d.remember
+    check, settle = d.check_buffer, d.settle
+    # d.remember, inline on the hot path: the first content per pcs_id, the older half
+    # forgotten when the memory is full.
+    seen, memory, forget = d._seen, d.content_memory, d._forget_older_half
+    want_invalid, want_accepted = "invalid" in findings, "accepted_invalid" in findings
+    want_kids = wanted_kids if "searched_key" in findings else set()
+    # Each record is counted once, by its (verdict, kid, profile, shard) -- (kid, raw
+    # shard) for one valid by the short route -- and the tally is added into the five
+    # bounded counts in the order its combinations were first seen: each value of a count is
+    # then first seen in the same order as record by record, so the same values are kept
+    # and the rest go under OTHER, exactly as when each record was added alone.
+    tally: dict[tuple[Any, ...], int] = {}
+
+    def fold() -> None:
+        nonlocal valid
+        verdicts, kids = dims["by_verdict"].add, dims["by_kid"].add
+        profiles, shards = dims["by_profile"].add, dims["by_shard"].add
+        for k, c in tally.items():
+            if len(k) == 2:  # valid by the short route
+                cause, kid, profile, shard = "valid", k[0], own or NONE, str(k[1])
+            else:
+                cause, kid, profile, shard = k
+            verdicts(cause, c)
+            kids(kid, c)
+            profiles(profile, c)
+            shards(shard, c)
+            if cause == "valid":
+                valid += c
+        tally.clear()
 
     def note(name: str, index: int, pcs_id: str | None, cause: str, kid: str | None,
              src: str, received: str | None) -> None:
@@ -235,36 +267,57 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
             f["first"].append({"index": index, "pcs_id": pcs_id, "verdict": cause,
                                "kid": kid, "input": src, "received": received})
 
+    get = tally.get
     for src in inputs:
-        tenant = src.tenant or NONE
-        read.append({"name": src.name, "bytes": len(src.data), "sha256": _digest(src.data)})
+        data = src.data
+        read.append({"name": src.name, "bytes": len(data), "sha256": _digest(data)})
+        first = n
+        n -= 1
         # Many records per call of the compiled reader; the rows of check_wal per entry.
-        for v, kid, content in check(src.data, True, n, query.since, query.until):
+        for n, (v, kid, content) in enumerate(check(data, True, first, query.since,
+                                                    query.until), first):
             pcs_id: str | None
-            profile: str | None
             if v is None:  # valid by the short route (as batch.Settler settles it)
                 assert content is not None
-                remember(content[0], content)
-                cause, pcs_id, profile = "valid", content[0], own
-            else:
-                v = settle(v, content)
-                cause, pcs_id, kid, profile = v.cause, v.pcs_id, v.kid, v.profile
-            by_verdict(cause)
-            by_kid(kid or NONE)
-            by_profile(profile or NONE)
-            by_shard(str(content[3]) if content is not None else NONE)
-            by_tenant(tenant)
-            if cause == "valid":
-                valid += 1
-            elif "invalid" in findings:
-                note("invalid", n, pcs_id, cause, kid, src.name, _received(src.data, d.at))
-            if cause in ACCEPTED_INVALID and "accepted_invalid" in findings:
+                pcs_id = content[0]
+                if pcs_id not in seen:
+                    if len(seen) >= memory:
+                        forget()
+                    seen[pcs_id] = content
+                key: tuple[Any, ...] = (kid, content[3])
+                c = get(key)
+                if c is not None:
+                    tally[key] = c + 1
+                    if kid not in want_kids:
+                        continue
+                else:
+                    tally[key] = 1
+                    if len(tally) > TALLY_BOUND:
+                        fold()
+                    if kid not in want_kids:
+                        continue
+                note("searched_key", n, pcs_id, "valid", kid, src.name,
+                     _received(data, d.at))
+                continue
+            v = settle(v, content)
+            cause, pcs_id, kid = v.cause, v.pcs_id, v.kid
+            key = (cause, kid or NONE, v.profile or NONE,
+                   str(content[3]) if content is not None else NONE)
+            tally[key] = get(key, 0) + 1
+            if len(tally) > TALLY_BOUND:
+                fold()
+            if cause != "valid" and want_invalid:
+                note("invalid", n, pcs_id, cause, kid, src.name, _received(data, d.at))
+            if cause in ACCEPTED_INVALID and want_accepted:
                 note("accepted_invalid", n, pcs_id, cause, kid, src.name,
-                     _received(src.data, d.at))
+                     _received(data, d.at))
             # A kid is named only when a key verifies the record (any profile).
-            if kid is not None and kid in wanted_kids and "searched_key" in findings:
-                note("searched_key", n, pcs_id, cause, kid, src.name, _received(src.data, d.at))
-            n += 1
+            if kid is not None and kid in want_kids:
+                note("searched_key", n, pcs_id, cause, kid, src.name, _received(data, d.at))
+        n += 1
+        if n > first:
+            dims["by_tenant"].add(src.tenant or NONE, n - first)
+    fold()
     whole = hashlib.sha256("\n".join(f"{r['sha256']} {r['bytes']} {r['name']}"
                                      for r in read).encode()).hexdigest()
     known = {k.kid for k in ring.keys}

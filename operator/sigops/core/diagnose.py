@@ -349,6 +349,8 @@ class Diagnoser:
         hmac_pairs, ed_pairs = self._mru[HMAC], self._mru[ED25519]
         sha256 = hashlib.sha256
         pos, size = 0, len(buf)
+        last: Key | None = None
+        window: tuple[int | None, int | None, bool] = (None, None, False)
         while pos < size:
             pos, rows, stopped = batch(buf, pos, code, wal, max_bytes, lo, hi, BATCH_RECORDS)
             for start, end, canon, sig, when, received, values in rows:
@@ -357,7 +359,9 @@ class Diagnoser:
                     pairs = hmac_pairs if len(sig) == 32 else ed_pairs
                     if pairs and pairs[0].profile == name:
                         key = pairs[0].key
-                        nb, na, accepted = windows.get(id(key), (None, None, False))
+                        if key is not last:
+                            last, window = key, windows.get(id(key), (None, None, False))
+                        nb, na, accepted = window
                         if received is not None:
                             if limit is not None and when is not None and \
                                     abs(received - when) / 1_000_000 > limit:
@@ -369,7 +373,12 @@ class Diagnoser:
                                 else key.verify(sha256(canon).digest(), sig)):
                             self.tried += 1
                             self.at = start
-                            yield None, key.kid, content_of(values)
+                            # content_of, inline: four non-zero floats are their own key.
+                            fd, fc, fr, fb = values[4:]
+                            yield None, key.kid, values if (
+                                type(fd) is float and type(fc) is float and type(fr) is float
+                                and type(fb) is float and fd and fc and fr and fb
+                            ) else content_of(values)
                             index += 1
                             continue
                 # The per-record route (it tries the short route once more, then the full one).
