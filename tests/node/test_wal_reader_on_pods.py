@@ -53,18 +53,20 @@ def flk(node: object, tmp_path: Path) -> Iterator[Flk]:
     yield from flk_in(node, tmp_path, "node-walreader")
 
 
-def _outsider(flk: Flk) -> str:
-    """A pod of the backend's namespace that is not sigops."""
+def _outsider(flk: Flk, name: str = "outsider",
+              labels: dict[str, str] | None = None) -> str:
+    """A pod of the backend's namespace that is not sigops (or, with ``labels``, one
+    labelled as something the policy admits)."""
     flk.apply({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": "outsider", "labels": {"app": "curious"}},
+               "metadata": {"name": name, "labels": labels or {"app": "curious"}},
                "spec": {"containers": [{
                    "name": "client", "image": image_ref(), "imagePullPolicy": "IfNotPresent",
                    "command": ["python3", "-c", "import time; time.sleep(100000)"],
                    "securityContext": RESTRICTED}],
                    "automountServiceAccountToken": False,
                    "terminationGracePeriodSeconds": 0}})
-    flk.kubectl("wait", "-n", flk.ns, "--for=condition=Ready", "pod/outsider", "--timeout=60s")
-    return "outsider"
+    flk.kubectl("wait", "-n", flk.ns, "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    return name
 
 
 def _token(flk: Flk) -> str:
@@ -105,6 +107,9 @@ def test_the_runbook_policy_admits_only_sigops_pods(node: object, flk: Flk) -> N
     flk.install(free_port())
     flk.backend(generate_key(HMAC, kid="k"), upstream=True)
     who = _outsider(flk)
+    # Labelled as a SignatureAudit Job's pod (audit/job.py): the policy admits those too.
+    auditor = _outsider(flk, "auditor", {"app.kubernetes.io/managed-by": "sigops",
+                                         "app.kubernetes.io/component": "audit"})
     ip, url = _wal_url(flk)
     op: dict[str, Any] = operator_pods(node)[0]
     op_token = "/etc/sigops/wal-token/token"  # the chart's mount
@@ -123,6 +128,8 @@ def test_the_runbook_policy_admits_only_sigops_pods(node: object, flk: Flk) -> N
         # sigops' own pod, with the token it mounts, reads.
         assert get_from(flk, OPERATOR_NS, op["metadata"]["name"], url,
                         token_file=op_token) == "HTTP 200"
+        # An audit index's pod, with the token its Job mounts, reads.
+        assert get_from(flk, flk.ns, auditor, url, token=_token(flk)) == "HTTP 200"
         # The backend's own port stays open to all.
         assert get_from(flk, flk.ns, who, f"http://{ip}:8080/healthz") == "HTTP 200"
     assert enforcer.leftovers() == []
