@@ -106,6 +106,31 @@ def test_the_job_and_its_rbac_are_created_least_privilege_and_go_with_the_job(
     assert job_manifest(plan)["metadata"]["name"] == plan.name
 
 
+def test_an_audit_key_secret_made_before_the_job_fails_the_audit(
+        cluster: Any, namespace: str) -> None:
+    """Whoever may create Secrets in the namespace could make ``<job>`` first, with a key of
+    her own that would sign (forge) the indexes' partials: the operator uses only the Job's
+    own objects, and fails the audit otherwise."""
+    kube = Kube.connect(str(cluster.kubeconfig))
+    settings = Settings.model_validate({
+        "targets": [{"namespace": namespace, "walClaim": "backend-wal"}],
+        "audit": {"image": "sigops:0.test"}})
+    kube.create_cr(namespace, "signatureaudits", audit(namespace, "early", shards=1))
+    obj = kube.get_cr(namespace, "signatureaudits", "early") or {}
+    from sigops.audit.job import job_name
+
+    name = job_name("early", obj["metadata"]["uid"])
+    forged = generate_key(ED25519, "mallory", state="active")
+    kubectl(cluster, "create", "secret", "generic", name, "-n", namespace,
+            f"--from-literal=key.json={json.dumps(forged.to_entry())}")
+    rec = AuditReconciler(kube, settings, Signer(generate_key(ED25519, "op", state="active")))
+    assert rec.tick(obj) == "Failed"
+    st = (kube.get_cr(namespace, "signatureaudits", "early") or {})["status"]
+    cond = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert cond["reason"] == "NotOwned" and f"secret {namespace}/{name}" in cond["message"]
+    assert "private" not in json.dumps(st)
+
+
 def sa_kubeconfig(cluster: Any, namespace: str, sa: str, path: Path) -> Path:
     """A kubeconfig that is the Job's ServiceAccount, as its pods are."""
     token = kubectl(cluster, "create", "token", sa, "-n", namespace,

@@ -54,7 +54,8 @@ def world(api: Any, cluster: Any) -> Iterator[dict[str, str]]:
     make_backend(api, names["victim"], HMAC)
     make_backend(api, names["mallory"], HMAC)
     grant_user(api, names["mallory"], MALLORY, "mallory", [
-        client.V1PolicyRule(api_groups=[GROUP], resources=["keyrotations", "signatureincidents"],
+        client.V1PolicyRule(api_groups=[GROUP], resources=["keyrotations", "signatureincidents",
+                                                           "signatureaudits"],
                             verbs=["create", "get", "list", "watch", "patch", "update",
                                    "delete"]),
         client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
@@ -248,6 +249,29 @@ def test_the_admission_policy_refuses_foreign_targets_before_they_are_stored(
         r = kubectl(cluster, "patch", "kr", "mine", "-n", mallory, "--subresource=status",
                     "--type", "merge", "-p", done, check=False)  # a cluster admin may
         assert r.returncode == 0, r.stderr
+        # SignatureAudits alike: not of the victim's backend; her own audit's status is the
+        # operator's; and its spec, the question its signed summary answers, never changes.
+        sau = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "SignatureAudit",
+               "metadata": {"name": "peek"},
+               "spec": {"target": {"namespace": victim}, "lookFor": {"all": True}}}
+        r = as_mallory(cluster, mallory, sau, tmp_path)
+        assert r.returncode != 0 and f"{victim}/fractal-lba-backend is not a target" in \
+            r.stderr, r.stderr
+        sau["spec"]["target"] = {}
+        r = as_mallory(cluster, mallory, sau, tmp_path)
+        assert r.returncode == 0, r.stderr
+        grant_user(api, mallory, MALLORY, "mallory-sau-status", [client.V1PolicyRule(
+            api_groups=[GROUP], resources=["signatureaudits/status"], verbs=["get", "patch"])])
+        r = kubectl(cluster, "--as", MALLORY, "patch", "sau", "peek", "-n", mallory,
+                    "--subresource=status", "--type", "merge", "-p",
+                    json.dumps({"status": {"phase": "Succeeded", "job": {"name": "x"}}}),
+                    check=False)
+        assert r.returncode != 0 and "written by the sigops operator" in r.stderr, r.stderr
+        for who in (("--as", MALLORY), ()):
+            r = kubectl(cluster, *who, "patch", "sau", "peek", "-n", mallory, "--type",
+                        "merge", "-p", json.dumps({"spec": {"lookFor": {"keyIds": ["k"]}}}),
+                        check=False)
+            assert r.returncode != 0 and "spec is immutable" in r.stderr, r.stderr
     finally:
         kubectl(cluster, "delete", "-f", str(tmp_path / "vap.yaml"), check=False)
         # The API server drops the policy a moment later: wait, so later tests see none.

@@ -35,7 +35,15 @@ from sigops.audit.job import (
     with_pods,
 )
 from sigops.audit.partial import verify_partial
-from sigops.audit.sidecar import WalPod, WalReadError, parse_pods, pods_json, read_pages, wal_pods
+from sigops.audit.sidecar import (
+    WalPod,
+    WalReadError,
+    parse_pods,
+    pods_digest,
+    pods_json,
+    read_pages,
+    wal_pods,
+)
 from sigops.core.audit import AuditQuery, ShardInput, audit_shard, history_ring
 from sigops.settings import Settings
 
@@ -89,6 +97,9 @@ def test_one_index_per_pod_the_pods_in_a_config_map_and_the_token_mounted_never_
     objs = owned_manifests(p, "job-uid-1", json.dumps(AUDIT_KEY.to_entry()))
     cms = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
     assert parse_pods(cms[pods_config_map(p.name)]["data"]["pods.json"]) == PODS
+    # The pod template (which cannot change) carries the list's digest.
+    assert args[args.index("--pods-sha256") + 1] == pods_digest(
+        cms[pods_config_map(p.name)]["data"]["pods.json"])
     assert cms[pods_config_map(p.name)]["metadata"]["ownerReferences"][0]["uid"] == "job-uid-1"
     # The Role is what it was: its own result ConfigMaps only (no pods, no Secrets).
     (rule,) = next(o for o in objs if o["kind"] == "Role")["rules"]
@@ -275,6 +286,33 @@ def test_a_wrong_token_or_a_dead_pod_fails_the_index(sidecar: Any, tmp_path: Pat
     out = capsys.readouterr()
     assert rc == 3 and "HTTP 401" in out.err and not out.out
     assert "not-the-token" not in out.err
+
+
+def test_a_pods_list_changed_after_launch_gets_no_token(sidecar: Any, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """Whoever may write ConfigMaps in the namespace may rewrite the pods list: an index sends
+    its token only to the pods of the list whose digest its Job's arguments carry."""
+    port, _, _ = sidecar
+    planned = pods_json([WalPod("a", "10.244.0.9", 8079)])
+    pods = tmp_path / "pods.json"
+    pods.write_text(pods_json([WalPod("a", "127.0.0.1", port)]))  # points elsewhere
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN + "\n")
+    kr = tmp_path / "history.json"
+    kr.write_text(json.dumps(RING.to_dict()))
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(AUDIT_KEY.to_entry()))
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=2)
+    common = ["audit", "shard", "--keyring", str(kr), "--key", str(key), "--all",
+              "--pods", str(pods), "--wal-token-file", str(tok), "--wal-window", "1000000h",
+              "--since", since.isoformat(), "--until", until.isoformat()]
+    rc = cli.main([*common, "--pods-sha256", pods_digest(planned)])
+    out = capsys.readouterr()
+    assert rc == 2 and "someone changed it" in out.err and not out.out
+    # The same list with its own digest reads (the sidecar answers the token).
+    rc = cli.main([*common, "--pods-sha256", pods_digest(pods.read_text())])
+    assert rc in (0, 1) and capsys.readouterr().out
 
 
 class _Answer:

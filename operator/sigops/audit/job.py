@@ -33,7 +33,7 @@ from typing import Any
 
 from ..core.timeparse import format_time, parse_duration
 from ..settings import AuditSettings, Target
-from .sidecar import PODS_KEY, WalPod, pods_json
+from .sidecar import PODS_KEY, WalPod, pods_digest, pods_json
 
 __all__ = ["AuditRefused", "AuditJob", "plan_job", "with_pods", "job_name", "result_config_map",
            "pods_config_map", "job_manifest", "owned_manifests", "LABEL_AUDIT",
@@ -193,7 +193,9 @@ def _meta(plan: AuditJob, name: str) -> dict[str, Any]:
 
 def _args(plan: AuditJob) -> list[str]:
     if plan.sidecar:
-        source = ["--pods", f"{_PODS}/{PODS_KEY}", "--wal-token-file", WAL_TOKEN_PATH]
+        source = ["--pods", f"{_PODS}/{PODS_KEY}",
+                  "--pods-sha256", pods_digest(pods_json(plan.pods)),
+                  "--wal-token-file", WAL_TOKEN_PATH]
     else:
         source = ["--dir", _WAL, "--shards-of", str(plan.shards)]
     args = ["audit", "shard", "--keyring", f"{_HISTORY}/{KEYRING_KEY}",

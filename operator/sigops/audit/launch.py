@@ -12,9 +12,20 @@ from typing import Any
 
 from ..core.keys import Key, key_from_entry
 from ..kube.api import Conflict, Kube, secret_strings
-from .job import AuditJob, job_manifest, owned_manifests
+from .job import AuditJob, AuditRefused, job_manifest, owned_manifests
 
 __all__ = ["launch"]
+
+
+def _own(kube: Kube, kind: str, ns: str, name: str, job_uid: str) -> None:
+    """Refuse (:class:`AuditRefused`) an object of the Job's name that the Job does not own."""
+    obj = kube.read_secret(ns, name) if kind == "Secret" else kube.read_config_map(ns, name)
+    owners = (obj.metadata.owner_references or []) if obj is not None else []
+    if not any(o.uid == job_uid and o.controller for o in owners):
+        raise AuditRefused("NotOwned", f"{kind.lower()} {ns}/{name} exists and is not the "
+                                       "audit Job's (made by someone else before it); the Job "
+                                       f"stays suspended, no pod runs: delete job {ns}/{name} "
+                                       "and that object, then create the audit again")
 
 
 def launch(kube: Kube, plan: AuditJob, key: Key) -> tuple[dict[str, Any], Key]:
@@ -35,8 +46,13 @@ def launch(kube: Kube, plan: AuditJob, key: Key) -> tuple[dict[str, Any], Key]:
         try:
             kube.create_object(obj)
         except Conflict:
-            pass  # made by an earlier run of this handler
-    stored = key_from_entry(json.loads(secret_strings(kube.read_secret(ns, name))["key.json"]))
+            # Made by an earlier run of this handler -- or by someone else, first: what the
+            # pods read (the key that signs their partials, the pods list, their results)
+            # must be the Job's own.
+            if obj["kind"] in ("Secret", "ConfigMap"):
+                _own(kube, obj["kind"], ns, obj["metadata"]["name"], uid)
+    secret = kube.read_secret(ns, name)
+    stored = key_from_entry(json.loads(secret_strings(secret)["key.json"]))
     public = Key(stored.kid, stored.alg, stored.state, public=stored.public)
     if job["spec"].get("suspend"):
         job = kube.patch_job(ns, name, {"spec": {"suspend": False}})

@@ -37,7 +37,7 @@ from .job import (
     with_pods,
 )
 from .launch import launch
-from .sidecar import PODS_KEY, WalReadError, parse_pods, wal_pods
+from .sidecar import PODS_KEY, WalReadError, parse_pods, pods_digest, wal_pods
 from .status import audit_status, digest_of
 
 __all__ = ["AuditReconciler", "PLURAL", "TERMINAL", "Phase", "Reason"]
@@ -66,6 +66,12 @@ class Reason:
     DONE = "AuditComplete"
     FAILED = "AuditFailed"
     JOB_GONE = "JobGone"
+
+
+def _arg(job: dict[str, Any], flag: str) -> str | None:
+    """The value of ``flag`` in the Job's container arguments (its template cannot change)."""
+    args = list(job["spec"]["template"]["spec"]["containers"][0].get("args") or [])
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
 
 
 class AuditReconciler:
@@ -112,7 +118,12 @@ class AuditReconciler:
                     return Phase.REFUSED
             key = generate_key(ED25519, f"audit-{plan.audit_uid.replace('-', '')[:8]}",
                                state="active")
-            job, public = launch(self.kube, plan, key)
+            try:
+                job, public = launch(self.kube, plan, key)
+            except AuditRefused as e:
+                self._write(obj, {"phase": Phase.FAILED, "message": str(e)}, "False", e.reason,
+                            str(e))
+                return Phase.FAILED
             self._write(obj, {
                 "phase": Phase.RUNNING,
                 "job": {"namespace": plan.namespace, "name": plan.name, "shards": plan.shards,
@@ -135,6 +146,10 @@ class AuditReconciler:
             cm = self.kube.read_config_map(ns, pods_config_map(name))
             text = ((cm.data or {}) if cm is not None else {}).get(PODS_KEY)
             if text:
+                if pods_digest(text) != _arg(job, "--pods-sha256"):
+                    raise AuditRefused("PodsTampered", f"configmap {ns}/"
+                                       f"{pods_config_map(name)} is not the pods list job "
+                                       f"{ns}/{name} was made with: delete the audit")
                 return with_pods(plan, parse_pods(text), now), ""
         pods, not_ready, no_port = wal_pods(self.kube, ns, plan.target.deployment)
         if no_port:

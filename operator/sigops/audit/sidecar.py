@@ -17,6 +17,7 @@ alone).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -35,8 +36,8 @@ from ..core.errors import SigopsError
 from ..core.timeparse import format_time
 from ..kube.door import KubeDoor
 
-__all__ = ["WalPod", "WalReadError", "PODS_KEY", "wal_pods", "pods_json", "parse_pods",
-           "read_pages", "RANGE_PATH"]
+__all__ = ["WalPod", "WalReadError", "PODS_KEY", "wal_pods", "pods_json", "pods_digest",
+           "parse_pods", "read_pages", "RANGE_PATH"]
 
 PODS_KEY = "pods.json"
 RANGE_PATH = "/v1/wal/range"
@@ -107,6 +108,13 @@ def wal_pods(kube: KubeDoor, namespace: str, deployment: str
 def pods_json(pods: list[WalPod] | tuple[WalPod, ...]) -> str:
     """The input ConfigMap's ``pods.json``: one object per index, in index order."""
     return json.dumps([{"name": p.name, "ip": p.ip, "port": p.port} for p in pods])
+
+
+def pods_digest(text: str) -> str:
+    """The SHA-256 of a ``pods.json``: the Job's arguments carry it (a pod template cannot
+    change), and an index sends its token only to the pods of a list with this digest -- not
+    to whatever a writer of ConfigMaps in the namespace put in the ConfigMap."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_pods(text: str) -> list[WalPod]:

@@ -98,7 +98,7 @@ def _pod_source(args: argparse.Namespace, query: Any) -> tuple[Any, Any, dict[st
     import dataclasses
     from datetime import UTC, datetime, timedelta
 
-    from ..audit.sidecar import WalReadError, parse_pods, read_pages
+    from ..audit.sidecar import WalReadError, parse_pods, pods_digest, read_pages
     from ..core.timeparse import parse_duration
     from ..settings.tokens import TokenFile
     from . import UsageError
@@ -108,7 +108,11 @@ def _pod_source(args: argparse.Namespace, query: Any) -> tuple[Any, Any, dict[st
     if not args.wal_token_file:
         raise UsageError("--pods needs --wal-token-file: the sidecars answer only their token")
     try:
-        pods = parse_pods(Path(args.pods).read_text())
+        text = Path(args.pods).read_text()
+        if args.pods_sha256 is not None and pods_digest(text) != args.pods_sha256:
+            raise UsageError(f"--pods {args.pods} is not the list of --pods-sha256 (someone "
+                             "changed it): no WAL reader token is sent to its pods")
+        pods = parse_pods(text)
     except OSError as e:
         raise UsageError(f"cannot read --pods {args.pods}: {e.strerror}") from None
     except WalReadError as e:
@@ -267,6 +271,9 @@ def add_audit_parser(sub: Any) -> None:
                         "reads every N-th file of its sorted listing")
     s.add_argument("--shards-of", type=_positive_int, default=1, metavar="N",
                    help="the number of indexes sharing --dir (default 1)")
+    s.add_argument("--pods-sha256", metavar="HEX",
+                   help="with --pods: the list's SHA-256 (the Job's arguments carry it); "
+                        "another list is refused before any pod is asked")
     s.add_argument("--pods", metavar="PODS.json",
                    help="a JSON list of backend pods ({name, ip, port}: their WAL reader "
                         "sidecars); this index reads the window of its own pod through "
