@@ -852,24 +852,26 @@ def _fleet(r: dict[str, Any], a: Any) -> None:
     mbps = rate * bpr / 1e6
     a(f"- Reading: each index consumes {rate:,.0f} x {bpr:.0f} B = {mbps:,.0f} MB/s of WAL; "
       f"500 at once {500 * mbps / 1e3:,.1f} GB/s from wherever the WAL files are mounted.")
-    reads = 2 + FLEET_PODS
+    reads = 3
     a(f"- API load: per index one pod created by the Job controller (500 pod creates, plus "
       "their status updates by the kubelets), one result ConfigMap created empty by the "
       "operator and written once by the index (500 creates + 500 updates; each partial is "
       "bounded: counts keep at most 1000 values per dimension, each finding its first N "
-      "records). While the audit runs, the operator's tick reads the Job, its key Secret and "
-      f"every index's ConfigMap: 1 + 1 + {FLEET_PODS} = {reads} GETs per tick, every "
-      f"{RECONCILE_S:g} s (the default `reconcile_interval`) = {reads / RECONCILE_S:,.0f} "
-      "GETs/s, plus one status write per tick; over the audit that is "
-      + ", ".join(f"P = {p}: {reads * total / (p * rate) / RECONCILE_S:,.0f} GETs"
+      "records). While the audit runs, the operator's tick reads the Job and its key Secret "
+      "and lists the audit's result ConfigMaps by label: "
+      f"{reads} requests per tick, every {RECONCILE_S:g} s (the default "
+      "`reconcile_interval`), whatever the number of indexes -- the LIST's answer grows "
+      f"with the partials written so far (up to {FLEET_PODS}) -- plus one status write per "
+      "tick; over the audit that is "
+      + ", ".join(f"P = {p}: {reads * total / (p * rate) / RECONCILE_S:,.0f} requests"
                   for p in (4, 64, 500))
       + ".")
     a("- What limits it: (1) node CPU -- an index is one single-threaded process, so the "
       "fleet audit is core-hours divided by the cores given to it (the 1-vs-2-index row "
       "above is this machine's own scaling); (2) the storage the WAL files are read from, "
-      "at the MB/s above; (3) the API server: the operator's per-tick GETs grow with the "
-      "number of indexes (one ConfigMap read each, every tick), the one part of the load "
-      "that grows with shards x duration; (4) the WAL reader sidecars cannot feed this "
+      "at the MB/s above; (3) the API server: the operator's per-tick LIST answers every "
+      "partial written so far (each bounded), the one part of the load that grows with "
+      "shards x duration; (4) the WAL reader sidecars cannot feed this "
       "audit: they now also serve a paged `GET /v1/wal/range` (forward pages of whole "
       "entries, what an audit reading the pods through them uses), but still only within "
       "the last 24 h (`max_window`), one read in flight per client and four in all per "
