@@ -234,7 +234,7 @@ def test_a_sidecar_audit_reads_one_index_per_own_ready_pod_listed_in_its_config_
     apps.create_namespaced_deployment(namespace, {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "fractal-lba-backend", "labels": labels},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+        "spec": {"replicas": 3, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels}, "spec": {"containers": [
                      {"name": "backend", "image": "x",
                       "ports": [{"name": "http", "containerPort": 8080}]},
@@ -245,9 +245,9 @@ def test_a_sidecar_audit_reads_one_index_per_own_ready_pod_listed_in_its_config_
         pods = core.list_namespaced_pod(namespace, label_selector="app=fractal-lba-backend")
         names = sorted(p.metadata.name for p in pods.items
                        if any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or []))
-        return names if len(names) == 2 else None
+        return names if len(names) == 3 else None
 
-    names = wait_for(own_pods, 60, what="the ReplicaSet's two pods")
+    names = wait_for(own_pods, 60, what="the ReplicaSet's three pods")[:2]  # one never ready
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def ready(name: str, ip: str) -> None:
@@ -278,8 +278,10 @@ def test_a_sidecar_audit_reads_one_index_per_own_ready_pod_listed_in_its_config_
     st = (kube.get_cr(namespace, "signatureaudits", "pods") or {})["status"]
     job_name = st["job"]["name"]
     assert st["job"]["shards"] == 2  # spec.shards 7 is replaced by the pod count
+    assert st["job"]["podsNotRead"] == 1  # the third pod, never ready: said, not hidden
     cond = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert "one index per ready pod (2" in cond["message"]
+    assert "1 pod(s) not ready, not read" in cond["message"]
     cm = kube.read_config_map(namespace, pods_config_map(job_name))
     assert cm is not None and cm.metadata.owner_references[0].kind == "Job"
     assert parse_pods(cm.data["pods.json"]) == [WalPod(names[0], "10.20.0.1", 8079),

@@ -107,10 +107,10 @@ class AuditReconciler:
                         str(e))
             return Phase.REFUSED
         if not status.get("job"):
-            note = ""
+            note, skipped = "", None
             if plan.sidecar:
                 try:
-                    plan, note = self._with_pods(plan)
+                    plan, note, skipped = self._with_pods(plan)
                 except (AuditRefused, WalReadError) as e:
                     reason = getattr(e, "reason", "PodsUnreadable")
                     self._write(obj, {"phase": Phase.REFUSED, "message": str(e)}, "False",
@@ -127,7 +127,8 @@ class AuditReconciler:
             self._write(obj, {
                 "phase": Phase.RUNNING,
                 "job": {"namespace": plan.namespace, "name": plan.name, "shards": plan.shards,
-                        "parallelism": plan.parallelism},
+                        "parallelism": plan.parallelism,
+                        **({} if skipped is None else {"podsNotRead": skipped})},
                 "auditKey": {"kid": public.kid, "fingerprint": public.fingerprint},
                 "progress": {"summary": f"0/{plan.shards}"},
             }, "False", Reason.JOB_CREATED, f"job {plan.namespace}/{plan.name} started with "
@@ -136,10 +137,10 @@ class AuditReconciler:
             return Phase.RUNNING
         return self._follow(obj, plan)
 
-    def _with_pods(self, plan: AuditJob) -> tuple[AuditJob, str]:
+    def _with_pods(self, plan: AuditJob) -> tuple[AuditJob, str, int | None]:
         """A sidecar audit's pods: those its Job was made for if it exists (a rerun of an
-        interrupted launch), else the Deployment's own ready pods now; and a note for the
-        condition message."""
+        interrupted launch), else the Deployment's own ready pods now; a note for the
+        condition message; how many pods were not ready (None: not known on a rerun)."""
         ns, name, now = plan.namespace, plan.name, datetime.now(UTC)
         job = self.kube.read_job(ns, name)
         if job is not None:
@@ -150,7 +151,7 @@ class AuditReconciler:
                     raise AuditRefused("PodsTampered", f"configmap {ns}/"
                                        f"{pods_config_map(name)} is not the pods list job "
                                        f"{ns}/{name} was made with: delete the audit")
-                return with_pods(plan, parse_pods(text), now), ""
+                return with_pods(plan, parse_pods(text), now), "", None
         pods, not_ready, no_port = wal_pods(self.kube, ns, plan.target.deployment)
         if no_port:
             raise AuditRefused("NoWalSidecar", f"{no_port} ready pod(s) of {plan.target.ref} "
@@ -166,7 +167,7 @@ class AuditReconciler:
                 "walSource sidecar)")
         if not_ready:
             note += f"; {not_ready} pod(s) not ready, not read"
-        return planned, note
+        return planned, note, not_ready
 
     def _follow(self, obj: dict[str, Any], plan: AuditJob) -> str:
         ns, name = plan.namespace, plan.name
