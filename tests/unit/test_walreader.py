@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -551,3 +551,13 @@ def test_range_refuses_a_window_older_than_the_max(tmp_path: Path) -> None:
             await client.close()
 
     asyncio.run(run())
+
+
+
+def test_a_window_ending_exactly_at_midnight_reads_no_file_of_the_next_day(
+        waldir: Path) -> None:
+    wd = WalDirectory(waldir, 1 << 20)
+    midnight = datetime(2027, 1, 16, tzinfo=UTC)
+    assert [p.name for p in wd.window_files(since(0), midnight)] == ["inbox-20270115.wal"]
+    assert [p.name for p in wd.window_files(since(0), midnight + timedelta(microseconds=1))
+            ] == ["inbox-20270115.wal", "inbox-20270116.wal"]

@@ -118,8 +118,10 @@ class WalDirectory:
         return [self.directory / n for n in names]
 
     def window_files(self, since: datetime, until: datetime) -> list[Path]:
-        """The files of the UTC days from ``since``'s to ``until``'s, oldest first."""
-        last = until.astimezone(UTC).strftime("%Y%m%d")
+        """The files of the UTC days from ``since``'s to that of the window's last instant
+        (``until`` is excluded: a window ending at midnight reads no file of that day),
+        oldest first."""
+        last = (until - timedelta(microseconds=1)).astimezone(UTC).strftime("%Y%m%d")
         return [p for p in self.files(since)
                 if (m := _NAME.fullmatch(p.name)) and m.group(1) <= last]
 
