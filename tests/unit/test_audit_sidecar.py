@@ -291,7 +291,7 @@ def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times
     answers: list[_Answer] = []
     asked: list[str] = []
 
-    def fake_urlopen(req: urllib.request.Request, timeout: float) -> Any:
+    def fake_open(req: urllib.request.Request, timeout: float) -> Any:
         asked.append(req.full_url)
         assert req.get_header("Authorization") == f"Bearer {TOKEN}"
         a = answers.pop(0)
@@ -300,13 +300,16 @@ def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times
             msg[k] = v
         if a.status != 200:
             raise urllib.error.HTTPError(req.full_url, a.status, "x", msg, io.BytesIO(a.body))
+        msg["Content-Length"] = str(len(a.body))
 
         class R(io.BytesIO):
             headers = msg
 
         return R(a.body)
 
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    from sigops.audit import sidecar as reader
+
+    monkeypatch.setattr(reader._OPENER, "open", fake_open)
     slept: list[float] = []
     pod = WalPod("a", "10.0.0.1", 8079)
     since, until = T0, T0 + timedelta(hours=1)
@@ -342,3 +345,88 @@ def test_the_wal_port_admits_the_audit_jobs_pods_of_the_backends_namespace_only(
     labels = job_manifest(with_pods(plan(), PODS, NOW))["spec"]["template"]["metadata"][
         "labels"]
     assert AUDIT_POD_LABELS.items() <= labels.items()
+
+
+class _RawServer:
+    """A socket server answering each connection with the next scripted raw HTTP answer
+    (then closing it), and keeping the requests it got."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        import threading
+
+        self.answers, self.requests = list(answers), []  # type: list[bytes]
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    req += chunk
+                self.requests.append(req)
+                conn.sendall(self.answers.pop(0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _raw(status: str, headers: dict[str, str], body: bytes) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"HTTP/1.1 {status}\r\n{head}Connection: close\r\n\r\n".encode() + body
+
+
+def test_a_page_cut_short_is_retried_and_a_page_without_its_length_is_refused() -> None:
+    whole = _raw("200 OK", {"Content-Length": "6", "X-WAL-Complete": "true"}, b"page-1")
+    cut = _raw("200 OK", {"Content-Length": "100", "X-WAL-Complete": "true"}, b"page-1")
+    since, until = T0, T0 + timedelta(hours=1)
+    srv = _RawServer([cut, whole])
+    try:
+        slept: list[float] = []
+        got = [p.data for p in read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(),
+                                          since, until, sleep=slept.append)]
+        assert got == [b"page-1"] and len(srv.requests) == 2 and len(slept) == 1
+    finally:
+        srv.close()
+    srv = _RawServer([cut] * 3)
+    try:
+        with pytest.raises(WalReadError, match="6 of its 100 bytes.*after 3 attempts"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), since, until,
+                            attempts=3, sleep=lambda _: None))
+    finally:
+        srv.close()
+    srv = _RawServer([_raw("200 OK", {"X-WAL-Complete": "true"}, b"page-1")])
+    try:
+        with pytest.raises(WalReadError, match="no Content-Length"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), since, until,
+                            sleep=lambda _: None))
+    finally:
+        srv.close()
+
+
+def test_a_redirect_is_an_error_and_the_token_goes_nowhere_else() -> None:
+    elsewhere = _RawServer([_raw("200 OK", {"Content-Length": "0",
+                                            "X-WAL-Complete": "true"}, b"")])
+    srv = _RawServer([_raw("302 Found", {"Location": f"http://127.0.0.1:{elsewhere.port}/x",
+                                         "Content-Length": "0"}, b"")] * 3)
+    try:
+        slept: list[float] = []
+        with pytest.raises(WalReadError, match="HTTP 302"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), T0,
+                            T0 + timedelta(hours=1), sleep=slept.append))
+        assert len(srv.requests) == 1 and not slept  # not retried
+        time.sleep(0.2)
+        assert elsewhere.requests == []
+    finally:
+        srv.close()
+        elsewhere.close()

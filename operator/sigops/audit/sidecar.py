@@ -9,14 +9,17 @@ comes in the ConfigMap, not from the API: the index's Role stays what it was.
 An index reads its pod's window forward through ``GET /v1/wal/range``, one page (whole
 entries, at most ``page_bytes``) at a time, as :class:`~sigops.core.audit.ShardInput`\\ s
 that :func:`~sigops.core.audit.audit_shard` consumes one by one: memory holds one page. The
-bearer token comes from a mounted Secret file and is never logged. A 429 or 503 is waited out
-(``Retry-After``, bounded) and retried a bounded number of times; any other failure raises
-:class:`WalReadError` and fails the index (the Job's ``backoffLimitPerIndex`` retries it
-alone).
+bearer token comes from a mounted Secret file and is never logged, and no redirect is
+followed (a 3xx is an error: the token goes to the pod's address only). A page must carry a
+Content-Length and arrive whole: a body cut short (the sidecar gives up on a read past its
+deadline) is retried like a 429 or 503, which are waited out (``Retry-After``, bounded); each
+a bounded number of times. Any other failure raises :class:`WalReadError` and fails the
+index (the Job's ``backoffLimitPerIndex`` retries it alone).
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import re
@@ -172,19 +175,56 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
         cursor = nxt
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: a 3xx stays an error (the token is never sent elsewhere)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+class _ShortPage(Exception):
+    """A page whose body ended before its Content-Length (the sidecar cut it off)."""
+
+
+def _body(pod: WalPod, r: Any, page_bytes: int) -> bytes:
+    """The whole body of answer ``r``: exactly its Content-Length bytes."""
+    length = r.headers.get("Content-Length")
+    if length is None or not length.strip().isdigit():
+        raise WalReadError(f"{pod.name}: the sidecar's page has no Content-Length")
+    want = int(length)
+    if want > page_bytes:
+        raise WalReadError(f"{pod.name}: a page is longer than the {page_bytes} bytes "
+                           "asked for")
+    data = bytearray()
+    try:
+        while len(data) < want:
+            chunk = r.read(want - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, http.client.HTTPException):
+        pass
+    if len(data) < want:
+        raise _ShortPage(f"{pod.name}: a page ended after {len(data)} of its {want} bytes")
+    return bytes(data)
+
+
 def _get(pod: WalPod, query: dict[str, str], headers: dict[str, str], page_bytes: int,
          timeout: float, attempts: int, max_wait: float, sleep: Callable[[float], None]
          ) -> tuple[bytes, Any]:
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(urllib.request.Request(pod.url(query),
-                                                               headers=headers),
-                                        timeout=timeout) as r:
-                data = r.read(page_bytes + 1)
-                if len(data) > page_bytes:
-                    raise WalReadError(f"{pod.name}: a page is longer than the "
-                                       f"{page_bytes} bytes asked for")
-                return data, r.headers
+            with _OPENER.open(urllib.request.Request(pod.url(query), headers=headers),
+                              timeout=timeout) as r:
+                return _body(pod, r, page_bytes), r.headers
+        except _ShortPage as e:
+            if attempt < attempts:
+                sleep(_wait(None, max_wait))
+                continue
+            raise WalReadError(f"{e} (after {attempt} attempts)") from None
         except urllib.error.HTTPError as e:
             if e.code in (429, 503) and attempt < attempts:
                 sleep(_wait(e.headers.get("Retry-After"), max_wait))
