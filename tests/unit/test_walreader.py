@@ -561,3 +561,44 @@ def test_a_window_ending_exactly_at_midnight_reads_no_file_of_the_next_day(
     assert [p.name for p in wd.window_files(since(0), midnight)] == ["inbox-20270115.wal"]
     assert [p.name for p in wd.window_files(since(0), midnight + timedelta(microseconds=1))
             ] == ["inbox-20270115.wal", "inbox-20270116.wal"]
+
+
+def test_a_read_under_way_may_outlast_the_window_by_the_read_grace(waldir: Path,
+                                                                   tmp_path: Path) -> None:
+    """An index whose ``since`` was 10 minutes inside the window reads on for longer: its
+    pages after the first (they carry a cursor) are answered up to ``read_grace`` later; a
+    new read (no cursor) keeps the strict bound."""
+    from sigops.runtime.walreader import READ_GRACE
+
+    assert READ_GRACE == 6 * 3600
+    clock = [since(3600)]
+    limits = Limits(max_window=3600 + 600)
+    app = make_app(WalDirectory(waldir, 1 << 20), token_file(tmp_path), limits,
+                   clock=lambda: clock[0])
+
+    async def run() -> None:
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            q = {"since": since(0).isoformat(), "until": since(3600).isoformat(),
+                 "max_bytes": "300"}
+            r = await client.get("/v1/wal/range", params=q, headers=AUTH)
+            assert r.status == 200
+            cursor = r.headers["X-WAL-Next-Cursor"]
+            clock[0] = since(3600 + 1800)  # half an hour on: since is 90 min back
+            r = await client.get("/v1/wal/range", params={**q, "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 200, await r.text()
+            r = await client.get("/v1/wal/range", params=q, headers=AUTH)
+            assert r.status == 400  # a new read: the strict bound
+            r = await client.get("/v1/wal", params={"since": q["since"], "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 400  # the tail takes no cursor, and no grace
+            clock[0] = since(3600 + 600 + READ_GRACE + 1)  # past the grace: refused
+            r = await client.get("/v1/wal/range", params={**q, "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 400 and "--max-window" in (await r.json())["error"]
+        finally:
+            await client.close()
+
+    asyncio.run(run())

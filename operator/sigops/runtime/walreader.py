@@ -22,7 +22,10 @@ damaged stretch is not served (it may be anything, of any length): in its place 
 line (:data:`DAMAGED_STUB`) that every WAL reader reads as one damaged entry, so a reader of
 the pages counts what a reader of the files counts, in the same place; ``X-WAL-Damaged``
 counts them. An entry longer than ``max_bytes`` cannot be served whole: 422, never a cut.
-Same token, limits, deadline and ``--max-window`` as ``/v1/wal``.
+Same token, limits, deadline and ``--max-window`` as ``/v1/wal``, but for a read under way: a
+request that carries a cursor may have ``since`` up to ``--max-window`` plus
+:data:`READ_GRACE` (6 h) back, so a window that started just inside ``--max-window`` can be
+read to its end however long its pages take; a new read (no cursor) keeps the strict bound.
 
 Only sigops may read: a WAL holds every PCS body the backend received. A ``/v1/wal`` request
 must carry ``Authorization: Bearer <token>``, one of the lines of ``--token-file`` (a mounted
@@ -57,7 +60,7 @@ from ..core.wal import HEADER, WalEntry, read_wal, whole_entries
 from ..settings.tokens import TokenFile, bearer
 
 __all__ = ["WalDirectory", "Limits", "Page", "PageRefused", "make_app", "serve", "WAL_PATH",
-           "RANGE_PATH", "DAMAGED_STUB", "SCAN_PAGES"]
+           "RANGE_PATH", "DAMAGED_STUB", "SCAN_PAGES", "READ_GRACE"]
 
 log = logging.getLogger("sigops.walreader")
 WAL_PATH = "/v1/wal"
@@ -72,6 +75,11 @@ SCAN_PAGES = 8
 """File bytes one page request reads at most, in page sizes: a window whose entries are mostly
 outside ``[since, until)`` answers short (even empty) pages with a cursor instead of reading
 whole files in one request."""
+
+
+READ_GRACE = 6 * 3600.0
+"""Seconds past ``--max-window`` that ``since`` may lie back in a range request carrying a
+cursor (a read under way): a read that started inside the window is not refused midway."""
 
 
 class PageRefused(ValueError):
@@ -268,7 +276,8 @@ class Limits:
     """What one client may ask of the sidecar, and how long a read may take."""
 
     max_window: float = 24 * 3600.0
-    """Seconds back from now that ``since`` may reach; an older ``since`` is 400."""
+    """Seconds back from now that ``since`` may reach; an older ``since`` is 400 (a range
+    request with a cursor: :data:`READ_GRACE` more)."""
     per_client: int = 1
     """Reads one client (source address) may have in flight; one more is 429."""
     total: int = 4
@@ -281,9 +290,10 @@ class Limits:
 CHUNK = 64 << 10
 
 
-def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> web.Application:
+def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
+             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
     """The sidecar's routes. Every ``/v1/wal`` request must present one of ``token``'s
-    tokens (``Authorization: Bearer``), checked before anything else."""
+    tokens (``Authorization: Bearer``), checked before anything else. ``clock``: now."""
     in_flight: dict[str, int] = {}
 
     async def health(_: web.Request) -> web.Response:
@@ -307,7 +317,7 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> 
                             "wrong token" if presented else "no token")
                 return error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
             q = request.query
-            now = datetime.now(UTC)
+            now = clock()
             try:
                 since = parse_time(q["since"]) if "since" in q else now - timedelta(hours=1)
                 max_bytes = int(q.get("max_bytes", wal.max_bytes))
@@ -317,7 +327,9 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> 
             except (MalformedInput, ValueError, OverflowError):
                 return error(400, "since must be an RFC 3339 time and max_bytes a positive "
                                   "integer")
-            if (now - since).total_seconds() > limits.max_window:
+            under_way = request.path == RANGE_PATH and bool(q.get("cursor"))
+            if (now - since).total_seconds() > limits.max_window + (
+                    READ_GRACE if under_way else 0.0):
                 return error(400, f"since is more than {limits.max_window:g}s ago: this "
                              f"sidecar serves at most the last {limits.max_window:g}s "
                              "(--max-window)")
