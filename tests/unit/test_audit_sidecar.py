@@ -257,7 +257,7 @@ def test_a_wrong_token_or_a_dead_pod_fails_the_index(sidecar: Any, tmp_path: Pat
         list(read_pages(WalPod("a", "127.0.0.1", port), b"wrong", since, until))
     with pytest.raises(WalReadError, match="cannot read its WAL sidecar"):
         list(read_pages(WalPod("a", "127.0.0.1", free_port()), TOKEN.encode(), since, until))
-    with pytest.raises(WalReadError, match="HTTP 422"):  # an entry longer than the page
+    with pytest.raises(WalReadError, match="HTTP 422"):  # a page too small for a stub
         list(read_pages(WalPod("a", "127.0.0.1", port), TOKEN.encode(), since, until,
                         page_bytes=50))
     # in the verb: exit 3, nothing published, the token never printed
@@ -430,3 +430,56 @@ def test_a_redirect_is_an_error_and_the_token_goes_nowhere_else() -> None:
     finally:
         srv.close()
         elsewhere.close()
+
+
+def _pages(wal: Path, since: datetime, until: datetime, page_bytes: int) -> list[ShardInput]:
+    """The pages the sidecar serves of ``wal`` (in process), as an index gets them."""
+    from sigops.runtime.walreader import WalDirectory
+
+    wd, cursor, out = WalDirectory(wal, 1 << 20), None, []
+    while True:
+        page = wd.page(since, until, cursor, page_bytes)
+        assert len(page.data) <= page_bytes
+        if page.data:
+            out.append(ShardInput(f"a@{cursor}", page.data))
+        if page.next_cursor is None:
+            return out
+        cursor = page.next_cursor
+
+
+def test_an_entry_longer_than_the_page_is_served_as_one_malformed_record_as_the_files_judge_it(
+        tmp_path: Path) -> None:
+    from test_audit_shard import GOOD, at, entry, rec
+
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    data, _ = pod_wal(10_000)
+    cut = data.index(b"\n2025-01-19T", len(data) // 2) + 1  # an entry boundary mid-file
+    huge = rec(GOOD, 99_999, at(7), pad="x" * 6000)  # signed, valid, but above max_bytes
+    assert b"|6" in huge[:60]
+    (wal / "inbox-20250119.wal").write_bytes(data[:cut] + huge + data[cut:]
+                                             + entry(at(16), b'{"late": 1}'))
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    ring = history_ring(RING)
+    query = AuditQuery(all=True, accepted_invalid=True, since=since, until=until,
+                       first_n=1000)
+    direct = audit_shard(ring, [ShardInput("f", (wal / "inbox-20250119.wal").read_bytes())],
+                         query, max_bytes=4000)
+    paged = audit_shard(ring, _pages(wal, since, until, 3000), query, max_bytes=4000)
+    for k in ("total", "valid", "invalid", "by_verdict", "by_kid", "by_profile", "by_shard"):
+        assert paged[k] == direct[k], k
+    without = audit_shard(ring, [ShardInput("f", data + entry(at(16), b'{"late": 1}'))],
+                          query, max_bytes=4000)
+    assert direct["by_verdict"]["malformed"] == without["by_verdict"]["malformed"] + 1
+    assert direct["total"] == without["total"] + 1
+
+    def records(r: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        return {n: [{k: v for k, v in x.items() if k != "input"} for x in f["first"]]
+                for n, f in r["findings"].items()}
+
+    assert records(paged) == records(direct)
+    # the stub keeps the entry's time: outside the window, it is not served at all
+    later = audit_shard(ring, _pages(wal, at(8), until, 3000), query, max_bytes=4000)
+    assert later["total"] == audit_shard(
+        ring, [ShardInput("f", (wal / "inbox-20250119.wal").read_bytes())],
+        AuditQuery(all=True, since=at(8), until=until), max_bytes=4000)["total"]

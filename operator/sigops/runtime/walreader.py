@@ -21,7 +21,11 @@ boundary; else 400), so it can only name an offset of one of the window's own in
 damaged stretch is not served (it may be anything, of any length): in its place one stub
 line (:data:`DAMAGED_STUB`) that every WAL reader reads as one damaged entry, so a reader of
 the pages counts what a reader of the files counts, in the same place; ``X-WAL-Damaged``
-counts them. An entry longer than ``max_bytes`` cannot be served whole: 422, never a cut.
+counts them. An intact entry longer than the page (``max_bytes``) cannot be served whole, and
+any client of the backend can post one: in its place an entry with its time and a short body
+that is no JSON (:data:`OVERSIZED_STUB`), read as one malformed record -- as a reader of the
+file judges a body above its record limit (``--max-bytes``, 1 MiB, well below the default
+4 MiB page), never a cut. Only a page too small for a stub is refused (422).
 Same token, limits, deadline and ``--max-window`` as ``/v1/wal``, but for a read under way: a
 request that carries a cursor may have ``since`` up to ``--max-window`` plus
 :data:`READ_GRACE` (6 h) back, so a window that started just inside ``--max-window`` can be
@@ -60,7 +64,7 @@ from ..core.wal import HEADER, WalEntry, read_wal, whole_entries
 from ..settings.tokens import TokenFile, bearer
 
 __all__ = ["WalDirectory", "Limits", "Page", "PageRefused", "make_app", "serve", "WAL_PATH",
-           "RANGE_PATH", "DAMAGED_STUB", "SCAN_PAGES", "READ_GRACE"]
+           "RANGE_PATH", "DAMAGED_STUB", "OVERSIZED_STUB", "SCAN_PAGES", "READ_GRACE"]
 
 log = logging.getLogger("sigops.walreader")
 WAL_PATH = "/v1/wal"
@@ -71,6 +75,9 @@ DAMAGED_STUB = "1970-01-01T00:00:00Z|0|damaged entry at byte {offset} of {file}\
 """What a page holds in place of a damaged stretch: a header whose zero-length body is not
 followed by the newline it declares, so :func:`~sigops.core.wal.read_wal` reads it as exactly
 one damaged entry wherever it stands (two in a row are two)."""
+OVERSIZED_STUB = "oversized entry ({length} bytes) at byte {offset} of {file}, not served"
+"""The body of what a page holds in place of an intact entry longer than the page (under the
+entry's own time): not JSON, so read as one malformed record."""
 SCAN_PAGES = 8
 """File bytes one page request reads at most, in page sizes: a window whose entries are mostly
 outside ``[since, until)`` answers short (even empty) pages with a cursor instead of reading
@@ -83,8 +90,8 @@ cursor (a read under way): a read that started inside the window is not refused 
 
 
 class PageRefused(ValueError):
-    """A range request the server will not answer: ``status`` 400 (a bad cursor) or 422 (an
-    entry longer than the page)."""
+    """A range request the server will not answer: ``status`` 400 (a bad cursor) or 422 (a
+    page too small for a stub)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -136,8 +143,9 @@ class WalDirectory:
     def page(self, since: datetime, until: datetime, cursor: str | None,
              max_bytes: int) -> Page:
         """One page of the window ``[since, until)`` from ``cursor`` (``None``: its start).
-        Raises :class:`PageRefused` for a cursor that is not one of this window's, or an
-        entry longer than the page.
+        Raises :class:`PageRefused` for a cursor that is not one of this window's, or a page
+        too small for a stub. An intact entry longer than the page is served as a stub
+        (:func:`_oversized`).
 
         Each file is mapped and read with :func:`~sigops.core.wal.read_wal` from the cursor's
         offset: the entries are those a reader of the whole file finds, damaged ones where it
@@ -179,12 +187,14 @@ class WalDirectory:
                             continue
                         if not piece:  # a torn tail written after the window closed
                             break
+                        if len(piece) > budget:
+                            piece = _oversized(e, len(piece), path.name)
                         if size + len(piece) > budget:
                             if size:
                                 return done(path, e.offset)
-                            raise PageRefused(422, f"the entry at cursor "
-                                                   f"{_cursor(path, e.offset)} is longer "
-                                                   f"than max_bytes ({budget})")
+                            raise PageRefused(422, f"max_bytes ({budget}) is below the "
+                                                   f"stub of the entry at cursor "
+                                                   f"{_cursor(path, e.offset)}")
                         parts.append(piece)
                         size += len(piece)
                         damaged += e.error is not None
@@ -242,6 +252,15 @@ class WalDirectory:
             damaged += bad
             budget -= len(chunk)
         return b"".join(reversed(parts)), list(reversed(used)), damaged, truncated
+
+
+def _oversized(e: WalEntry, length: int, name: str) -> bytes:
+    """What a page holds in place of an intact entry longer than the page: an entry with the
+    same time whose body (see :data:`OVERSIZED_STUB`) is no JSON, so every reader judges it
+    one malformed record -- as a reader of the file judges a body above its ``max_bytes``."""
+    assert e.received_at is not None
+    body = OVERSIZED_STUB.format(length=length, offset=e.offset, file=name).encode()
+    return f"{e.received_at}|{len(body)}|".encode() + body + b"\n"
 
 
 def _runs_to_end(mm: mmap.mmap, m: re.Match[bytes]) -> bool:
