@@ -149,7 +149,9 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
                max_wait: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                stats: dict[str, int] | None = None) -> Iterator[ShardInput]:
     """The pod's window ``[since, until)``, page by page (empty pages are not yielded),
-    named ``<pod>@<cursor>``. ``stats`` (if given) counts ``pages`` and ``damaged``."""
+    each named after the pod: :func:`~sigops.core.audit.audit_shard` makes them one input
+    (one running SHA-256, whatever the page size). ``stats`` (if given) counts ``pages``
+    and ``damaged``."""
     headers = {"Authorization": f"Bearer {token.decode()}"}
     cursor: str | None = None
     while True:
@@ -163,7 +165,7 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
             stats["pages"] = stats.get("pages", 0) + 1
             stats["damaged"] = stats.get("damaged", 0) + int(answer.get("X-WAL-Damaged") or 0)
         if data:
-            yield ShardInput(f"{pod.name}@{cursor or 'start'}", data)
+            yield ShardInput(pod.name, data)
         nxt = answer.get("X-WAL-Next-Cursor")
         if not nxt:
             if answer.get("X-WAL-Complete") != "true":

@@ -193,12 +193,12 @@ class _Counter:
             c[OTHER] = c.get(OTHER, 0) + times
 
 
-def _digest(data: Buffer) -> str:
-    h = hashlib.sha256()
+def _digest(h: Any, data: Buffer) -> str:
+    """``h`` (a running SHA-256) updated with ``data``; its hex digest so far."""
     step = 1 << 22
     for i in range(0, len(data), step):  # page by page: a mapped file stays mapped
         h.update(data[i:i + step])
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, *,
@@ -208,7 +208,8 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
     :data:`MAX_HOURS` hours) and its first ``query.first_n`` records (each with the WAL
     entry's time, ``received``), and the SHA-256 of every input read. ``ring`` is judged as
     given (pass :func:`history_ring` of a key history, as the audit Job does) so that
-    ``sigops verify`` with the same ring agrees.
+    ``sigops verify`` with the same ring agrees. Consecutive inputs of the same name (the
+    pages of one pod) are one input row: their bytes, one running SHA-256 over them all.
 
     Records are numbered from 0 across all inputs, as ``sigops verify`` numbers them."""
     d = Diagnoser(ring, max_bytes=max_bytes, accelerate=accelerate)
@@ -268,9 +269,17 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
                                "kid": kid, "input": src, "received": received})
 
     get = tally.get
+    running: Any = None
     for src in inputs:
         data = src.data
-        read.append({"name": src.name, "bytes": len(data), "sha256": _digest(data)})
+        if read and read[-1]["name"] == src.name:  # the next page of the same pod
+            row = read[-1]
+            row["bytes"] += len(data)
+        else:
+            running = hashlib.sha256()
+            row = {"name": src.name, "bytes": len(data)}
+            read.append(row)
+        row["sha256"] = _digest(running, data)
         first = n
         n -= 1
         # Many records per call of the compiled reader; the rows of check_wal per entry.
