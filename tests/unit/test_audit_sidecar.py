@@ -104,8 +104,9 @@ def test_no_pods_or_more_pods_than_the_limit_is_refused_and_spec_until_is_kept()
     with pytest.raises(AuditRefused) as e:
         with_pods(plan(), many, NOW)
     assert e.value.reason == "TooManyShards"
-    assert with_pods(plan({**SPEC, "until": "2026-12-01T00:00:00Z"}), PODS,
-                     NOW).until == "2026-12-01T00:00:00Z"
+    assert with_pods(plan({**SPEC, "since": "2026-12-06T20:00:00Z",
+                           "until": "2026-12-07T01:00:00Z"}), PODS,
+                     NOW).until == "2026-12-07T01:00:00Z"
     with pytest.raises(ValueError, match="set one of them"):
         Settings.model_validate({"targets": [{"walSource": "sidecar", "walClaim": "w"}]})
     assert Settings.model_validate({"targets": [{}]}).targets[0].wal_source == "volume"
@@ -511,3 +512,44 @@ def test_a_pod_is_one_input_whose_digest_does_not_depend_on_the_page_size(
         assert r["digest"] == results[0]["digest"]
         for k in ("total", "valid", "invalid", "by_verdict", "findings"):
             assert r[k] == results[0][k], k
+
+
+def test_the_window_is_decided_once_at_launch_and_every_index_reads_it_as_given(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sigops.audit import sidecar as reader
+    from sigops.cli.audit import _pod_source
+
+    # spec.since older than the sidecars serve, no until: 10 minutes inside, to the launch
+    p = with_pods(plan(), PODS, NOW)
+    assert (p.since, p.until) == ("2026-12-06T12:10:00Z", "2026-12-07T12:00:00Z")
+    args = job_manifest(p)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--since") + 1] == "2026-12-06T12:10:00Z"
+    assert args[args.index("--until") + 1] == "2026-12-07T12:00:00Z"
+    # an until after the launch is cut at the launch; one inside the window is kept
+    p = with_pods(plan({**SPEC, "until": "2027-01-01T00:00:00Z"}), PODS, NOW)
+    assert p.until == "2026-12-07T12:00:00Z"
+    p = with_pods(plan({**SPEC, "since": "2026-12-07T01:00:00Z",
+                        "until": "2026-12-07T02:00:00Z"}), PODS, NOW)
+    assert (p.since, p.until) == ("2026-12-07T01:00:00Z", "2026-12-07T02:00:00Z")
+    # a window wholly before what the sidecars serve: refused at launch
+    with pytest.raises(AuditRefused) as e:
+        with_pods(plan({**SPEC, "until": "2026-12-01T00:00:00Z"}), PODS, NOW)
+    assert e.value.reason == "WindowNotServed"
+    # an index reads the window of its args, however late it starts
+    read: list[tuple[datetime, datetime]] = []
+    monkeypatch.setattr(reader, "read_pages", lambda pod, token, since, until, **kw: (
+        read.append((since, until)), iter(()))[1])
+    pods = tmp_path / "pods.json"
+    pods.write_text(pods_json(PODS))
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN + "\n")
+    launch = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)  # 30 min on
+    p = with_pods(plan(), PODS, launch)
+    args = cli.build_parser().parse_args([
+        "audit", "shard", "--keyring", "k", "--key", "k", "--all", "--pods", str(pods),
+        "--wal-token-file", str(tok), "--since", str(p.since), "--until", str(p.until)])
+    query = AuditQuery(all=True, since=args.since, until=args.until)
+    _, got, _, _ = _pod_source(args, query)
+    assert read == [(args.since, args.until)] == [(got.since, got.until)]
+    # not 10 minutes inside the index's own window: the launch's
+    assert args.since == launch - timedelta(hours=24) + timedelta(minutes=10)

@@ -39,9 +39,14 @@ from ..core.timeparse import format_time
 from ..kube.door import KubeDoor
 
 __all__ = ["WalPod", "WalReadError", "PODS_KEY", "wal_pods", "pods_json", "parse_pods",
-           "read_pages", "RANGE_PATH"]
+           "read_pages", "RANGE_PATH", "WAL_WINDOW_SECONDS", "WAL_MARGIN_SECONDS"]
 
 PODS_KEY = "pods.json"
+WAL_WINDOW_SECONDS = 24 * 3600
+"""How far back the sidecars serve (``sigops wal serve --max-window``, default 24h)."""
+WAL_MARGIN_SECONDS = 600
+"""How far inside the sidecars' window an audit's window starts when its ``since`` lies
+further back: the index's first page (a new read, no cursor) must still be inside it."""
 RANGE_PATH = "/v1/wal/range"
 _DNS = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 

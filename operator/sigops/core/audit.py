@@ -349,12 +349,14 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
 def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> dict[str, Any]:
     """The totals of several shards' partial results (counts added, each finding's first
     records kept in shard order up to ``first_n`` and its count by hour added, at most
-    :data:`MAX_HOURS` hours, the digests of the shards listed)."""
+    :data:`MAX_HOURS` hours, the digests of the shards listed, and the ``window`` read: the
+    shards' one if they agree, else the list of each shard's)."""
     out: dict[str, Any] = {"total": 0, "valid": 0, "invalid": 0, "findings": {},
                            "digests": []}
     dims = ("by_verdict", "by_kid", "by_profile", "by_shard", "by_tenant")
     for name in dims:
         out[name] = {}
+    windows: list[Any] = []
     for p in partials:
         for k in ("total", "valid", "invalid"):
             out[k] += int(p.get(k, 0))
@@ -373,6 +375,9 @@ def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> 
                     hour = OTHER
                 hours[hour] = hours.get(hour, 0) + int(c)
         out["digests"].append(p.get("digest"))
+        windows.append(p.get("window"))
+    if windows:  # the window read: one if every shard read the same, else each shard's
+        out["window"] = windows[0] if all(w == windows[0] for w in windows) else windows
     return out
 
 
