@@ -16,8 +16,12 @@ page by page (the fleet audit's source): whole entries received in ``[since, unt
 (``until`` default now), oldest first, at most ``max_bytes`` per page, cut only between
 entries. ``X-WAL-Next-Cursor`` is the cursor of the next page (absent, and
 ``X-WAL-Complete: true``, once the window is read). A cursor is opaque to clients; the server
-takes it apart strictly (a file day of the window and a byte offset in that file, at an entry
-boundary; else 400), so it can only name an offset of one of the window's own inbox files. A
+takes it apart strictly (the day of one of the window's own inbox files, and a byte offset in
+that file that is its start, its end, or just after a newline where the server's own reader
+finds an entry header; else 400). That does not prove an entry boundary -- a body may hold
+"\n<a valid header>" -- and needs not: a forged cursor only makes the server read one of the
+window's own day files from such an offset, with the same reader, time filter and page
+limits, so a token holder (already trusted to read the WAL) gains nothing by forging one. A
 damaged stretch is not served (it may be anything, of any length): in its place one stub
 line (:data:`DAMAGED_STUB`) that every WAL reader reads as one damaged entry, so a reader of
 the pages counts what a reader of the files counts, in the same place; ``X-WAL-Damaged``
@@ -278,8 +282,9 @@ def _runs_to_end(mm: mmap.mmap, m: re.Match[bytes]) -> bool:
 
 
 def _check_boundary(f: BinaryIO, offset: int, end: int) -> None:
-    """A cursor's offset must be where an entry starts (or the file's end): after a newline,
-    at a valid header."""
+    """A cursor's offset must be the file's start or end, or just after a newline at a
+    valid entry header. This is not proof of an entry boundary (a body may contain a newline
+    and a header); it keeps a cursor to offsets where the server's own reader can start."""
     if offset > end:
         raise PageRefused(400, "cursor is not one of this window's")
     if offset in (0, end):
