@@ -553,3 +553,25 @@ def test_the_window_is_decided_once_at_launch_and_every_index_reads_it_as_given(
     assert read == [(args.since, args.until)] == [(got.since, got.until)]
     # not 10 minutes inside the index's own window: the launch's
     assert args.since == launch - timedelta(hours=24) + timedelta(minutes=10)
+
+
+
+def test_no_proxy_of_the_environment_sees_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigops.audit import sidecar as reader
+
+    proxy = _RawServer([_raw("200 OK", {"Content-Length": "0",
+                                        "X-WAL-Complete": "true"}, b"")])
+    pod = _RawServer([_raw("200 OK", {"Content-Length": "2", "X-WAL-Complete": "true"},
+                           b"ok")])
+    try:
+        for name in ("http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(reader, "_OPENER", reader._build_opener())  # as built now
+        got = [p.data for p in read_pages(WalPod("a", "127.0.0.1", pod.port), TOKEN.encode(),
+                                          T0, T0 + timedelta(hours=1))]
+        assert got == [b"ok"] and proxy.requests == [] and len(pod.requests) == 1
+    finally:
+        proxy.close()
+        pod.close()

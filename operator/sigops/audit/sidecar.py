@@ -9,11 +9,11 @@ comes in the ConfigMap, not from the API: the index's Role stays what it was.
 An index reads its pod's window forward through ``GET /v1/wal/range``, one page (whole
 entries, at most ``page_bytes``) at a time, as :class:`~sigops.core.audit.ShardInput`\\ s
 that :func:`~sigops.core.audit.audit_shard` consumes one by one: memory holds one page. The
-bearer token comes from a mounted Secret file and is never logged, and no redirect is
-followed (a 3xx is an error: the token goes to the pod's address only). A page must carry a
-Content-Length and arrive whole: a body cut short (the sidecar gives up on a read past its
-deadline) is retried like a 429 or 503, which are waited out (``Retry-After``, bounded); each
-a bounded number of times. Any other failure raises :class:`WalReadError` and fails the
+bearer token comes from a mounted Secret file and is never logged; no redirect is followed
+(a 3xx is an error) and no proxy used: the token goes to the pod's address only. A page must
+carry a Content-Length and arrive whole: a body cut short (the sidecar gives up on a read
+past its deadline) is retried like a 429 or 503, which are waited out (``Retry-After``,
+bounded); each a bounded number of times. Any other failure raises :class:`WalReadError` and fails the
 index (the Job's ``backoffLimitPerIndex`` retries it alone).
 """
 
@@ -189,7 +189,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+def _build_opener() -> urllib.request.OpenerDirector:
+    """An opener that follows no redirect and uses no proxy (not even one the environment
+    names): the token goes to the pod's own address and nowhere else."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+_OPENER = _build_opener()
 
 
 class _ShortPage(Exception):
