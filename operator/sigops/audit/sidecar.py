@@ -13,8 +13,8 @@ bearer token comes from a mounted Secret file and is never logged; no redirect i
 (a 3xx is an error) and no proxy used: the token goes to the pod's address only. A page must
 carry a Content-Length and arrive whole: a body cut short (the sidecar gives up on a read
 past its deadline) is retried like a 429 or 503, which are waited out (``Retry-After``,
-bounded); each a bounded number of times. Any other failure raises :class:`WalReadError` and fails the
-index (the Job's ``backoffLimitPerIndex`` retries it alone).
+bounded); each a bounded number of times. Any other failure raises :class:`WalReadError`
+and fails the index (the Job's ``backoffLimitPerIndex`` retries it alone).
 """
 
 from __future__ import annotations
