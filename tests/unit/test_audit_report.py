@@ -369,3 +369,18 @@ def test_completion_knows_the_audit_verb() -> None:
     assert completion.candidates(p, ["audit", "--follow", "le"], names) == ["leak-drill"]
     assert completion.candidates(p, ["report", "sau/n"], names) == ["sau/nightly"]
     assert "--accepted-invalid" in completion.candidates(p, ["audit", "--acc"])
+
+
+def test_the_report_shows_the_indexes_run_the_window_read_and_when_a_rerun_agrees() -> None:
+    obj = audit()
+    obj["status"]["job"] = {"namespace": NS, "name": "audit-leak-drill-0f0e0d0c",
+                            "shards": 3, "parallelism": 2}  # a sidecar audit: one per pod
+    obj["status"]["totals"]["window"] = {"since": "2026-11-30T12:10:00Z",
+                                         "until": "2026-12-01T12:00:00Z"}
+    text = audit_markdown(obj, check_summary(audit(), PUBKEYS), "2026-12-01T00:00:00Z")
+    assert "- Shards: 3 index(es), 2 at once" in text  # not spec.shards (2)
+    assert "- Window read: from 2026-11-30T12:10:00Z until 2026-12-01T12:00:00Z" in text
+    assert "the volume source" in text
+    del obj["status"]["job"]
+    assert "- Shards: 2 index(es)" in audit_markdown(obj, check_summary(audit(), PUBKEYS),
+                                                      "2026-12-01T00:00:00Z")

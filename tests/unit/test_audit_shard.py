@@ -388,3 +388,18 @@ def test_counts_past_max_keys_go_to_other_as_one_record_at_a_time(
     assert {name: list(got[name].items()) for name in BOUNDED} == BOUNDED
     for name in BOUNDED:
         assert sum(got[name].values()) == got["total"]
+
+
+def test_the_merge_keeps_the_window_read_when_the_partials_agree_else_lists_them() -> None:
+    data = pod_wal(10_000)[0]
+    ring = history_ring(RING)
+
+    def part(since: datetime, until: datetime) -> dict[str, Any]:
+        return audit_shard(ring, [ShardInput("w", data)],
+                           AuditQuery(all=True, since=since, until=until))
+
+    a, b = part(T0, at(60)), part(T0, at(90))
+    assert merge_partials([a, a])["window"] == a["window"] == {
+        "since": "2025-01-19T12:00:00Z", "until": "2025-01-19T13:00:00Z"}
+    assert merge_partials([a, b, a])["window"] == [a["window"], b["window"], a["window"]]
+    assert "window" not in merge_partials([])

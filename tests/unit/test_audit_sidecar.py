@@ -115,8 +115,9 @@ def test_no_pods_or_more_pods_than_the_limit_is_refused_and_spec_until_is_kept()
     with pytest.raises(AuditRefused) as e:
         with_pods(plan(), many, NOW)
     assert e.value.reason == "TooManyShards"
-    assert with_pods(plan({**SPEC, "until": "2026-12-01T00:00:00Z"}), PODS,
-                     NOW).until == "2026-12-01T00:00:00Z"
+    assert with_pods(plan({**SPEC, "since": "2026-12-06T20:00:00Z",
+                           "until": "2026-12-07T01:00:00Z"}), PODS,
+                     NOW).until == "2026-12-07T01:00:00Z"
     with pytest.raises(ValueError, match="set one of them"):
         Settings.model_validate({"targets": [{"walSource": "sidecar", "walClaim": "w"}]})
     assert Settings.model_validate({"targets": [{}]}).targets[0].wal_source == "volume"
@@ -233,8 +234,9 @@ def test_the_index_reads_its_pod_page_by_page_and_audits_it_as_the_files(
     files = sorted(str(p) for p in wal.iterdir())
     assert cli.main([*common, *files]) == 1
     direct = verify_partial(json.loads(capsys.readouterr().out), public, "sre/drill", 0)
-    assert len(paged["inputs"]) > 10  # many pages, each read once
-    assert all(i["bytes"] <= 3000 for i in paged["inputs"])
+    # many pages, each read once, one input: the pod
+    assert int(out.err.split("window (")[1].split(" page")[0]) > 10
+    assert [i["name"] for i in paged["inputs"]] == ["backend-rs-a"]
     for k in ("total", "valid", "invalid", "by_verdict", "by_kid", "by_profile", "by_shard"):
         assert paged[k] == direct[k], k
     assert paged["by_verdict"]["malformed"] == 4  # the damaged entries and the bad bodies
@@ -268,7 +270,7 @@ def test_a_wrong_token_or_a_dead_pod_fails_the_index(sidecar: Any, tmp_path: Pat
         list(read_pages(WalPod("a", "127.0.0.1", port), b"wrong", since, until))
     with pytest.raises(WalReadError, match="cannot read its WAL sidecar"):
         list(read_pages(WalPod("a", "127.0.0.1", free_port()), TOKEN.encode(), since, until))
-    with pytest.raises(WalReadError, match="HTTP 422"):  # an entry longer than the page
+    with pytest.raises(WalReadError, match="HTTP 422"):  # a page too small for a stub
         list(read_pages(WalPod("a", "127.0.0.1", port), TOKEN.encode(), since, until,
                         page_bytes=50))
     # in the verb: exit 3, nothing published, the token never printed
@@ -329,7 +331,7 @@ def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times
     answers: list[_Answer] = []
     asked: list[str] = []
 
-    def fake_urlopen(req: urllib.request.Request, timeout: float) -> Any:
+    def fake_open(req: urllib.request.Request, timeout: float) -> Any:
         asked.append(req.full_url)
         assert req.get_header("Authorization") == f"Bearer {TOKEN}"
         a = answers.pop(0)
@@ -338,13 +340,16 @@ def test_busy_answers_wait_retry_after_and_are_retried_a_bounded_number_of_times
             msg[k] = v
         if a.status != 200:
             raise urllib.error.HTTPError(req.full_url, a.status, "x", msg, io.BytesIO(a.body))
+        msg["Content-Length"] = str(len(a.body))
 
         class R(io.BytesIO):
             headers = msg
 
         return R(a.body)
 
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    from sigops.audit import sidecar as reader
+
+    monkeypatch.setattr(reader._OPENER, "open", fake_open)
     slept: list[float] = []
     pod = WalPod("a", "10.0.0.1", 8079)
     since, until = T0, T0 + timedelta(hours=1)
@@ -380,3 +385,231 @@ def test_the_wal_port_admits_the_audit_jobs_pods_of_the_backends_namespace_only(
     labels = job_manifest(with_pods(plan(), PODS, NOW))["spec"]["template"]["metadata"][
         "labels"]
     assert AUDIT_POD_LABELS.items() <= labels.items()
+
+
+class _RawServer:
+    """A socket server answering each connection with the next scripted raw HTTP answer
+    (then closing it), and keeping the requests it got."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        import threading
+
+        self.answers, self.requests = list(answers), []  # type: list[bytes]
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    req += chunk
+                self.requests.append(req)
+                conn.sendall(self.answers.pop(0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _raw(status: str, headers: dict[str, str], body: bytes) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"HTTP/1.1 {status}\r\n{head}Connection: close\r\n\r\n".encode() + body
+
+
+def test_a_page_cut_short_is_retried_and_a_page_without_its_length_is_refused() -> None:
+    whole = _raw("200 OK", {"Content-Length": "6", "X-WAL-Complete": "true"}, b"page-1")
+    cut = _raw("200 OK", {"Content-Length": "100", "X-WAL-Complete": "true"}, b"page-1")
+    since, until = T0, T0 + timedelta(hours=1)
+    srv = _RawServer([cut, whole])
+    try:
+        slept: list[float] = []
+        got = [p.data for p in read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(),
+                                          since, until, sleep=slept.append)]
+        assert got == [b"page-1"] and len(srv.requests) == 2 and len(slept) == 1
+    finally:
+        srv.close()
+    srv = _RawServer([cut] * 3)
+    try:
+        with pytest.raises(WalReadError, match="6 of its 100 bytes.*after 3 attempts"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), since, until,
+                            attempts=3, sleep=lambda _: None))
+    finally:
+        srv.close()
+    srv = _RawServer([_raw("200 OK", {"X-WAL-Complete": "true"}, b"page-1")])
+    try:
+        with pytest.raises(WalReadError, match="no Content-Length"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), since, until,
+                            sleep=lambda _: None))
+    finally:
+        srv.close()
+
+
+def test_a_redirect_is_an_error_and_the_token_goes_nowhere_else() -> None:
+    elsewhere = _RawServer([_raw("200 OK", {"Content-Length": "0",
+                                            "X-WAL-Complete": "true"}, b"")])
+    srv = _RawServer([_raw("302 Found", {"Location": f"http://127.0.0.1:{elsewhere.port}/x",
+                                         "Content-Length": "0"}, b"")] * 3)
+    try:
+        slept: list[float] = []
+        with pytest.raises(WalReadError, match="HTTP 302"):
+            list(read_pages(WalPod("a", "127.0.0.1", srv.port), TOKEN.encode(), T0,
+                            T0 + timedelta(hours=1), sleep=slept.append))
+        assert len(srv.requests) == 1 and not slept  # not retried
+        time.sleep(0.2)
+        assert elsewhere.requests == []
+    finally:
+        srv.close()
+        elsewhere.close()
+
+
+def _pages(wal: Path, since: datetime, until: datetime, page_bytes: int) -> list[ShardInput]:
+    """The pages the sidecar serves of ``wal`` (in process), as an index gets them."""
+    from sigops.runtime.walreader import WalDirectory
+
+    wd, cursor, out = WalDirectory(wal, 1 << 20), None, []
+    while True:
+        page = wd.page(since, until, cursor, page_bytes)
+        assert len(page.data) <= page_bytes
+        if page.data:
+            out.append(ShardInput(f"a@{cursor}", page.data))
+        if page.next_cursor is None:
+            return out
+        cursor = page.next_cursor
+
+
+def test_an_entry_longer_than_the_page_is_served_as_one_malformed_record_as_the_files_judge_it(
+        tmp_path: Path) -> None:
+    from test_audit_shard import GOOD, at, entry, rec
+
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    data, _ = pod_wal(10_000)
+    cut = data.index(b"\n2025-01-19T", len(data) // 2) + 1  # an entry boundary mid-file
+    huge = rec(GOOD, 99_999, at(7), pad="x" * 6000)  # signed, valid, but above max_bytes
+    assert b"|6" in huge[:60]
+    (wal / "inbox-20250119.wal").write_bytes(data[:cut] + huge + data[cut:]
+                                             + entry(at(16), b'{"late": 1}'))
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    ring = history_ring(RING)
+    query = AuditQuery(all=True, accepted_invalid=True, since=since, until=until,
+                       first_n=1000)
+    direct = audit_shard(ring, [ShardInput("f", (wal / "inbox-20250119.wal").read_bytes())],
+                         query, max_bytes=4000)
+    paged = audit_shard(ring, _pages(wal, since, until, 3000), query, max_bytes=4000)
+    for k in ("total", "valid", "invalid", "by_verdict", "by_kid", "by_profile", "by_shard"):
+        assert paged[k] == direct[k], k
+    without = audit_shard(ring, [ShardInput("f", data + entry(at(16), b'{"late": 1}'))],
+                          query, max_bytes=4000)
+    assert direct["by_verdict"]["malformed"] == without["by_verdict"]["malformed"] + 1
+    assert direct["total"] == without["total"] + 1
+
+    def records(r: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        return {n: [{k: v for k, v in x.items() if k != "input"} for x in f["first"]]
+                for n, f in r["findings"].items()}
+
+    assert records(paged) == records(direct)
+    # the stub keeps the entry's time: outside the window, it is not served at all
+    later = audit_shard(ring, _pages(wal, at(8), until, 3000), query, max_bytes=4000)
+    assert later["total"] == audit_shard(
+        ring, [ShardInput("f", (wal / "inbox-20250119.wal").read_bytes())],
+        AuditQuery(all=True, since=at(8), until=until), max_bytes=4000)["total"]
+
+
+def test_a_pod_is_one_input_whose_digest_does_not_depend_on_the_page_size(
+        sidecar: Any) -> None:
+    """The partial names each pod once, with one running SHA-256 over the bytes of all its
+    pages: it does not grow with the pages, and a page size gives the same digests as
+    another."""
+    import hashlib
+
+    port, _, _ = sidecar
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=2)
+    ring = history_ring(RING)
+    query = AuditQuery(all=True, since=since, until=until)
+    results, served = [], []
+    for page_bytes in (3000, 7001, 65536):
+        pages = list(read_pages(WalPod("backend-rs-a", "127.0.0.1", port), TOKEN.encode(),
+                                since, until, page_bytes=page_bytes))
+        assert len(pages) > 1 or page_bytes == 65536
+        served.append(b"".join(bytes(p.data) for p in pages))
+        results.append(audit_shard(ring, iter(pages), query))
+    assert served[0] == served[1] == served[2]
+    for r in results:
+        assert r["inputs"] == [{"name": "backend-rs-a", "bytes": len(served[0]),
+                                "sha256": hashlib.sha256(served[0]).hexdigest()}]
+        assert r["digest"] == results[0]["digest"]
+        for k in ("total", "valid", "invalid", "by_verdict", "findings"):
+            assert r[k] == results[0][k], k
+
+
+def test_the_window_is_decided_once_at_launch_and_every_index_reads_it_as_given(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sigops.audit import sidecar as reader
+    from sigops.cli.audit import _pod_source
+
+    # spec.since older than the sidecars serve, no until: 10 minutes inside, to the launch
+    p = with_pods(plan(), PODS, NOW)
+    assert (p.since, p.until) == ("2026-12-06T12:10:00Z", "2026-12-07T12:00:00Z")
+    args = job_manifest(p)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--since") + 1] == "2026-12-06T12:10:00Z"
+    assert args[args.index("--until") + 1] == "2026-12-07T12:00:00Z"
+    # an until after the launch is cut at the launch; one inside the window is kept
+    p = with_pods(plan({**SPEC, "until": "2027-01-01T00:00:00Z"}), PODS, NOW)
+    assert p.until == "2026-12-07T12:00:00Z"
+    p = with_pods(plan({**SPEC, "since": "2026-12-07T01:00:00Z",
+                        "until": "2026-12-07T02:00:00Z"}), PODS, NOW)
+    assert (p.since, p.until) == ("2026-12-07T01:00:00Z", "2026-12-07T02:00:00Z")
+    # a window wholly before what the sidecars serve: refused at launch
+    with pytest.raises(AuditRefused) as e:
+        with_pods(plan({**SPEC, "until": "2026-12-01T00:00:00Z"}), PODS, NOW)
+    assert e.value.reason == "WindowNotServed"
+    # an index reads the window of its args, however late it starts
+    read: list[tuple[datetime, datetime]] = []
+    monkeypatch.setattr(reader, "read_pages", lambda pod, token, since, until, **kw: (
+        read.append((since, until)), iter(()))[1])
+    pods = tmp_path / "pods.json"
+    pods.write_text(pods_json(PODS))
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN + "\n")
+    launch = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)  # 30 min on
+    p = with_pods(plan(), PODS, launch)
+    args = cli.build_parser().parse_args([
+        "audit", "shard", "--keyring", "k", "--key", "k", "--all", "--pods", str(pods),
+        "--wal-token-file", str(tok), "--since", str(p.since), "--until", str(p.until)])
+    query = AuditQuery(all=True, since=args.since, until=args.until)
+    _, got, _, _ = _pod_source(args, query)
+    assert read == [(args.since, args.until)] == [(got.since, got.until)]
+    # not 10 minutes inside the index's own window: the launch's
+    assert args.since == launch - timedelta(hours=24) + timedelta(minutes=10)
+
+
+
+def test_no_proxy_of_the_environment_sees_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigops.audit import sidecar as reader
+
+    proxy = _RawServer([_raw("200 OK", {"Content-Length": "0",
+                                        "X-WAL-Complete": "true"}, b"")])
+    pod = _RawServer([_raw("200 OK", {"Content-Length": "2", "X-WAL-Complete": "true"},
+                           b"ok")])
+    try:
+        for name in ("http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(reader, "_OPENER", reader._build_opener())  # as built now
+        got = [p.data for p in read_pages(WalPod("a", "127.0.0.1", pod.port), TOKEN.encode(),
+                                          T0, T0 + timedelta(hours=1))]
+        assert got == [b"ok"] and proxy.requests == [] and len(pod.requests) == 1
+    finally:
+        proxy.close()
+        pod.close()

@@ -138,3 +138,20 @@ def test_doctests() -> None:
     import sigops.audit.status as status_module
 
     assert doctest.testmod(status_module).failed == 0
+
+
+def test_the_status_and_its_signed_totals_show_the_window_read() -> None:
+    from datetime import UTC, datetime
+
+    q = AuditQuery(all=True, since=datetime(2025, 1, 19, 11, tzinfo=UTC),
+                   until=datetime(2025, 1, 20, tzinfo=UTC))
+    parts = {i: sign_partial(AUDIT_KEY, REF, i, "fractal-lba/backend", audit_shard(
+        history_ring(RING), [ShardInput(f"pod-{i}", pod_wal(10_000 * i)[0])], q))
+        for i in range(2)}
+    st = audit_status(REF, job(2, completed="0-1", finished="Complete"), parts, PUBLIC, 20,
+                      Signer(OPERATOR), {"uid": "u-1", "namespace": "sre"}, "fractal-lba/be")
+    assert st["totals"]["window"] == {"since": "2025-01-19T11:00:00Z",
+                                      "until": "2025-01-20T00:00:00Z"}
+    payload = verify_signal(st["summary"], load_pubkeys(pubkeys_document([OPERATOR])))
+    assert payload["result_digest"] == digest_of({"totals": st["totals"],
+                                                  "findings": st["findings"]})

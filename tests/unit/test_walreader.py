@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -443,7 +443,8 @@ def test_the_server_ceiling_bounds_every_page(waldir: Path) -> None:
     assert 0 < len(page.data) <= 400 and page.next_cursor
 
 
-def test_an_entry_longer_than_a_page_is_a_clear_refusal_not_a_hang(tmp_path: Path) -> None:
+def test_an_entry_longer_than_a_page_is_served_as_a_stub_with_its_time_not_a_hang(
+        tmp_path: Path) -> None:
     from sigops.runtime.walreader import PageRefused
 
     wal = InboxWal(tmp_path)
@@ -451,15 +452,23 @@ def test_an_entry_longer_than_a_page_is_a_clear_refusal_not_a_hang(tmp_path: Pat
     wal.append(json.dumps({"n": 2, "pad": "p" * 5000}).encode(), T0 + 1_000_000_000)
     wal.append(body(3), T0 + 2_000_000_000)
     wd = WalDirectory(tmp_path, 1 << 20)
-    first = wd.page(since(-1), since(10), None, 1000)
-    assert ids(first.data) == [1] and first.next_cursor
     t0 = time.monotonic()
-    with pytest.raises(PageRefused) as e:
-        wd.page(since(-1), since(10), first.next_cursor, 1000)
-    assert e.value.status == 422 and "longer than max_bytes (1000)" in str(e.value)
+    page = wd.page(since(-1), since(10), None, 1000)
     assert time.monotonic() - t0 < 1
-    # a larger page gets past it
-    again = wd.page(since(-1), since(10), first.next_cursor, 8000)
+    assert len(page.data) <= 1000 and page.next_cursor is None and page.damaged == 0
+    one, stub, three = read_wal(page.data)
+    assert one.error is None is stub.error is three.error
+    assert json.loads(one.body or b"")["n"] == 1 and json.loads(three.body or b"")["n"] == 3
+    second = list(read_wal((tmp_path / "inbox-20270115.wal").read_bytes()))[1]
+    assert stub.received_at == second.received_at  # its own time
+    assert (stub.body or b"").startswith(b"oversized entry (") and stub.time == second.time
+    # a page too small for the stub itself is refused
+    at2 = f"v1.20270115.{second.offset}"
+    with pytest.raises(PageRefused) as e:
+        wd.page(since(-1), since(10), at2, 60)
+    assert e.value.status == 422 and "below the stub" in str(e.value)
+    # a larger page gets it whole
+    again = wd.page(since(-1), since(10), at2, 8000)
     assert [json.loads(x.body or b"")["n"] for x in read_wal(again.data)] == [2, 3]
 
 
@@ -515,7 +524,7 @@ def test_range_over_http_pages_with_the_same_token_window_and_limits(
                     break
             want = direct(root, parse(q["since"]), parse(q["until"]))
             assert got == want and damaged == 4
-            # refusals: no token, a bad cursor, an empty window, an entry too long
+            # refusals: no token, a bad cursor, an empty window, a page too small for a stub
             assert (await client.get("/v1/wal/range", params=q)).status == 401
             for bad in ({"cursor": "v1.20270115.3"}, {"cursor": "../inbox-20270115.wal"},
                         {"until": "2027-01-15T07:00:00Z"}, {"until": "soon"}):
@@ -523,7 +532,7 @@ def test_range_over_http_pages_with_the_same_token_window_and_limits(
                 assert r.status == 400, bad
             r = await client.get("/v1/wal/range", params={**q, "max_bytes": "20"},
                                  headers=AUTH)
-            assert r.status == 422 and "longer than max_bytes" in (await r.json())["error"]
+            assert r.status == 422 and "below the stub" in (await r.json())["error"]
         finally:
             await client.close()
 
@@ -547,6 +556,60 @@ def test_range_refuses_a_window_older_than_the_max(tmp_path: Path) -> None:
             assert r.status == 400 and "--max-window" in (await r.json())["error"]
             r = await client.get("/v1/wal/range", headers=AUTH)  # the last hour, to now
             assert r.status == 200 and ids(await r.read()) == [1]
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+
+def test_a_window_ending_exactly_at_midnight_reads_no_file_of_the_next_day(
+        waldir: Path) -> None:
+    wd = WalDirectory(waldir, 1 << 20)
+    midnight = datetime(2027, 1, 16, tzinfo=UTC)
+    assert [p.name for p in wd.window_files(since(0), midnight)] == ["inbox-20270115.wal"]
+    assert [p.name for p in wd.window_files(since(0), midnight + timedelta(microseconds=1))
+            ] == ["inbox-20270115.wal", "inbox-20270116.wal"]
+
+
+def test_a_range_read_may_outlast_the_window_by_the_read_grace(waldir: Path,
+                                                               tmp_path: Path) -> None:
+    """An audit's window is fixed at launch 10 minutes inside the sidecar's: its indexes'
+    range reads -- pages under way, and the first page of an index that starts later (a later
+    wave, a retry) -- are answered up to ``READ_GRACE`` later; the tail keeps the strict
+    bound."""
+    from sigops.runtime.walreader import READ_GRACE
+
+    assert READ_GRACE == 6 * 3600
+    clock = [since(3600)]
+    limits = Limits(max_window=3600 + 600)
+    app = make_app(WalDirectory(waldir, 1 << 20), token_file(tmp_path), limits,
+                   clock=lambda: clock[0])
+
+    async def run() -> None:
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            q = {"since": since(0).isoformat(), "until": since(3600).isoformat(),
+                 "max_bytes": "300"}
+            r = await client.get("/v1/wal/range", params=q, headers=AUTH)
+            assert r.status == 200
+            cursor = r.headers["X-WAL-Next-Cursor"]
+            clock[0] = since(3600 + 1800)  # half an hour on: since is 90 min back
+            r = await client.get("/v1/wal/range", params={**q, "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 200, await r.text()
+            r = await client.get("/v1/wal/range", params=q, headers=AUTH)
+            assert r.status == 200  # a later index's first page: within the grace too
+            r = await client.get("/v1/wal", params={"since": q["since"], "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 400  # the tail takes no cursor, and no grace
+            clock[0] = since(3600 + 600 + READ_GRACE + 1)  # past the grace: refused
+            r = await client.get("/v1/wal/range", params={**q, "cursor": cursor},
+                                 headers=AUTH)
+            assert r.status == 400 and "--max-window" in (await r.json())["error"]
+            r = await client.get("/v1/wal/range", params=q, headers=AUTH)
+            assert r.status == 400
         finally:
             await client.close()
 

@@ -28,12 +28,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..core.timeparse import format_time, parse_duration
+from ..core.errors import MalformedInput
+from ..core.timeparse import format_time, parse_duration, parse_time
 from ..settings import AuditSettings, Target
-from .sidecar import PODS_KEY, WalPod, pods_digest, pods_json
+from .sidecar import (
+    PODS_KEY,
+    WAL_MARGIN_SECONDS,
+    WAL_WINDOW_SECONDS,
+    WalPod,
+    pods_digest,
+    pods_json,
+)
 
 __all__ = ["AuditRefused", "AuditJob", "plan_job", "with_pods", "job_name", "result_config_map",
            "pods_config_map", "job_manifest", "owned_manifests", "LABEL_AUDIT",
@@ -165,9 +173,11 @@ def plan_job(meta: Mapping[str, Any], spec: Mapping[str, Any], target: Target,
 
 def with_pods(plan: AuditJob, pods: Sequence[WalPod], now: datetime) -> AuditJob:
     """A ``sidecar`` audit's plan once its pods are listed: one index per pod (``spec.shards``
-    is replaced by their number), and a window that ends: ``spec.until``, else ``now`` (the
-    launch), so every index reads the same window however late it starts. No pods, or more
-    than ``audit.maxShards``, is refused."""
+    is replaced by their number), and its window decided once, at the launch ``now``, for
+    every index however late it starts: ``since`` is ``spec.since`` but at most
+    :data:`~.sidecar.WAL_WINDOW_SECONDS` minus :data:`~.sidecar.WAL_MARGIN_SECONDS` back,
+    ``until`` is ``spec.until`` but at most ``now``. No pods, more than ``audit.maxShards``,
+    or a window wholly before what the sidecars serve is refused."""
     if not pods:
         raise AuditRefused("NoPodsToRead", f"target {plan.target.ref} has walSource sidecar "
                                            "but no ready pod of its own ReplicaSets has a "
@@ -175,10 +185,22 @@ def with_pods(plan: AuditJob, pods: Sequence[WalPod], now: datetime) -> AuditJob
     if len(pods) > plan.limits.max_shards:
         raise AuditRefused("TooManyShards", f"{len(pods)} pods to read is above the config's "
                                             f"audit.maxShards ({plan.limits.max_shards})")
+    try:
+        asked_since = parse_time(plan.since) if plan.since else None
+        until = min(parse_time(plan.until), now) if plan.until else now
+    except MalformedInput:
+        raise AuditRefused("InvalidSpec", "spec.since and spec.until must be RFC 3339 "
+                                          "times") from None
+    earliest = now - timedelta(seconds=WAL_WINDOW_SECONDS - WAL_MARGIN_SECONDS)
+    since = earliest if asked_since is None else max(asked_since, earliest)
+    if until <= since:
+        raise AuditRefused("WindowNotServed", "the audit window lies wholly before what the "
+                                              "WAL sidecars serve (the last "
+                                              f"{WAL_WINDOW_SECONDS // 3600}h)")
     return dataclasses.replace(
         plan, pods=tuple(pods), shards=len(pods),
         parallelism=min(plan.want_parallelism, plan.limits.max_parallelism, len(pods)),
-        until=plan.until or format_time(now))
+        since=format_time(since), until=format_time(until))
 
 
 def _labels(plan: AuditJob) -> dict[str, str]:

@@ -9,15 +9,18 @@ comes in the ConfigMap, not from the API: the index's Role stays what it was.
 An index reads its pod's window forward through ``GET /v1/wal/range``, one page (whole
 entries, at most ``page_bytes``) at a time, as :class:`~sigops.core.audit.ShardInput`\\ s
 that :func:`~sigops.core.audit.audit_shard` consumes one by one: memory holds one page. The
-bearer token comes from a mounted Secret file and is never logged. A 429 or 503 is waited out
-(``Retry-After``, bounded) and retried a bounded number of times; any other failure raises
-:class:`WalReadError` and fails the index (the Job's ``backoffLimitPerIndex`` retries it
-alone).
+bearer token comes from a mounted Secret file and is never logged; no redirect is followed
+(a 3xx is an error) and no proxy used: the token goes to the pod's address only. A page must
+carry a Content-Length and arrive whole: a body cut short (the sidecar gives up on a read
+past its deadline) is retried like a 429 or 503, which are waited out (``Retry-After``,
+bounded); each a bounded number of times. Any other failure raises :class:`WalReadError`
+and fails the index (the Job's ``backoffLimitPerIndex`` retries it alone).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import json
 import re
@@ -37,9 +40,15 @@ from ..core.timeparse import format_time
 from ..kube.door import KubeDoor
 
 __all__ = ["WalPod", "WalReadError", "PODS_KEY", "wal_pods", "pods_json", "pods_digest",
-           "parse_pods", "read_pages", "RANGE_PATH"]
+           "parse_pods", "read_pages", "RANGE_PATH", "WAL_WINDOW_SECONDS", "WAL_MARGIN_SECONDS"]
 
 PODS_KEY = "pods.json"
+WAL_WINDOW_SECONDS = 24 * 3600
+"""How far back the sidecars serve (``sigops wal serve --max-window``, default 24h)."""
+WAL_MARGIN_SECONDS = 600
+"""How far inside the sidecars' window an audit's window starts when its ``since`` lies
+further back (the sidecars answer range reads up to their read grace, 6 h, past the window:
+indexes that start later still read the launch's window)."""
 RANGE_PATH = "/v1/wal/range"
 _DNS = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
@@ -154,7 +163,9 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
                max_wait: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                stats: dict[str, int] | None = None) -> Iterator[ShardInput]:
     """The pod's window ``[since, until)``, page by page (empty pages are not yielded),
-    named ``<pod>@<cursor>``. ``stats`` (if given) counts ``pages`` and ``damaged``."""
+    each named after the pod: :func:`~sigops.core.audit.audit_shard` makes them one input
+    (one running SHA-256, whatever the page size). ``stats`` (if given) counts ``pages``
+    and ``damaged``."""
     headers = {"Authorization": f"Bearer {token.decode()}"}
     cursor: str | None = None
     while True:
@@ -168,7 +179,7 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
             stats["pages"] = stats.get("pages", 0) + 1
             stats["damaged"] = stats.get("damaged", 0) + int(answer.get("X-WAL-Damaged") or 0)
         if data:
-            yield ShardInput(f"{pod.name}@{cursor or 'start'}", data)
+            yield ShardInput(pod.name, data)
         nxt = answer.get("X-WAL-Next-Cursor")
         if not nxt:
             if answer.get("X-WAL-Complete") != "true":
@@ -180,19 +191,62 @@ def read_pages(pod: WalPod, token: bytes, since: datetime, until: datetime, *,
         cursor = nxt
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: a 3xx stays an error (the token is never sent elsewhere)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _build_opener() -> urllib.request.OpenerDirector:
+    """An opener that follows no redirect and uses no proxy (not even one the environment
+    names): the token goes to the pod's own address and nowhere else."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+_OPENER = _build_opener()
+
+
+class _ShortPage(Exception):
+    """A page whose body ended before its Content-Length (the sidecar cut it off)."""
+
+
+def _body(pod: WalPod, r: Any, page_bytes: int) -> bytes:
+    """The whole body of answer ``r``: exactly its Content-Length bytes."""
+    length = r.headers.get("Content-Length")
+    if length is None or not length.strip().isdigit():
+        raise WalReadError(f"{pod.name}: the sidecar's page has no Content-Length")
+    want = int(length)
+    if want > page_bytes:
+        raise WalReadError(f"{pod.name}: a page is longer than the {page_bytes} bytes "
+                           "asked for")
+    data = bytearray()
+    try:
+        while len(data) < want:
+            chunk = r.read(want - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, http.client.HTTPException):
+        pass
+    if len(data) < want:
+        raise _ShortPage(f"{pod.name}: a page ended after {len(data)} of its {want} bytes")
+    return bytes(data)
+
+
 def _get(pod: WalPod, query: dict[str, str], headers: dict[str, str], page_bytes: int,
          timeout: float, attempts: int, max_wait: float, sleep: Callable[[float], None]
          ) -> tuple[bytes, Any]:
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(urllib.request.Request(pod.url(query),
-                                                               headers=headers),
-                                        timeout=timeout) as r:
-                data = r.read(page_bytes + 1)
-                if len(data) > page_bytes:
-                    raise WalReadError(f"{pod.name}: a page is longer than the "
-                                       f"{page_bytes} bytes asked for")
-                return data, r.headers
+            with _OPENER.open(urllib.request.Request(pod.url(query), headers=headers),
+                              timeout=timeout) as r:
+                return _body(pod, r, page_bytes), r.headers
+        except _ShortPage as e:
+            if attempt < attempts:
+                sleep(_wait(None, max_wait))
+                continue
+            raise WalReadError(f"{e} (after {attempt} attempts)") from None
         except urllib.error.HTTPError as e:
             if e.code in (429, 503) and attempt < attempts:
                 sleep(_wait(e.headers.get("Retry-After"), max_wait))

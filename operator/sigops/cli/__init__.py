@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a mounted Secret; re-read when it changes); required "
                     "(env SIGOPS_WAL_TOKEN_FILE)")
     ws.add_argument("--max-window", default="24h", metavar="DURATION",
-                    help="how far back since may reach (default 24h); older is 400")
+                    help="how far back since may reach (default 24h); older is 400 "
+                         "(a /v1/wal/range page with a cursor: 6h more, a read under way)")
     ws.add_argument("--read-deadline", type=_positive_int, default=10, metavar="SECONDS",
                     help="seconds one read, answer sent included, may take (default 10)")
     ws.set_defaults(func=cmd_wal_serve)

@@ -87,18 +87,19 @@ def _mapped(stack: ExitStack, paths: list[str], tenant: str | None) -> Iterator[
 
 
 EXIT_UNREADABLE = 3
-WAL_MARGIN_SECONDS = 600
-"""How far inside the sidecars' window (``--wal-window``) an index starts when the audit's
-``since`` lies further back: the window must still hold at the last page."""
 
 
 def _pod_source(args: argparse.Namespace, query: Any) -> tuple[Any, Any, dict[str, int], str]:
     """(the pages of this index's pod, the query with the window actually read, read
-    statistics, the pod's name)."""
+    statistics, the pod's name). A given ``--since`` is read as given (a Job's is decided at
+    launch, the same for every index); without one, the window starts
+    :data:`~sigops.audit.sidecar.WAL_MARGIN_SECONDS` inside ``--wal-window``. ``until``: the
+    given one, at most now."""
     import dataclasses
     from datetime import UTC, datetime, timedelta
 
-    from ..audit.sidecar import WalReadError, parse_pods, pods_digest, read_pages
+    from ..audit import sidecar
+    from ..audit.sidecar import WAL_MARGIN_SECONDS, WalReadError, parse_pods, pods_digest
     from ..core.timeparse import parse_duration
     from ..settings.tokens import TokenFile
     from . import UsageError
@@ -130,15 +131,14 @@ def _pod_source(args: argparse.Namespace, query: Any) -> tuple[Any, Any, dict[st
         raise UsageError(f"--wal-window {args.wal_window!r} is not a duration") from None
     now = datetime.now(UTC)
     until = min(query.until or now, now)
-    earliest = now - timedelta(seconds=window - WAL_MARGIN_SECONDS)
-    since = max(query.since or earliest, earliest)
+    since = query.since or now - timedelta(seconds=window - WAL_MARGIN_SECONDS)
     if until <= since:
-        raise UsageError("the audit window lies wholly before what the WAL sidecars serve "
-                         f"(the last {args.wal_window})")
+        raise UsageError("the audit window is empty: --since is not before --until and now")
     query = dataclasses.replace(query, since=since, until=until)
     stats: dict[str, int] = {}
     pod = pods[index]
-    return (read_pages(pod, token, since, until, page_bytes=args.page_bytes, stats=stats),
+    return (sidecar.read_pages(pod, token, since, until, page_bytes=args.page_bytes,
+                               stats=stats),
             query, stats, pod.name)
 
 
@@ -286,7 +286,9 @@ def add_audit_parser(sub: Any) -> None:
                         "caps it at its --max-bytes)")
     s.add_argument("--wal-window", default="24h", metavar="DURATION",
                    help="with --pods: how far back the sidecars serve (their --max-window, "
-                        "default 24h); an older --since starts 10 minutes inside it")
+                        "default 24h); without --since the window starts 10 minutes inside "
+                        "it (a given --since is read as given: an older one is refused by "
+                        "the sidecar)")
     s.add_argument("--index", type=int, default=_index_default(), metavar="I",
                    help="this index (default: env JOB_COMPLETION_INDEX, else 0)")
     s.add_argument("--audit", default="local/audit", metavar="NS/NAME",

@@ -193,12 +193,12 @@ class _Counter:
             c[OTHER] = c.get(OTHER, 0) + times
 
 
-def _digest(data: Buffer) -> str:
-    h = hashlib.sha256()
+def _digest(h: Any, data: Buffer) -> str:
+    """``h`` (a running SHA-256) updated with ``data``; its hex digest so far."""
     step = 1 << 22
     for i in range(0, len(data), step):  # page by page: a mapped file stays mapped
         h.update(data[i:i + step])
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, *,
@@ -208,7 +208,8 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
     :data:`MAX_HOURS` hours) and its first ``query.first_n`` records (each with the WAL
     entry's time, ``received``), and the SHA-256 of every input read. ``ring`` is judged as
     given (pass :func:`history_ring` of a key history, as the audit Job does) so that
-    ``sigops verify`` with the same ring agrees.
+    ``sigops verify`` with the same ring agrees. Consecutive inputs of the same name (the
+    pages of one pod) are one input row: their bytes, one running SHA-256 over them all.
 
     Records are numbered from 0 across all inputs, as ``sigops verify`` numbers them."""
     d = Diagnoser(ring, max_bytes=max_bytes, accelerate=accelerate)
@@ -268,9 +269,17 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
                                "kid": kid, "input": src, "received": received})
 
     get = tally.get
+    running: Any = None
     for src in inputs:
         data = src.data
-        read.append({"name": src.name, "bytes": len(data), "sha256": _digest(data)})
+        if read and read[-1]["name"] == src.name:  # the next page of the same pod
+            row = read[-1]
+            row["bytes"] += len(data)
+        else:
+            running = hashlib.sha256()
+            row = {"name": src.name, "bytes": len(data)}
+            read.append(row)
+        row["sha256"] = _digest(running, data)
         first = n
         n -= 1
         # Many records per call of the compiled reader; the rows of check_wal per entry.
@@ -340,12 +349,14 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
 def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> dict[str, Any]:
     """The totals of several shards' partial results (counts added, each finding's first
     records kept in shard order up to ``first_n`` and its count by hour added, at most
-    :data:`MAX_HOURS` hours, the digests of the shards listed)."""
+    :data:`MAX_HOURS` hours, the digests of the shards listed, and the ``window`` read: the
+    shards' one if they agree, else the list of each shard's)."""
     out: dict[str, Any] = {"total": 0, "valid": 0, "invalid": 0, "findings": {},
                            "digests": []}
     dims = ("by_verdict", "by_kid", "by_profile", "by_shard", "by_tenant")
     for name in dims:
         out[name] = {}
+    windows: list[Any] = []
     for p in partials:
         for k in ("total", "valid", "invalid"):
             out[k] += int(p.get(k, 0))
@@ -364,6 +375,9 @@ def merge_partials(partials: Iterable[Mapping[str, Any]], first_n: int = 20) -> 
                     hour = OTHER
                 hours[hour] = hours.get(hour, 0) + int(c)
         out["digests"].append(p.get("digest"))
+        windows.append(p.get("window"))
+    if windows:  # the window read: one if every shard read the same, else each shard's
+        out["window"] = windows[0] if all(w == windows[0] for w in windows) else windows
     return out
 
 

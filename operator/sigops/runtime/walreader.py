@@ -16,13 +16,25 @@ page by page (the fleet audit's source): whole entries received in ``[since, unt
 (``until`` default now), oldest first, at most ``max_bytes`` per page, cut only between
 entries. ``X-WAL-Next-Cursor`` is the cursor of the next page (absent, and
 ``X-WAL-Complete: true``, once the window is read). A cursor is opaque to clients; the server
-takes it apart strictly (a file day of the window and a byte offset in that file, at an entry
-boundary; else 400), so it can only name an offset of one of the window's own inbox files. A
+takes it apart strictly (the day of one of the window's own inbox files, and a byte offset in
+that file that is its start, its end, or just after a newline where the server's own reader
+finds an entry header; else 400). That does not prove an entry boundary -- a body may hold
+"\n<a valid header>" -- and needs not: a forged cursor only makes the server read one of the
+window's own day files from such an offset, with the same reader, time filter and page
+limits, so a token holder (already trusted to read the WAL) gains nothing by forging one. A
 damaged stretch is not served (it may be anything, of any length): in its place one stub
 line (:data:`DAMAGED_STUB`) that every WAL reader reads as one damaged entry, so a reader of
 the pages counts what a reader of the files counts, in the same place; ``X-WAL-Damaged``
-counts them. An entry longer than ``max_bytes`` cannot be served whole: 422, never a cut.
-Same token, limits, deadline and ``--max-window`` as ``/v1/wal``.
+counts them. An intact entry longer than the page (``max_bytes``) cannot be served whole, and
+any client of the backend can post one: in its place an entry with its time and a short body
+that is no JSON (:data:`OVERSIZED_STUB`), read as one malformed record -- as a reader of the
+file judges a body above its record limit (``--max-bytes``, 1 MiB, well below the default
+4 MiB page), never a cut. Only a page too small for a stub is refused (422).
+Same token, limits, deadline and ``--max-window`` as ``/v1/wal``, but a range read may have
+``since`` up to ``--max-window`` plus :data:`READ_GRACE` (6 h) back: an audit fixes its
+window once, at launch, just inside ``--max-window``, and its indexes start and page through
+it later (a later wave of indexes, a retry, a slow read) -- as long as an audit Job may run
+by default (``audit.activeDeadline``, 6 h). ``/v1/wal`` keeps the strict bound.
 
 Only sigops may read: a WAL holds every PCS body the backend received. A ``/v1/wal`` request
 must carry ``Authorization: Bearer <token>``, one of the lines of ``--token-file`` (a mounted
@@ -57,7 +69,7 @@ from ..core.wal import HEADER, WalEntry, read_wal, whole_entries
 from ..settings.tokens import TokenFile, bearer
 
 __all__ = ["WalDirectory", "Limits", "Page", "PageRefused", "make_app", "serve", "WAL_PATH",
-           "RANGE_PATH", "DAMAGED_STUB", "SCAN_PAGES"]
+           "RANGE_PATH", "DAMAGED_STUB", "OVERSIZED_STUB", "SCAN_PAGES", "READ_GRACE"]
 
 log = logging.getLogger("sigops.walreader")
 WAL_PATH = "/v1/wal"
@@ -68,15 +80,23 @@ DAMAGED_STUB = "1970-01-01T00:00:00Z|0|damaged entry at byte {offset} of {file}\
 """What a page holds in place of a damaged stretch: a header whose zero-length body is not
 followed by the newline it declares, so :func:`~sigops.core.wal.read_wal` reads it as exactly
 one damaged entry wherever it stands (two in a row are two)."""
+OVERSIZED_STUB = "oversized entry ({length} bytes) at byte {offset} of {file}, not served"
+"""The body of what a page holds in place of an intact entry longer than the page (under the
+entry's own time): not JSON, so read as one malformed record."""
 SCAN_PAGES = 8
 """File bytes one page request reads at most, in page sizes: a window whose entries are mostly
 outside ``[since, until)`` answers short (even empty) pages with a cursor instead of reading
 whole files in one request."""
 
 
+READ_GRACE = 6 * 3600.0
+"""Seconds past ``--max-window`` that ``since`` may lie back in a range request: an audit's
+window, fixed at its launch, can be read by indexes that start or go on later."""
+
+
 class PageRefused(ValueError):
-    """A range request the server will not answer: ``status`` 400 (a bad cursor) or 422 (an
-    entry longer than the page)."""
+    """A range request the server will not answer: ``status`` 400 (a bad cursor) or 422 (a
+    page too small for a stub)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -118,16 +138,19 @@ class WalDirectory:
         return [self.directory / n for n in names]
 
     def window_files(self, since: datetime, until: datetime) -> list[Path]:
-        """The files of the UTC days from ``since``'s to ``until``'s, oldest first."""
-        last = until.astimezone(UTC).strftime("%Y%m%d")
+        """The files of the UTC days from ``since``'s to that of the window's last instant
+        (``until`` is excluded: a window ending at midnight reads no file of that day),
+        oldest first."""
+        last = (until - timedelta(microseconds=1)).astimezone(UTC).strftime("%Y%m%d")
         return [p for p in self.files(since)
                 if (m := _NAME.fullmatch(p.name)) and m.group(1) <= last]
 
     def page(self, since: datetime, until: datetime, cursor: str | None,
              max_bytes: int) -> Page:
         """One page of the window ``[since, until)`` from ``cursor`` (``None``: its start).
-        Raises :class:`PageRefused` for a cursor that is not one of this window's, or an
-        entry longer than the page.
+        Raises :class:`PageRefused` for a cursor that is not one of this window's, or a page
+        too small for a stub. An intact entry longer than the page is served as a stub
+        (:func:`_oversized`).
 
         Each file is mapped and read with :func:`~sigops.core.wal.read_wal` from the cursor's
         offset: the entries are those a reader of the whole file finds, damaged ones where it
@@ -169,12 +192,14 @@ class WalDirectory:
                             continue
                         if not piece:  # a torn tail written after the window closed
                             break
+                        if len(piece) > budget:
+                            piece = _oversized(e, len(piece), path.name)
                         if size + len(piece) > budget:
                             if size:
                                 return done(path, e.offset)
-                            raise PageRefused(422, f"the entry at cursor "
-                                                   f"{_cursor(path, e.offset)} is longer "
-                                                   f"than max_bytes ({budget})")
+                            raise PageRefused(422, f"max_bytes ({budget}) is below the "
+                                                   f"stub of the entry at cursor "
+                                                   f"{_cursor(path, e.offset)}")
                         parts.append(piece)
                         size += len(piece)
                         damaged += e.error is not None
@@ -234,6 +259,15 @@ class WalDirectory:
         return b"".join(reversed(parts)), list(reversed(used)), damaged, truncated
 
 
+def _oversized(e: WalEntry, length: int, name: str) -> bytes:
+    """What a page holds in place of an intact entry longer than the page: an entry with the
+    same time whose body (see :data:`OVERSIZED_STUB`) is no JSON, so every reader judges it
+    one malformed record -- as a reader of the file judges a body above its ``max_bytes``."""
+    assert e.received_at is not None
+    body = OVERSIZED_STUB.format(length=length, offset=e.offset, file=name).encode()
+    return f"{e.received_at}|{len(body)}|".encode() + body + b"\n"
+
+
 def _runs_to_end(mm: mmap.mmap, m: re.Match[bytes]) -> bool:
     """Whether the entry of header ``m`` is the file's last and cut short (as
     :func:`~sigops.core.wal.read_wal` finds a write in progress): its length runs past the
@@ -249,8 +283,9 @@ def _runs_to_end(mm: mmap.mmap, m: re.Match[bytes]) -> bool:
 
 
 def _check_boundary(f: BinaryIO, offset: int, end: int) -> None:
-    """A cursor's offset must be where an entry starts (or the file's end): after a newline,
-    at a valid header."""
+    """A cursor's offset must be the file's start or end, or just after a newline at a
+    valid entry header. This is not proof of an entry boundary (a body may contain a newline
+    and a header); it keeps a cursor to offsets where the server's own reader can start."""
     if offset > end:
         raise PageRefused(400, "cursor is not one of this window's")
     if offset in (0, end):
@@ -266,7 +301,8 @@ class Limits:
     """What one client may ask of the sidecar, and how long a read may take."""
 
     max_window: float = 24 * 3600.0
-    """Seconds back from now that ``since`` may reach; an older ``since`` is 400."""
+    """Seconds back from now that ``since`` may reach; an older ``since`` is 400 (a range
+    request: :data:`READ_GRACE` more)."""
     per_client: int = 1
     """Reads one client (source address) may have in flight; one more is 429."""
     total: int = 4
@@ -279,9 +315,10 @@ class Limits:
 CHUNK = 64 << 10
 
 
-def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> web.Application:
+def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
+             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
     """The sidecar's routes. Every ``/v1/wal`` request must present one of ``token``'s
-    tokens (``Authorization: Bearer``), checked before anything else."""
+    tokens (``Authorization: Bearer``), checked before anything else. ``clock``: now."""
     in_flight: dict[str, int] = {}
 
     async def health(_: web.Request) -> web.Response:
@@ -305,7 +342,7 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> 
                             "wrong token" if presented else "no token")
                 return error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
             q = request.query
-            now = datetime.now(UTC)
+            now = clock()
             try:
                 since = parse_time(q["since"]) if "since" in q else now - timedelta(hours=1)
                 max_bytes = int(q.get("max_bytes", wal.max_bytes))
@@ -315,7 +352,8 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits()) -> 
             except (MalformedInput, ValueError, OverflowError):
                 return error(400, "since must be an RFC 3339 time and max_bytes a positive "
                                   "integer")
-            if (now - since).total_seconds() > limits.max_window:
+            grace = READ_GRACE if request.path == RANGE_PATH else 0.0
+            if (now - since).total_seconds() > limits.max_window + grace:
                 return error(400, f"since is more than {limits.max_window:g}s ago: this "
                              f"sidecar serves at most the last {limits.max_window:g}s "
                              "(--max-window)")

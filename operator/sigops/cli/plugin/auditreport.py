@@ -367,12 +367,14 @@ def audit_markdown(obj: Mapping[str, Any], check: SummaryCheck, generated_at: st
              + (f": {md(st.get('message'))}" if st.get("message") else "") + ".", "",
              "## What was asked", "",
              f"- Target: Deployment {md(target.get('namespace') or ns)}/"
-             f"{md(target.get('deployment') or DEFAULT_DEPLOYMENT)} (its WAL volume, key "
-             "history and profile come from the operator config)",
+             f"{md(target.get('deployment') or DEFAULT_DEPLOYMENT)} (its WAL source -- a "
+             "volume or its pods' WAL sidecars --, key history and profile come from the "
+             "operator config)",
              f"- Window: received from {md(spec.get('since') or 'the first WAL entry')} "
              f"until {md(spec.get('until') or 'the last one')}",
+             *_window_read(totals.get("window")),
              f"- Looked for: {md(_asked(spec))}",
-             f"- Shards: {md(spec.get('shards') or 1)} index(es), "
+             f"- Shards: {md(job.get('shards') or spec.get('shards') or 1)} index(es), "
              f"{md(job.get('parallelism') or spec.get('parallelism') or 1)} at once"
              + (f" (Job {md(job.get('namespace'))}/{md(job.get('name'))})" if job else ""),
              "", "## Trust", "",
@@ -419,6 +421,21 @@ def audit_markdown(obj: Mapping[str, Any], check: SummaryCheck, generated_at: st
              f"{int(r.get('findings') or 0):,}", code(r.get("digest")))
             for r in (st.get("progress") or {}).get("indexes") or []]
     lines += _table(["index", "state", "records", "findings", "SHA-256 of its inputs"], rows)
-    lines += ["", "A rerun with the same spec over the same WAL files gives the same digests "
-                  "and the same answer; an audit only reads, it never changes a backend.", ""]
+    lines += ["", "With the volume source, a rerun with the same spec over the same WAL files "
+                  "gives the same digests and the same answer. Read through the pods' WAL "
+                  "sidecars, a rerun reads what the pods hold then (their WALs grow, their "
+                  "last 24 hours move): its digests say what it read. An audit only reads, it "
+                  "never changes a backend.", ""]
     return "\n".join(lines)
+
+
+def _window_read(window: Any) -> list[str]:
+    """The report line of the window the indexes read (``status.totals.window``), if told."""
+    if isinstance(window, Mapping) and window:
+        return [f"- Window read: from {md(window.get('since') or 'the first WAL entry')} "
+                f"until {md(window.get('until') or 'the last one')}"]
+    if isinstance(window, list) and window:
+        return ["- Window read: the indexes read different windows: " + "; ".join(
+            f"{md((w or {}).get('since'))} to {md((w or {}).get('until'))}"
+            for w in window if isinstance(w, Mapping | type(None)))]
+    return []
