@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from hmac import compare_digest
 from typing import Any
@@ -178,5 +179,10 @@ def test_mixed_buffers_with_and_without_the_compiled_mac(seed: int) -> None:
     assert_same(RING2, wbuf, True)
 
 
-def test_the_option_is_off_without_the_batch_interface() -> None:
+def test_the_compiled_mac_is_built_where_required() -> None:
+    """``make`` requires the compiled reader; a build older than ``mac_key`` would skip the
+    tests above (and leave ``read_batch`` unused)."""
     assert not accel.batch_mac or accel.read_batch is not None
+    if os.environ.get("SIGOPS_REQUIRE_ACCEL") == "1" and \
+            os.environ.get("SIGOPS_ACCEL_MAC", "1") != "0":
+        assert accel.batch_mac, "sigops_accel is older than read_batch's mac_key: `make venv`"
