@@ -9,11 +9,16 @@
 //! for the common, plain record (no escapes in strings, at most 64 levels, at most 64 keys per
 //! object, integers within 2^53, finite numbers) and must give exactly what the Python route
 //! gives whenever it answers (a property test in `tests/unit/test_accel.py` holds it to that).
-//! No cryptography here: the MAC and the Ed25519 verify stay in Python.
+//! One piece of cryptography, optional: [`read_batch`] can check each record's HMAC-SHA256
+//! under one key Python passes for the call (RustCrypto `hmac` + `sha2`), so that Python skips
+//! the MAC of a record whose signature this confirms; any other record, and every Ed25519
+//! signature, is still checked in Python.
 
+use hmac::{Hmac, Mac};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
+use sha2::Sha256;
 use std::fmt::Write as _;
 
 const MAX_SAFE_INTEGER: i64 = 1 << 53;
@@ -812,13 +817,19 @@ fn sure<'a>(
 /// records) or inbox WAL entries (`wal` true; only those received in `[since, until)`, in
 /// micros since the epoch, when given), at most `limit` of them. Returns `(next, rows,
 /// stopped)`: per record in order `(start, end, canonical bytes, signature, sent_at micros or
-/// None, received micros or None, values)` -- the values as [`read_pcs`] gives them -- or, when
-/// not sure of the record, `(start, end, None, None, None, None, None)`: Python reads
+/// None, received micros or None, values, mac_ok)` -- the values as [`read_pcs`] gives them --
+/// or, when not sure of the record, `(start, end, None, None, None, None, None, False)`: Python reads
 /// `buf[start:end]` (JSONL) or the entry at `start` (WAL) itself. `stopped`: the WAL entry at
 /// `next` is one this reader is not sure how to frame (damaged, or an odd header): Python's
 /// reader reads that entry, then calls again after it.
+///
+/// `mac_key` (optional, keyword only): an HMAC-SHA256 secret, held only for this call and
+/// never logged or kept. With it, `mac_ok` is True for a row whose signature is 32 bytes and
+/// equals HMAC-SHA256(mac_key, canonical bytes) -- what an HMAC key signs (`signing_message`
+/// in `pcs.py`), compared in constant time. False says only "not confirmed" (another key,
+/// another profile, a bad signature, Ed25519, or no `mac_key`): Python decides such a row.
 #[pyfunction]
-#[pyo3(signature = (buf, start, profile, wal, max_bytes, since, until, limit))]
+#[pyo3(signature = (buf, start, profile, wal, max_bytes, since, until, limit, *, mac_key=None))]
 #[allow(clippy::too_many_arguments)]
 fn read_batch<'py>(
     py: Python<'py>,
@@ -830,7 +841,16 @@ fn read_batch<'py>(
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
+    mac_key: Option<&[u8]>,
 ) -> PyResult<(usize, Bound<'py, PyList>, bool)> {
+    // The key's two padded blocks, hashed once per call; each record clones that state.
+    let mac: Option<Hmac<Sha256>> = match mac_key {
+        Some(k) => Some(
+            Hmac::<Sha256>::new_from_slice(k)
+                .map_err(|_| pyo3::exceptions::PyValueError::new_err("unusable mac_key"))?,
+        ),
+        None => None,
+    };
     let view = PyBuffer::<u8>::get(buf)?;
     if !view.is_c_contiguous() {
         return Err(pyo3::exceptions::PyValueError::new_err("buffer is not contiguous"));
@@ -875,17 +895,26 @@ fn read_batch<'py>(
         };
         n += 1;
         let row = match sure(rec, profile, max_bytes) {
-            Some((canon, sig, sent, values)) => (
-                at,
-                end,
-                Some(PyBytes::new(py, &canon)),
-                Some(PyBytes::new(py, &sig)),
-                sent,
-                received,
-                Some(values),
-            )
-                .into_pyobject(py)?,
-            None => (at, end, none(), none(), none(), none(), none()).into_pyobject(py)?,
+            Some((canon, sig, sent, values)) => {
+                let ok = sig.len() == 32
+                    && mac.as_ref().is_some_and(|m| {
+                        let mut m = m.clone();
+                        m.update(&canon);
+                        m.verify_slice(&sig).is_ok() // constant-time compare (subtle)
+                    });
+                (
+                    at,
+                    end,
+                    Some(PyBytes::new(py, &canon)),
+                    Some(PyBytes::new(py, &sig)),
+                    sent,
+                    received,
+                    Some(values),
+                    ok,
+                )
+                    .into_pyobject(py)?
+            }
+            None => (at, end, none(), none(), none(), none(), none(), false).into_pyobject(py)?,
         };
         rows.append(row)?;
     }
@@ -897,5 +926,7 @@ fn sigops_accel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_pcs, m)?)?;
     m.add_function(wrap_pyfunction!(read_batch, m)?)?;
     m.add("PROFILES", ("python", "go", "fixed9"))?;
+    // read_batch takes mac_key and gives mac_ok as each row's eighth item.
+    m.add("BATCH_MAC", true)?;
     Ok(())
 }

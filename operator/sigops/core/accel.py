@@ -7,13 +7,17 @@ unsure. ``read_pcs(line, code)``: a JSONL line of a plain, well-typed bare PCS g
 :func:`~sigops.core.strictjson.loads`, :func:`~sigops.core.pcs.typed_values`,
 :func:`~sigops.core.keys.b64decode_strict` and :func:`~sigops.core.canonical.canonical_bytes_of`
 give them; anything else gives None and the Python route reads the line from the start.
-``read_batch(buf, start, code, wal, max_bytes, since_us, until_us, limit)`` does the same for
-up to ``limit`` records of a buffer (JSONL lines, or inbox WAL entries framed as
+``read_batch(buf, start, code, wal, max_bytes, since_us, until_us, limit, *, mac_key=None)``
+does the same for up to ``limit`` records of a buffer (JSONL lines, or inbox WAL entries framed as
 :func:`~sigops.core.wal.read_wal` frames them), with ``sent_at`` and the entry's time as
 microseconds since the epoch: one call per few thousand records
-(:meth:`~sigops.core.diagnose.Diagnoser.check_buffer` uses it). It does no cryptography: the
-MAC and the Ed25519 verify stay in Python. ``tests/unit/test_accel.py`` holds the two routes to
-the same answers.
+(:meth:`~sigops.core.diagnose.Diagnoser.check_buffer` uses it). Given ``mac_key=`` (an HMAC
+secret, for that call only), ``read_batch`` also says per row whether the signature is that
+key's HMAC-SHA256 of the canonical bytes (each row's eighth item), so Python skips the MAC of
+a record whose signature the extension confirmed (:data:`batch_mac`; ``SIGOPS_ACCEL_MAC=0``
+turns it off); the Ed25519 verify, and the MAC of any other record, stay in Python.
+``tests/unit/test_accel.py`` and ``tests/unit/test_accel_batch.py`` hold the routes to the same
+answers.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["read_pcs", "read_batch", "PROFILE_CODES", "available"]
+__all__ = ["read_pcs", "read_batch", "batch_mac", "PROFILE_CODES", "available"]
 
 PROFILE_CODES = {"python": 0, "go": 1, "fixed9": 2}
 """The profiles the extension writes, by the code it takes (each a row of PROFILES)."""
 
 read_pcs: Callable[[bytes, int], Any] | None = None
 read_batch: Callable[..., tuple[int, list[tuple[Any, ...]], bool]] | None = None
+batch_mac = False
+"""Does ``read_batch`` take ``mac_key`` (and is it not turned off by ``SIGOPS_ACCEL_MAC=0``)?"""
 if os.environ.get("SIGOPS_ACCEL", "1") != "0":
     try:
         _ext = importlib.import_module("sigops_accel")
@@ -37,7 +43,10 @@ if os.environ.get("SIGOPS_ACCEL", "1") != "0":
         pass
     else:
         read_pcs = _ext.read_pcs
-        read_batch = getattr(_ext, "read_batch", None)  # None: an older build
+        # An older build (rows of seven items, no mac_key): no batch interface, read_pcs only.
+        if getattr(_ext, "BATCH_MAC", False) is True:
+            read_batch = _ext.read_batch
+            batch_mac = os.environ.get("SIGOPS_ACCEL_MAC", "1") != "0"
 
 
 def available() -> bool:

@@ -195,6 +195,10 @@ class Diagnoser:
     accelerate: bool = True
     """Use the compiled reader (:mod:`sigops.core.accel`) for the short route when it is
     built; False: the pure-Python route only (the reference)."""
+    compiled_mac: bool = True
+    """With the compiled reader: let it check the HMAC of the short route's records under the
+    key that matched last (:data:`sigops.core.accel.batch_mac`); False: Python computes every
+    MAC (the same rows and :attr:`tried` either way)."""
     # First content per pcs_id (a tuple, or a ContentBatch holding it), oldest first; when
     # full, the older half is forgotten. An OrderedDict: dropping the oldest with
     # del d[next(iter(d))] rescans the deleted slots of a plain dict on every call.
@@ -324,7 +328,11 @@ class Diagnoser:
         With the compiled reader, ``read_batch`` reads :data:`BATCH_RECORDS` records per call
         and the short route's last steps (MAC, key window, skew) run here in one loop; a
         record it is unsure of, or one the short route refuses, takes the per-record route
-        (the full one decides)."""
+        (the full one decides). With :attr:`compiled_mac`, each call also gets the secret of
+        the HMAC key the short route tries (the key that matched last, under the ring's
+        profile) and checks each 32-byte signature under it: a row signed by that key needs
+        no MAC here; when the key that matched last changes mid-call, the rows after that
+        are MAC'd here under the new key, as without it."""
         batch = accel.read_batch if self._read is not None else None
         lo = hi = None
         windows: dict[int, tuple[int | None, int | None, bool]] = {}
@@ -351,9 +359,17 @@ class Diagnoser:
         pos, size = 0, len(buf)
         last: Key | None = None
         window: tuple[int | None, int | None, bool] = (None, None, False)
+        compiled_mac = self.compiled_mac and accel.batch_mac
         while pos < size:
-            pos, rows, stopped = batch(buf, pos, code, wal, max_bytes, lo, hi, BATCH_RECORDS)
-            for start, end, canon, sig, when, received, values in rows:
+            # The key the short route would try first for an HMAC record: the compiled reader
+            # checks each row under it (the secret crosses for this call only).
+            mkey: Key | None = None
+            if compiled_mac and hmac_pairs and hmac_pairs[0].profile == name and \
+                    hmac_pairs[0].key.secret is not None:
+                mkey = hmac_pairs[0].key
+            pos, rows, stopped = batch(buf, pos, code, wal, max_bytes, lo, hi, BATCH_RECORDS,
+                                       mac_key=None if mkey is None else mkey.secret)
+            for start, end, canon, sig, when, received, values, mac_ok in rows:
                 if canon is not None:
                     # _short_tail, inline: the key that matched last, under the ring's profile.
                     pairs = hmac_pairs if len(sig) == 32 else ed_pairs
@@ -369,7 +385,8 @@ class Diagnoser:
                             when = received
                         if accepted and (when is None or (
                                 (nb is None or when >= nb) and (na is None or when <= na))) and (
-                                compare_digest(key.mac(canon), sig) if len(sig) == 32
+                                (mac_ok if key is mkey else compare_digest(key.mac(canon), sig))
+                                if len(sig) == 32
                                 else key.verify(sha256(canon).digest(), sig)):
                             self.tried += 1
                             self.at = start
