@@ -245,6 +245,9 @@ def test_the_markdown_reports_the_totals_of_the_status_and_escapes_wal_content()
     assert len(rows) == sum(len(f["first"]) for f in st["findings"].values())
     assert {len(_cells(line)) for line in rows} == {6}
     assert "``a\\|b`c`**d**``" in text
+    assert "Pods not read" not in text
+    obj["status"]["job"] = {**obj["status"].get("job", {}), "podsNotRead": 2}
+    assert "- Pods not read: 2 (not ready at launch" in audit_markdown(obj, check, "t")
 
 
 def test_rendered_the_markdown_shows_wal_content_as_text(tmp_path: Path) -> None:

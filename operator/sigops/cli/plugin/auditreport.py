@@ -377,6 +377,8 @@ def audit_markdown(obj: Mapping[str, Any], check: SummaryCheck, generated_at: st
              f"- Shards: {md(job.get('shards') or spec.get('shards') or 1)} index(es), "
              f"{md(job.get('parallelism') or spec.get('parallelism') or 1)} at once"
              + (f" (Job {md(job.get('namespace'))}/{md(job.get('name'))})" if job else ""),
+             *([f"- Pods not read: {md(job['podsNotRead'])} (not ready at launch; their "
+                "WALs are not in this answer)"] if job.get("podsNotRead") else []),
              "", "## Trust", "",
              f"The status was checked against its summary signed by the operator: key "
              f"{code(check.key_id)}, signed at {md(p.get('detected_at'))}; it verifies with "
