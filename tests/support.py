@@ -469,3 +469,36 @@ def verify_records(api: Any, op: Any, inc: dict[str, Any]) -> None:
     assert payload["type"] == "detection" and payload["cause"] == inc["status"]["cause"]
     if inc["status"].get("actions"):
         verify_chain(inc["status"]["actions"], pubkeys)
+
+
+def token_kubeconfig(cluster: Any, user: str, token: str, path: Path,
+                     namespace: str | None = None) -> Path:
+    """A kubeconfig of ``cluster`` that is ``token`` (user ``user``), its context's namespace
+    ``namespace`` if given; written at ``path``, readable by its owner only."""
+    import yaml
+
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    context: dict[str, str] = {"cluster": admin["clusters"][0]["name"], "user": user}
+    if namespace:
+        context["namespace"] = namespace
+    kc = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+          "users": [{"name": user, "user": {"token": token}}],
+          "contexts": [{"name": user, "context": context}], "current-context": user}
+    path.write_text(yaml.safe_dump(kc))
+    path.chmod(0o600)
+    return path
+
+
+def service_account_user(api: Any, cluster: Any, ns: str, name: str, path: Path
+                         ) -> tuple[Path, str]:
+    """ServiceAccount ``ns/name``, made now, as a person with no rights of her own
+    (grant_user gives her some): a kubeconfig of a token of it at ``path`` (context namespace
+    ``ns``) and the user name the API server gives that token."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service_account(ns, client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name=name)))
+    req = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    tok = core.create_namespaced_service_account_token(name, ns, req).status.token
+    return (token_kubeconfig(cluster, name, tok, path, ns),
+            f"system:serviceaccount:{ns}:{name}")

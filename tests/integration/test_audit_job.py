@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sigops.audit.job import job_manifest, plan_job, result_config_map
 from sigops.audit.launch import launch
@@ -22,7 +21,7 @@ from sigops.core.timeparse import format_time
 from sigops.kube.api import Kube, secret_strings
 from sigops.settings import Settings
 from sigops.signing.records import Signer
-from tests.support import BIN, REPO, kubectl, wait_for
+from tests.support import BIN, REPO, kubectl, token_kubeconfig, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -135,14 +134,7 @@ def sa_kubeconfig(cluster: Any, namespace: str, sa: str, path: Path) -> Path:
     """A kubeconfig that is the Job's ServiceAccount, as its pods are."""
     token = kubectl(cluster, "create", "token", sa, "-n", namespace,
                     "--duration", "1h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    kc = {**admin, "users": [{"name": "audit", "user": {"token": token}}],
-          "contexts": [{"name": "audit", "context": {"cluster": admin["clusters"][0]["name"],
-                                                     "user": "audit"}}],
-          "current-context": "audit"}
-    path.write_text(json.dumps(kc))
-    path.chmod(0o600)
-    return path
+    return token_kubeconfig(cluster, "audit", token, path)
 
 
 def wal(path: Path, key: Key, n: int, late: int, base: int) -> None:
@@ -162,9 +154,10 @@ def wal(path: Path, key: Key, n: int, late: int, base: int) -> None:
     path.write_bytes(b"".join(out))
 
 
-def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write(
-        cluster: Any, namespace: str, tmp_path: Path) -> None:
-    kube = Kube.connect(str(cluster.kubeconfig))
+def leak_drill(namespace: str, tmp_path: Path) -> tuple[Settings, Path]:
+    """A volume target in ``namespace``, a key history with one retired key ("leaked") and
+    two pods' WALs under ``tmp_path/wal`` signed with it, 3 records after its window: the
+    config and the history file."""
     settings = Settings.model_validate({
         "targets": [{"namespace": namespace, "walClaim": "backend-wal"}],
         "audit": {"image": "sigops:0.test", "firstN": 5}})
@@ -174,6 +167,13 @@ def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write
     history.write_text(json.dumps({"keys": [leaked.to_entry()], "profile": "python"}))
     wal(tmp_path / "wal" / "pod-a" / "inbox-20261130.wal", leaked, 6, 2, 0)
     wal(tmp_path / "wal" / "pod-b" / "inbox-20261130.wal", leaked, 5, 1, 100)
+    return settings, history
+
+
+def test_the_reconciler_starts_the_job_and_merges_the_partials_its_indexes_write(
+        cluster: Any, namespace: str, tmp_path: Path) -> None:
+    kube = Kube.connect(str(cluster.kubeconfig))
+    settings, history = leak_drill(namespace, tmp_path)
     kube.create_cr(namespace, "signatureaudits", audit(
         namespace, "leak", shards=2, parallelism=2, lookFor={"keyIds": ["leaked"],
                                                              "acceptedInvalid": True}))

@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from sigops.audit.reconciler import AuditReconciler
-from sigops.core.keys import ED25519, HMAC, Key, generate_key
+from sigops.core.keys import ED25519, Key, generate_key
 from sigops.core.signals import pubkeys_document
 from sigops.kube.api import Kube, secret_strings
-from sigops.settings import Settings
 from sigops.signing.records import Signer
-from tests.integration.test_audit_job import sa_kubeconfig, wal
-from tests.support import GROUP, REPO, grant_user, kubectl, wait_for
+from tests.integration.test_audit_job import leak_drill, sa_kubeconfig
+from tests.support import GROUP, REPO, grant_user, kubectl, service_account_user, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +63,7 @@ def test_the_plugin_creates_follows_verifies_and_reports_an_audit(
     kube = Kube.connect(str(cluster.kubeconfig))
     operator_key = generate_key(ED25519, "sigops-op-test", state="active")
     publish_pubkeys(kube, namespace, operator_key)
-    settings = Settings.model_validate({
-        "targets": [{"namespace": namespace, "walClaim": "backend-wal"}],
-        "audit": {"image": "sigops:0.test", "firstN": 5}})
-    leaked = Key("leaked", HMAC, "retired", secret=b"sigops-integration-leaked-key",
-                 not_after=datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
-    history = tmp_path / "history.json"
-    history.write_text(json.dumps({"keys": [leaked.to_entry()], "profile": "python"}))
-    wal(tmp_path / "wal" / "pod-a" / "inbox-20261130.wal", leaked, 6, 2, 0)
-    wal(tmp_path / "wal" / "pod-b" / "inbox-20261130.wal", leaked, 5, 1, 100)
+    settings, history = leak_drill(namespace, tmp_path)
     report = tmp_path / "report"
     follower = subprocess.Popen(
         [PLUGIN, "-n", namespace, "audit", "leak", "--key-id", "leaked",
@@ -166,33 +156,14 @@ def test_the_plugin_creates_follows_verifies_and_reports_an_audit(
     assert not (tmp_path / "r3" / "audit-leak.md").exists()
 
 
-def user_kubeconfig(api: Any, cluster: Any, ns: str, name: str, path: Path) -> tuple[Path, str]:
-    """A token of ServiceAccount ``ns/name`` in a kubeconfig: a person with no rights of her
-    own (grant_user gives her some). Returns the kubeconfig and her user name."""
-    core = client.CoreV1Api(api)
-    core.create_namespaced_service_account(ns, client.V1ServiceAccount(
-        metadata=client.V1ObjectMeta(name=name)))
-    req = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    tok = core.create_namespaced_service_account_token(name, ns, req).status.token
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    kc = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-          "users": [{"name": name, "user": {"token": tok}}],
-          "contexts": [{"name": name, "context": {"cluster": admin["clusters"][0]["name"],
-                                                  "user": name, "namespace": ns}}],
-          "current-context": name}
-    path.write_text(yaml.safe_dump(kc))
-    path.chmod(0o600)
-    return path, f"system:serviceaccount:{ns}:{name}"
-
-
 def test_a_namespace_user_creates_audits_only_where_her_rbac_lets_her(
         cluster: Any, api: Any, namespace: str, tmp_path: Path) -> None:
     other = f"{namespace}-x"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
     try:
-        kc, user = user_kubeconfig(api, cluster, namespace, "alice", tmp_path / "alice.kc")
+        kc, user = service_account_user(api, cluster, namespace, "alice",
+                                        tmp_path / "alice.kc")
         grant_user(api, namespace, user, "alice-audits", [client.V1PolicyRule(
             api_groups=[GROUP], resources=["signatureaudits"],
             verbs=["create", "get", "list", "watch"])])

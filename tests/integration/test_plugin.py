@@ -35,6 +35,7 @@ from tests.support import (
     pcs,
     phase,
     rotation_settings,
+    service_account_user,
     set_backend_key,
     start,
     wait_for,
@@ -66,9 +67,8 @@ def person(api: Any, cluster: Any, ns: str, tmp_path: Path, name: str = "alice"
     """A person who may read and patch incidents and rotations in ``ns`` (a ServiceAccount
     token), with a kubeconfig whose context namespace is ``ns``. Returns (kubeconfig, the
     user name the API server gives that token)."""
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(ns, client.V1ServiceAccount(
-        metadata=client.V1ObjectMeta(name=name)))
+    rbac = client.RbacAuthorizationV1Api(api)
+    kc, user = service_account_user(api, cluster, ns, name, tmp_path / f"{name}.kubeconfig")
     rbac.create_namespaced_role(ns, client.V1Role(
         metadata=client.V1ObjectMeta(name=f"{name}-sre"),
         rules=[client.V1PolicyRule(api_groups=[GROUP],
@@ -79,18 +79,7 @@ def person(api: Any, cluster: Any, ns: str, tmp_path: Path, name: str = "alice"
         role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
                                   name=f"{name}-sre"),
         subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=ns)]))
-    req = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    tok = core.create_namespaced_service_account_token(name, ns, req).status.token
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    kc = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-          "users": [{"name": name, "user": {"token": tok}}],
-          "contexts": [{"name": name, "context": {"cluster": admin["clusters"][0]["name"],
-                                                  "user": name, "namespace": ns}}],
-          "current-context": name}
-    path = tmp_path / f"{name}.kubeconfig"
-    path.write_text(yaml.safe_dump(kc))
-    return path, f"system:serviceaccount:{ns}:{name}"
+    return kc, user
 
 
 def unchanged(obj: dict[str, Any]) -> tuple[Any, str]:
