@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pcsdata
-from bench_verify import _wait_calm
-from common import HERE, SIGOPS, ProcRun, log, machine_busy_seconds, median, run_measured
-
-CONTENDED = 0.5  # cores of other work during a run that make a round unfair
+from bench_verify import _rounds, _wait_calm
+from common import HERE, SIGOPS, ProcRun, log, machine_busy_seconds, median
 
 
 def build_go(work: Path) -> str | None:
@@ -103,31 +101,14 @@ def run(work: Path, n: int = 200_000, rounds: int = 3, extra: int = 3) -> dict[s
     if gobin is not None:
         variants["go_jsonl"] = [gobin, pcsdata.HMAC_SECRET, str(data)]
         variants["go_wal"] = [gobin, "-wal", pcsdata.HMAC_SECRET, str(wal)]
+    def counted(name: str, x: ProcRun, n: int) -> None:
+        if _total(name, x) != n:
+            raise RuntimeError(f"{name}: read {_total(name, x)} records, not {n}")
+
+    runs, res["round_selection"] = _rounds(variants, n, rounds, "audit", timeout=600,
+                                           extra=extra, check=counted)
     names = list(variants)
-    done: list[dict[str, ProcRun]] = []
-    r = 0
-    while True:
-        _wait_calm()
-        order = names[r % len(names):] + names[:r % len(names)]
-        one = {}
-        for name in order:
-            x = run_measured(variants[name], timeout=600)
-            if _total(name, x) != n:
-                raise RuntimeError(f"{name}: read {_total(name, x)} records, not {n}")
-            one[name] = x
-        done.append(one)
-        r += 1
-        log(f"  audit round {r}: " + ", ".join(f"{k} {one[k].wall:.2f}s/{one[k].cpu:.2f}cpu"
-                                              for k in names)
-            + f"; other load up to {max(x.others for x in one.values()):.2f} cores")
-        calm = [x for x in done if max(y.others for y in x.values()) <= CONTENDED]
-        if len(calm) >= rounds or r >= rounds + extra:
-            break
-    calm = [x for x in done if max(y.others for y in x.values()) <= CONTENDED]
-    kept = calm if len(calm) >= rounds else done
-    res["round_selection"] = {"rounds_run": len(done), "rounds_kept": len(kept),
-                              "contended_rounds": len(done) - len(calm),
-                              "contended_threshold_cores": CONTENDED}
+    kept = [{k: runs[k][i] for k in names} for i in range(len(runs[names[0]]))]
     res["variants"] = {k: {
         "wall_s": median([x[k].wall for x in kept]),
         "cpu_s": median([x[k].cpu for x in kept]),

@@ -14,6 +14,7 @@ import gc
 import json
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,14 @@ def _wait_calm() -> None:
 
 
 def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
-            timeout: float, extra: int, any_valid: tuple[str, ...] = ()
+            timeout: float, extra: int, any_valid: tuple[str, ...] = (),
+            check: Callable[[str, ProcRun, int], None] | None = None
             ) -> tuple[dict[str, list[ProcRun]], dict[str, Any]]:
     """``rounds`` interleaved rounds (the order rotates). A round during which other work
     kept more than CONTENDED cores busy in any run is repeated, at most ``extra`` times; the
-    uncontended rounds are kept when there are at least ``rounds`` of them, else all."""
+    uncontended rounds are kept when there are at least ``rounds`` of them, else all.
+    ``check(name, run, n)`` raises when a run did not do its work (default: :func:`_check`
+    of its JSON summary)."""
     names = list(variants)
     done: list[dict[str, ProcRun]] = []
     r = 0
@@ -91,7 +95,10 @@ def _rounds(variants: dict[str, list[str]], n: int, rounds: int, what: str,
         one: dict[str, ProcRun] = {}
         for name in order:
             res = run_measured(variants[name], timeout=timeout)
-            _check(name, res, n, name not in any_valid)
+            if check is None:
+                _check(name, res, n, name not in any_valid)
+            else:
+                check(name, res, n)
             one[name] = res
         done.append(one)
         busy = max(x.others for x in one.values())
