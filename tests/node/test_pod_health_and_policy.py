@@ -167,8 +167,12 @@ def test_network_policy_admits_only_the_configured_alertmanager(
     url, c = release["alerts_url"], release["clients"]
     # Without enforcement (the node's bridge CNI ignores policies) every client gets through:
     # what follows is the policy's doing, not a closed port.
+    # (Waited for: just after the release's install, the Service may still be without a ready
+    # operator pod for a moment -- a refused connection that is no policy's doing.)
     for who in ("am", "am-other-ns", "unlabelled"):
-        assert post_from(node, c[who], url) == "HTTP 401", who
+        wait_for(lambda who=who: post_from(node, c[who], url) == "HTTP 401", timeout=60,
+                 interval=1,
+                 what=f"{who} to reach the receiver before any policy is enforced")
     assert post_from(node, c["am"], release["metrics_url"]).startswith("HTTP ")
     with PolicyEnforcer(node.kubeconfig, release["tmp"] / "enforcer") as enforcer:  # type: ignore[attr-defined]
         op = operator_pods(node)[0]
