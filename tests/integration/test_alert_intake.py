@@ -174,6 +174,130 @@ def test_alerts_of_one_target_share_one_incident_until_all_resolve(api: Any, nam
     assert st["alertResolvedAt"] and sorted(st["resolvedAlerts"]) == ["a0a0", "b0b0"]
 
 
+
+def escalate(api: Any, ns: str, name: str) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, "signatureincidents", name, {"status": {"phase": "Escalated"}})
+
+
+def test_an_escalated_incident_keeps_its_alerts_until_they_resolve(api: Any, namespace: str
+                                                                   ) -> None:
+    """Escalated is where a person takes over, not the end of the spike: the same alert still
+    firing (Alertmanager's repeat, the poll, a restarted operator) or firing for another pod
+    of the target opens no second incident that would diagnose it again and use up the
+    target's signals. Seen on the node: the second pod's alert fired after the first
+    incident escalated and opened another. Once its alerts resolved, or for the incident's
+    own alert of a later episode, a spike is a new incident again."""
+    it = intake(api, namespace)
+    first = AlertInfo(ALERT, "firing", "e0a0", {"alertname": ALERT, "pod": "backend-a"},
+                      group_key="g1", starts_at="2026-12-06T10:00:00Z")
+    assert it.handle(first, "alertmanager") == "created"
+    name = all_incidents(api, namespace)[0]["metadata"]["name"]
+    escalate(api, namespace, name)
+    for restarted in (False, True):  # in memory, then from the API alone
+        it = intake(api, namespace) if restarted else it
+        assert it.handle(alert("e0a0", group=f"poll{restarted}"), "prometheus-poll") == \
+            "duplicate"
+        assert it.handle(alert(f"e0b{int(restarted)}", pod="backend-b"),
+                         "alertmanager") == "joined"
+    assert len(all_incidents(api, namespace)) == 1
+    inc = all_incidents(api, namespace)[0]
+    assert inc["status"]["phase"] == "Escalated"
+    assert inc["status"]["relatedAlerts"] == ["e0b0", "e0b1"]
+    # The same fingerprint of a later episode (another startsAt) is a new spike.
+    later = AlertInfo(ALERT, "firing", "e0a0", first.labels, group_key="g1",
+                      starts_at="2026-12-06T11:00:00Z")
+    assert it.handle(later, "alertmanager") == "created"
+    assert len(all_incidents(api, namespace)) == 2
+    # Resolved notifications end the hold once every alert it holds resolved.
+    for fp in ("e0a0", "e0b0", "e0b1"):
+        assert it.handle(AlertInfo(ALERT, "resolved", fp, {"alertname": ALERT}, group_key="g1",
+                                   starts_at=first.starts_at), "alertmanager") == "resolved"
+    st = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "signatureincidents", name)["status"]
+    assert st["alertResolvedAt"] and st["phase"] == "Escalated"
+
+
+
+def test_an_alert_that_fires_again_after_its_incident_resolved_opens_a_new_one(
+        api: Any, namespace: str) -> None:
+    """Alertmanager sends a later episode of an alert with the same group key, fingerprint
+    and status, only another startsAt: it used to be taken for a copy of the first
+    notification, and the second spike of an alert opened nothing."""
+    it = intake(api, namespace)
+    labels = {"alertname": ALERT, "pod": "backend-a"}
+    first = AlertInfo(ALERT, "firing", "f1f1", labels, group_key="g1",
+                      starts_at="2026-12-06T10:00:00Z")
+    assert [it.handle(first, "alertmanager") for _ in range(3)] == ["created", "duplicate",
+                                                                   "duplicate"]
+    assert it.handle(AlertInfo(ALERT, "resolved", "f1f1", labels, group_key="g1",
+                               starts_at=first.starts_at), "alertmanager") == "resolved"
+    name = all_incidents(api, namespace)[0]["metadata"]["name"]
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "signatureincidents", name,
+        {"status": {"phase": "Resolved"}})
+    again = AlertInfo(ALERT, "firing", "f1f1", labels, group_key="g1",
+                      starts_at="2026-12-06T12:00:00Z")
+    assert it.handle(again, "alertmanager") == "created"
+    assert it.handle(again, "alertmanager") == "duplicate"
+    assert len(all_incidents(api, namespace)) == 2
+
+
+@pytest.mark.skipif(not (BIN / "prometheus").exists(), reason="prometheus not installed")
+def test_the_poll_lets_an_escalated_incident_go_of_alerts_that_stopped(
+        api: Any, namespace: str, tmp_path: Path) -> None:
+    """Without Alertmanager (or with its resolved notification lost) the poll is what tells
+    that an escalated incident's alerts stopped firing in the real Prometheus: it marks them
+    resolved, and the next spike opens a new incident."""
+    errors = {"backend-a": 0.0, "backend-b": 0.0}
+    stubs = {pod: StubServer(lambda pod=pod: (
+        f"# TYPE flk_signature_err gauge\nflk_signature_err {errors[pod]}\n").encode(),
+        "text/plain; version=0.0.4") for pod in errors}
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "t", "rules": [{
+        "alert": ALERT, "expr": "flk_signature_err > 0",
+        "labels": {"deployment": "fractal-lba-backend"}}]}]}))
+    try:
+        with PromStack(targets=[ScrapeTarget(stub.address, {"namespace": namespace, "pod": pod})
+                                for pod, stub in stubs.items()],
+                       rule_files=[rules], workdir=tmp_path / "prom") as stack:
+            prom = Prom(stack.prometheus_url)
+            it = intake(api, namespace, prom)
+
+            def firing_pods() -> set[str]:
+                return {a.get("pod", "") for a in prom.firing(ALERT) or []}
+
+            errors.update({"backend-a": 1.0, "backend-b": 1.0})
+            wait_for(lambda: firing_pods() == set(errors), 30, what="both pods' alerts")
+            assert it.poll_once() == 1
+            inc = all_incidents(api, namespace)
+            assert len(inc) == 1 and len(inc[0]["status"]["relatedAlerts"]) == 1
+            name = inc[0]["metadata"]["name"]
+            escalate(api, namespace, name)
+
+            def status() -> dict[str, Any]:
+                return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "signatureincidents", name)["status"])
+
+            errors["backend-b"] = 0.0
+            wait_for(lambda: firing_pods() == {"backend-a"}, 30, what="b's alert to stop")
+            assert it.poll_once() == 0
+            assert len(status()["resolvedAlerts"]) == 1 and "alertResolvedAt" not in status()
+            errors["backend-b"] = 1.0  # b again while a still fires: still this incident's
+            wait_for(lambda: firing_pods() == set(errors), 30, what="b's alert again")
+            assert it.poll_once() == 0 and len(all_incidents(api, namespace)) == 1
+            errors.update({"backend-a": 0.0, "backend-b": 0.0})
+            wait_for(lambda: firing_pods() == set(), 30, what="both alerts to stop")
+            assert it.poll_once() == 0
+            assert status()["alertResolvedAt"] and status()["phase"] == "Escalated"
+            errors["backend-a"] = 1.0
+            wait_for(lambda: firing_pods() == {"backend-a"}, 30, what="a new spike")
+            assert it.poll_once() == 1 and len(all_incidents(api, namespace)) == 2
+    finally:
+        for stub in stubs.values():
+            stub.close()
+
+
 # -- alerts map only to configured targets (issue 25) -------------------------------------------
 
 def dropped(path: str, reason: str) -> float:

@@ -269,7 +269,7 @@ def _doc(**kw):
 def test_parse_webhook_ok_and_fingerprint_filled():
     (a,) = parse_webhook(_doc())
     assert a.name == "A" and a.fingerprint == alert_fingerprint({"alertname": "A"})
-    assert a.dedupe_key == ("g", a.fingerprint, "firing")
+    assert a.dedupe_key == ("g", a.fingerprint, "firing", "t")
 
 
 @pytest.mark.parametrize("doc", [

@@ -51,8 +51,10 @@ class AlertInfo:
     annotations: dict[str, str] = field(default_factory=dict)
 
     @property
-    def dedupe_key(self) -> tuple[str, str, str]:
-        return (self.group_key, self.fingerprint, self.status)
+    def dedupe_key(self) -> tuple[str, str, str, str]:
+        """Copies of one notification share it; the same alert of a later episode (it
+        resolved and fires again: another ``startsAt``) does not."""
+        return (self.group_key, self.fingerprint, self.status, self.starts_at)
 
 
 def _str_map(v: Any, what: str) -> dict[str, str]:

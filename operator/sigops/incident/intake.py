@@ -6,10 +6,13 @@ poll, both deduped into one SignatureIncident per alert.
   is re-read when it changes (:class:`TokenFile`), so a rotated Secret needs no restart.
 - HTTP itself is served elsewhere (``sigops.runtime.web``): :func:`gate` and :func:`receive`
   say what to answer, whatever serves the socket.
-- Dedupe on group key + fingerprint + status, and on the open incident of a fingerprint, so
-  1,000 identical posts (or a post and a poll) make one incident. The API calls for one alert
-  run outside the intake lock, one alert per fingerprint at a time: duplicates of an alert in
-  flight wait for its outcome (and take over if it failed), other alerts go on.
+- Dedupe on group key + fingerprint + status, and on the incident that holds a fingerprint, so
+  1,000 identical posts (or a post and a poll) make one incident. An incident holds its alerts
+  while it is worked on and, once escalated, until they resolve (:func:`holds`): the same
+  alert still firing, or firing for another pod of the target, opens no second incident. The
+  API calls for one alert run outside the intake lock, one alert per fingerprint at a time:
+  duplicates of an alert in flight wait for its outcome (and take over if it failed), other
+  alerts go on.
 - An alert maps only to a configured target (:mod:`.alert_targets`); an alert for anything
   else opens nothing, is counted (``sigops_alerts_dropped_total{reason}``) and logged.
 - A webhook alert uses its target's rate limit only once the configured Prometheus confirms
@@ -51,6 +54,7 @@ from ..telemetry.metrics import (
 )
 from .alert_targets import UNCONFIRMED, AlertTarget, alert_target
 from .alertmanager import AlertInfo, WebhookError, alert_fingerprint, parse_webhook
+from .model import Phase
 from .reconciler import OPEN, RATE_LIMITED_LABEL
 
 __all__ = ["AlertIntake", "Admission", "admit", "gate", "receive", "Reply", "TokenFile",
@@ -118,7 +122,7 @@ class AlertIntake:
         self.lock = threading.Lock()  # held for in-memory state only, never across API calls
         self._saved_seq = 0  # sequence of the newest rate-limit state handed to a writer
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
-        self.seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self.seen: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
         self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
         self.target_locks: dict[str, threading.Lock] = {}  # signal source -> its lock
         self.limiter = SlidingWindowLimiter(settings.signal_rate_limit,
@@ -196,33 +200,36 @@ class AlertIntake:
 
     # -- incidents ---------------------------------------------------------------------------
 
-    def _find_open(self, ns: str, fp: str) -> str | None:
+    def _find_open(self, ns: str, alert: AlertInfo) -> str | None:
+        """The incident that holds this alert (:func:`holds`), by its fingerprint."""
+        fp = alert.fingerprint
         known = self.open.get(fp)
         if known:
             obj = self.kube.get_cr(known[0], "signatureincidents", known[1])
-            if obj and ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
+            if obj and holds(obj, alert):
                 return known[1]
             self.open.pop(fp, None)
         items = self.kube.list_cr(ns, "signatureincidents", f"{FP_LABEL}={fp}")
         for obj in items:
-            if ((obj.get("status") or {}).get("phase") or "Detected") in OPEN:
+            if holds(obj, alert):
                 self.open[fp] = (ns, obj["metadata"]["name"])
                 return str(obj["metadata"]["name"])
         # An alert that joined another alert's incident (after a restart: not in memory).
         for obj in self.kube.list_cr(ns, "signatureincidents"):
             st = obj.get("status") or {}
-            if (st.get("phase") or "Detected") in OPEN and fp in (st.get("relatedAlerts") or []):
+            if fp in (st.get("relatedAlerts") or []) and holds(obj, alert):
                 self.open[fp] = (ns, obj["metadata"]["name"])
                 return str(obj["metadata"]["name"])
         return None
 
     def _open_of_target(self, target: Target) -> dict[str, Any] | None:
-        """The open, non-rate-limited incident of ``target`` (oldest first), if any."""
+        """The incident of ``target`` that holds its alerts (oldest first; never a
+        rate-limited record), if any."""
         items = self.kube.list_cr(target.namespace, "signatureincidents")
         mine = [i for i in items
                 if ((i.get("spec") or {}).get("target") or {}).get("deployment")
                 == target.deployment
-                and ((i.get("status") or {}).get("phase") or "Detected") in OPEN
+                and holds(i)
                 and RATE_LIMITED_LABEL not in (i["metadata"].get("labels") or {})]
         mine.sort(key=lambda i: (i["metadata"].get("creationTimestamp", ""),
                                  i["metadata"]["name"]))
@@ -252,12 +259,11 @@ class AlertIntake:
                  extra={"incident": f"{target.namespace}/{name}"})
         return name
 
-    def _resolve(self, target: Target, name: str, fp: str) -> None:
+    def _resolve(self, target: Target, name: str, *fps: str) -> None:
         inc = self.kube.get_cr(target.namespace, "signatureincidents", name) or {}
         st = inc.get("status") or {}
-        own = ((inc.get("spec") or {}).get("alert") or {}).get("fingerprint")
-        alerts = {a for a in [own, *(st.get("relatedAlerts") or [])] if a}
-        resolved = sorted({*(st.get("resolvedAlerts") or []), fp})
+        alerts = alerts_of(inc)
+        resolved = sorted({*(st.get("resolvedAlerts") or []), *fps})
         patch: dict[str, Any] = {"resolvedAlerts": resolved}
         if alerts <= set(resolved):
             patch["alertResolvedAt"] = now_iso()
@@ -285,9 +291,11 @@ class AlertIntake:
             busy.wait(30.0)  # the holder's API calls time out after 15 s each
         try:
             result = self._handle_alert(alert, path)
-            if result != UNCONFIRMED:
+            if result != UNCONFIRMED and path != "prometheus-poll":
                 # An unconfirmed alert is not remembered: a copy sent later (Alertmanager's
                 # repeat) is checked again. One with no configured target stays dropped.
+                # Nor is the poll's: ALERTS has no startsAt, so its key would be the same for
+                # every episode of the alert; the incident that holds it dedupes the poll.
                 with self.lock:
                     self.seen[alert.dedupe_key] = time.time()
                     while len(self.seen) > 50000:
@@ -312,7 +320,7 @@ class AlertIntake:
             return self._handle_for_target(alert, target, path)
 
     def _handle_for_target(self, alert: AlertInfo, target: Target, path: str) -> str:
-        name = self._find_open(target.namespace, alert.fingerprint)
+        name = self._find_open(target.namespace, alert)
         if alert.status == "resolved":
             if name:
                 self._resolve(target, name, alert.fingerprint)
@@ -405,19 +413,43 @@ class AlertIntake:
     # -- the poll ----------------------------------------------------------------------------
 
     def poll_once(self) -> int:
-        """Open incidents for firing alerts Prometheus knows (Alertmanager may be down)."""
+        """Open incidents for firing alerts Prometheus knows (Alertmanager may be down), and
+        let an escalated incident go of the alerts that no longer fire there (the resolved
+        notification may never come: Alertmanager down, or no Alertmanager at all)."""
         alerts = self.prom.firing(self.settings.alert_name)
-        if not alerts:
+        if alerts is None:
             return 0
-        n = 0
+        infos = []
         for labels in alerts:
             labels = _alert_labels(labels)
-            fp = alert_fingerprint(labels)
-            info = AlertInfo(labels.get("alertname", ""), "firing", fp, labels,
-                             group_key="prometheus-poll")
-            if self.handle(info, "prometheus-poll") == "created":
-                n += 1
-        return n
+            infos.append(AlertInfo(labels.get("alertname", ""), "firing",
+                                   alert_fingerprint(labels), labels,
+                                   group_key="prometheus-poll"))
+        self._release_escalated({a.fingerprint for a in infos})
+        return sum(self.handle(a, "prometheus-poll") == "created" for a in infos)
+
+    def _release_escalated(self, firing: set[str]) -> None:
+        """Mark resolved, on each escalated incident of a configured target that still holds
+        its alerts, those of them that Prometheus no longer has firing."""
+        for ns in sorted({t.namespace for t in self.settings.targets}):
+            for inc in self.kube.list_cr(ns, "signatureincidents"):
+                st = inc.get("status") or {}
+                if st.get("phase") != Phase.ESCALATED or st.get("alertResolvedAt"):
+                    continue
+                gone = alerts_of(inc) - firing - set(st.get("resolvedAlerts") or [])
+                target = next((t for t in self.settings.targets if t.namespace == ns
+                               and t.deployment == ((inc.get("spec") or {}).get("target")
+                                                    or {}).get("deployment")), None)
+                if not gone or target is None:
+                    continue
+                with self.lock:
+                    tlock = self.target_locks.setdefault(signal_source(target),
+                                                         threading.Lock())
+                with tlock:
+                    self._resolve(target, inc["metadata"]["name"], *sorted(gone))
+                log.info("escalated incident %s/%s: %d of its alerts no longer fire in "
+                         "Prometheus", ns, inc["metadata"]["name"], len(gone),
+                         extra={"incident": f"{ns}/{inc['metadata']['name']}"})
 
     def poll_forever(self, stop: threading.Event) -> None:
         while not stop.wait(self.settings.alert_poll_interval):
@@ -435,6 +467,37 @@ class AlertIntake:
         if isinstance(self.token, TokenFile):
             return self.token.matches(presented)
         return hmac.compare_digest(presented, self.token)
+
+
+def alerts_of(inc: dict[str, Any]) -> set[str]:
+    """The fingerprints of an incident's alert and of those that joined it."""
+    own = ((inc.get("spec") or {}).get("alert") or {}).get("fingerprint")
+    related = (inc.get("status") or {}).get("relatedAlerts") or []
+    return {a for a in [own, *related] if a}
+
+
+def holds(inc: dict[str, Any], alert: AlertInfo | None = None) -> bool:
+    """Whether the incident ``inc`` still holds its alerts, so that a copy of one of them
+    (Alertmanager's repeat, the poll, a restarted operator) or the same rule firing for
+    another pod of its target is this incident's and opens no other: while it is worked on,
+    and once escalated until its alerts resolve (a person has it now; a new incident for the
+    same still-firing alert would only diagnose it again and use up the target's signals).
+
+    What ends an escalated incident's hold: Alertmanager's resolved notification, the poll
+    no longer seeing the alert fire (:meth:`AlertIntake.poll_once`), or ``alert`` being the
+    incident's own alert of a later episode (another ``startsAt``). A resolved notification
+    belongs to its own episode only, whatever the phase."""
+    st = inc.get("status") or {}
+    phase = st.get("phase") or Phase.DETECTED
+    own = ((inc.get("spec") or {}).get("alert") or {})
+    other_episode = bool(alert is not None and alert.starts_at and own.get("startsAt")
+                         and own.get("fingerprint") == alert.fingerprint
+                         and own["startsAt"] != alert.starts_at)
+    if phase in OPEN:
+        return not (other_episode and alert is not None and alert.status == "resolved")
+    if phase != Phase.ESCALATED or st.get("alertResolvedAt"):
+        return False
+    return not other_episode
 
 
 def _alert_labels(series: dict[str, str]) -> dict[str, str]:
