@@ -13,7 +13,7 @@ import sigops.settings as settings_module
 from sigops.backend import keyring
 from sigops.backend.config import EnvNames, backend_config, resolve_env
 from sigops.backend.keyring import ManagedRing, desired_env, revision_of
-from sigops.core import timeparse
+from sigops.core import ratelimit, timeparse
 from sigops.core.keys import ED25519, HMAC, Key, generate_key
 from sigops.core.timeparse import parse_duration
 from sigops.incident import alertmanager, decide
@@ -26,7 +26,8 @@ from sigops.runtime import flags
 from sigops.settings import Settings, load_settings
 
 
-@pytest.mark.parametrize("mod", [alertmanager, conditions, timeparse, settings_module])
+@pytest.mark.parametrize("mod", [alertmanager, conditions, ratelimit, timeparse,
+                                 settings_module])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
 

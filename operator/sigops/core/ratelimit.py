@@ -24,7 +24,7 @@ from typing import Any
 
 from .timeparse import format_time
 
-__all__ = ["Decision", "SlidingWindowLimiter"]
+__all__ = ["Decision", "LogBudget", "SlidingWindowLimiter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +121,41 @@ class SlidingWindowLimiter:
             lim = v.get("limited", 0)
             self._sources[s] = _Source(sorted(acc)[-self.limit:],
                                        lim if isinstance(lim, int) and lim >= 0 else 0)
+
+
+class LogBudget:
+    """At most one log line per key (say, a client and a reason) per ``interval`` seconds: a
+    flood of refusals makes a line a minute per client, not a line per request. The lines held
+    back are counted, and the key's next line says how many. At most ``max_keys`` keys are
+    remembered (the least recently logged are forgotten: a forgotten key logs again at once).
+
+    >>> t = [0.0]
+    >>> b = LogBudget(interval=60, clock=lambda: t[0])
+    >>> [b.take("10.0.0.7") for _ in range(3)]
+    [0, None, None]
+    >>> b.take("10.0.0.8")      # keys are independent
+    0
+    >>> t[0] = 60.0; b.take("10.0.0.7")   # a line again, saying 2 were held back
+    2
+    """
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if interval <= 0 or max_keys < 1:
+            raise ValueError("interval must be > 0 and max_keys >= 1")
+        self.interval, self.max_keys, self.clock = float(interval), max_keys, clock
+        self._keys: dict[str, tuple[float, int]] = {}  # key -> (last line at, held back)
+
+    def take(self, key: str) -> int | None:
+        """None: hold this line back (it is counted). Else log it now, with the number of
+        lines of ``key`` held back since its last line."""
+        now = self.clock()
+        last = self._keys.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._keys[key] = (last[0], last[1] + 1)
+            return None
+        self._keys.pop(key, None)
+        while len(self._keys) >= self.max_keys:
+            del self._keys[next(iter(self._keys))]
+        self._keys[key] = (now, 0)
+        return 0 if last is None else last[1]

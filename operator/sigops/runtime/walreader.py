@@ -39,10 +39,11 @@ by default (``audit.activeDeadline``, 6 h). ``/v1/wal`` keeps the strict bound.
 Only sigops may read: a WAL holds every PCS body the backend received. A ``/v1/wal`` request
 must carry ``Authorization: Bearer <token>``, one of the lines of ``--token-file`` (a mounted
 Secret, compared in constant time, re-read when it changes), else 401; refusals are logged
-with the source address, never a token. A client (source address) has one read in flight at a
-time (429 for a second), four reads at most run at once (503), and each read -- the files and
-the sending of the answer -- has a deadline (``--read-deadline``): a client that reads too
-slowly is cut off, so no client holds a slot another needs.
+with the source address, never a token, at most a line a minute per client and reason (the
+next line says how many refusals it held back). A client (source address) has one read in
+flight at a time (429 for a second), four reads at most run at once (503), and each read --
+the files and the sending of the answer -- has a deadline (``--read-deadline``): a client
+that reads too slowly is cut off, so no client holds a slot another needs.
 
 The sidecar holds no key material: a WAL holds request bodies (signed PCS, never keys).
 Served on aiohttp: an idle or slow connection costs no thread and is closed after a timeout.
@@ -64,6 +65,7 @@ from typing import Any, BinaryIO
 from aiohttp import web
 
 from ..core.errors import MalformedInput
+from ..core.ratelimit import LogBudget
 from ..core.timeparse import parse_time
 from ..core.wal import HEADER, WalEntry, read_wal, whole_entries
 from ..settings.tokens import TokenFile, bearer
@@ -316,10 +318,14 @@ CHUNK = 64 << 10
 
 
 def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
-             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
+             clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+             refusal_log_interval: float = 60.0) -> web.Application:
     """The sidecar's routes. Every ``/v1/wal`` request must present one of ``token``'s
-    tokens (``Authorization: Bearer``), checked before anything else. ``clock``: now."""
+    tokens (``Authorization: Bearer``), checked before anything else. ``clock``: now.
+    Refusals log at most a line per client and reason per ``refusal_log_interval`` seconds
+    (the next line says how many were held back)."""
     in_flight: dict[str, int] = {}
+    refusals = LogBudget(refusal_log_interval)  # a line a minute per client and reason
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -338,8 +344,11 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
             client = request.remote or "unknown"
             presented = bearer(request.headers.get("Authorization"))
             if presented is None or not token.matches(presented):
-                log.warning("refused a WAL read from %s: %s", client,
-                            "wrong token" if presented else "no token")
+                why = "wrong token" if presented else "no token"
+                held = refusals.take(f"{client} {why}")
+                if held is not None:
+                    log.warning("refused a WAL read from %s: %s%s", client, why,
+                                f" ({held} more since the last line)" if held else "")
                 return error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
             q = request.query
             now = clock()
