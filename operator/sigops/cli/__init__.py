@@ -662,7 +662,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+RECORD_VERBS = frozenset({"cmd_verify", "cmd_diagnose", "cmd_audit_shard"})
+"""Verbs that judge records by the million: :func:`_batch_gc` before they start."""
+
+
+def _batch_gc() -> None:
+    """The cyclic garbage collector, tuned for judging records: what is made per record (row
+    tuples, the memory of contents) is freed by reference counting, never in cycles, yet a
+    collection ran every 700 of them and a full one walked everything alive, the modules
+    too. Now startup's objects are frozen out of collections and a young collection runs
+    every 100,000 allocations; cycles, if any, are still collected (memory stays bounded).
+    About 5% less CPU per record (``make bench``)."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv_given = argv
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["testbed"]:  # its own parser, including `sigops testbed --help`
         from ..testbed.cli import main as testbed_main
@@ -680,6 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if argv_given is None and getattr(args.func, "__name__", "") in RECORD_VERBS:
+        _batch_gc()  # a process of its own (a caller in process keeps its collector)
     try:
         rc: int = args.func(args)
         return rc
