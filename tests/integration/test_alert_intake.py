@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from kubernetes import client
 from devtools.promstack import PromStack, ScrapeTarget
 from devtools.stub import StubServer
 from sigops.core.keys import ED25519, generate_key
+from sigops.core.timeparse import now_iso
 from sigops.incident.alertmanager import AlertInfo
 from sigops.incident.intake import FP_LABEL, RATELIMIT_CM, AlertIntake
 from sigops.kube.api import GROUP, VERSION, Kube, KubeError
@@ -175,9 +177,11 @@ def test_alerts_of_one_target_share_one_incident_until_all_resolve(api: Any, nam
 
 
 
-def escalate(api: Any, ns: str, name: str) -> None:
+def escalate(api: Any, ns: str, name: str, hours_ago: float = 0.0) -> None:
+    at = datetime.now(UTC) - timedelta(hours=hours_ago)
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, ns, "signatureincidents", name, {"status": {"phase": "Escalated"}})
+        GROUP, VERSION, ns, "signatureincidents", name,
+        {"status": {"phase": "Escalated", "escalatedAt": now_iso(at)}})
 
 
 def test_an_escalated_incident_keeps_its_alerts_until_they_resolve(api: Any, namespace: str
@@ -204,18 +208,46 @@ def test_an_escalated_incident_keeps_its_alerts_until_they_resolve(api: Any, nam
     inc = all_incidents(api, namespace)[0]
     assert inc["status"]["phase"] == "Escalated"
     assert inc["status"]["relatedAlerts"] == ["e0b0", "e0b1"]
-    # The same fingerprint of a later episode (another startsAt) is a new spike.
+    # Alertmanager may merge an episode to an earlier start: the same episode.
+    merged = AlertInfo(ALERT, "firing", "e0a0", first.labels, group_key="g1",
+                       starts_at="2026-12-06T09:59:00Z")
+    assert it.handle(merged, "alertmanager") == "duplicate"
+    # The same fingerprint of a later episode (a later startsAt) is a new spike; and another
+    # pod's alert now joins the incident being worked on, not the escalated one.
     later = AlertInfo(ALERT, "firing", "e0a0", first.labels, group_key="g1",
                       starts_at="2026-12-06T11:00:00Z")
     assert it.handle(later, "alertmanager") == "created"
     assert len(all_incidents(api, namespace)) == 2
-    # Resolved notifications end the hold once every alert it holds resolved.
+    second = next(i for i in all_incidents(api, namespace) if i["metadata"]["name"] != name)
+    assert it.handle(alert("e0c0", pod="backend-c"), "alertmanager") == "joined"
+    # Resolved notifications of the first episode end its hold once all it holds resolved,
+    # and leave the later episode's incident alone.
     for fp in ("e0a0", "e0b0", "e0b1"):
         assert it.handle(AlertInfo(ALERT, "resolved", fp, {"alertname": ALERT}, group_key="g1",
                                    starts_at=first.starts_at), "alertmanager") == "resolved"
-    st = client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "signatureincidents", name)["status"]
+    objs = {i["metadata"]["name"]: i.get("status") or {} for i in all_incidents(api, namespace)}
+    st = objs[name]
     assert st["alertResolvedAt"] and st["phase"] == "Escalated"
+    assert st["relatedAlerts"] == ["e0b0", "e0b1"]
+    later_st = objs[second["metadata"]["name"]]
+    assert later_st.get("relatedAlerts") == ["e0c0"], later_st
+    assert "resolvedAlerts" not in later_st and "alertResolvedAt" not in later_st, later_st
+
+
+def test_an_escalated_incident_holds_its_alerts_for_escalated_hold_at_most(
+        api: Any, namespace: str) -> None:
+    """An escalated incident whose alerts never resolve (their resolved notification lost,
+    no Prometheus to tell) does not swallow the target's alerts for ever: after
+    ``escalated_hold`` (default 4h) the same alert of another pod opens a new incident."""
+    it = intake(api, namespace)
+    assert it.handle(alert("h0a0", pod="backend-a"), "alertmanager") == "created"
+    name = all_incidents(api, namespace)[0]["metadata"]["name"]
+    escalate(api, namespace, name, hours_ago=3.9)
+    assert it.handle(alert("h0b0", pod="backend-b"), "alertmanager") == "joined"
+    escalate(api, namespace, name, hours_ago=4.1)
+    assert it.handle(alert("h0c0", pod="backend-c"), "alertmanager") == "created"
+    assert it.handle(alert("h0a0", group="g2", pod="backend-a"), "alertmanager") == "joined"
+    assert len(all_incidents(api, namespace)) == 2
 
 
 
@@ -262,13 +294,24 @@ def test_the_poll_lets_an_escalated_incident_go_of_alerts_that_stopped(
                                 for pod, stub in stubs.items()],
                        rule_files=[rules], workdir=tmp_path / "prom") as stack:
             prom = Prom(stack.prometheus_url)
-            it = intake(api, namespace, prom)
+            it = intake(api, namespace, prom, alert_poll_interval=0.1)
+            it.release_after = 0.0  # two polls without the alert are enough here
 
             def firing_pods() -> set[str]:
                 return {a.get("pod", "") for a in prom.firing(ALERT) or []}
 
             errors.update({"backend-a": 1.0, "backend-b": 1.0})
             wait_for(lambda: firing_pods() == set(errors), 30, what="both pods' alerts")
+            # A copy that stands by (no lease) polls nothing into the cluster.
+            it.active.clear()
+            stop = threading.Event()
+            poller = threading.Thread(target=it.poll_forever, args=(stop,))
+            poller.start()
+            time.sleep(1.0)
+            stop.set()
+            poller.join(10)
+            assert all_incidents(api, namespace) == []
+            it.active.set()
             assert it.poll_once() == 1
             inc = all_incidents(api, namespace)
             assert len(inc) == 1 and len(inc[0]["status"]["relatedAlerts"]) == 1
@@ -282,13 +325,16 @@ def test_the_poll_lets_an_escalated_incident_go_of_alerts_that_stopped(
             errors["backend-b"] = 0.0
             wait_for(lambda: firing_pods() == {"backend-a"}, 30, what="b's alert to stop")
             assert it.poll_once() == 0
+            assert "resolvedAlerts" not in status(), "one poll without it is not enough"
+            assert it.poll_once() == 0
             assert len(status()["resolvedAlerts"]) == 1 and "alertResolvedAt" not in status()
             errors["backend-b"] = 1.0  # b again while a still fires: still this incident's
             wait_for(lambda: firing_pods() == set(errors), 30, what="b's alert again")
             assert it.poll_once() == 0 and len(all_incidents(api, namespace)) == 1
+            assert status()["resolvedAlerts"] == [], "b fires again: no longer resolved"
             errors.update({"backend-a": 0.0, "backend-b": 0.0})
             wait_for(lambda: firing_pods() == set(), 30, what="both alerts to stop")
-            assert it.poll_once() == 0
+            assert it.poll_once() == 0 and it.poll_once() == 0
             assert status()["alertResolvedAt"] and status()["phase"] == "Escalated"
             errors["backend-a"] = 1.0
             wait_for(lambda: firing_pods() == {"backend-a"}, 30, what="a new spike")

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from sigops.core.ratelimit import LogBudget
 from sigops.core.wal import read_wal, whole_entries
 from sigops.runtime.walreader import Limits, WalDirectory, make_app
 from sigops.settings.tokens import TokenFile
@@ -60,9 +61,8 @@ WIDE = Limits(max_window=1e12)
 
 
 def app_of(directory: Path, tokens: TokenFile, max_bytes: int = 1 << 20,
-           limits: Limits = WIDE, refusal_log_interval: float = 60.0) -> web.Application:
-    return make_app(WalDirectory(directory, max_bytes), tokens, limits,
-                    refusal_log_interval=refusal_log_interval)
+           limits: Limits = WIDE, refusals: LogBudget | None = None) -> web.Application:
+    return make_app(WalDirectory(directory, max_bytes), tokens, limits, refusals=refusals)
 
 
 def since(seconds: float) -> datetime:
@@ -193,16 +193,22 @@ def test_a_flood_of_refused_reads_logs_a_line_per_interval_with_the_count(
         waldir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Each 401 logged a line: a client without the token could fill the sidecar's log (and
     the node's disk) at the speed it can send requests. Now a line per client and reason per
-    interval, and the next line says how many it held back; nothing is answered otherwise."""
+    interval; what that held back is logged as a count every interval (here the budget's
+    clock stands still, so every line after the first is held back, and a short interval
+    tells them), and the next line of the key says what is left. Nothing else changes."""
+    t = [0.0]
+    budget = LogBudget(interval=0.05, clock=lambda: t[0])
+
     async def run() -> None:
-        client = TestClient(TestServer(app_of(waldir, token_file(tmp_path),
-                                              refusal_log_interval=0.5)))
+        client = TestClient(TestServer(app_of(waldir, token_file(tmp_path), refusals=budget)))
         await client.start_server()
         try:
             wrong = {"Authorization": "Bearer not-the-token"}
             for _ in range(200):
                 assert (await client.get("/v1/wal", headers=wrong)).status == 401
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.3)  # the interval passes: the held-back count is logged
+            assert (await client.get("/v1/wal", headers=wrong)).status == 401
+            t[0] = 60.0  # a minute later: a line again, with what was held since the count
             assert (await client.get("/v1/wal", headers=wrong)).status == 401
             assert (await client.get("/v1/wal", headers=AUTH)).status == 200
         finally:
@@ -210,10 +216,17 @@ def test_a_flood_of_refused_reads_logs_a_line_per_interval_with_the_count(
 
     with caplog.at_level(logging.INFO):
         asyncio.run(run())
-    refusals = [r.getMessage() for r in caplog.records if "refused a WAL read" in r.getMessage()]
-    assert refusals == ["refused a WAL read from 127.0.0.1: wrong token",
-                        "refused a WAL read from 127.0.0.1: wrong token "
-                        "(199 more since the last line)"], refusals
+    refusals = [r.getMessage() for r in caplog.records if "WAL read" in r.getMessage()]
+    first, *counts, last = refusals
+    assert first == "refused a WAL read from 127.0.0.1: wrong token", refusals
+    told = [int(m.split()[1]) for m in counts]
+    assert all(m.startswith("refused ") and m.endswith(" more WAL read(s) from 127.0.0.1: "
+                                                       "wrong token") for m in counts), counts
+    assert told and last.startswith("refused a WAL read from 127.0.0.1: wrong token"), refusals
+    # Every refusal told once: the first line, the counts, and what the last line says it held
+    # (the one after the pause, unless a count already told it).
+    left = int(last.rsplit("(", 1)[1].split()[0]) if last.endswith("since the last line)") else 0
+    assert 1 + sum(told) + left + 1 == 202, refusals
 
 
 def test_the_token_file_is_reread_when_the_secret_changes(waldir: Path, tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ Settings fields may appear here: unknown keys make the operator refuse to start.
   "last_known_good_after" $v.scenarioE.lastKnownGoodAfter
   "verify_timeout" $v.remediation.verifyTimeout
   "escalate_after" $v.remediation.escalateAfter
+  "escalated_hold" $v.remediation.escalatedHold
   "wait_for_rollout" $v.remediation.waitForRollout
   "rollout_timeout" $v.remediation.rolloutTimeout
   "probe_timeout" $v.remediation.probeTimeout

@@ -127,7 +127,8 @@ class LogBudget:
     """At most one log line per key (say, a client and a reason) per ``interval`` seconds: a
     flood of refusals makes a line a minute per client, not a line per request. The lines held
     back are counted, and the key's next line says how many. At most ``max_keys`` keys are
-    remembered (the least recently logged are forgotten: a forgotten key logs again at once).
+    remembered (the least recently logged are forgotten, with what they held back: a forgotten
+    key logs again at once). :meth:`flush` says what is held back.
 
     >>> t = [0.0]
     >>> b = LogBudget(interval=60, clock=lambda: t[0])
@@ -159,3 +160,16 @@ class LogBudget:
             del self._keys[next(iter(self._keys))]
         self._keys[key] = (now, 0)
         return 0 if last is None else last[1]
+
+    def flush(self) -> list[tuple[str, int]]:
+        """The keys with lines held back and how many, each count then reset (a flood that
+        stopped is still told, by whoever calls this now and then).
+
+        >>> b = LogBudget(clock=lambda: 0.0)
+        >>> [b.take("a") for _ in range(3)], b.flush(), b.flush()
+        ([0, None, None], [('a', 2)], [])
+        """
+        held = [(k, n) for k, (_, n) in self._keys.items() if n]
+        for k, _ in held:
+            self._keys[k] = (self._keys[k][0], 0)
+        return held

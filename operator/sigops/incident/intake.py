@@ -35,12 +35,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..core.errors import MalformedInput
 from ..core.ratelimit import Decision, SlidingWindowLimiter
 from ..core.signals import rejection_record
 from ..core.strictjson import loads
-from ..core.timeparse import now_iso, parse_duration
+from ..core.timeparse import now_iso, parse_duration, parse_time
 from ..kube.api import GROUP, VERSION, Conflict, Forbidden, Kube, KubeError, NotFound
 from ..prometheus.client import Prom
 from ..settings import Settings, Target
@@ -124,6 +126,11 @@ class AlertIntake:
         self.inflight: dict[str, threading.Event] = {}  # fingerprint -> done
         self.seen: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
         self.open: dict[str, tuple[str, str]] = {}  # fingerprint -> (ns, incident name)
+        self.poll_seen: set[str] = set()  # fingerprints the poll saw firing, until released
+        self.poll_absent: dict[str, tuple[float, int]] = {}  # fp -> (absent since, polls)
+        self.release_after = 300.0
+        """Seconds an alert the poll saw must then be absent from it to count as resolved
+        (as long as Alertmanager takes to resolve one Prometheus stopped sending)."""
         self.target_locks: dict[str, threading.Lock] = {}  # signal source -> its lock
         self.limiter = SlidingWindowLimiter(settings.signal_rate_limit,
                                             parse_duration(settings.signal_rate_window))
@@ -200,38 +207,45 @@ class AlertIntake:
 
     # -- incidents ---------------------------------------------------------------------------
 
-    def _find_open(self, ns: str, alert: AlertInfo) -> str | None:
-        """The incident that holds this alert (:func:`holds`), by its fingerprint."""
+    def _find_open(self, ns: str, alert: AlertInfo) -> dict[str, Any] | None:
+        """The incident that holds this alert (:meth:`holds`), by its fingerprint."""
         fp = alert.fingerprint
         known = self.open.get(fp)
         if known:
             obj = self.kube.get_cr(known[0], "signatureincidents", known[1])
-            if obj and holds(obj, alert):
-                return known[1]
+            if obj and self.holds(obj, alert):
+                return obj
             self.open.pop(fp, None)
         items = self.kube.list_cr(ns, "signatureincidents", f"{FP_LABEL}={fp}")
         for obj in items:
-            if holds(obj, alert):
+            if self.holds(obj, alert):
                 self.open[fp] = (ns, obj["metadata"]["name"])
-                return str(obj["metadata"]["name"])
+                return obj
         # An alert that joined another alert's incident (after a restart: not in memory).
         for obj in self.kube.list_cr(ns, "signatureincidents"):
             st = obj.get("status") or {}
-            if fp in (st.get("relatedAlerts") or []) and holds(obj, alert):
+            if fp in (st.get("relatedAlerts") or []) and self.holds(obj, alert):
                 self.open[fp] = (ns, obj["metadata"]["name"])
-                return str(obj["metadata"]["name"])
+                return obj
         return None
 
+    def holds(self, inc: dict[str, Any], alert: AlertInfo | None = None) -> bool:
+        """:func:`holds` with this intake's clock and ``escalated_hold``."""
+        return holds(inc, alert, now=datetime.now(UTC),
+                     hold_seconds=self.settings.seconds("escalated_hold"))
+
     def _open_of_target(self, target: Target) -> dict[str, Any] | None:
-        """The incident of ``target`` that holds its alerts (oldest first; never a
-        rate-limited record), if any."""
+        """The incident of ``target`` that holds its alerts (one still worked on first, then
+        the oldest; never a rate-limited record), if any."""
         items = self.kube.list_cr(target.namespace, "signatureincidents")
         mine = [i for i in items
                 if ((i.get("spec") or {}).get("target") or {}).get("deployment")
                 == target.deployment
-                and holds(i)
+                and self.holds(i)
                 and RATE_LIMITED_LABEL not in (i["metadata"].get("labels") or {})]
-        mine.sort(key=lambda i: (i["metadata"].get("creationTimestamp", ""),
+        # One still worked on before an escalated one that a person has.
+        mine.sort(key=lambda i: (((i.get("status") or {}).get("phase") or Phase.DETECTED)
+                                 not in OPEN, i["metadata"].get("creationTimestamp", ""),
                                  i["metadata"]["name"]))
         return mine[0] if mine else None
 
@@ -291,11 +305,10 @@ class AlertIntake:
             busy.wait(30.0)  # the holder's API calls time out after 15 s each
         try:
             result = self._handle_alert(alert, path)
-            if result != UNCONFIRMED and path != "prometheus-poll":
+            if result != UNCONFIRMED:
                 # An unconfirmed alert is not remembered: a copy sent later (Alertmanager's
                 # repeat) is checked again. One with no configured target stays dropped.
-                # Nor is the poll's: ALERTS has no startsAt, so its key would be the same for
-                # every episode of the alert; the incident that holds it dedupes the poll.
+                # The poll's are forgotten when the alert is gone from a poll (poll_once).
                 with self.lock:
                     self.seen[alert.dedupe_key] = time.time()
                     while len(self.seen) > 50000:
@@ -320,13 +333,21 @@ class AlertIntake:
             return self._handle_for_target(alert, target, path)
 
     def _handle_for_target(self, alert: AlertInfo, target: Target, path: str) -> str:
-        name = self._find_open(target.namespace, alert)
+        inc = self._find_open(target.namespace, alert)
+        name = None if inc is None else str(inc["metadata"]["name"])
         if alert.status == "resolved":
             if name:
                 self._resolve(target, name, alert.fingerprint)
                 return "resolved"
             return "duplicate"
-        if name:
+        if inc is not None and name:
+            resolved = (inc.get("status") or {}).get("resolvedAlerts") or []
+            if alert.fingerprint in resolved:
+                # It resolved and fires again while the incident still holds the others: it
+                # counts as firing again (else the incident's alert would count as resolved
+                # once the others resolve, this one still firing).
+                self.kube.patch_status(target.namespace, "signatureincidents", name, {
+                    "resolvedAlerts": [f for f in resolved if f != alert.fingerprint]})
             return "duplicate"
         joined = self._join_open_of_target(target, alert)
         if joined:
@@ -414,45 +435,71 @@ class AlertIntake:
 
     def poll_once(self) -> int:
         """Open incidents for firing alerts Prometheus knows (Alertmanager may be down), and
-        let an escalated incident go of the alerts that no longer fire there (the resolved
-        notification may never come: Alertmanager down, or no Alertmanager at all)."""
+        let an escalated incident go of alerts that stopped (the resolved notification may
+        never come: Alertmanager down, or none at all): an alert this poll saw firing that has
+        then been absent from every answer for :attr:`release_after` seconds (and at least
+        two polls) counts as resolved. Each firing alert is handled once per episode: ALERTS
+        carry no startsAt, so an episode here is the polls that saw it without a gap."""
         alerts = self.prom.firing(self.settings.alert_name)
         if alerts is None:
-            return 0
+            return 0  # no answer: nothing is taken as resolved
         infos = []
         for labels in alerts:
             labels = _alert_labels(labels)
             infos.append(AlertInfo(labels.get("alertname", ""), "firing",
                                    alert_fingerprint(labels), labels,
                                    group_key="prometheus-poll"))
-        self._release_escalated({a.fingerprint for a in infos})
+        firing = {a.fingerprint for a in infos}
+        now = time.monotonic()
+        released: set[str] = set()
+        with self.lock:
+            for fp in self.poll_seen - firing:
+                # A gap: the next time it fires is another episode, handled again.
+                self.seen.pop(("prometheus-poll", fp, "firing", ""), None)
+                since, polls = self.poll_absent.get(fp, (now, 0))
+                if polls + 1 >= 2 and now - since >= self.release_after:
+                    released.add(fp)
+                else:
+                    self.poll_absent[fp] = (since, polls + 1)
+            for fp in released:
+                self.poll_seen.discard(fp)
+                self.poll_absent.pop(fp, None)
+            for fp in firing:
+                self.poll_absent.pop(fp, None)
+            self.poll_seen |= firing
+        if released:
+            self._release_escalated(released)
         return sum(self.handle(a, "prometheus-poll") == "created" for a in infos)
 
-    def _release_escalated(self, firing: set[str]) -> None:
-        """Mark resolved, on each escalated incident of a configured target that still holds
-        its alerts, those of them that Prometheus no longer has firing."""
-        for ns in sorted({t.namespace for t in self.settings.targets}):
-            for inc in self.kube.list_cr(ns, "signatureincidents"):
-                st = inc.get("status") or {}
-                if st.get("phase") != Phase.ESCALATED or st.get("alertResolvedAt"):
-                    continue
-                gone = alerts_of(inc) - firing - set(st.get("resolvedAlerts") or [])
-                target = next((t for t in self.settings.targets if t.namespace == ns
-                               and t.deployment == ((inc.get("spec") or {}).get("target")
-                                                    or {}).get("deployment")), None)
-                if not gone or target is None:
-                    continue
-                with self.lock:
-                    tlock = self.target_locks.setdefault(signal_source(target),
-                                                         threading.Lock())
-                with tlock:
-                    self._resolve(target, inc["metadata"]["name"], *sorted(gone))
-                log.info("escalated incident %s/%s: %d of its alerts no longer fire in "
-                         "Prometheus", ns, inc["metadata"]["name"], len(gone),
-                         extra={"incident": f"{ns}/{inc['metadata']['name']}"})
+    def _release_escalated(self, released: set[str]) -> None:
+        """Mark ``released`` resolved on each escalated incident of a configured target that
+        still holds them (read again under the target's lock)."""
+        for t in self.settings.targets:
+            with self.lock:
+                tlock = self.target_locks.setdefault(signal_source(t), threading.Lock())
+            with tlock:
+                for inc in self.kube.list_cr(t.namespace, "signatureincidents"):
+                    if ((inc.get("spec") or {}).get("target") or {}).get("deployment") \
+                            != t.deployment or (inc.get("status") or {}).get("phase") \
+                            != Phase.ESCALATED:
+                        continue
+                    name = inc["metadata"]["name"]
+                    fresh = self.kube.get_cr(t.namespace, "signatureincidents", name) or {}
+                    st = fresh.get("status") or {}
+                    if st.get("phase") != Phase.ESCALATED or st.get("alertResolvedAt"):
+                        continue
+                    gone = (alerts_of(fresh) & released) - set(st.get("resolvedAlerts") or [])
+                    if not gone:
+                        continue
+                    self._resolve(t, name, *sorted(gone))
+                    log.info("escalated incident %s/%s: %d of its alerts no longer fire in "
+                             "Prometheus", t.namespace, name, len(gone),
+                             extra={"incident": f"{t.namespace}/{name}"})
 
     def poll_forever(self, stop: threading.Event) -> None:
         while not stop.wait(self.settings.alert_poll_interval):
+            if not self.active.is_set():
+                continue  # a copy that stands by (or lost its lease) writes nothing
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - the poll must outlive any one failure
@@ -476,28 +523,49 @@ def alerts_of(inc: dict[str, Any]) -> set[str]:
     return {a for a in [own, *related] if a}
 
 
-def holds(inc: dict[str, Any], alert: AlertInfo | None = None) -> bool:
+def holds(inc: dict[str, Any], alert: AlertInfo | None = None, *,
+          now: datetime | None = None, hold_seconds: float | None = None) -> bool:
     """Whether the incident ``inc`` still holds its alerts, so that a copy of one of them
     (Alertmanager's repeat, the poll, a restarted operator) or the same rule firing for
     another pod of its target is this incident's and opens no other: while it is worked on,
     and once escalated until its alerts resolve (a person has it now; a new incident for the
     same still-firing alert would only diagnose it again and use up the target's signals).
 
-    What ends an escalated incident's hold: Alertmanager's resolved notification, the poll
-    no longer seeing the alert fire (:meth:`AlertIntake.poll_once`), or ``alert`` being the
-    incident's own alert of a later episode (another ``startsAt``). A resolved notification
-    belongs to its own episode only, whatever the phase."""
+    What ends an escalated incident's hold: its alerts resolved (Alertmanager's resolved
+    notifications, or the poll no longer seeing them fire: :meth:`AlertIntake.poll_once`),
+    ``hold_seconds`` since it escalated (``escalated_hold``, at ``now``; one with no
+    ``escalatedAt`` holds nothing), or ``alert`` being the incident's own alert of a later
+    episode (a later ``startsAt``; Alertmanager may move an episode's start earlier when it
+    merges, so an earlier one is the same episode). A resolved notification belongs to the
+    incident of its own episode only (the same ``startsAt``), whatever the phase."""
     st = inc.get("status") or {}
     phase = st.get("phase") or Phase.DETECTED
     own = ((inc.get("spec") or {}).get("alert") or {})
+    resolved = alert is not None and alert.status == "resolved"
     other_episode = bool(alert is not None and alert.starts_at and own.get("startsAt")
                          and own.get("fingerprint") == alert.fingerprint
-                         and own["startsAt"] != alert.starts_at)
+                         and (alert.starts_at != own["startsAt"] if resolved
+                              else _later(alert.starts_at, own["startsAt"])))
     if phase in OPEN:
-        return not (other_episode and alert is not None and alert.status == "resolved")
-    if phase != Phase.ESCALATED or st.get("alertResolvedAt"):
+        return not (other_episode and resolved)
+    if phase != Phase.ESCALATED or st.get("alertResolvedAt") or other_episode:
         return False
-    return not other_episode
+    if hold_seconds is not None:
+        try:
+            at = parse_time(st["escalatedAt"])
+        except (KeyError, MalformedInput):
+            return False
+        if (now or datetime.now(UTC)) - at > timedelta(seconds=hold_seconds):
+            return False
+    return True
+
+
+def _later(a: str, b: str) -> bool:
+    """``a`` is a later time than ``b`` (two startsAt); either unreadable: they differ."""
+    try:
+        return parse_time(a) > parse_time(b)
+    except MalformedInput:
+        return a != b
 
 
 def _alert_labels(series: dict[str, str]) -> dict[str, str]:

@@ -56,7 +56,7 @@ import logging
 import mmap
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,13 +319,25 @@ CHUNK = 64 << 10
 
 def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
              clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-             refusal_log_interval: float = 60.0) -> web.Application:
+             refusals: LogBudget | None = None) -> web.Application:
     """The sidecar's routes. Every ``/v1/wal`` request must present one of ``token``'s
     tokens (``Authorization: Bearer``), checked before anything else. ``clock``: now.
-    Refusals log at most a line per client and reason per ``refusal_log_interval`` seconds
-    (the next line says how many were held back)."""
+    Refusals log at most a line per client and reason per ``refusals.interval`` seconds
+    (default a minute); what that holds back is logged as a count every interval."""
     in_flight: dict[str, int] = {}
-    refusals = LogBudget(refusal_log_interval)  # a line a minute per client and reason
+    budget = refusals if refusals is not None else LogBudget(60.0)
+
+    async def tell_held_back(_: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(budget.interval)
+                for key, n in budget.flush():
+                    client, _, why = key.partition(" ")
+                    log.warning("refused %d more WAL read(s) from %s: %s", n, client, why)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -345,7 +357,7 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
             presented = bearer(request.headers.get("Authorization"))
             if presented is None or not token.matches(presented):
                 why = "wrong token" if presented else "no token"
-                held = refusals.take(f"{client} {why}")
+                held = budget.take(f"{client} {why}")
                 if held is not None:
                     log.warning("refused a WAL read from %s: %s%s", client, why,
                                 f" ({held} more since the last line)" if held else "")
@@ -417,6 +429,7 @@ def make_app(wal: WalDirectory, token: TokenFile, limits: Limits = Limits(),
         return read
 
     app = web.Application()
+    app.cleanup_ctx.append(tell_held_back)
     app.router.add_get("/healthz", health)
     app.router.add_get(WAL_PATH, guard(tail))
     app.router.add_get(RANGE_PATH, guard(window))

@@ -216,6 +216,10 @@ class Settings(_Model):
     verify_timeout: str = "10m"
     """How long to wait after an action for the error rate to fall / the alert to resolve."""
     escalate_after: str = "30m"
+    escalated_hold: str = "4h"
+    """How long an escalated incident keeps its still-firing alerts (and the same alert of
+    another pod of its target) from opening another incident: a person has it. Its alerts
+    resolving ends the hold sooner."""
     cooldown: str = "15m"
     """How long after resolution a tightened TOKEN_RATE stays before it is restored."""
     e_auto_window: str = "30m"
@@ -260,8 +264,8 @@ class Settings(_Model):
         return v
 
     @field_validator("min_overlap", "rollout_timeout", "overlap_probe_grace", "verify_timeout",
-                     "escalate_after", "cooldown", "e_auto_window", "signal_rate_window",
-                     "last_known_good_after")
+                     "escalate_after", "escalated_hold", "cooldown", "e_auto_window",
+                     "signal_rate_window", "last_known_good_after")
     @classmethod
     def _durations(cls, v: str) -> str:
         return _dur(v)
