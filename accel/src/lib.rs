@@ -855,8 +855,17 @@ fn read_batch<'py>(
     if !view.is_c_contiguous() {
         return Err(pyo3::exceptions::PyValueError::new_err("buffer is not contiguous"));
     }
-    // SAFETY: the buffer stays exported (so valid and unmoved) while `view` lives, and is
-    // only read here; Python code does not run while this function holds the GIL.
+    if !view.readonly() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "buffer is writable: pass bytes or a read-only mmap",
+        ));
+    }
+    // SAFETY: the buffer stays exported (so valid, unmoved and of this length) while `view`
+    // lives, and it is read-only: no Python code can write to it, even the code that making a
+    // row's objects may run (a collection, a finalizer). A file mapped read-only can still be
+    // rewritten in place by another process (appends beyond the mapped length cannot reach
+    // it); every index below is checked against `b.len()`, so such bytes are read as they
+    // come, as Python's reader would read them, never out of bounds.
     let b: &[u8] = unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
     let rows = PyList::empty(py);
     let (mut pos, mut n) = (start.min(b.len()), 0usize);

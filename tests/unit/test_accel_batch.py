@@ -202,6 +202,23 @@ def test_a_mapped_file_is_read_in_place(tmp_path: Any) -> None:
     assert got == reference(RING, buf, True)[0]
 
 
+
+@built
+def test_a_writable_buffer_is_refused(tmp_path: Any) -> None:
+    """The compiled reader borrows the buffer's bytes for the whole call, while it makes
+    Python objects (which may run other Python code): only a buffer no Python code can write
+    to is lent (bytes, a read-only mmap); a bytearray or a writable mapping is refused."""
+    import mmap
+
+    buf = wal_of(mixed_records(5, 3), 3)
+    p = tmp_path / "inbox-20250119.wal"
+    p.write_bytes(buf)
+    with open(p, "r+b") as f, mmap.mmap(f.fileno(), 0) as writable:
+        for lent in (bytearray(buf), memoryview(bytearray(buf)), writable):
+            with pytest.raises(ValueError, match="writable"):
+                accel.read_batch(lent, 0, 0, True, 1 << 20, None, None, 10)  # type: ignore[misc]
+    assert accel.read_batch(buf, 0, 0, True, 1 << 20, None, None, 10)[1]  # type: ignore[misc]
+
 @built
 def test_counts_with_and_without_the_compiled_reader() -> None:
     """``sigops verify --summary`` over a whole WAL in one process."""
