@@ -243,8 +243,18 @@ def test_the_admission_policy_refuses_foreign_targets_before_they_are_stored(
         grant_user(api, mallory, MALLORY, "mallory-status", [client.V1PolicyRule(
             api_groups=[GROUP], resources=["keyrotations/status"], verbs=["get", "patch"])])
         done = json.dumps({"status": {"phase": "Completed"}})
-        r = kubectl(cluster, "--as", MALLORY, "patch", "kr", "mine", "-n", mallory,
-                    "--subresource=status", "--type", "merge", "-p", done, check=False)
+        patch = ["--as", MALLORY, "patch", "kr", "mine", "-n", mallory, "--subresource=status",
+                 "--type", "merge", "-p", done]
+
+        def status_policy_active() -> bool:
+            # The API server loads each policy on its own: the one that refused her targets
+            # above may be in force a moment before this one (seen once in a fresh-clone run).
+            # A server-side dry run goes through admission and changes nothing.
+            r = kubectl(cluster, *patch, "--dry-run=server", check=False)
+            return r.returncode != 0 and "written by the sigops operator" in r.stderr
+
+        wait_for(status_policy_active, 30, 0.5, what="the status policy to refuse her")
+        r = kubectl(cluster, *patch, check=False)
         assert r.returncode != 0 and "written by the sigops operator" in r.stderr, r.stderr
         r = kubectl(cluster, "patch", "kr", "mine", "-n", mallory, "--subresource=status",
                     "--type", "merge", "-p", done, check=False)  # a cluster admin may
