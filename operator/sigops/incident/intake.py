@@ -327,10 +327,13 @@ class AlertIntake:
         target = found.target
         if target is None:
             return self._drop(alert, path, found.reason)
-        with self.lock:
-            tlock = self.target_locks.setdefault(signal_source(target), threading.Lock())
-        with tlock:
+        with self._target_lock(target):
             return self._handle_for_target(alert, target, path)
+
+    def _target_lock(self, target: Target) -> threading.Lock:
+        """The lock of ``target``'s incidents: one writer of them at a time in this copy."""
+        with self.lock:
+            return self.target_locks.setdefault(signal_source(target), threading.Lock())
 
     def _handle_for_target(self, alert: AlertInfo, target: Target, path: str) -> str:
         inc = self._find_open(target.namespace, alert)
@@ -473,24 +476,19 @@ class AlertIntake:
 
     def _release_escalated(self, released: set[str]) -> None:
         """Mark ``released`` resolved on each escalated incident of a configured target that
-        still holds them (read again under the target's lock)."""
+        still holds them (listed under the target's lock; :meth:`_resolve` reads it again)."""
         for t in self.settings.targets:
-            with self.lock:
-                tlock = self.target_locks.setdefault(signal_source(t), threading.Lock())
-            with tlock:
+            with self._target_lock(t):
                 for inc in self.kube.list_cr(t.namespace, "signatureincidents"):
+                    st = inc.get("status") or {}
                     if ((inc.get("spec") or {}).get("target") or {}).get("deployment") \
-                            != t.deployment or (inc.get("status") or {}).get("phase") \
-                            != Phase.ESCALATED:
+                            != t.deployment or st.get("phase") != Phase.ESCALATED \
+                            or st.get("alertResolvedAt"):
                         continue
-                    name = inc["metadata"]["name"]
-                    fresh = self.kube.get_cr(t.namespace, "signatureincidents", name) or {}
-                    st = fresh.get("status") or {}
-                    if st.get("phase") != Phase.ESCALATED or st.get("alertResolvedAt"):
-                        continue
-                    gone = (alerts_of(fresh) & released) - set(st.get("resolvedAlerts") or [])
+                    gone = (alerts_of(inc) & released) - set(st.get("resolvedAlerts") or [])
                     if not gone:
                         continue
+                    name = inc["metadata"]["name"]
                     self._resolve(t, name, *sorted(gone))
                     log.info("escalated incident %s/%s: %d of its alerts no longer fire in "
                              "Prometheus", t.namespace, name, len(gone),
