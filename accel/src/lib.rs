@@ -17,8 +17,9 @@
 use hmac::{Hmac, Mac};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 const MAX_SAFE_INTEGER: i64 = 1 << 53;
@@ -813,6 +814,45 @@ fn sure<'a>(
     Some((canon, sig, sent, (text(p.pid)?, text(p.root)?, p.epoch, text(p.shard)?, d, c, r, b)))
 }
 
+/// Consecutive records valid by the short route ([`read_batch`]'s `short`): their entries'
+/// starts, their values, their pcs_ids (the same string objects) and how many there are of
+/// each shard_id, in the order each was first seen.
+struct Run<'py, 'a> {
+    starts: Bound<'py, PyList>,
+    values: Bound<'py, PyList>,
+    ids: Bound<'py, PyList>,
+    shards: Vec<(&'a str, usize)>,
+    shard_at: HashMap<&'a str, usize>,
+}
+
+impl<'py, 'a> Run<'py, 'a> {
+    fn new(py: Python<'py>) -> Self {
+        Run {
+            starts: PyList::empty(py),
+            values: PyList::empty(py),
+            ids: PyList::empty(py),
+            shards: Vec::new(),
+            shard_at: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, py: Python<'py>, at: usize, v: Values<'a>) -> PyResult<()> {
+        let (pid, root, epoch, shard, d, c, r, b) = v;
+        let pid = PyString::new(py, pid);
+        self.starts.append(at)?;
+        self.ids.append(&pid)?;
+        self.values.append((pid, root, epoch, shard, d, c, r, b))?;
+        match self.shard_at.get(shard) {
+            Some(&k) => self.shards[k].1 += 1,
+            None => {
+                self.shard_at.insert(shard, self.shards.len());
+                self.shards.push((shard, 1));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Many records of `buf` from byte `start`: JSONL lines (`wal` false; blank lines are not
 /// records) or inbox WAL entries (`wal` true; only those received in `[since, until)`, in
 /// micros since the epoch, when given), at most `limit` of them. Returns `(next, rows,
@@ -828,8 +868,20 @@ fn sure<'a>(
 /// equals HMAC-SHA256(mac_key, canonical bytes) -- what an HMAC key signs (`signing_message`
 /// in `pcs.py`), compared in constant time. False says only "not confirmed" (another key,
 /// another profile, a bad signature, Ed25519, or no `mac_key`): Python decides such a row.
+///
+/// `short` (optional, keyword only, with `mac_key` and `wal` only): `(not_before,
+/// not_after, max_skew)` of the `mac_key`'s key -- its window in micros (either end None:
+/// open) and the skew limit in seconds (None: none) -- for a key the backend accepts. A record
+/// the short route finds valid under that key (its MAC confirmed, its entry's time inside
+/// the window, that time within the limit of its `sent_at`) then gives no row of its own:
+/// consecutive ones are one item `(starts, values, pcs_ids, shards)` in `rows`: the lists of
+/// their entries' starts, of their values and of their pcs_ids, in order, and `(shard_id,
+/// count)` per shard_id in the order each was first seen. Every other record gives its row as
+/// above. The caller must still check that this key is the one its short route would try for
+/// each of them (a record before them in the call may have changed that).
 #[pyfunction]
-#[pyo3(signature = (buf, start, profile, wal, max_bytes, since, until, limit, *, mac_key=None))]
+#[pyo3(signature = (buf, start, profile, wal, max_bytes, since, until, limit, *, mac_key=None,
+                    short=None))]
 #[allow(clippy::too_many_arguments)]
 fn read_batch<'py>(
     py: Python<'py>,
@@ -842,7 +894,11 @@ fn read_batch<'py>(
     until: Option<i64>,
     limit: usize,
     mac_key: Option<&[u8]>,
+    short: Option<(Option<i64>, Option<i64>, Option<f64>)>,
 ) -> PyResult<(usize, Bound<'py, PyList>, bool)> {
+    if short.is_some() && (mac_key.is_none() || !wal) {
+        return Err(pyo3::exceptions::PyValueError::new_err("short needs mac_key and wal"));
+    }
     // The key's two padded blocks, hashed once per call; each record clones that state.
     let mac: Option<Hmac<Sha256>> = match mac_key {
         Some(k) => Some(
@@ -868,6 +924,18 @@ fn read_batch<'py>(
     // come, as Python's reader would read them, never out of bounds.
     let b: &[u8] = unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
     let rows = PyList::empty(py);
+    // The open run of records valid by the short route (`short`).
+    let mut run: Option<Run<'py, '_>> = None;
+    let close = |run: &mut Option<Run<'py, '_>>| -> PyResult<()> {
+        if let Some(r) = run.take() {
+            let shards = PyList::empty(py);
+            for (shard, count) in r.shards {
+                shards.append((shard, count))?;
+            }
+            rows.append((r.starts, r.values, r.ids, shards))?;
+        }
+        Ok(())
+    };
     let (mut pos, mut n) = (start.min(b.len()), 0usize);
     let none = || -> Option<u8> { None };
     while pos < b.len() && n < limit {
@@ -877,11 +945,16 @@ fn read_batch<'py>(
                 continue;
             }
             let Some((us, len, body)) = wal_header(b, pos) else {
+                close(&mut run)?;
                 return Ok((pos, rows, true));
             };
             let body_end = body.checked_add(len).filter(|&e| e <= b.len());
-            let Some(body_end) = body_end else { return Ok((pos, rows, true)) };
+            let Some(body_end) = body_end else {
+                close(&mut run)?;
+                return Ok((pos, rows, true));
+            };
             if body_end < b.len() && b[body_end] != b'\n' {
+                close(&mut run)?;
                 return Ok((pos, rows, true));
             }
             let (at, next) = (pos, (body_end + 1).min(b.len()));
@@ -911,6 +984,24 @@ fn read_batch<'py>(
                         m.update(&canon);
                         m.verify_slice(&sig).is_ok() // constant-time compare (subtle)
                     });
+                if let (true, Some((nb, na, skew)), Some(at_us)) = (ok, short, received) {
+                    // As check_buffer's short route decides it, with the entry's time.
+                    // Python divides the exact difference once; so does this while the
+                    // difference is exact as a float (else Python decides).
+                    let skewed = match (skew, sent) {
+                        (Some(lim), Some(s)) => {
+                            let d = (at_us - s).abs();
+                            d > MAX_SAFE_INTEGER || (d as f64) / 1e6 > lim
+                        }
+                        _ => false,
+                    };
+                    if !skewed && nb.is_none_or(|t| at_us >= t) && na.is_none_or(|t| at_us <= t) {
+                        let r = run.get_or_insert_with(|| Run::new(py));
+                        r.push(py, at, values)?;
+                        continue;
+                    }
+                }
+                close(&mut run)?;
                 (
                     at,
                     end,
@@ -923,10 +1014,14 @@ fn read_batch<'py>(
                 )
                     .into_pyobject(py)?
             }
-            None => (at, end, none(), none(), none(), none(), none(), false).into_pyobject(py)?,
+            None => {
+                close(&mut run)?;
+                (at, end, none(), none(), none(), none(), none(), false).into_pyobject(py)?
+            }
         };
         rows.append(row)?;
     }
+    close(&mut run)?;
     Ok((pos, rows, false))
 }
 
@@ -937,5 +1032,7 @@ fn sigops_accel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROFILES", ("python", "go", "fixed9"))?;
     // read_batch takes mac_key and gives mac_ok as each row's eighth item.
     m.add("BATCH_MAC", true)?;
+    // read_batch takes short= and gives runs of records valid by the short route.
+    m.add("BATCH_SHORT", true)?;
     Ok(())
 }

@@ -15,7 +15,10 @@ microseconds since the epoch: one call per few thousand records
 secret, for that call only), ``read_batch`` also says per row whether the signature is that
 key's HMAC-SHA256 of the canonical bytes (each row's eighth item), so Python skips the MAC of
 a record whose signature the extension confirmed (:data:`batch_mac`; ``SIGOPS_ACCEL_MAC=0``
-turns it off); the Ed25519 verify, and the MAC of any other record, stay in Python.
+turns it off); the Ed25519 verify, and the MAC of any other record, stay in Python. With
+``short=(not_before, not_after, max_skew)`` as well (WAL only; :data:`batch_short`), records
+valid by the short route under that key come back as runs ``(starts, values)`` instead of rows
+(:meth:`~sigops.core.diagnose.Diagnoser.check_runs`, the fleet audit's reader).
 ``tests/unit/test_accel.py`` and ``tests/unit/test_accel_batch.py`` hold the routes to the same
 answers.
 """
@@ -27,7 +30,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["read_pcs", "read_batch", "batch_mac", "PROFILE_CODES", "available"]
+__all__ = ["read_pcs", "read_batch", "batch_mac", "batch_short", "PROFILE_CODES", "available"]
 
 PROFILE_CODES = {"python": 0, "go": 1, "fixed9": 2}
 """The profiles the extension writes, by the code it takes (each a row of PROFILES)."""
@@ -36,6 +39,8 @@ read_pcs: Callable[[bytes, int], Any] | None = None
 read_batch: Callable[..., tuple[int, list[tuple[Any, ...]], bool]] | None = None
 batch_mac = False
 """Does ``read_batch`` take ``mac_key`` (and is it not turned off by ``SIGOPS_ACCEL_MAC=0``)?"""
+batch_short = False
+"""Does ``read_batch`` also take ``short`` (and ``mac_key`` is in use)?"""
 if os.environ.get("SIGOPS_ACCEL", "1") != "0":
     try:
         _ext = importlib.import_module("sigops_accel")
@@ -47,6 +52,7 @@ if os.environ.get("SIGOPS_ACCEL", "1") != "0":
         if getattr(_ext, "BATCH_MAC", False) is True:
             read_batch = _ext.read_batch
             batch_mac = os.environ.get("SIGOPS_ACCEL_MAC", "1") != "0"
+            batch_short = batch_mac and getattr(_ext, "BATCH_SHORT", False) is True
 
 
 def available() -> bool:

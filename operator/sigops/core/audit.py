@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .diagnose import Diagnoser
+from .diagnose import Diagnoser, Run
 from .errors import KeyringError, MalformedInput
 from .keys import Key, KeyRing
 from .timeparse import format_time, parse_time
@@ -224,10 +224,11 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
     read: list[dict[str, Any]] = []
     own = d.profile or ring.profile
     n = valid = 0
-    check, settle = d.check_buffer, d.settle
+    runs, settle = d.check_runs, d.settle
     # d.remember, inline on the hot path: the first content per pcs_id, the older half
     # forgotten when the memory is full.
     seen, memory, forget = d._seen, d.content_memory, d._forget_older_half
+    remember_batch = d.remember_batch
     want_invalid, want_accepted = "invalid" in findings, "accepted_invalid" in findings
     want_kids = wanted_kids if "searched_key" in findings else set()
     # Each record is counted once, by its (verdict, kid, profile, shard) -- (kid, raw
@@ -281,10 +282,26 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
             read.append(row)
         row["sha256"] = _digest(running, data)
         first = n
-        n -= 1
-        # Many records per call of the compiled reader; the rows of check_wal per entry.
-        for n, (v, kid, content) in enumerate(check(data, True, first, query.since,
-                                                    query.until), first):
+        # Many records per call of the compiled reader: runs of records valid by the short
+        # route, counted here without a row each; the rows of check_wal for the others.
+        for item in runs(data, first, query.since, query.until):
+            if isinstance(item, Run):
+                rkid = item.kid
+                remember_batch(item.contents())
+                for shard, count in item.shards:
+                    key: tuple[Any, ...] = (rkid, shard)
+                    tally[key] = get(key, 0) + count
+                    if len(tally) > TALLY_BOUND:
+                        fold()
+                if rkid in want_kids:
+                    for k, at in enumerate(item.starts):
+                        note("searched_key", item.index + k, item.pcs_ids[k], "valid", rkid,
+                             src.name, _received(data, at))
+                n += len(item.starts)
+                continue
+            v, kid, content = item
+            i = n
+            n += 1
             pcs_id: str | None
             if v is None:  # valid by the short route (as batch.Settler settles it)
                 assert content is not None
@@ -293,7 +310,7 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
                     if len(seen) >= memory:
                         forget()
                     seen[pcs_id] = content
-                key: tuple[Any, ...] = (kid, content[3])
+                key = (kid, content[3])
                 c = get(key)
                 if c is not None:
                     tally[key] = c + 1
@@ -305,7 +322,7 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
                         fold()
                     if kid not in want_kids:
                         continue
-                note("searched_key", n, pcs_id, "valid", kid, src.name,
+                note("searched_key", i, pcs_id, "valid", kid, src.name,
                      _received(data, d.at))
                 continue
             v = settle(v, content)
@@ -316,14 +333,13 @@ def audit_shard(ring: KeyRing, inputs: Iterable[ShardInput], query: AuditQuery, 
             if len(tally) > TALLY_BOUND:
                 fold()
             if cause != "valid" and want_invalid:
-                note("invalid", n, pcs_id, cause, kid, src.name, _received(data, d.at))
+                note("invalid", i, pcs_id, cause, kid, src.name, _received(data, d.at))
             if cause in ACCEPTED_INVALID and want_accepted:
-                note("accepted_invalid", n, pcs_id, cause, kid, src.name,
+                note("accepted_invalid", i, pcs_id, cause, kid, src.name,
                      _received(data, d.at))
             # A kid is named only when a key verifies the record (any profile).
             if kid is not None and kid in want_kids:
-                note("searched_key", n, pcs_id, cause, kid, src.name, _received(data, d.at))
-        n += 1
+                note("searched_key", i, pcs_id, cause, kid, src.name, _received(data, d.at))
         if n > first:
             dims["by_tenant"].add(src.tenant or NONE, n - first)
     fold()

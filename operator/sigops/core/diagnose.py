@@ -39,6 +39,7 @@ __all__ = [
     "short_fields",
     "jsonl_records",
     "Row",
+    "Run",
     "BATCH_RECORDS",
 ]
 
@@ -125,6 +126,35 @@ class Verdict:
 
 Row = tuple[Verdict | None, str | None, tuple[Any, ...] | None]
 """What :meth:`Diagnoser.check_line` / :meth:`~Diagnoser.check_wal` give for one record."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive WAL records valid by the short route under key ``kid``, numbered from
+    ``index`` (:meth:`Diagnoser.check_runs`): per record its entry's start in the buffer, its
+    signed values (pcs_id, merkle_root, epoch, shard_id, D_hat, coh_star, r, budget; the
+    floats as floats) and its pcs_id; and how many records of each shard_id, in the order
+    each was first seen. A record's content is :func:`~sigops.core.pcs.content_of` its
+    values."""
+
+    kid: str
+    index: int
+    starts: list[int]
+    values: list[tuple[Any, ...]]
+    pcs_ids: list[str]
+    shards: list[tuple[str, int]]
+
+    def contents(self) -> ContentBatch:
+        """The records' contents, as :meth:`Diagnoser.remember_batch` takes them."""
+        values = self.values
+        return ContentBatch(self.pcs_ids, lambda: [content_of(v) for v in values])
+
+
+def _entry(buf: Buffer, pos: int) -> WalEntry:
+    """The WAL entry the compiled reader framed at ``pos`` (Python's reader reads it)."""
+    entry = entry_at(buf, pos)[0]
+    assert entry is not None
+    return entry
 
 
 class ContentBatch:
@@ -401,20 +431,96 @@ class Diagnoser:
                 # The per-record route (it tries the short route once more, then the full one).
                 self.at = start
                 if wal:
-                    entry = entry_at(buf, start)[0]
-                    assert entry is not None
-                    yield self.check_wal(entry, index)
+                    yield self.check_wal(_entry(buf, start), index)
                 else:
                     yield self.check_line(bytes(buf[start:end]), index)
                 index += 1
             if stopped:  # a WAL entry the compiled reader does not frame: Python's reader does
-                entry, t, pos = entry_at(buf, pos)
-                if entry is None or (t is not None and (
-                        (since is not None and t < since) or (until is not None and t >= until))):
+                row, pos = self._unframed(buf, pos, index, since, until)
+                if row is not None:
+                    yield row
+                    index += 1
+
+    def _unframed(self, buf: Buffer, pos: int, index: int, since: datetime | None,
+                  until: datetime | None) -> tuple[Row | None, int]:
+        """The row of the WAL entry at ``pos`` that the compiled reader does not frame, read
+        by Python's reader (None: a blank line, or outside ``[since, until)``), and where
+        reading goes on."""
+        entry, t, pos = entry_at(buf, pos)
+        if entry is None or (t is not None and (
+                (since is not None and t < since) or (until is not None and t >= until))):
+            return None, pos
+        self.at = entry.offset
+        return self.check_wal(entry, index), pos
+
+    def check_runs(self, buf: Buffer, index: int = 0, since: datetime | None = None,
+                   until: datetime | None = None) -> Iterator[Row | Run]:
+        """:meth:`check_buffer` of an inbox WAL for a reader that wants only counts of the
+        valid ones (the fleet audit): the same records, numbered and judged the same, but
+        consecutive records valid by the short route under one HMAC key come as one
+        :class:`Run` (no row, no canonical bytes, no signature of their own); the caller
+        remembers their contents as :meth:`remember` would.
+
+        The compiled reader decides those records whole (``read_batch(short=)``: MAC, key
+        window, skew) under the key the short route tries first; a run is given only while
+        that key is still the one it tries (a record before it may have moved another to the
+        front: each record then takes the per-record route). Every other record takes the
+        per-record route (:meth:`check_wal`), which decides as :meth:`check_buffer` does.
+        Without the compiled reader's ``short``, or with no HMAC key, this is
+        :meth:`check_buffer`."""
+        hmac_pairs = self._mru[HMAC]
+        lo = hi = None
+        lean = self._read is not None and self.compiled_mac and accel.batch_short and \
+            bool(hmac_pairs)
+        if lean:
+            try:
+                lo, hi = _micros(since), _micros(until)
+                windows = self._key_windows()
+            except TypeError:  # naive times: the per-record route says what they mean
+                lean = False
+        if not lean or accel.read_batch is None:
+            yield from self.check_buffer(buf, True, index, since, until)
+            return
+        batch = accel.read_batch
+        own = self._own
+        assert own is not None
+        name, code, max_bytes, skew = own.name, self._code, self.max_bytes, self.max_skew_seconds
+        pos, size = 0, len(buf)
+        while pos < size:
+            front = hmac_pairs[0]
+            key = front.key
+            nb, na, accepted = windows.get(id(key), (None, None, False))
+            usable = front.profile == name and key.secret is not None and accepted
+            pos, rows, stopped = batch(
+                buf, pos, code, True, max_bytes, lo, hi, BATCH_RECORDS,
+                mac_key=key.secret if usable else None,
+                short=(nb, na, skew) if usable else None)
+            for row in rows:
+                if len(row) == 4:  # a run: valid under ``key`` while it is still the front
+                    starts, values, ids, shards = row
+                    k = 0
+                    while k < len(starts) and hmac_pairs[0] is not front:
+                        self.at = starts[k]
+                        yield self.check_wal(_entry(buf, starts[k]), index)
+                        index += 1
+                        k += 1
+                    if k < len(starts):
+                        if k:  # the rest, counted again
+                            starts, values, ids = starts[k:], values[k:], ids[k:]
+                            shards = list(Counter(v[3] for v in values).items())
+                        self.tried += len(starts)
+                        self.at = starts[-1]
+                        yield Run(key.kid, index, starts, values, ids, shards)
+                        index += len(starts)
                     continue
-                self.at = entry.offset
-                yield self.check_wal(entry, index)
+                self.at = row[0]
+                yield self.check_wal(_entry(buf, row[0]), index)
                 index += 1
+            if stopped:
+                got, pos = self._unframed(buf, pos, index, since, until)
+                if got is not None:
+                    yield got
+                    index += 1
 
     def _key_windows(self) -> dict[int, tuple[int | None, int | None, bool]]:
         """Per key (by identity): its window in microseconds and whether the backend
