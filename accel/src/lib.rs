@@ -17,7 +17,7 @@
 use hmac::{Hmac, Mac};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -815,12 +815,13 @@ fn sure<'a>(
 }
 
 /// Consecutive records valid by the short route ([`read_batch`]'s `short`): their entries'
-/// starts, their values, their pcs_ids (the same string objects) and how many there are of
-/// each shard_id, in the order each was first seen.
+/// starts, their pcs_ids, the rest of their values packed (no Python object per value: a run
+/// is counted, and its values read back only if asked), and how many there are of each
+/// shard_id, in the order each was first seen.
 struct Run<'py, 'a> {
     starts: Bound<'py, PyList>,
-    values: Bound<'py, PyList>,
     ids: Bound<'py, PyList>,
+    packed: Vec<u8>,
     shards: Vec<(&'a str, usize)>,
     shard_at: HashMap<&'a str, usize>,
 }
@@ -829,19 +830,29 @@ impl<'py, 'a> Run<'py, 'a> {
     fn new(py: Python<'py>) -> Self {
         Run {
             starts: PyList::empty(py),
-            values: PyList::empty(py),
             ids: PyList::empty(py),
+            packed: Vec::with_capacity(64 << 10),
             shards: Vec::new(),
             shard_at: HashMap::new(),
         }
     }
 
-    fn push(&mut self, py: Python<'py>, at: usize, v: Values<'a>) -> PyResult<()> {
+    /// One record: its values packed as `<HHq4d` (little-endian: merkle_root's length,
+    /// shard_id's length, epoch, D_hat, coh_star, r, budget), then merkle_root and shard_id
+    /// (ASCII, at most [`MAX_STR`] bytes each: [`read`] refuses longer or other ones).
+    fn push(&mut self, at: usize, v: Values<'a>) -> PyResult<()> {
         let (pid, root, epoch, shard, d, c, r, b) = v;
-        let pid = PyString::new(py, pid);
         self.starts.append(at)?;
-        self.ids.append(&pid)?;
-        self.values.append((pid, root, epoch, shard, d, c, r, b))?;
+        self.ids.append(pid)?;
+        let p = &mut self.packed;
+        p.extend_from_slice(&(root.len() as u16).to_le_bytes());
+        p.extend_from_slice(&(shard.len() as u16).to_le_bytes());
+        p.extend_from_slice(&epoch.to_le_bytes());
+        for x in [d, c, r, b] {
+            p.extend_from_slice(&x.to_le_bytes());
+        }
+        p.extend_from_slice(root.as_bytes());
+        p.extend_from_slice(shard.as_bytes());
         match self.shard_at.get(shard) {
             Some(&k) => self.shards[k].1 += 1,
             None => {
@@ -874,9 +885,10 @@ impl<'py, 'a> Run<'py, 'a> {
 /// open) and the skew limit in seconds (None: none) -- for a key the backend accepts. A record
 /// the short route finds valid under that key (its MAC confirmed, its entry's time inside
 /// the window, that time within the limit of its `sent_at`) then gives no row of its own:
-/// consecutive ones are one item `(starts, values, pcs_ids, shards)` in `rows`: the lists of
-/// their entries' starts, of their values and of their pcs_ids, in order, and `(shard_id,
-/// count)` per shard_id in the order each was first seen. Every other record gives its row as
+/// consecutive ones are one item `(starts, pcs_ids, packed, shards)` in `rows`: the lists of
+/// their entries' starts and of their pcs_ids, in order, the rest of their values packed
+/// (see [`Run::push`]), and `(shard_id, count)` per shard_id in the order each was first
+/// seen. Every other record gives its row as
 /// above. The caller must still check that this key is the one its short route would try for
 /// each of them (a record before them in the call may have changed that).
 #[pyfunction]
@@ -932,7 +944,7 @@ fn read_batch<'py>(
             for (shard, count) in r.shards {
                 shards.append((shard, count))?;
             }
-            rows.append((r.starts, r.values, r.ids, shards))?;
+            rows.append((r.starts, r.ids, PyBytes::new(py, &r.packed), shards))?;
         }
         Ok(())
     };
@@ -996,8 +1008,7 @@ fn read_batch<'py>(
                         _ => false,
                     };
                     if !skewed && nb.is_none_or(|t| at_us >= t) && na.is_none_or(|t| at_us <= t) {
-                        let r = run.get_or_insert_with(|| Run::new(py));
-                        r.push(py, at, values)?;
+                        run.get_or_insert_with(|| Run::new(py)).push(at, values)?;
                         continue;
                     }
                 }

@@ -37,11 +37,12 @@ def expanded(d: Diagnoser, items: Iterator[Row | Run]) -> Iterator[tuple[int, Ro
     for item in items:
         if isinstance(item, Run):
             assert n is None or item.index == n
-            assert len(item.starts) == len(item.values) == len(item.pcs_ids) > 0
-            assert item.pcs_ids == [v[0] for v in item.values]
-            assert item.shards == list(Counter(v[3] for v in item.values).items())
-            for at, values in zip(item.starts, item.values, strict=True):
-                yield at, (None, item.kid, content_of(values))
+            values = item.values()
+            assert len(item.starts) == len(values) == len(item.pcs_ids) > 0
+            assert item.pcs_ids == [v[0] for v in values]
+            assert item.shards == list(Counter(v[3] for v in values).items())
+            for at, v in zip(item.starts, values, strict=True):
+                yield at, (None, item.kid, content_of(v))
             n = item.index + len(item.starts)
         else:
             yield d.at, item

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from hmac import compare_digest
 from typing import Any
@@ -45,6 +46,9 @@ __all__ = [
 
 BATCH_RECORDS = 512
 """Records the compiled reader reads per call in :meth:`Diagnoser.check_buffer`."""
+FRESH_SHARE = 8
+"""A batch of contents is remembered whole only if at least one record in this many is
+new (:meth:`Diagnoser.remember_batch`)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -128,26 +132,48 @@ Row = tuple[Verdict | None, str | None, tuple[Any, ...] | None]
 """What :meth:`Diagnoser.check_line` / :meth:`~Diagnoser.check_wal` give for one record."""
 
 
+_PACKED = struct.Struct("<HHq4d")
+"""A record's values in a run's ``packed`` (see ``read_batch`` in ``accel/src/lib.rs``):
+merkle_root's and shard_id's lengths, epoch, D_hat, coh_star, r, budget; then merkle_root and
+shard_id, ASCII."""
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """Consecutive WAL records valid by the short route under key ``kid``, numbered from
-    ``index`` (:meth:`Diagnoser.check_runs`): per record its entry's start in the buffer, its
-    signed values (pcs_id, merkle_root, epoch, shard_id, D_hat, coh_star, r, budget; the
-    floats as floats) and its pcs_id; and how many records of each shard_id, in the order
-    each was first seen. A record's content is :func:`~sigops.core.pcs.content_of` its
-    values."""
+    ``index`` (:meth:`Diagnoser.check_runs`): per record its entry's start in the buffer and
+    its pcs_id; how many records of each shard_id, in the order each was first seen; and the
+    rest of their values packed, read back only when asked (:meth:`values`)."""
 
     kid: str
     index: int
     starts: list[int]
-    values: list[tuple[Any, ...]]
     pcs_ids: list[str]
     shards: list[tuple[str, int]]
+    packed: bytes = field(repr=False)
+    skip: int = 0
+    """Records at the head of ``packed`` that are not the run's (they took the per-record
+    route: another key had taken the front)."""
+
+    def values(self) -> list[tuple[Any, ...]]:
+        """Each record's signed values (pcs_id, merkle_root, epoch, shard_id, D_hat,
+        coh_star, r, budget), as the compiled reader's rows give them."""
+        packed, unpack, size = self.packed, _PACKED.unpack_from, _PACKED.size
+        rest: list[tuple[Any, ...]] = []
+        off = 0
+        while off < len(packed):
+            n_root, n_shard, epoch, d, c, r, b = unpack(packed, off)
+            off += size
+            root = packed[off:off + n_root].decode("ascii")
+            shard = packed[off + n_root:off + n_root + n_shard].decode("ascii")
+            off += n_root + n_shard
+            rest.append((root, epoch, shard, d, c, r, b))
+        return [(pid, *v) for pid, v in zip(self.pcs_ids, rest[self.skip:], strict=True)]
 
     def contents(self) -> ContentBatch:
-        """The records' contents, as :meth:`Diagnoser.remember_batch` takes them."""
-        values = self.values
-        return ContentBatch(self.pcs_ids, lambda: [content_of(v) for v in values])
+        """The records' contents, as :meth:`Diagnoser.remember_batch` takes them (read back
+        only if one is wanted)."""
+        return ContentBatch(self.pcs_ids, lambda: [content_of(v) for v in self.values()])
 
 
 def _entry(buf: Buffer, pos: int) -> WalEntry:
@@ -497,7 +523,7 @@ class Diagnoser:
                 short=(nb, na, skew) if usable else None)
             for row in rows:
                 if len(row) == 4:  # a run: valid under ``key`` while it is still the front
-                    starts, values, ids, shards = row
+                    starts, ids, packed, shards = row
                     k = 0
                     while k < len(starts) and hmac_pairs[0] is not front:
                         self.at = starts[k]
@@ -505,13 +531,14 @@ class Diagnoser:
                         index += 1
                         k += 1
                     if k < len(starts):
+                        run = Run(key.kid, index, starts[k:], ids[k:], shards, packed, k)
                         if k:  # the rest, counted again
-                            starts, values, ids = starts[k:], values[k:], ids[k:]
-                            shards = list(Counter(v[3] for v in values).items())
-                        self.tried += len(starts)
-                        self.at = starts[-1]
-                        yield Run(key.kid, index, starts, values, ids, shards)
-                        index += len(starts)
+                            run = replace(run, shards=list(Counter(
+                                v[3] for v in run.values()).items()))
+                        self.tried += len(run.starts)
+                        self.at = run.starts[-1]
+                        yield run
+                        index += len(run.starts)
                     continue
                 self.at = row[0]
                 yield self.check_wal(_entry(buf, row[0]), index)
@@ -692,12 +719,18 @@ class Diagnoser:
         """:meth:`remember` records ``start:stop`` of ``batch``, in order. The whole batch
         at once, with room for it, costs one dict entry per new pcs_id and no content: each
         maps to the batch, whose first record with that pcs_id is the one remembered. Else
-        (part of a batch, or the memory fills up on the way) one by one."""
+        (part of a batch, the memory fills up on the way, or fewer than one record in
+        :data:`FRESH_SHARE` is new) one by one. So the batches the memory holds have at most
+        that many records per pcs_id it remembers: a flood of replays cannot make it hold
+        whole batches for one new pcs_id each."""
         seen, ids = self._seen, batch.pcs_ids
         stop = len(ids) if stop is None else stop
         if start == 0 and stop == len(ids):
             fresh = dict.fromkeys([p for p in ids if p not in seen], batch)
-            if len(seen) + len(fresh) <= self.content_memory:
+            if not fresh:
+                return
+            if len(seen) + len(fresh) <= self.content_memory and \
+                    len(fresh) * FRESH_SHARE >= len(ids):
                 seen.update(fresh)
                 return
         for k in range(start, stop):
