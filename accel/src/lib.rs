@@ -28,6 +28,54 @@ const MAX_STR: usize = 1024;
 const MAX_DEPTH: usize = 64;
 const MAX_KEYS: usize = 64;
 
+/// Bytes that end the plain part of a JSON string: its closing quote, an escape, or a raw
+/// control character (JSON forbids those).
+static STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// Bytes a signed string may hold as every profile writes it unescaped (printable ASCII),
+/// per profile: Go's encoder also escapes `<`, `>` and `&`.
+static PLAIN: [bool; 256] = plain_table(false);
+static PLAIN_GO: [bool; 256] = plain_table(true);
+
+const fn plain_table(go: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = !(go && (c == b'<' as usize || c == b'>' as usize || c == b'&' as usize));
+        c += 1;
+    }
+    t
+}
+
+/// The value of each base64 character (standard alphabet), or 0xff.
+static SEXTET: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut k = 0;
+    while k < 26 {
+        t[b'A' as usize + k] = k as u8;
+        t[b'a' as usize + k] = 26 + k as u8;
+        k += 1;
+    }
+    k = 0;
+    while k < 10 {
+        t[b'0' as usize + k] = 52 + k as u8;
+        k += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t
+};
+
 /// The profiles this crate writes, by the code the Python side passes.
 const PYTHON: u8 = 0;
 const GO: u8 = 1;
@@ -48,10 +96,6 @@ struct Reader<'a> {
     i: usize,
 }
 
-fn is_digit(c: Option<u8>) -> bool {
-    matches!(c, Some(b'0'..=b'9'))
-}
-
 impl<'a> Reader<'a> {
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
@@ -68,7 +112,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         let start = self.i + 1;
         let rest = self.b.get(start..)?;
-        let end = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = rest.iter().position(|&c| STRING_STOP[usize::from(c)])?;
         if rest[end] != b'"' {
             return None;
         }
@@ -80,6 +124,13 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
+    /// Past the ASCII digits at the cursor; how many there were.
+    fn digits(&mut self) -> usize {
+        let n = self.b[self.i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        self.i += n;
+        n
+    }
+
     /// A JSON number: an integer (no fraction, no exponent) within 2^53, or a finite float.
     fn number(&mut self) -> Option<Val<'a>> {
         let start = self.i;
@@ -89,9 +140,7 @@ impl<'a> Reader<'a> {
         match self.peek()? {
             b'0' => self.i += 1,
             b'1'..=b'9' => {
-                while is_digit(self.peek()) {
-                    self.i += 1;
-                }
+                self.digits();
             }
             _ => return None,
         }
@@ -99,11 +148,8 @@ impl<'a> Reader<'a> {
         if self.peek() == Some(b'.') {
             float = true;
             self.i += 1;
-            if !is_digit(self.peek()) {
+            if self.digits() == 0 {
                 return None;
-            }
-            while is_digit(self.peek()) {
-                self.i += 1;
             }
         }
         if let Some(b'e' | b'E') = self.peek() {
@@ -112,11 +158,8 @@ impl<'a> Reader<'a> {
             if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
             }
-            if !is_digit(self.peek()) {
+            if self.digits() == 0 {
                 return None;
-            }
-            while is_digit(self.peek()) {
-                self.i += 1;
             }
         }
         let text = &self.b[start..self.i];
@@ -251,14 +294,10 @@ fn b64decode(s: &[u8]) -> Option<Vec<u8>> {
     let body = &s[..s.len() - pad];
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     let sextet = |c: u8| -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
+        match SEXTET[usize::from(c)] {
+            0xff => None,
+            v => Some(u32::from(v)),
+        }
     };
     let mut quads = body.chunks_exact(4);
     for q in &mut quads {
@@ -527,8 +566,8 @@ fn write_float(x: f64, profile: u8, out: &mut Vec<u8>) -> Option<()> {
 
 /// A signed string as every profile writes it: only printable ASCII that no profile escapes.
 fn write_str(s: &[u8], profile: u8, out: &mut Vec<u8>) -> Option<()> {
-    let plain = |c: &u8| (0x20..0x7f).contains(c) && !(profile == GO && matches!(c, b'<' | b'>' | b'&'));
-    if !s.iter().all(plain) {
+    let table = if profile == GO { &PLAIN_GO } else { &PLAIN };
+    if !s.iter().all(|&c| table[usize::from(c)]) {
         return None;
     }
     out.push(b'"');
