@@ -188,3 +188,17 @@ def test_the_audit_counts_valid_records_in_runs(monkeypatch: pytest.MonkeyPatch)
     fast = audit_shard(RING2, [ShardInput("w", buf2)], q)
     assert fast["by_verdict"].get("tampered") == 1
     assert fast == audit_shard(RING2, [ShardInput("w", buf2)], q, accelerate=False)
+
+
+@built
+def test_packed_values_read_back_exactly() -> None:
+    """The values a run packs read back as the compiled reader's rows give them: signed
+    zeros, subnormal and huge floats, the largest exact epochs, long and empty strings."""
+    odd = [dict(D_hat=-0.0), dict(coh_star=5e-324), dict(r=1e22),
+           dict(budget=0.1 + 0.2), dict(epoch=2 ** 53), dict(epoch=-(2 ** 53)),
+           dict(merkle_root="f" * 1024), dict(shard_id=""), dict(shard_id="s" * 1024),
+           dict(D_hat=1.0, coh_star=2.0, r=3.0, budget=4.0)]
+    buf = wal([signed(ACTIVE, **over) for over in odd])
+    runs = [x for x in Diagnoser(RING2).check_runs(buf) if isinstance(x, Run)]
+    assert sum(len(x.starts) for x in runs) == len(odd)
+    assert_same(RING2, buf)

@@ -149,6 +149,24 @@ def test_remember_batch_is_remember_one_by_one(batches: list[list[str]], memory:
         assert (got.content_for(pid) if isinstance(got, ContentBatch) else got) == content
 
 
+def test_a_batch_with_few_new_pcs_ids_is_not_held_whole() -> None:
+    """A batch stays in the memory (as the value of its new pcs_ids) only if one record in
+    FRESH_SHARE is new: else its new pcs_ids get their own contents and the batch is let go,
+    so replays of remembered records cannot make the memory hold a batch per new pcs_id."""
+    d = Diagnoser(RING)
+    old = [f"old-{k}" for k in range(64)]
+    d.remember_batch(ContentBatch(old, lambda: [(p, 0) for p in old]))
+    assert all(type(d._seen[p]) is ContentBatch for p in old)
+    few = old[:62] + ["new-1", "new-2"]  # 2 new in 64: fewer than 1 in 8
+    d.remember_batch(ContentBatch(few, lambda: [(p, 1) for p in few]))
+    assert d._seen["new-1"] == ("new-1", 1) and d._seen["new-2"] == ("new-2", 1)
+    enough = old[:56] + [f"fresh-{k}" for k in range(8)]  # 8 new in 64
+    d.remember_batch(ContentBatch(enough, lambda: [(p, 2) for p in enough]))
+    assert type(d._seen["fresh-0"]) is ContentBatch
+    assert d._seen["fresh-7"].content_for("fresh-7") == ("fresh-7", 2)
+    assert d._seen[old[0]].content_for(old[0]) == (old[0], 0)  # the first content stays
+
+
 # -- --jobs ------------------------------------------------------------------------------------
 
 
