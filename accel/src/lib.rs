@@ -12,7 +12,9 @@
 //! One piece of cryptography, optional: [`read_batch`] can check each record's HMAC-SHA256
 //! under one key Python passes for the call (RustCrypto `hmac` + `sha2`), so that Python skips
 //! the MAC of a record whose signature this confirms; any other record, and every Ed25519
-//! signature, is still checked in Python.
+//! signature, is still checked in Python. With that key's window and the skew limit as well
+//! (`short`, WAL only: the fleet audit's reader), [`read_batch`] decides the short route of
+//! such a record whole and hands over runs of them, a few objects per record instead of a row.
 
 use hmac::{Hmac, Mac};
 use pyo3::buffer::PyBuffer;
@@ -857,20 +859,22 @@ fn sure<'a>(
 /// starts, their pcs_ids, the rest of their values packed (no Python object per value: a run
 /// is counted, and its values read back only if asked), and how many there are of each
 /// shard_id, in the order each was first seen.
-struct Run<'py, 'a> {
+struct Run<'py> {
     starts: Bound<'py, PyList>,
     ids: Bound<'py, PyList>,
     packed: Vec<u8>,
-    shards: Vec<(&'a str, usize)>,
-    shard_at: HashMap<&'a str, usize>,
+    // Owned: the buffer may be a file mapped read-only that another process rewrites (see
+    // read_batch), so nothing of it is kept from one record to the next.
+    shards: Vec<(String, usize)>,
+    shard_at: HashMap<String, usize>,
 }
 
-impl<'py, 'a> Run<'py, 'a> {
+impl<'py> Run<'py> {
     fn new(py: Python<'py>) -> Self {
         Run {
             starts: PyList::empty(py),
             ids: PyList::empty(py),
-            packed: Vec::with_capacity(64 << 10),
+            packed: Vec::new(),
             shards: Vec::new(),
             shard_at: HashMap::new(),
         }
@@ -879,7 +883,7 @@ impl<'py, 'a> Run<'py, 'a> {
     /// One record: its values packed as `<HHq4d` (little-endian: merkle_root's length,
     /// shard_id's length, epoch, D_hat, coh_star, r, budget), then merkle_root and shard_id
     /// (ASCII, at most [`MAX_STR`] bytes each: [`read`] refuses longer or other ones).
-    fn push(&mut self, at: usize, v: Values<'a>) -> PyResult<()> {
+    fn push(&mut self, at: usize, v: Values<'_>) -> PyResult<()> {
         let (pid, root, epoch, shard, d, c, r, b) = v;
         self.starts.append(at)?;
         self.ids.append(pid)?;
@@ -895,8 +899,8 @@ impl<'py, 'a> Run<'py, 'a> {
         match self.shard_at.get(shard) {
             Some(&k) => self.shards[k].1 += 1,
             None => {
-                self.shard_at.insert(shard, self.shards.len());
-                self.shards.push((shard, 1));
+                self.shard_at.insert(shard.to_owned(), self.shards.len());
+                self.shards.push((shard.to_owned(), 1));
             }
         }
         Ok(())
@@ -976,8 +980,8 @@ fn read_batch<'py>(
     let b: &[u8] = unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
     let rows = PyList::empty(py);
     // The open run of records valid by the short route (`short`).
-    let mut run: Option<Run<'py, '_>> = None;
-    let close = |run: &mut Option<Run<'py, '_>>| -> PyResult<()> {
+    let mut run: Option<Run<'py>> = None;
+    let close = |run: &mut Option<Run<'py>>| -> PyResult<()> {
         if let Some(r) = run.take() {
             let shards = PyList::empty(py);
             for (shard, count) in r.shards {

@@ -31,12 +31,14 @@ SECOND = hmac_key("k-second")
 RING2 = ring([ACTIVE, SECOND, ED, RETIRED, WINDOWED], max_skew_seconds=30)
 
 
-def expanded(d: Diagnoser, items: Iterator[Row | Run]) -> Iterator[tuple[int, Row]]:
-    """Each record of ``check_runs`` as ``(its entry's start, its row)``."""
-    n = None
+def expanded(d: Diagnoser, items: Iterator[Row | Run], start: int = 0
+             ) -> Iterator[tuple[int, Row]]:
+    """Each record of ``check_runs`` (numbered from ``start``) as ``(its entry's start, its
+    row)``."""
+    n = start
     for item in items:
         if isinstance(item, Run):
-            assert n is None or item.index == n
+            assert item.index == n
             values = item.values()
             assert len(item.starts) == len(values) == len(item.pcs_ids) > 0
             assert item.pcs_ids == [v[0] for v in values]
@@ -46,21 +48,21 @@ def expanded(d: Diagnoser, items: Iterator[Row | Run]) -> Iterator[tuple[int, Ro
             n = item.index + len(item.starts)
         else:
             yield d.at, item
-            n = None if n is None else n + 1
+            n += 1
 
 
 def rows(keyring: KeyRing, buf: bytes, runs: bool, **window: Any) -> list[tuple[int, Row]]:
     d = Diagnoser(keyring)
     if runs:
-        return list(expanded(d, d.check_runs(buf, 0, **window)))
-    return [(d.at, r) for r in d.check_buffer(buf, True, 0, **window)]
+        return list(expanded(d, d.check_runs(buf, 5, **window), 5))
+    return [(d.at, r) for r in d.check_buffer(buf, True, 5, **window)]
 
 
 def assert_same(keyring: KeyRing, buf: bytes, **window: Any) -> list[tuple[int, Row]]:
     got = rows(keyring, buf, True, **window)
     assert got == rows(keyring, buf, False, **window)
     pure = Diagnoser(keyring, accelerate=False)
-    assert [r for _, r in got] == list(pure.check_buffer(buf, True, 0, **window))
+    assert [r for _, r in got] == list(pure.check_buffer(buf, True, 5, **window))
     return got
 
 
@@ -115,7 +117,7 @@ def test_another_key_takes_the_front_mid_run(monkeypatch: pytest.MonkeyPatch,
     buf = wal([signed(k, epoch=i + 1) for i, k in enumerate(keys)])
     d = Diagnoser(RING2)
     items = list(d.check_runs(buf))
-    got = [r for _, r in expanded(Diagnoser(RING2), iter(items))]
+    got = [r for _, r in expanded(d, iter(items))]
     want: list[Any] = []
     front = ACTIVE
     for k in keys:  # an HMAC record of a key other than the front: the full route
@@ -202,3 +204,37 @@ def test_packed_values_read_back_exactly() -> None:
     runs = [x for x in Diagnoser(RING2).check_runs(buf) if isinstance(x, Run)]
     assert sum(len(x.starts) for x in runs) == len(odd)
     assert_same(RING2, buf)
+
+
+@built
+@pytest.mark.parametrize("batch_records", [512, 5])
+def test_audit_of_runs_with_bounded_counts_and_findings(monkeypatch: pytest.MonkeyPatch,
+                                                         batch_records: int) -> None:
+    """Runs over many shards, split by another key taking the front, with replays inside a
+    run and a tampered one after it, under a tally that folds every few combinations and
+    counts that keep four values: the audit says what the pure-Python route says, the
+    records of the searched key (in runs and not) each found once, at its index."""
+    from sigops.core import audit
+
+    monkeypatch.setattr(diagnose, "BATCH_RECORDS", batch_records)
+    monkeypatch.setattr(audit, "TALLY_BOUND", 3)
+    monkeypatch.setattr(audit, "MAX_KEYS", 4)
+    bodies = []
+    for i in range(90):
+        key = SECOND if i % 23 == 7 else ED if i % 31 == 11 else ACTIVE
+        bodies.append(signed(key, epoch=i + 1, shard=f"s-{(i * 7) % 9}"))
+        if i % 10 == 3:
+            bodies.append(bodies[-1])  # the same record again: valid, in the same run
+    bodies.append(dict(bodies[20], D_hat=bodies[20]["D_hat"] + 1))  # tampered
+    buf = wal(bodies)
+    q = AuditQuery(all=True, accepted_invalid=True, key_ids=frozenset({ACTIVE.kid}),
+                   first_n=1000)
+    ring2 = ring([ACTIVE, SECOND, ED], max_skew_seconds=30)
+    fast = audit_shard(ring2, [ShardInput("w", buf)], q)
+    assert fast == audit_shard(ring2, [ShardInput("w", buf)], q, accelerate=False)
+    assert len(fast["by_shard"]) == 5 and "(other)" in fast["by_shard"]
+    assert fast["by_verdict"].get("tampered") == 1
+    found = fast["findings"]["searched_key"]["first"]
+    assert [f["index"] for f in found] == [
+        i for i, b in enumerate(bodies[:-1]) if b["sig"] == signed(
+            ACTIVE, epoch=b["epoch"], shard=b["shard_id"])["sig"]]

@@ -17,8 +17,9 @@ key's HMAC-SHA256 of the canonical bytes (each row's eighth item), so Python ski
 a record whose signature the extension confirmed (:data:`batch_mac`; ``SIGOPS_ACCEL_MAC=0``
 turns it off); the Ed25519 verify, and the MAC of any other record, stay in Python. With
 ``short=(not_before, not_after, max_skew)`` as well (WAL only; :data:`batch_short`), records
-valid by the short route under that key come back as runs ``(starts, values)`` instead of rows
-(:meth:`~sigops.core.diagnose.Diagnoser.check_runs`, the fleet audit's reader).
+valid by the short route under that key come back as runs ``(starts, pcs_ids, packed,
+shards)`` instead of rows (:class:`~sigops.core.diagnose.Run`;
+:meth:`~sigops.core.diagnose.Diagnoser.check_runs`, the fleet audit's reader).
 ``tests/unit/test_accel.py`` and ``tests/unit/test_accel_batch.py`` hold the routes to the same
 answers.
 """

@@ -5,7 +5,9 @@ A shard is one or more inbox WAL buffers (a backend pod's WAL, or files of an ar
 record gets the verdict ``sigops verify`` gives it with the same key ring -- the same
 :class:`~sigops.core.diagnose.Diagnoser`, judged and settled in input order exactly as
 :mod:`sigops.core.batch` does in one process -- so an audit's totals equal a single-process
-``sigops verify`` of the same files, record for record.
+``sigops verify`` of the same files, record for record. With the compiled reader, the records
+valid by the short route come in runs (:meth:`~sigops.core.diagnose.Diagnoser.check_runs`),
+remembered and counted a run at a time; every other record gets its row as in ``verify``.
 
 The key history is a key ring whose keys carry their validity windows (``not_before`` /
 ``not_after``) and, in the managed ring, when each was retired or revoked (``retired_at`` /
