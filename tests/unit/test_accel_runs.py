@@ -9,6 +9,7 @@ entries and batch sizes the WAL holds, and when another key takes the front mid-
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -238,3 +239,12 @@ def test_audit_of_runs_with_bounded_counts_and_findings(monkeypatch: pytest.Monk
     assert [f["index"] for f in found] == [
         i for i, b in enumerate(bodies[:-1]) if b["sig"] == signed(
             ACTIVE, epoch=b["epoch"], shard=b["shard_id"])["sig"]]
+
+
+def test_the_short_runs_are_built_where_required() -> None:
+    """``make`` requires the compiled reader; a build older than ``short`` would skip the
+    tests above (and leave the audit on ``check_buffer``)."""
+    assert not accel.batch_short or accel.batch_mac
+    if os.environ.get("SIGOPS_REQUIRE_ACCEL") == "1" and \
+            os.environ.get("SIGOPS_ACCEL_MAC", "1") != "0":
+        assert accel.batch_short, "sigops_accel is older than read_batch's short: `make venv`"
