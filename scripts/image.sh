@@ -87,6 +87,12 @@ build_sigops() {
   log "wheels: sigops and its dependencies"
   "$python" -m pip wheel --quiet --disable-pip-version-check -w "$ctx/wheels" "$here" \
     || die "pip wheel failed"
+  # The compiled reader, when this venv has it (make venv; ACCEL=0 leaves it out): the audit
+  # Job's indexes run this image.
+  if [ "${SIGOPS_REQUIRE_ACCEL:-1}" = 1 ] && "$python" -c 'import sigops_accel' 2>/dev/null; then
+    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$ctx/wheels" \
+      "$here/accel" || die "pip wheel of accel/ failed"
+  fi
   cp "$here/pyproject.toml" "$here/README.md" "$here/.dockerignore" "$ctx/"
   cp -r "$here/operator/sigops" "$ctx/operator/sigops"
   find "$ctx/operator" -name __pycache__ -prune -exec rm -rf {} +
@@ -96,6 +102,13 @@ build_sigops() {
   log "image: $image built in $(since "$t0") s"
   pm run --rm --read-only --user 65532:65532 --network none "${limits[@]}" "$image" --version \
     || die "the image does not run \`sigops --version\` read-only as UID 65532"
+  if ls "$ctx"/wheels/sigops_accel-*.whl >/dev/null 2>&1; then
+    pm run --rm --read-only --user 65532:65532 --network none "${limits[@]}" \
+      --entrypoint /opt/sigops/bin/python "$image" -c \
+      'from sigops.core import accel; assert accel.available() and accel.batch_short' \
+      || die "the image has the compiled reader's wheel but does not use it"
+    log "image: with the compiled reader (sigops_accel)"
+  fi
   pm save --quiet --format docker-archive -o "$out/sigops.tar.tmp" "$image"
   # Also under the short name sigops:<version>: the node's runtime resolves a short name
   # itself when it imports the archive, so manifests that say `image: sigops:<version>` (the
