@@ -759,6 +759,15 @@ def _shapes(v: dict[str, Any], a: Any) -> None:
               f"{x['vs_raw']:.2f}x | **{x['per_core_vs_raw']:.2f}x** | {_kept(x)} |")
 
 
+def _span(seconds: float) -> str:
+    """A duration as hours, or minutes when under an hour.
+
+    >>> _span(7200), _span(112), _span(30)
+    ('2.0 h', '1.9 min', '0.5 min')
+    """
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 def _audit(r: dict[str, Any], a: Any) -> None:
     au = r.get("audit")
     if not au:
@@ -855,10 +864,10 @@ def _fleet(r: dict[str, Any], a: Any) -> None:
       "1000): this audit needs `maxShards` >= 500 in the config.")
     a(f"- Time: one index reads {rate:,.0f} records per CPU-second (measured, one core), so "
       f"one pod's share takes {per_pod / bpr:,.0f} / {rate:,.0f} = {index_s:,.0f} CPU-s "
-      f"({index_s / 3600:.1f} h) and the whole fleet {total / rate:,.0f} CPU-s "
+      f"({_span(index_s)}) and the whole fleet {total / rate:,.0f} CPU-s "
       f"({total / rate / 3600:,.0f} core-hours). Wall time at P indexes at once, one core "
       "each, if nothing else limits: "
-      + ", ".join(f"P = {p}: {total / (p * rate) / 3600:,.1f} h" for p in (4, 64, 500))
+      + ", ".join(f"P = {p}: {_span(total / (p * rate))}" for p in (4, 64, 500))
       + ".")
     mbps = rate * bpr / 1e6
     a(f"- Reading: each index consumes {rate:,.0f} x {bpr:.0f} B = {mbps:,.0f} MB/s of WAL; "
