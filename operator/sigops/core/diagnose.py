@@ -159,22 +159,28 @@ class Run:
     def values(self) -> list[tuple[Any, ...]]:
         """Each record's signed values (pcs_id, merkle_root, epoch, shard_id, D_hat,
         coh_star, r, budget), as the compiled reader's rows give them."""
-        packed, unpack, size = self.packed, _PACKED.unpack_from, _PACKED.size
-        rest: list[tuple[Any, ...]] = []
-        off = 0
-        while off < len(packed):
-            n_root, n_shard, epoch, d, c, r, b = unpack(packed, off)
-            off += size
-            root = packed[off:off + n_root].decode("ascii")
-            shard = packed[off + n_root:off + n_root + n_shard].decode("ascii")
-            off += n_root + n_shard
-            rest.append((root, epoch, shard, d, c, r, b))
-        return [(pid, *v) for pid, v in zip(self.pcs_ids, rest[self.skip:], strict=True)]
+        return _unpacked(self.pcs_ids, self.packed, self.skip)
 
     def contents(self) -> ContentBatch:
         """The records' contents, as :meth:`Diagnoser.remember_batch` takes them (read back
-        only if one is wanted)."""
-        return ContentBatch(self.pcs_ids, lambda: [content_of(v) for v in self.values()])
+        only if one is wanted; the batch keeps the pcs_ids and the packed values, no more)."""
+        ids, packed, skip = self.pcs_ids, self.packed, self.skip
+        return ContentBatch(ids, lambda: [content_of(v) for v in _unpacked(ids, packed, skip)])
+
+
+def _unpacked(pcs_ids: list[str], packed: bytes, skip: int) -> list[tuple[Any, ...]]:
+    """:meth:`Run.values`."""
+    unpack, size = _PACKED.unpack_from, _PACKED.size
+    rest: list[tuple[Any, ...]] = []
+    off = 0
+    while off < len(packed):
+        n_root, n_shard, epoch, d, c, r, b = unpack(packed, off)
+        off += size
+        root = packed[off:off + n_root].decode("ascii")
+        shard = packed[off + n_root:off + n_root + n_shard].decode("ascii")
+        off += n_root + n_shard
+        rest.append((root, epoch, shard, d, c, r, b))
+    return [(pid, *v) for pid, v in zip(pcs_ids, rest[skip:], strict=True)]
 
 
 def _entry(buf: Buffer, pos: int) -> WalEntry:
