@@ -398,15 +398,8 @@ class Diagnoser:
         no MAC here; when the key that matched last changes mid-call, the rows after that
         are MAC'd here under the new key, as without it."""
         batch = accel.read_batch if self._read is not None else None
-        lo = hi = None
-        windows: dict[int, tuple[int | None, int | None, bool]] = {}
-        if batch is not None:
-            try:
-                lo, hi = _micros(since), _micros(until)
-                windows = self._key_windows()
-            except TypeError:  # naive times: the per-record route says what they mean
-                batch = None
-        if batch is None:
+        bounds = None if batch is None else self._batch_bounds(since, until)
+        if batch is None or bounds is None:
             records: Iterable[Any] = read_wal(buf, since, until) if wal else jsonl_records(buf)
             check: Callable[[Any, int], Row] = self.check_wal if wal else self.check_line
             for rec in records:
@@ -415,6 +408,7 @@ class Diagnoser:
                 yield check(rec, index)
                 index += 1
             return
+        lo, hi, windows = bounds
         own = self._own
         assert own is not None
         name, limit, code, max_bytes = own.name, self.max_skew_seconds, self._code, self.max_bytes
@@ -504,18 +498,13 @@ class Diagnoser:
         :meth:`check_buffer`'s inline checks (for an Ed25519 record, a few percent). Without
         the compiled reader's ``short``, or with no HMAC key, this is :meth:`check_buffer`."""
         hmac_pairs = self._mru[HMAC]
-        lo = hi = None
         lean = self._read is not None and self.compiled_mac and accel.batch_short and \
             bool(hmac_pairs)
-        if lean:
-            try:
-                lo, hi = _micros(since), _micros(until)
-                windows = self._key_windows()
-            except TypeError:  # naive times: the per-record route says what they mean
-                lean = False
-        if not lean or accel.read_batch is None:
+        bounds = self._batch_bounds(since, until) if lean else None
+        if bounds is None or accel.read_batch is None:
             yield from self.check_buffer(buf, True, index, since, until)
             return
+        lo, hi, windows = bounds
         batch = accel.read_batch
         own = self._own
         assert own is not None
@@ -559,6 +548,17 @@ class Diagnoser:
                 if got is not None:
                     yield got
                     index += 1
+
+    def _batch_bounds(self, since: datetime | None, until: datetime | None
+                      ) -> tuple[int | None, int | None,
+                                 dict[int, tuple[int | None, int | None, bool]]] | None:
+        """For the compiled reader's batch calls: ``[since, until)`` in microseconds and
+        :meth:`_key_windows`; None when a time is naive (the per-record route says what it
+        means)."""
+        try:
+            return _micros(since), _micros(until), self._key_windows()
+        except TypeError:
+            return None
 
     def _key_windows(self) -> dict[int, tuple[int | None, int | None, bool]]:
         """Per key (by identity): its window in microseconds and whether the backend
